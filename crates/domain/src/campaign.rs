@@ -1,0 +1,826 @@
+//! The campaign aggregate: one event stream per campaign (`campaign-<uuid>`).
+//!
+//! `Campaign::handle` decides which events a command produces (or why it is
+//! refused); `Campaign::apply` folds events into state. Both are pure, so the
+//! rules are tested without a database (given events, when command, then events).
+
+use crate::input::{check_optional_text, check_text, double_option};
+use crate::{DecodeError, DomainEvent, Money, ProjectSlug, ValidationErrors};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Every campaign event stream is named `campaign-<uuid>`.
+pub const STREAM_PREFIX: &str = "campaign-";
+
+pub fn stream_id(campaign_id: Uuid) -> String {
+    format!("{STREAM_PREFIX}{campaign_id}")
+}
+
+const NAME_MAX: usize = 200;
+const DESCRIPTION_MAX: usize = 10_000;
+const LABEL_MAX: usize = 200;
+const LIST_MAX: usize = 100;
+const AGE_MAX: u32 = 150;
+
+/// Lifecycle status. The transition table is [`CampaignStatus::can_become`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum CampaignStatus {
+    Draft,
+    Active,
+    Paused,
+    Completed,
+    Cancelled,
+}
+
+impl CampaignStatus {
+    pub const ALL: [CampaignStatus; 5] = [
+        Self::Draft,
+        Self::Active,
+        Self::Paused,
+        Self::Completed,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// A new campaign starts as `draft` or `active`.
+    pub fn is_initial(self) -> bool {
+        matches!(self, Self::Draft | Self::Active)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Cancelled)
+    }
+
+    /// The transition table of DESIGN.md section 6. Staying in the same status is
+    /// not a transition.
+    pub fn can_become(self, next: Self) -> bool {
+        use CampaignStatus::*;
+        matches!(
+            (self, next),
+            (Draft, Active | Cancelled)
+                | (Active, Paused | Completed | Cancelled)
+                | (Paused, Active | Completed | Cancelled)
+        )
+    }
+}
+
+/// What kind of campaign this is; used for filtering and reporting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum CampaignType {
+    Awareness,
+    Consideration,
+    Conversion,
+    Sales,
+    LeadGeneration,
+    Engagement,
+    Retention,
+    ProductLaunch,
+    Event,
+    Email,
+    SocialMedia,
+    Content,
+    Seo,
+    Referral,
+    Other,
+}
+
+impl CampaignType {
+    pub const ALL: [CampaignType; 15] = [
+        Self::Awareness,
+        Self::Consideration,
+        Self::Conversion,
+        Self::Sales,
+        Self::LeadGeneration,
+        Self::Engagement,
+        Self::Retention,
+        Self::ProductLaunch,
+        Self::Event,
+        Self::Email,
+        Self::SocialMedia,
+        Self::Content,
+        Self::Seo,
+        Self::Referral,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Awareness => "awareness",
+            Self::Consideration => "consideration",
+            Self::Conversion => "conversion",
+            Self::Sales => "sales",
+            Self::LeadGeneration => "lead_generation",
+            Self::Engagement => "engagement",
+            Self::Retention => "retention",
+            Self::ProductLaunch => "product_launch",
+            Self::Event => "event",
+            Self::Email => "email",
+            Self::SocialMedia => "social_media",
+            Self::Content => "content",
+            Self::Seo => "seo",
+            Self::Referral => "referral",
+            Self::Other => "other",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == raw)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TargetAudience {
+    /// `[min, max]` age in years, inclusive.
+    #[serde(default)]
+    pub age_range: Option<[u32; 2]>,
+    #[serde(default)]
+    pub gender: Vec<String>,
+    #[serde(default)]
+    pub locations: Vec<String>,
+    #[serde(default)]
+    pub interests: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Goals {
+    #[serde(default)]
+    pub primary: Option<String>,
+    #[serde(default)]
+    pub secondary: Vec<String>,
+    #[serde(default)]
+    pub kpis: Vec<GoalKpi>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GoalKpi {
+    pub metric: String,
+    pub target: Money,
+    #[serde(default)]
+    pub current: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Channel {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub channel_type: String,
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub budget_allocation: Option<Money>,
+    #[serde(default)]
+    pub start_date: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub end_date: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Kpi {
+    pub name: String,
+    pub target: Money,
+    #[serde(default)]
+    pub current: Money,
+    #[serde(default)]
+    pub unit: Option<String>,
+}
+
+/// The core attributes of a campaign: everything but identity, status and timestamps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignDetails {
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub campaign_type: CampaignType,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub total_budget: Option<Money>,
+    pub target_audience: Option<TargetAudience>,
+    pub goals: Option<Goals>,
+    pub channels: Vec<Channel>,
+    pub kpis: Vec<Kpi>,
+}
+
+/// Body of `POST /campaigns`. Unknown fields are refused so typos do not vanish.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateCampaign {
+    #[cfg_attr(feature = "openapi", schema(example = "Summer Sale Campaign"))]
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Defaults to `other`.
+    #[serde(default, rename = "type")]
+    pub campaign_type: Option<CampaignType>,
+    /// `draft` (default) or `active`.
+    #[serde(default)]
+    pub status: Option<CampaignStatus>,
+    #[serde(default)]
+    pub start_date: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub end_date: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub total_budget: Option<Money>,
+    #[serde(default)]
+    pub target_audience: Option<TargetAudience>,
+    #[serde(default)]
+    pub goals: Option<Goals>,
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    #[serde(default)]
+    pub kpis: Vec<Kpi>,
+}
+
+/// Body of `PUT /campaigns/:id`: a partial update. An absent field is left as it
+/// is; `null` clears an optional field. Read-only fields a client may echo back from
+/// a GET (`id`, `project`, `created_at`, `updated_at`, `version`) are ignored;
+/// `status` may be echoed unchanged, but changing it goes through
+/// `PATCH /campaigns/:id/status` so the transition rules apply visibly.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateCampaign {
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option", rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<CampaignType>))]
+    pub campaign_type: Option<Option<CampaignType>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
+    pub start_date: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
+    pub end_date: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Money>))]
+    pub total_budget: Option<Option<Money>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<TargetAudience>))]
+    pub target_audience: Option<Option<TargetAudience>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Goals>))]
+    pub goals: Option<Option<Goals>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Channel>>))]
+    pub channels: Option<Option<Vec<Channel>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Kpi>>))]
+    pub kpis: Option<Option<Vec<Kpi>>>,
+    /// Accepted only when equal to the current status.
+    #[serde(default)]
+    pub status: Option<CampaignStatus>,
+    #[serde(default, rename = "id")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_id: Option<Value>,
+    #[serde(default, rename = "project")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_project: Option<Value>,
+    #[serde(default, rename = "created_at")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_created_at: Option<Value>,
+    #[serde(default, rename = "updated_at")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_updated_at: Option<Value>,
+    #[serde(default, rename = "version")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_version: Option<Value>,
+}
+
+/// The fields an update actually changed, as stored in `CampaignUpdated`. The
+/// keys are the resource's keys, so a read model can merge them as they are.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CampaignChanges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    pub description: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub campaign_type: Option<CampaignType>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    pub start_date: Option<Option<DateTime<Utc>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    pub end_date: Option<Option<DateTime<Utc>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    pub total_budget: Option<Option<Money>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    pub target_audience: Option<Option<TargetAudience>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    pub goals: Option<Option<Goals>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<Channel>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kpis: Option<Vec<Kpi>>,
+}
+
+impl CampaignChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn apply_to(&self, details: &mut CampaignDetails) {
+        fn set<T: Clone>(target: &mut T, change: &Option<T>) {
+            if let Some(value) = change {
+                *target = value.clone();
+            }
+        }
+        set(&mut details.name, &self.name);
+        set(&mut details.description, &self.description);
+        set(&mut details.campaign_type, &self.campaign_type);
+        set(&mut details.start_date, &self.start_date);
+        set(&mut details.end_date, &self.end_date);
+        set(&mut details.total_budget, &self.total_budget);
+        set(&mut details.target_audience, &self.target_audience);
+        set(&mut details.goals, &self.goals);
+        set(&mut details.channels, &self.channels);
+        set(&mut details.kpis, &self.kpis);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Events
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignCreated {
+    pub campaign_id: Uuid,
+    pub project: ProjectSlug,
+    pub status: CampaignStatus,
+    pub details: CampaignDetails,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignUpdated {
+    pub campaign_id: Uuid,
+    pub changes: CampaignChanges,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignStatusChanged {
+    pub campaign_id: Uuid,
+    pub from: CampaignStatus,
+    pub to: CampaignStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignDeleted {
+    pub campaign_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CampaignEvent {
+    Created(CampaignCreated),
+    Updated(CampaignUpdated),
+    StatusChanged(CampaignStatusChanged),
+    Deleted(CampaignDeleted),
+}
+
+impl DomainEvent for CampaignEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Created(_) => "CampaignCreated",
+            Self::Updated(_) => "CampaignUpdated",
+            Self::StatusChanged(_) => "CampaignStatusChanged",
+            Self::Deleted(_) => "CampaignDeleted",
+        }
+    }
+
+    fn schema_version(&self) -> i32 {
+        1
+    }
+
+    fn to_data(&self) -> Value {
+        let data = match self {
+            Self::Created(e) => serde_json::to_value(e),
+            Self::Updated(e) => serde_json::to_value(e),
+            Self::StatusChanged(e) => serde_json::to_value(e),
+            Self::Deleted(e) => serde_json::to_value(e),
+        };
+        data.expect("campaign events serialize to JSON")
+    }
+
+    fn from_data(event_type: &str, data: Value) -> Result<Self, DecodeError> {
+        let malformed = |e| DecodeError::malformed(event_type, e);
+        Ok(match event_type {
+            "CampaignCreated" => Self::Created(serde_json::from_value(data).map_err(malformed)?),
+            "CampaignUpdated" => Self::Updated(serde_json::from_value(data).map_err(malformed)?),
+            "CampaignStatusChanged" => {
+                Self::StatusChanged(serde_json::from_value(data).map_err(malformed)?)
+            }
+            "CampaignDeleted" => Self::Deleted(serde_json::from_value(data).map_err(malformed)?),
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State
+
+/// A live campaign as clients see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignState {
+    pub id: Uuid,
+    pub project: ProjectSlug,
+    pub status: CampaignStatus,
+    pub details: CampaignDetails,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Version (0-based) of the last event applied: the resource's ETag.
+    pub version: i64,
+}
+
+/// The resource's JSON shape: flat, in a stable field order.
+impl Serialize for CampaignState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let d = &self.details;
+        let mut map = serializer.serialize_map(Some(17))?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("project", &self.project)?;
+        map.serialize_entry("name", &d.name)?;
+        map.serialize_entry("description", &d.description)?;
+        map.serialize_entry("type", &d.campaign_type)?;
+        map.serialize_entry("status", &self.status)?;
+        map.serialize_entry("start_date", &d.start_date)?;
+        map.serialize_entry("end_date", &d.end_date)?;
+        map.serialize_entry("total_budget", &d.total_budget)?;
+        map.serialize_entry("target_audience", &d.target_audience)?;
+        map.serialize_entry("goals", &d.goals)?;
+        map.serialize_entry("channels", &d.channels)?;
+        map.serialize_entry("kpis", &d.kpis)?;
+        map.serialize_entry("created_at", &self.created_at)?;
+        map.serialize_entry("updated_at", &self.updated_at)?;
+        map.serialize_entry("version", &self.version)?;
+        map.end()
+    }
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CampaignError {
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error("Campaign not found")]
+    NotFound,
+    #[error("campaign already exists")]
+    AlreadyExists,
+    #[error("{}", illegal_transition_message(*.from, *.to))]
+    IllegalTransition {
+        from: Option<CampaignStatus>,
+        to: CampaignStatus,
+    },
+}
+
+fn illegal_transition_message(from: Option<CampaignStatus>, to: CampaignStatus) -> String {
+    match from {
+        None => format!(
+            "a new campaign must start as draft or active, not {}",
+            to.as_str()
+        ),
+        Some(from) => format!(
+            "cannot change campaign status from {} to {}",
+            from.as_str(),
+            to.as_str()
+        ),
+    }
+}
+
+pub enum CampaignCommand {
+    Create {
+        campaign_id: Uuid,
+        project: ProjectSlug,
+        input: CreateCampaign,
+    },
+    Update(UpdateCampaign),
+    ChangeStatus(CampaignStatus),
+    Delete,
+}
+
+/// The aggregate: folded state plus whether the stream was ever created or deleted.
+#[derive(Debug, Clone, Default)]
+pub struct Campaign {
+    state: Option<CampaignState>,
+    deleted: bool,
+    /// Version of the last applied event; `None` for a stream that does not exist.
+    version: Option<i64>,
+}
+
+impl Campaign {
+    /// The live campaign; `None` if it never existed or was deleted.
+    pub fn state(&self) -> Option<&CampaignState> {
+        self.state.as_ref()
+    }
+
+    pub fn version(&self) -> Option<i64> {
+        self.version
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// Decides what a command does. Never mutates: the caller appends the events
+    /// and then folds them with [`Campaign::apply`].
+    pub fn handle(&self, command: CampaignCommand) -> Result<Vec<CampaignEvent>, CampaignError> {
+        match command {
+            CampaignCommand::Create {
+                campaign_id,
+                project,
+                input,
+            } => self.create(campaign_id, project, input),
+            CampaignCommand::Update(input) => self.update(input),
+            CampaignCommand::ChangeStatus(to) => self.change_status(to),
+            CampaignCommand::Delete => {
+                let state = self.live()?;
+                Ok(vec![CampaignEvent::Deleted(CampaignDeleted {
+                    campaign_id: state.id,
+                })])
+            }
+        }
+    }
+
+    fn live(&self) -> Result<&CampaignState, CampaignError> {
+        self.state.as_ref().ok_or(CampaignError::NotFound)
+    }
+
+    fn create(
+        &self,
+        campaign_id: Uuid,
+        project: ProjectSlug,
+        input: CreateCampaign,
+    ) -> Result<Vec<CampaignEvent>, CampaignError> {
+        if self.version.is_some() {
+            return Err(CampaignError::AlreadyExists);
+        }
+        let status = input.status.unwrap_or(CampaignStatus::Draft);
+        let details = CampaignDetails {
+            name: input.name,
+            description: input.description,
+            campaign_type: input.campaign_type.unwrap_or(CampaignType::Other),
+            start_date: input.start_date,
+            end_date: input.end_date,
+            total_budget: input.total_budget,
+            target_audience: input.target_audience,
+            goals: input.goals,
+            channels: input.channels,
+            kpis: input.kpis,
+        };
+        validate_details(&details).map_err(CampaignError::Invalid)?;
+        if !status.is_initial() {
+            return Err(CampaignError::IllegalTransition {
+                from: None,
+                to: status,
+            });
+        }
+        Ok(vec![CampaignEvent::Created(CampaignCreated {
+            campaign_id,
+            project,
+            status,
+            details,
+        })])
+    }
+
+    fn update(&self, input: UpdateCampaign) -> Result<Vec<CampaignEvent>, CampaignError> {
+        let state = self.live()?;
+        if let Some(status) = input.status {
+            if status != state.status {
+                return Err(CampaignError::Invalid(ValidationErrors::single(
+                    "status",
+                    "status cannot be changed with PUT; use PATCH /campaigns/{id}/status",
+                )));
+            }
+        }
+        let mut invalid = ValidationErrors::new();
+        let current = &state.details;
+        // Only fields whose value differs become part of the event.
+        fn changed<T: PartialEq + Clone>(new: Option<T>, current: &T) -> Option<T> {
+            new.filter(|value| value != current)
+        }
+        let name = match input.name {
+            Some(None) => {
+                invalid.add("name", "name must not be null");
+                None
+            }
+            Some(Some(name)) => changed(Some(name), &current.name),
+            None => None,
+        };
+        let campaign_type = match input.campaign_type {
+            Some(None) => {
+                invalid.add("type", "type must not be null");
+                None
+            }
+            other => changed(other.flatten(), &current.campaign_type),
+        };
+        if !invalid.is_empty() {
+            return Err(CampaignError::Invalid(invalid));
+        }
+        let changes = CampaignChanges {
+            name,
+            description: changed(input.description, &current.description),
+            campaign_type,
+            start_date: changed(input.start_date, &current.start_date),
+            end_date: changed(input.end_date, &current.end_date),
+            total_budget: changed(input.total_budget, &current.total_budget),
+            target_audience: changed(input.target_audience, &current.target_audience),
+            goals: changed(input.goals, &current.goals),
+            channels: changed(input.channels.map(Option::unwrap_or_default), &current.channels),
+            kpis: changed(input.kpis.map(Option::unwrap_or_default), &current.kpis),
+        };
+        let mut merged = current.clone();
+        changes.apply_to(&mut merged);
+        validate_details(&merged).map_err(CampaignError::Invalid)?;
+        if changes.is_empty() {
+            return Ok(vec![]);
+        }
+        Ok(vec![CampaignEvent::Updated(CampaignUpdated {
+            campaign_id: state.id,
+            changes,
+        })])
+    }
+
+    fn change_status(&self, to: CampaignStatus) -> Result<Vec<CampaignEvent>, CampaignError> {
+        let state = self.live()?;
+        if !state.status.can_become(to) {
+            return Err(CampaignError::IllegalTransition {
+                from: Some(state.status),
+                to,
+            });
+        }
+        Ok(vec![CampaignEvent::StatusChanged(CampaignStatusChanged {
+            campaign_id: state.id,
+            from: state.status,
+            to,
+        })])
+    }
+
+    /// Folds one event recorded at `recorded_at` as stream version `version`.
+    pub fn apply(&mut self, event: &CampaignEvent, recorded_at: DateTime<Utc>, version: i64) {
+        self.version = Some(version);
+        match event {
+            CampaignEvent::Created(e) => {
+                self.state = Some(CampaignState {
+                    id: e.campaign_id,
+                    project: e.project.clone(),
+                    status: e.status,
+                    details: e.details.clone(),
+                    created_at: recorded_at,
+                    updated_at: recorded_at,
+                    version,
+                });
+            }
+            CampaignEvent::Updated(e) => {
+                if let Some(state) = self.state.as_mut() {
+                    e.changes.apply_to(&mut state.details);
+                    state.updated_at = recorded_at;
+                    state.version = version;
+                }
+            }
+            CampaignEvent::StatusChanged(e) => {
+                if let Some(state) = self.state.as_mut() {
+                    state.status = e.to;
+                    state.updated_at = recorded_at;
+                    state.version = version;
+                }
+            }
+            CampaignEvent::Deleted(_) => {
+                self.state = None;
+                self.deleted = true;
+            }
+        }
+    }
+}
+
+/// Every rule on a campaign's core attributes, checked after create and after
+/// merging an update, so no sequence of partial updates can reach an invalid state.
+pub fn validate_details(d: &CampaignDetails) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    check_text(&mut errors, "name", &d.name, NAME_MAX);
+    check_optional_text(&mut errors, "description", d.description.as_deref(), DESCRIPTION_MAX);
+    if let (Some(start), Some(end)) = (d.start_date, d.end_date) {
+        if end <= start {
+            errors.add("end_date", "end_date must be after start_date");
+        }
+    }
+    if let Some(budget) = d.total_budget {
+        if let Err(msg) = budget.check() {
+            errors.add("total_budget", format!("total_budget {msg}"));
+        }
+    }
+    if let Some(audience) = &d.target_audience {
+        if let Some([min, max]) = audience.age_range {
+            if min > max || max > AGE_MAX {
+                errors.add(
+                    "target_audience.age_range",
+                    format!("target_audience.age_range must be [min, max] with min <= max <= {AGE_MAX}"),
+                );
+            }
+        }
+        check_labels(&mut errors, "target_audience.gender", &audience.gender);
+        check_labels(&mut errors, "target_audience.locations", &audience.locations);
+        check_labels(&mut errors, "target_audience.interests", &audience.interests);
+    }
+    if let Some(goals) = &d.goals {
+        check_optional_text(&mut errors, "goals.primary", goals.primary.as_deref(), DESCRIPTION_MAX);
+        check_labels(&mut errors, "goals.secondary", &goals.secondary);
+        check_len(&mut errors, "goals.kpis", goals.kpis.len());
+        for (i, kpi) in goals.kpis.iter().enumerate() {
+            check_text(&mut errors, &format!("goals.kpis[{i}].metric"), &kpi.metric, LABEL_MAX);
+            check_amount(&mut errors, &format!("goals.kpis[{i}].target"), kpi.target);
+            check_amount(&mut errors, &format!("goals.kpis[{i}].current"), kpi.current);
+        }
+    }
+    check_len(&mut errors, "channels", d.channels.len());
+    let mut allocated = Decimal::ZERO;
+    for (i, channel) in d.channels.iter().enumerate() {
+        check_text(&mut errors, &format!("channels[{i}].name"), &channel.name, LABEL_MAX);
+        check_text(&mut errors, &format!("channels[{i}].type"), &channel.channel_type, LABEL_MAX);
+        check_optional_text(
+            &mut errors,
+            &format!("channels[{i}].platform"),
+            channel.platform.as_deref(),
+            LABEL_MAX,
+        );
+        if let Some(allocation) = channel.budget_allocation {
+            check_amount(&mut errors, &format!("channels[{i}].budget_allocation"), allocation);
+            allocated += allocation.amount().min(crate::money::MAX_AMOUNT);
+        }
+        if let (Some(start), Some(end)) = (channel.start_date, channel.end_date) {
+            if end <= start {
+                errors.add(
+                    format!("channels[{i}].end_date"),
+                    format!("channels[{i}].end_date must be after channels[{i}].start_date"),
+                );
+            }
+        }
+    }
+    if let Some(total) = d.total_budget {
+        if allocated > total.amount() {
+            errors.add(
+                "channels",
+                format!("channel budget allocations ({allocated}) exceed total_budget ({total})"),
+            );
+        }
+    }
+    check_len(&mut errors, "kpis", d.kpis.len());
+    for (i, kpi) in d.kpis.iter().enumerate() {
+        check_text(&mut errors, &format!("kpis[{i}].name"), &kpi.name, LABEL_MAX);
+        check_amount(&mut errors, &format!("kpis[{i}].target"), kpi.target);
+        check_amount(&mut errors, &format!("kpis[{i}].current"), kpi.current);
+        check_optional_text(&mut errors, &format!("kpis[{i}].unit"), kpi.unit.as_deref(), LABEL_MAX);
+    }
+    errors.into_result(())
+}
+
+fn check_amount(errors: &mut ValidationErrors, field: &str, amount: Money) {
+    if let Err(msg) = amount.check() {
+        errors.add(field, format!("{field} {msg}"));
+    }
+}
+
+fn check_len(errors: &mut ValidationErrors, field: &str, len: usize) {
+    if len > LIST_MAX {
+        errors.add(field, format!("{field} must have at most {LIST_MAX} entries"));
+    }
+}
+
+fn check_labels(errors: &mut ValidationErrors, field: &str, labels: &[String]) {
+    check_len(errors, field, labels.len());
+    for (i, label) in labels.iter().enumerate() {
+        check_text(errors, &format!("{field}[{i}]"), label, LABEL_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests;

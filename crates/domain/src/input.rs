@@ -1,0 +1,115 @@
+//! Turning request bodies into typed input, with errors that name the field.
+
+use crate::ValidationErrors;
+use serde::de::{Deserialize, DeserializeOwned, Deserializer};
+
+/// Deserializes a JSON body, reporting the JSON path of the first offending field
+/// (`channels[0].budget_allocation`) instead of a line and column.
+pub fn from_json_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ValidationErrors> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+    de.end()
+        .map_err(|e| ValidationErrors::single("body", format!("invalid JSON: {e}")))?;
+    Ok(parsed)
+}
+
+/// Same as [`from_json_slice`] for an already parsed value (used for multipart forms
+/// whose fields were collected into JSON first).
+pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ValidationErrors> {
+    serde_path_to_error::deserialize(value).map_err(path_error)
+}
+
+fn path_error<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> ValidationErrors {
+    let path = err.path().to_string();
+    let inner = err.inner().to_string();
+    // serde_json appends " at line X column Y"; the path already says where.
+    let message = match inner.find(" at line ") {
+        Some(idx) => inner[..idx].to_owned(),
+        None => inner,
+    };
+    if path == "." || path.is_empty() {
+        if message.starts_with("missing field") {
+            let field = message
+                .split('`')
+                .nth(1)
+                .unwrap_or("body")
+                .to_owned();
+            return ValidationErrors::single(field.clone(), format!("{field} is required"));
+        }
+        if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+            return ValidationErrors::single(field.to_owned(), format!("unknown field `{field}`"));
+        }
+        return ValidationErrors::single("body", message);
+    }
+    if message.starts_with("missing field") {
+        let field = message.split('`').nth(1).unwrap_or_default();
+        let full = format!("{path}.{field}");
+        return ValidationErrors::single(full.clone(), format!("{full} is required"));
+    }
+    ValidationErrors::single(path, message)
+}
+
+/// For optional fields of a partial update: absent → `None` (leave unchanged),
+/// `null` → `Some(None)` (clear), a value → `Some(Some(v))`.
+/// Use with `#[serde(default, deserialize_with = "crate::input::double_option")]`.
+pub fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Checks a required text field: trimmed, non-empty, at most `max` characters.
+pub fn check_text(errors: &mut ValidationErrors, field: &str, value: &str, max: usize) {
+    if value.trim().is_empty() {
+        errors.add(field, format!("{field} must not be empty"));
+    } else if value.chars().count() > max {
+        errors.add(field, format!("{field} must be at most {max} characters"));
+    }
+}
+
+/// Checks an optional text field's length.
+pub fn check_optional_text(errors: &mut ValidationErrors, field: &str, value: Option<&str>, max: usize) {
+    if let Some(value) = value {
+        if value.chars().count() > max {
+            errors.add(field, format!("{field} must be at most {max} characters"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        #[serde(default)]
+        items: Vec<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        amount: u32,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = from_json_slice::<Outer>(br#"{"items":[]}"#).unwrap_err();
+        assert_eq!(err.first().unwrap().field, "name");
+        let err = from_json_slice::<Outer>(br#"{"name":"x","items":[{"amount":"a"}]}"#).unwrap_err();
+        assert_eq!(err.first().unwrap().field, "items[0].amount");
+        let err = from_json_slice::<Outer>(br#"{"name":"x","color":1}"#).unwrap_err();
+        assert_eq!(err.first().unwrap().field, "color");
+        let err = from_json_slice::<Outer>(br#"{"name":"x"} trailing"#).unwrap_err();
+        assert_eq!(err.first().unwrap().field, "body");
+        let err = from_json_slice::<Outer>(br#"{"name":"x","items":[{}]}"#).unwrap_err();
+        assert_eq!(err.first().unwrap().field, "items[0].amount");
+    }
+}

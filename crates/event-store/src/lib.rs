@@ -1,0 +1,220 @@
+//! The event log.
+//!
+//! [`EventStore`] is what the rest of the system sees: append to a stream with an
+//! expected version, read one stream, and follow the whole log in a stable order.
+//! [`PgEventStore`] implements it on Postgres and upholds DESIGN.md section 3:
+//!
+//! * optimistic concurrency by a unique `(stream_id, version)` index, not locks;
+//! * idempotent appends by a unique `event_id`;
+//! * a whole-log read that never misses an event under concurrent writers
+//!   (see [`PgEventStore::read_all`] for why sequence order is not enough);
+//! * `LISTEN/NOTIFY` wake-ups ([`Wakeups`]) with polling as the fallback;
+//! * upcasting of old schema versions on every read path.
+//!
+//! The trait speaks in stream revisions and an ordered two-part [`LogPosition`],
+//! which is also what KurrentDB/EventStoreDB offers (commit and prepare
+//! positions), so a second backend fits behind the same trait.
+
+mod listener;
+mod postgres;
+
+pub use listener::{spawn_listener, wait, Wakeups, EVENTS_CHANNEL};
+pub use postgres::{connect_pool, migrate, run_migrations, PgEventStore};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A point in the whole-log order. Ordered lexicographically; `START` is before
+/// every event. On Postgres: (inserting transaction id, sequence position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct LogPosition {
+    pub tx_id: i64,
+    pub position: i64,
+}
+
+impl LogPosition {
+    pub const START: LogPosition = LogPosition {
+        tx_id: 0,
+        position: 0,
+    };
+}
+
+/// What the writer believes the stream looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's state.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have this version.
+    Exact(i64),
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Unique forever. Retrying an append with the same ids appends nothing.
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: Value,
+    /// Who and why: project, API key id, request id, correlation/causation ids,
+    /// idempotency key. Free-form JSON to the store.
+    pub metadata: Value,
+    /// Set by the writer, so the command side knows the timestamp it returns
+    /// without a second round trip.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// An event as stored, already upcast to its current schema version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub position: LogPosition,
+    pub event_id: Uuid,
+    pub stream_id: String,
+    pub version: i64,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// One stream's part of an atomic append.
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// The result of appending to one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Version of the last event of the append (the stream's new version).
+    pub last_version: i64,
+    /// Log position of the last event of the append.
+    pub last_position: LogPosition,
+    /// True when every event was already stored (a retried append): nothing new
+    /// was written.
+    pub already_stored: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The stream's version was not what the writer expected.
+    #[error("stream {stream_id} was modified concurrently (expected {expected:?})")]
+    Conflict {
+        stream_id: String,
+        expected: ExpectedVersion,
+    },
+    /// An event id is already stored for different content: a caller bug.
+    #[error("event id {0} already used by another event")]
+    EventIdReused(Uuid),
+    #[error("append must contain at least one event")]
+    Empty,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("connection pool error: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// `(event_type, from_version, step)`: turns data of `from_version` into data of
+/// `from_version + 1`. The same shape as `domain::upcast::UpcastStep`, so the
+/// domain's table plugs in without this crate knowing domain types.
+pub type Upcaster = (&'static str, i32, fn(Value) -> Value);
+
+/// Applies `table` to one event until no step matches.
+pub fn upcast(table: &[Upcaster], event_type: &str, mut version: i32, mut data: Value) -> (i32, Value) {
+    while let Some((_, _, step)) = table
+        .iter()
+        .find(|(ty, from, _)| *ty == event_type && *from == version)
+    {
+        data = step(data);
+        version += 1;
+    }
+    (version, data)
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends to one stream atomically.
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, AppendError> {
+        let mut outcomes = self
+            .append_many(vec![StreamAppend {
+                stream_id: stream_id.to_owned(),
+                expected,
+                events,
+            }])
+            .await?;
+        Ok(outcomes.remove(0))
+    }
+
+    /// Appends to several streams in one transaction: all or nothing. Used by
+    /// bulk operations (imports) so they need not pay one commit per row.
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendOutcome>, AppendError>;
+
+    /// Every event of one stream, oldest first.
+    async fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events strictly after `after` in whole-log order. Never
+    /// returns an event that a later call could place before one already returned.
+    async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The position of the newest readable event, if any.
+    async fn head(&self) -> Result<Option<LogPosition>, StoreError>;
+
+    /// A hint channel that ticks when new events may be readable.
+    fn wakeups(&self) -> Wakeups;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rename_title(mut v: Value) -> Value {
+        if let Some(title) = v.as_object_mut().and_then(|o| o.remove("title")) {
+            v["name"] = title;
+        }
+        v
+    }
+
+    fn add_currency(mut v: Value) -> Value {
+        v["currency"] = json!("USD");
+        v
+    }
+
+    #[test]
+    fn upcasting_applies_steps_in_sequence_until_current() {
+        let table: &[Upcaster] = &[("Thing", 1, rename_title), ("Thing", 2, add_currency)];
+        let (version, data) = upcast(table, "Thing", 1, json!({"title": "x"}));
+        assert_eq!(version, 3);
+        assert_eq!(data, json!({"name": "x", "currency": "USD"}));
+        let (version, data) = upcast(table, "Other", 1, json!({"title": "x"}));
+        assert_eq!((version, data), (1, json!({"title": "x"})));
+    }
+
+    #[test]
+    fn positions_order_by_transaction_then_sequence() {
+        let a = LogPosition { tx_id: 5, position: 100 };
+        let b = LogPosition { tx_id: 6, position: 1 };
+        assert!(LogPosition::START < a && a < b);
+    }
+}

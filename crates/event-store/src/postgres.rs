@@ -1,0 +1,443 @@
+//! The Postgres event log.
+
+use crate::{
+    upcast, AppendError, AppendOutcome, EventStore, ExpectedVersion, LogPosition, RecordedEvent,
+    StoreError, StreamAppend, Upcaster, Wakeups,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::str::FromStr;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// How many times an `ExpectedVersion::Any` append re-reads the stream's version
+/// after losing a race before giving up with a conflict.
+const ANY_VERSION_ATTEMPTS: usize = 5;
+
+/// Builds a connection pool from a Postgres URL.
+pub fn connect_pool(database_url: &str, max_size: usize) -> Result<Pool, StoreError> {
+    let config = tokio_postgres::Config::from_str(database_url)
+        .map_err(|e| StoreError::Other(format!("invalid DATABASE_URL: {e}")))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .map_err(|e| StoreError::Other(format!("cannot build connection pool: {e}")))
+}
+
+/// Applies one crate's embedded migrations under a cluster-wide advisory lock, so
+/// several processes starting at once do not race each other. Each crate keeps
+/// its own history table (`history_table`), so each owns its schema.
+pub async fn run_migrations(
+    client: &mut tokio_postgres::Client,
+    runner: refinery::Runner,
+    history_table: &str,
+) -> Result<(), StoreError> {
+    const MIGRATION_LOCK: i64 = 0x6d61_726b_6574_0001;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let mut runner = runner;
+    let result = runner
+        .set_migration_table_name(history_table)
+        .run_async(client)
+        .await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    result
+        .map(|_| ())
+        .map_err(|e| StoreError::Other(format!("migration failed: {e}")))
+}
+
+/// Creates or upgrades the event log's tables.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
+    run_migrations(client, embedded::migrations::runner(), "event_store_migrations").await
+}
+
+pub struct PgEventStore {
+    pool: Pool,
+    upcasters: &'static [Upcaster],
+    wakeups: Wakeups,
+}
+
+impl PgEventStore {
+    /// `wakeups` is shared with the LISTEN task and every reader in this process.
+    pub fn new(pool: Pool, upcasters: &'static [Upcaster], wakeups: Wakeups) -> Self {
+        Self {
+            pool,
+            upcasters,
+            wakeups,
+        }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn decode(&self, row: &Row) -> RecordedEvent {
+        let event_type: String = row.get("event_type");
+        let (schema_version, data) = upcast(
+            self.upcasters,
+            &event_type,
+            row.get("schema_version"),
+            row.get::<_, Value>("data"),
+        );
+        RecordedEvent {
+            position: LogPosition {
+                tx_id: row.get("tx_id"),
+                position: row.get("position"),
+            },
+            event_id: row.get("event_id"),
+            stream_id: row.get("stream_id"),
+            version: row.get("version"),
+            event_type,
+            schema_version,
+            data,
+            metadata: row.get("metadata"),
+            recorded_at: row.get("recorded_at"),
+        }
+    }
+
+    async fn current_version(&self, stream_id: &str) -> Result<Option<i64>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached("SELECT max(version) FROM events WHERE stream_id = $1")
+            .await?;
+        Ok(client.query_one(&statement, &[&stream_id]).await?.get(0))
+    }
+
+    /// One attempt at an atomic multi-stream append; `Any` must already be resolved.
+    async fn try_append(&self, appends: &[StreamAppend]) -> Result<Vec<AppendOutcome>, AppendError> {
+        let total: usize = appends.iter().map(|a| a.events.len()).sum();
+        let mut event_ids = Vec::with_capacity(total);
+        let mut stream_ids = Vec::with_capacity(total);
+        let mut versions = Vec::with_capacity(total);
+        let mut types = Vec::with_capacity(total);
+        let mut schema_versions = Vec::with_capacity(total);
+        let mut data = Vec::with_capacity(total);
+        let mut metadata = Vec::with_capacity(total);
+        let mut recorded_at: Vec<DateTime<Utc>> = Vec::with_capacity(total);
+        // Streams appended at an exact version must have that version already:
+        // the unique index stops two writers taking the same next version, and
+        // this guard stops a writer leaving a gap.
+        let mut guard_streams = Vec::new();
+        let mut guard_versions = Vec::new();
+        for append in appends {
+            let first = match append.expected {
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Exact(v) => {
+                    guard_streams.push(append.stream_id.as_str());
+                    guard_versions.push(v);
+                    v + 1
+                }
+                ExpectedVersion::Any => unreachable!("resolved by append_many"),
+            };
+            for (offset, event) in append.events.iter().enumerate() {
+                event_ids.push(event.event_id);
+                stream_ids.push(append.stream_id.as_str());
+                versions.push(first + offset as i64);
+                types.push(event.event_type.as_str());
+                schema_versions.push(event.schema_version);
+                data.push(&event.data);
+                metadata.push(&event.metadata);
+                recorded_at.push(event.recorded_at);
+            }
+        }
+        let client = self.pool.get().await.map_err(StoreError::from)?;
+        // One statement, so one implicit transaction and one round trip.
+        let statement = client
+            .prepare_cached(
+                "WITH guard AS (
+                     SELECT count(*) AS missing
+                     FROM unnest($9::text[], $10::int8[]) AS g(stream_id, version)
+                     WHERE NOT EXISTS (
+                         SELECT 1 FROM events e WHERE e.stream_id = g.stream_id AND e.version = g.version)
+                 )
+                 INSERT INTO events
+                     (event_id, stream_id, version, event_type, schema_version, data, metadata, recorded_at)
+                 SELECT u.* FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::int4[],
+                                        $6::jsonb[], $7::jsonb[], $8::timestamptz[]) AS u, guard
+                 WHERE guard.missing = 0
+                 RETURNING stream_id, version, tx_id, position",
+            )
+            .await
+            .map_err(StoreError::from)?;
+        let result = client
+            .query(
+                &statement,
+                &[
+                    &event_ids,
+                    &stream_ids,
+                    &versions,
+                    &types,
+                    &schema_versions,
+                    &data,
+                    &metadata,
+                    &recorded_at,
+                    &guard_streams,
+                    &guard_versions,
+                ],
+            )
+            .await;
+        let rows = match result {
+            Ok(rows) if rows.is_empty() => {
+                // The guard found a stream behind its expected version. It may
+                // still be a retry of an append that is already stored.
+                drop(client);
+                return match self.already_stored(appends).await? {
+                    Some(outcomes) => Ok(outcomes),
+                    None => Err(conflict(appends, guard_streams.first().copied())),
+                };
+            }
+            Ok(rows) => rows,
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                drop(client);
+                return match self.already_stored(appends).await? {
+                    Some(outcomes) => Ok(outcomes),
+                    None => {
+                        let stream = e
+                            .as_db_error()
+                            .and_then(|db| db.detail())
+                            .and_then(|detail| {
+                                appends
+                                    .iter()
+                                    .find(|a| detail.contains(&format!("({}, ", a.stream_id)))
+                            })
+                            .map(|a| a.stream_id.as_str());
+                        Err(conflict(appends, stream))
+                    }
+                };
+            }
+            Err(e) => return Err(StoreError::from(e).into()),
+        };
+        self.wakeups.notify();
+        let mut last: HashMap<String, (i64, LogPosition)> = HashMap::new();
+        for row in rows {
+            let position = LogPosition {
+                tx_id: row.get("tx_id"),
+                position: row.get("position"),
+            };
+            let version: i64 = row.get("version");
+            let entry = last
+                .entry(row.get("stream_id"))
+                .or_insert((version, position));
+            if version >= entry.0 {
+                *entry = (version, position);
+            }
+        }
+        Ok(appends
+            .iter()
+            .map(|a| {
+                let (last_version, last_position) = last[&a.stream_id];
+                AppendOutcome {
+                    last_version,
+                    last_position,
+                    already_stored: false,
+                }
+            })
+            .collect())
+    }
+
+    /// If every event of `appends` is already in the log, in the streams named,
+    /// the append is a retry: report what was stored. If some but not all are,
+    /// or they sit in other streams, event ids are being reused: an error.
+    async fn already_stored(&self, appends: &[StreamAppend]) -> Result<Option<Vec<AppendOutcome>>, AppendError> {
+        let wanted: Vec<Uuid> = appends
+            .iter()
+            .flat_map(|a| a.events.iter().map(|e| e.event_id))
+            .collect();
+        let client = self.pool.get().await.map_err(StoreError::from)?;
+        let statement = client
+            .prepare_cached(
+                "SELECT event_id, stream_id, version, tx_id, position FROM events WHERE event_id = ANY($1)",
+            )
+            .await
+            .map_err(StoreError::from)?;
+        let rows = client
+            .query(&statement, &[&wanted])
+            .await
+            .map_err(StoreError::from)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let stored: HashMap<Uuid, (String, i64, LogPosition)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get("event_id"),
+                    (
+                        row.get("stream_id"),
+                        row.get("version"),
+                        LogPosition {
+                            tx_id: row.get("tx_id"),
+                            position: row.get("position"),
+                        },
+                    ),
+                )
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(appends.len());
+        for append in appends {
+            let mut last: Option<(i64, LogPosition)> = None;
+            for event in &append.events {
+                match stored.get(&event.event_id) {
+                    Some((stream, version, position)) if *stream == append.stream_id => {
+                        if last.is_none_or(|(v, _)| *version > v) {
+                            last = Some((*version, *position));
+                        }
+                    }
+                    _ => return Err(AppendError::EventIdReused(event.event_id)),
+                }
+            }
+            let (last_version, last_position) = last.expect("appends are never empty");
+            outcomes.push(AppendOutcome {
+                last_version,
+                last_position,
+                already_stored: true,
+            });
+        }
+        Ok(Some(outcomes))
+    }
+}
+
+fn conflict(appends: &[StreamAppend], stream: Option<&str>) -> AppendError {
+    let append = stream
+        .and_then(|s| appends.iter().find(|a| a.stream_id == s))
+        .unwrap_or(&appends[0]);
+    AppendError::Conflict {
+        stream_id: append.stream_id.clone(),
+        expected: append.expected,
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendOutcome>, AppendError> {
+        if appends.is_empty() || appends.iter().any(|a| a.events.is_empty()) {
+            return Err(AppendError::Empty);
+        }
+        let mut appends = appends;
+        let any: Vec<usize> = appends
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.expected == ExpectedVersion::Any)
+            .map(|(i, _)| i)
+            .collect();
+        if any.is_empty() {
+            return self.try_append(&appends).await;
+        }
+        // `Any` means "after whatever is there": read the version, append at it,
+        // and go again if another writer got in between.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut resolved = appends.clone();
+            for &i in &any {
+                resolved[i].expected = match self.current_version(&appends[i].stream_id).await? {
+                    Some(v) => ExpectedVersion::Exact(v),
+                    None => ExpectedVersion::NoStream,
+                };
+            }
+            match self.try_append(&resolved).await {
+                Err(AppendError::Conflict { stream_id, .. })
+                    if attempt < ANY_VERSION_ATTEMPTS
+                        && any.iter().any(|&i| appends[i].stream_id == stream_id) =>
+                {
+                    continue;
+                }
+                Err(AppendError::Conflict { stream_id, .. }) => {
+                    for &i in &any {
+                        appends[i].expected = ExpectedVersion::Any;
+                    }
+                    return Err(AppendError::Conflict {
+                        expected: appends
+                            .iter()
+                            .find(|a| a.stream_id == stream_id)
+                            .map_or(ExpectedVersion::Any, |a| a.expected),
+                        stream_id,
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version,
+                        data, metadata, recorded_at
+                 FROM events WHERE stream_id = $1 ORDER BY version",
+            )
+            .await?;
+        let rows = client.query(&statement, &[&stream_id]).await?;
+        Ok(rows.iter().map(|row| self.decode(row)).collect())
+    }
+
+    /// Why not `WHERE position > $last`: sequence values are handed out at insert,
+    /// but transactions commit in any order. A reader that saw position 11 may
+    /// later find position 10 committed, and would skip it forever.
+    ///
+    /// Instead each row records its inserting transaction id, and a reader takes
+    /// only rows whose transaction is older than the oldest transaction still
+    /// running (`pg_snapshot_xmin` of the statement's own snapshot): every such
+    /// transaction has finished, so the set of rows below that horizon can no
+    /// longer grow. Ordering by `(tx_id, position)` and resuming strictly after the
+    /// last pair seen therefore never skips and never repeats an event, and no
+    /// writer waits for any lock. The price is latency: a long transaction holds
+    /// the horizon back (it delays readers; it cannot make them miss anything).
+    async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version,
+                        data, metadata, recorded_at
+                 FROM events
+                 WHERE (tx_id, position) > ($1, $2)
+                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                 ORDER BY tx_id, position
+                 LIMIT $3",
+            )
+            .await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&statement, &[&after.tx_id, &after.position, &limit])
+            .await?;
+        Ok(rows.iter().map(|row| self.decode(row)).collect())
+    }
+
+    async fn head(&self) -> Result<Option<LogPosition>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT tx_id, position FROM events
+                 WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                 ORDER BY tx_id DESC, position DESC LIMIT 1",
+            )
+            .await?;
+        Ok(client.query_opt(&statement, &[]).await?.map(|row| LogPosition {
+            tx_id: row.get(0),
+            position: row.get(1),
+        }))
+    }
+
+    fn wakeups(&self) -> Wakeups {
+        self.wakeups.clone()
+    }
+}

@@ -1,0 +1,389 @@
+//! The event log's invariants (DESIGN.md section 3), against a real Postgres.
+
+use chrono::Utc;
+use event_store::{
+    connect_pool, migrate, spawn_listener, AppendError, EventStore, ExpectedVersion, LogPosition,
+    NewEvent, PgEventStore, StreamAppend, Upcaster, Wakeups,
+};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use test_support::{fresh_database, TestDatabase};
+use uuid::Uuid;
+
+async fn store_with(upcasters: &'static [Upcaster]) -> (PgEventStore, TestDatabase) {
+    let db = fresh_database().await;
+    let mut client = db.connect().await;
+    migrate(&mut client).await.expect("migrate");
+    let pool = connect_pool(&db.url, 32).expect("pool");
+    (PgEventStore::new(pool, upcasters, Wakeups::new()), db)
+}
+
+async fn store() -> (PgEventStore, TestDatabase) {
+    store_with(&[]).await
+}
+
+fn event(n: i64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "Thing".into(),
+        schema_version: 1,
+        data: json!({ "n": n }),
+        metadata: json!({}),
+        recorded_at: Utc::now(),
+    }
+}
+
+async fn count(store: &PgEventStore) -> i64 {
+    let client = store.pool().get().await.unwrap();
+    client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn appends_number_versions_from_zero_and_read_back_in_order() {
+    let (store, _db) = store().await;
+    let first = store
+        .append("s-1", ExpectedVersion::NoStream, vec![event(0), event(1)])
+        .await
+        .unwrap();
+    assert_eq!(first.last_version, 1);
+    let second = store
+        .append("s-1", ExpectedVersion::Exact(1), vec![event(2)])
+        .await
+        .unwrap();
+    assert_eq!(second.last_version, 2);
+    assert!(second.last_position > first.last_position);
+    let events = store.read_stream("s-1").await.unwrap();
+    let versions: Vec<i64> = events.iter().map(|e| e.version).collect();
+    assert_eq!(versions, vec![0, 1, 2]);
+    let ns: Vec<i64> = events.iter().map(|e| e.data["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, vec![0, 1, 2]);
+    assert_eq!(store.head().await.unwrap(), Some(second.last_position));
+}
+
+#[tokio::test]
+async fn conflicting_appends_to_one_stream_exactly_one_wins() {
+    let (store, _db) = store().await;
+    let store = Arc::new(store);
+    store
+        .append("contested", ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..24 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .append("contested", ExpectedVersion::Exact(0), vec![event(n)])
+                .await
+        }));
+    }
+    let mut wins = 0;
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(outcome) => {
+                assert_eq!(outcome.last_version, 1);
+                wins += 1;
+            }
+            Err(AppendError::Conflict { stream_id, .. }) => {
+                assert_eq!(stream_id, "contested");
+                conflicts += 1;
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!((wins, conflicts), (1, 23));
+    assert_eq!(store.read_stream("contested").await.unwrap().len(), 2);
+
+    // Creating a stream that exists is a conflict too.
+    let err = store
+        .append("contested", ExpectedVersion::NoStream, vec![event(9)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::Conflict { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_expected_version_ahead_of_the_stream_is_a_conflict_not_a_gap() {
+    let (store, _db) = store().await;
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    let err = store
+        .append("s", ExpectedVersion::Exact(5), vec![event(1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::Conflict { .. }), "{err}");
+    let err = store
+        .append("missing", ExpectedVersion::Exact(0), vec![event(1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::Conflict { .. }), "{err}");
+    assert_eq!(count(&store).await, 1);
+}
+
+#[tokio::test]
+async fn retried_append_with_same_event_ids_appends_nothing() {
+    let (store, _db) = store().await;
+    let events = vec![event(0), event(1)];
+    let first = store
+        .append("s", ExpectedVersion::NoStream, events.clone())
+        .await
+        .unwrap();
+    assert!(!first.already_stored);
+    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Any] {
+        let retry = store.append("s", expected, events.clone()).await.unwrap();
+        assert!(retry.already_stored, "{expected:?}");
+        assert_eq!(retry.last_version, first.last_version);
+        assert_eq!(retry.last_position, first.last_position);
+    }
+    // Later events do not stop a retry of an earlier append being recognised.
+    store
+        .append("s", ExpectedVersion::Exact(1), vec![event(2)])
+        .await
+        .unwrap();
+    let late_retry = store
+        .append("s", ExpectedVersion::NoStream, events.clone())
+        .await
+        .unwrap();
+    assert!(late_retry.already_stored);
+    assert_eq!(count(&store).await, 3);
+
+    // The same id in another stream is a caller bug, reported as such.
+    let err = store
+        .append("other", ExpectedVersion::NoStream, vec![events[0].clone()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::EventIdReused(_)), "{err}");
+    assert_eq!(count(&store).await, 3);
+}
+
+#[tokio::test]
+async fn multi_stream_append_is_all_or_nothing() {
+    let (store, _db) = store().await;
+    store
+        .append("taken", ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    let err = store
+        .append_many(vec![
+            StreamAppend {
+                stream_id: "fresh".into(),
+                expected: ExpectedVersion::NoStream,
+                events: vec![event(1)],
+            },
+            StreamAppend {
+                stream_id: "taken".into(),
+                expected: ExpectedVersion::NoStream,
+                events: vec![event(2)],
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::Conflict { ref stream_id, .. } if stream_id == "taken"), "{err}");
+    assert!(store.read_stream("fresh").await.unwrap().is_empty());
+    let outcomes = store
+        .append_many(
+            (0..100)
+                .map(|i| StreamAppend {
+                    stream_id: format!("bulk-{i}"),
+                    expected: ExpectedVersion::NoStream,
+                    events: vec![event(i)],
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 100);
+    assert_eq!(count(&store).await, 101);
+}
+
+#[tokio::test]
+async fn any_version_appends_never_collide() {
+    let (store, _db) = store().await;
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..16)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append("busy", ExpectedVersion::Any, vec![event(n)]).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            // Under heavy contention `Any` may give up after a few attempts; it
+            // must then say so, never overwrite.
+            Err(AppendError::Conflict { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let versions: Vec<i64> = store
+        .read_stream("busy")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, (0..ok).collect::<Vec<i64>>());
+}
+
+fn v1_to_v2(mut data: Value) -> Value {
+    let n = data["n"].take();
+    json!({ "number": n })
+}
+
+static UPCASTERS: &[Upcaster] = &[("Thing", 1, v1_to_v2)];
+
+#[tokio::test]
+async fn old_schema_versions_are_upcast_on_every_read_path() {
+    let (store, _db) = store_with(UPCASTERS).await;
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event(7)])
+        .await
+        .unwrap();
+    let from_stream = &store.read_stream("s").await.unwrap()[0];
+    assert_eq!((from_stream.schema_version, &from_stream.data), (2, &json!({"number": 7})));
+    let from_log = &store.read_all(LogPosition::START, 10).await.unwrap()[0];
+    assert_eq!((from_log.schema_version, &from_log.data), (2, &json!({"number": 7})));
+}
+
+#[tokio::test]
+async fn notify_wakes_readers_in_other_processes() {
+    let (writer, db) = store().await;
+    // A second store with its own wake-ups stands in for another process: only
+    // Postgres NOTIFY can wake it.
+    let wakeups = Wakeups::new();
+    let mut ticks = wakeups.subscribe();
+    let listener = spawn_listener(db.config(), wakeups.clone());
+    // The listener ticks once when connected.
+    tokio::time::timeout(Duration::from_secs(10), ticks.changed())
+        .await
+        .expect("listener connected")
+        .unwrap();
+    ticks.borrow_and_update();
+    writer
+        .append("s", ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ticks.changed())
+        .await
+        .expect("a NOTIFY arrives after a commit")
+        .unwrap();
+    listener.abort();
+}
+
+/// Opens a transaction, inserts one event (taking a sequence position), and
+/// commits only after `hold`: meanwhile other writers commit higher positions.
+/// A reader that followed the sequence would skip this event for good.
+async fn slow_writer(db_url: String, stream: String, hold: Duration) -> Uuid {
+    let (mut client, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tx = client.transaction().await.unwrap();
+    let id = Uuid::new_v4();
+    tx.execute(
+        "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, data, metadata, recorded_at)
+         VALUES ($1, $2, 0, 'Thing', 1, '{}', '{}', now())",
+        &[&id, &stream],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(hold).await;
+    tx.commit().await.unwrap();
+    id
+}
+
+/// The hard invariant: many concurrent writers (including slow transactions that
+/// commit out of sequence order) while one reader follows the whole log. The
+/// reader must see every committed event exactly once, each stream in version
+/// order. Repeated for several rounds with different interleavings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
+    const ROUNDS: usize = 5;
+    const WRITERS: usize = 12;
+    const APPENDS_PER_WRITER: usize = 40;
+    const SLOW_WRITERS: usize = 6;
+    for round in 0..ROUNDS {
+        let (store, db) = store().await;
+        let store = Arc::new(store);
+        let expected_total = WRITERS * APPENDS_PER_WRITER * 2 + SLOW_WRITERS;
+
+        let reader = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut seen: Vec<event_store::RecordedEvent> = Vec::new();
+                let mut after = LogPosition::START;
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while seen.len() < expected_total {
+                    assert!(Instant::now() < deadline, "reader timed out with {} events", seen.len());
+                    // Small batches, so the reader interleaves with the writers.
+                    let batch = store.read_all(after, 7).await.unwrap();
+                    match batch.last() {
+                        Some(last) => after = last.position,
+                        None => tokio::time::sleep(Duration::from_millis(2)).await,
+                    }
+                    seen.extend(batch);
+                }
+                // Nothing more may appear after everything was seen.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert!(store.read_all(after, 10).await.unwrap().is_empty());
+                seen
+            })
+        };
+
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..APPENDS_PER_WRITER {
+                    // Each writer keeps a few streams; events go two at a time.
+                    let stream = format!("w{w}-s{}", i % 3);
+                    let events = vec![event(i as i64), event(i as i64)];
+                    ids.extend(events.iter().map(|e| e.event_id));
+                    store.append(&stream, ExpectedVersion::Any, events).await.unwrap();
+                }
+                ids
+            }));
+        }
+        for s in 0..SLOW_WRITERS {
+            let url = db.url.clone();
+            let hold = Duration::from_millis(20 + 15 * s as u64);
+            writers.push(tokio::spawn(async move {
+                vec![slow_writer(url, format!("slow-{s}"), hold).await]
+            }));
+        }
+        let mut written = HashSet::new();
+        for writer in writers {
+            written.extend(writer.await.unwrap());
+        }
+        let seen = reader.await.unwrap();
+
+        let seen_ids: Vec<Uuid> = seen.iter().map(|e| e.event_id).collect();
+        let unique: HashSet<Uuid> = seen_ids.iter().copied().collect();
+        assert_eq!(unique.len(), seen_ids.len(), "round {round}: an event was delivered twice");
+        assert_eq!(unique, written, "round {round}: delivered set differs from committed set");
+        let mut last_version: HashMap<&str, i64> = HashMap::new();
+        for e in &seen {
+            let previous = last_version.insert(&e.stream_id, e.version);
+            assert_eq!(
+                e.version,
+                previous.map_or(0, |v| v + 1),
+                "round {round}: stream {} out of order",
+                e.stream_id
+            );
+        }
+        for pair in seen.windows(2) {
+            assert!(pair[0].position < pair[1].position, "round {round}: positions not increasing");
+        }
+    }
+}
