@@ -64,9 +64,18 @@ pub struct NewEvent {
     /// Who and why: project, API key id, request id, correlation/causation ids,
     /// idempotency key. Free-form JSON to the store.
     pub metadata: Value,
-    /// Set by the writer, so the command side knows the timestamp it returns
-    /// without a second round trip.
+    /// Set by the writer (use [`now`]), so the command side knows the timestamp
+    /// it returns without a second round trip.
     pub recorded_at: DateTime<Utc>,
+}
+
+/// The current time at the precision Postgres stores (microseconds). Use it for
+/// `NewEvent::recorded_at`, so what a writer returns equals what readers load.
+pub fn now() -> DateTime<Utc> {
+    use chrono::DurationRound;
+    Utc::now()
+        .duration_trunc(chrono::TimeDelta::microseconds(1))
+        .expect("current time is representable")
 }
 
 /// An event as stored, already upcast to its current schema version.

@@ -1,0 +1,60 @@
+//! Read models and the machinery that keeps them current.
+//!
+//! A [`Projection`] folds events into tables. A [`ProjectionRunner`] feeds it the
+//! whole log in commit-safe order, and commits each batch of read-model writes
+//! together with the projection's checkpoint, so a crash anywhere either keeps a
+//! whole batch or none of it: no event is skipped or applied twice. Several
+//! processes may run the same projection; an advisory lock makes one of them the
+//! active one and the others stand by to take over.
+
+mod campaigns;
+mod progress;
+mod runner;
+
+pub use campaigns::CampaignsProjection;
+pub use progress::{InProcessProgress, PolledProgress, ReadModelProgress};
+pub use runner::{ProjectionRunner, RunnerConfig};
+
+use async_trait::async_trait;
+use event_store::RecordedEvent;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Creates or upgrades the read-model tables.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), event_store::StoreError> {
+    event_store::run_migrations(client, embedded::migrations::runner(), "read_model_migrations").await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("connection pool error: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("event store error: {0}")]
+    Store(#[from] event_store::StoreError),
+    #[error("cannot decode event at {position:?}: {source}")]
+    Decode {
+        position: event_store::LogPosition,
+        #[source]
+        source: domain::DecodeError,
+    },
+}
+
+/// Folds events into read-model tables.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name; keys the checkpoint row and the advisory lock.
+    fn name(&self) -> &'static str;
+
+    /// Applies a batch, in log order, inside `tx`. The runner commits `tx` together
+    /// with the new checkpoint, or rolls both back.
+    async fn apply(&self, tx: &tokio_postgres::Transaction<'_>, events: &[RecordedEvent]) -> Result<(), ProjectionError>;
+}
+
+/// Every projection the service runs, in a stable order.
+pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
+    vec![std::sync::Arc::new(CampaignsProjection)]
+}

@@ -1,0 +1,232 @@
+//! Drives one projection: leadership, reading, batching, checkpointing.
+
+use crate::{Projection, ProjectionError};
+use deadpool_postgres::Pool;
+use event_store::{EventStore, LogPosition, RecordedEvent};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Most events applied in one transaction. When the projection is behind,
+    /// full batches amortise the commit; when it is current, batches are small.
+    pub batch_size: usize,
+    /// Longest sleep between polls when idle; NOTIFY usually wakes it sooner.
+    pub idle_poll: Duration,
+    /// How often a standby instance tries to become the active one.
+    pub standby_poll: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            idle_poll: Duration::from_millis(500),
+            standby_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct ProjectionRunner {
+    store: Arc<dyn EventStore>,
+    pool: Pool,
+    projection: Arc<dyn Projection>,
+    config: RunnerConfig,
+    progress: watch::Sender<LogPosition>,
+}
+
+enum BatchError {
+    /// Another instance moved the checkpoint: our view is stale.
+    CheckpointMoved(LogPosition),
+    Failed(ProjectionError),
+}
+
+impl<E: Into<ProjectionError>> From<E> for BatchError {
+    fn from(error: E) -> Self {
+        BatchError::Failed(error.into())
+    }
+}
+
+/// The advisory-lock key of a projection: stable across processes and versions.
+fn lock_key(name: &str) -> i64 {
+    // FNV-1a, folded into the high bits with a fixed tag so keys do not collide
+    // with the migration lock.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash >> 1) as i64
+}
+
+impl ProjectionRunner {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        pool: Pool,
+        projection: Arc<dyn Projection>,
+        config: RunnerConfig,
+    ) -> Self {
+        let (progress, _) = watch::channel(LogPosition::START);
+        Self {
+            store,
+            pool,
+            projection,
+            config,
+            progress,
+        }
+    }
+
+    /// Ticks with the checkpoint after every committed batch; feeds read-after-write.
+    pub fn progress(&self) -> watch::Receiver<LogPosition> {
+        self.progress.subscribe()
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    /// Runs until `shutdown` is cancelled. Errors are logged and retried: a
+    /// projection that stops would silently stale every read.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let name = self.projection.name();
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::error!(projection = name, %error, "projection runner failed; retrying");
+                    metrics::counter!("marketing_projection_errors_total", "projection" => name).increment(1);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(self.config.standby_poll) => {}
+            }
+        }
+        tracing::info!(projection = name, "projection runner stopped");
+    }
+
+    /// Becomes the active instance if no other process is, then projects until
+    /// shutdown or until the lock's connection is lost.
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), ProjectionError> {
+        let name = self.projection.name();
+        // A connection taken out of the pool: the session-level advisory lock lives
+        // and dies with it, so a crashed process releases leadership by itself.
+        let lock_connection = deadpool_postgres::Object::take(self.pool.get().await?);
+        let acquired: bool = lock_connection
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(name)])
+            .await?
+            .get(0);
+        if !acquired {
+            return Ok(());
+        }
+        tracing::info!(projection = name, "became the active instance");
+        let mut checkpoint = self.load_checkpoint().await?;
+        self.progress.send_replace(checkpoint);
+        let mut wakeups = self.store.wakeups().subscribe();
+        let mut backoff = Duration::from_millis(1);
+        let mut failures = 0u32;
+        loop {
+            if shutdown.is_cancelled() || lock_connection.is_closed() {
+                return Ok(());
+            }
+            wakeups.borrow_and_update();
+            let events = self.store.read_all(checkpoint, self.config.batch_size).await?;
+            if events.is_empty() {
+                // Nothing readable. A wake-up means a commit happened; its events
+                // may still sit behind an older open transaction, so re-poll
+                // quickly at first and back off towards the idle interval.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    changed = wakeups.changed() => {
+                        if changed.is_ok() { backoff = Duration::from_millis(1); }
+                    }
+                    _ = tokio::time::sleep(backoff) => {
+                        backoff = (backoff * 2).min(self.config.idle_poll);
+                    }
+                }
+                continue;
+            }
+            backoff = Duration::from_millis(1);
+            let started = Instant::now();
+            match self.apply_batch(checkpoint, &events).await {
+                Ok(next) => {
+                    failures = 0;
+                    checkpoint = next;
+                    self.progress.send_replace(checkpoint);
+                    metrics::counter!("marketing_projection_events_total", "projection" => name)
+                        .increment(events.len() as u64);
+                    metrics::histogram!("marketing_projection_batch_seconds", "projection" => name)
+                        .record(started.elapsed().as_secs_f64());
+                }
+                Err(BatchError::CheckpointMoved(actual)) => {
+                    tracing::warn!(projection = name, ?actual, "checkpoint moved by another instance");
+                    checkpoint = actual;
+                    self.progress.send_replace(checkpoint);
+                }
+                Err(BatchError::Failed(error)) => {
+                    failures += 1;
+                    metrics::counter!("marketing_projection_errors_total", "projection" => name).increment(1);
+                    tracing::error!(projection = name, %error, failures, "batch failed; will retry it");
+                    let pause = Duration::from_millis(50 * u64::from(failures.min(40)));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn load_checkpoint(&self) -> Result<LogPosition, ProjectionError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+                &[&self.projection.name()],
+            )
+            .await?;
+        let row = client
+            .query_one(
+                "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1",
+                &[&self.projection.name()],
+            )
+            .await?;
+        Ok(LogPosition {
+            tx_id: row.get(0),
+            position: row.get(1),
+        })
+    }
+
+    /// Applies `events` and moves the checkpoint from `from` to the last event, in
+    /// one transaction. The checkpoint row is locked and compared first, so two
+    /// instances that both think they lead cannot both apply the same batch.
+    async fn apply_batch(&self, from: LogPosition, events: &[RecordedEvent]) -> Result<LogPosition, BatchError> {
+        let name = self.projection.name();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_one(
+                "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+                &[&name],
+            )
+            .await?;
+        let current = LogPosition {
+            tx_id: row.get(0),
+            position: row.get(1),
+        };
+        if current != from {
+            return Err(BatchError::CheckpointMoved(current));
+        }
+        self.projection.apply(&tx, events).await?;
+        let to = events.last().expect("batch is not empty").position;
+        tx.execute(
+            "UPDATE projection_checkpoints SET tx_id = $2, position = $3, updated_at = now() WHERE name = $1",
+            &[&name, &to.tx_id, &to.position],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(to)
+    }
+}
