@@ -517,6 +517,7 @@ fn illegal_transition_message(from: Option<CampaignStatus>, to: CampaignStatus) 
     }
 }
 
+#[derive(Debug, Clone)]
 pub enum CampaignCommand {
     Create {
         campaign_id: Uuid,
@@ -824,3 +825,31 @@ fn check_labels(errors: &mut ValidationErrors, field: &str, labels: &[String]) {
 
 #[cfg(test)]
 mod tests;
+
+/// The resource's shape for the OpenAPI document only; a test in the binary
+/// checks it lists exactly the keys [`CampaignState`] serializes.
+#[cfg(feature = "openapi")]
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Campaign)]
+pub struct CampaignResource {
+    pub id: Uuid,
+    #[schema(example = "acme")]
+    pub project: String,
+    pub name: String,
+    pub description: Option<String>,
+    #[schema(rename = "type")]
+    pub campaign_type: CampaignType,
+    pub status: CampaignStatus,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub total_budget: Option<Money>,
+    pub target_audience: Option<TargetAudience>,
+    pub goals: Option<Goals>,
+    pub channels: Vec<Channel>,
+    pub kpis: Vec<Kpi>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Stream version; also the `ETag`.
+    pub version: i64,
+}

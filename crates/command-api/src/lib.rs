@@ -1,0 +1,51 @@
+//! The command side. Each write: authenticate, parse, load the aggregate by
+//! folding its stream, let it decide, append with the version it was loaded at
+//! (retrying on a concurrent write unless the client pinned a version with
+//! `If-Match`), then wait until the read models include the new events so the
+//! client's next GET sees them.
+
+pub mod campaigns;
+
+use axum::extract::FromRef;
+use axum::routing::{patch, post, put};
+use axum::Router;
+use deadpool_postgres::Pool;
+use event_store::EventStore;
+use projector::ReadModelProgress;
+use std::sync::Arc;
+use std::time::Duration;
+use web::idempotency::{idempotency, IdempotencyState};
+use web::ApiKeys;
+
+#[derive(Clone)]
+pub struct CommandState {
+    pub store: Arc<dyn EventStore>,
+    pub progress: Arc<dyn ReadModelProgress>,
+    pub keys: ApiKeys,
+    pub pool: Pool,
+    /// How long a write waits for the read models before answering anyway.
+    pub read_after_write_timeout: Duration,
+}
+
+impl FromRef<CommandState> for ApiKeys {
+    fn from_ref(state: &CommandState) -> Self {
+        state.keys.clone()
+    }
+}
+
+/// The write routes, relative to the base path.
+pub fn router(state: CommandState) -> Router {
+    let idempotency_state = IdempotencyState {
+        pool: state.pool.clone(),
+        keys: state.keys.clone(),
+    };
+    Router::new()
+        .route("/campaigns", post(campaigns::create))
+        .route(
+            "/campaigns/{campaign_id}",
+            put(campaigns::update).delete(campaigns::delete),
+        )
+        .route("/campaigns/{campaign_id}/status", patch(campaigns::change_status))
+        .layer(axum::middleware::from_fn_with_state(idempotency_state, idempotency))
+        .with_state(state)
+}

@@ -1,0 +1,133 @@
+//! The command line (DESIGN.md section 8).
+
+use crate::config::Config;
+use crate::startup::{ensure_database, migrate, Application, Role};
+use clap::{Parser, Subcommand};
+use domain::ProjectSlug;
+use event_store::connect_pool;
+use uuid::Uuid;
+use web::ApiKeys;
+
+#[derive(Debug, Parser)]
+#[command(name = "marketing", version, about = "Marketing API: event-sourced campaigns, tasks, content, analytics and leads")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process: both APIs on one listener and the projectors.
+    /// Creates the database if missing and applies migrations first.
+    Serve,
+    /// Only the write endpoints (plus health and metrics).
+    CommandApi,
+    /// Only the read endpoints (plus health and metrics).
+    QueryApi,
+    /// Only the projectors (plus health and metrics on LISTEN_ADDR).
+    Projector,
+    /// Apply all schema migrations (idempotent).
+    Migrate,
+    /// Manage API keys.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key; the secret is printed once, as the last line.
+    Create {
+        #[arg(long)]
+        project: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id; requests with it get 401 from then on.
+    Revoke { id: Uuid },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config;
+    let role = match cli.command {
+        Command::Serve => Role::Serve,
+        Command::CommandApi => Role::CommandApi,
+        Command::QueryApi => Role::QueryApi,
+        Command::Projector => Role::Projector,
+        Command::Migrate => {
+            ensure_database(&config.database_url).await?;
+            migrate(&config.database_url).await?;
+            println!("migrations applied");
+            return Ok(());
+        }
+        Command::ApiKey { command } => return api_key(&config, command).await,
+    };
+    let app = Application::build(config, role).await?;
+    let shutdown = app.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; finishing in-flight work");
+        shutdown.cancel();
+    });
+    app.run_until_stopped().await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("can install a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn api_key(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
+    ensure_database(&config.database_url).await?;
+    migrate(&config.database_url).await?;
+    let keys = ApiKeys::new(connect_pool(&config.database_url, 2)?);
+    match command {
+        ApiKeyCommand::Create { project, name } => {
+            let project = ProjectSlug::parse(&project).map_err(anyhow::Error::msg)?;
+            let (info, secret) = keys.create(&project, &name).await?;
+            println!("id: {}", info.id);
+            println!("project: {}", info.project);
+            println!("name: {}", info.name);
+            println!("The secret is shown only now; store it safely:");
+            println!("{secret}");
+        }
+        ApiKeyCommand::List => {
+            println!("{:<36}  {:<20}  {:<20}  {:<10}  {:<25}  status", "id", "project", "name", "prefix", "created");
+            for key in keys.list().await? {
+                let status = key
+                    .revoked_at
+                    .map_or_else(|| "active".to_owned(), |at| format!("revoked {}", at.to_rfc3339()));
+                println!(
+                    "{:<36}  {:<20}  {:<20}  {:<10}  {:<25}  {status}",
+                    key.id,
+                    key.project,
+                    key.name,
+                    key.key_prefix,
+                    key.created_at.to_rfc3339()
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            let revoked = keys.revoke(id).await?;
+            anyhow::ensure!(revoked, "no active key with id {id}");
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+

@@ -1,0 +1,82 @@
+//! Typed configuration from the environment (DESIGN.md section 8), with
+//! defaults that work on a fresh machine.
+
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Postgres for the event log and the read models.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/marketing", global = true)]
+    pub database_url: String,
+
+    /// HTTP listener.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080", global = true)]
+    pub listen_addr: SocketAddr,
+
+    /// Kafka bootstrap servers; unset = publisher off.
+    #[arg(long, env = "KAFKA_BROKERS", global = true)]
+    pub kafka_brokers: Option<String>,
+
+    /// `esdb://` or `kurrentdb://` URL selects that event-store backend.
+    #[arg(long, env = "EVENT_STORE_URL", global = true)]
+    pub event_store_url: Option<String>,
+
+    /// Where media files live.
+    #[arg(long, env = "MEDIA_DIR", default_value = "./data/media", global = true)]
+    pub media_dir: PathBuf,
+
+    /// Largest media upload, in bytes (default 25 MiB).
+    #[arg(long, env = "MEDIA_MAX_BYTES", default_value_t = 25 * 1024 * 1024, global = true)]
+    pub media_max_bytes: u64,
+
+    /// `text` or `json` logs (`RUST_LOG` sets the level, default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+
+    /// Most Postgres connections this process opens.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 32, global = true)]
+    pub pool_size: usize,
+
+    /// Longest time a request may take, in milliseconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000, global = true)]
+    pub request_timeout_ms: u64,
+
+    /// Longest time a write waits for the read models before answering, in ms.
+    #[arg(long, env = "READ_AFTER_WRITE_TIMEOUT_MS", default_value_t = 5_000, global = true)]
+    pub read_after_write_timeout_ms: u64,
+}
+
+impl Config {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn read_after_write_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_after_write_timeout_ms)
+    }
+
+    /// The configuration used when nothing is set, for tests and examples.
+    pub fn for_database(database_url: &str) -> Self {
+        Self {
+            database_url: database_url.to_owned(),
+            listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+            kafka_brokers: None,
+            event_store_url: None,
+            media_dir: PathBuf::from("./data/media"),
+            media_max_bytes: 25 * 1024 * 1024,
+            log_format: LogFormat::Text,
+            pool_size: 16,
+            request_timeout_ms: 30_000,
+            read_after_write_timeout_ms: 5_000,
+        }
+    }
+}

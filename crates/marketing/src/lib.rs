@@ -1,0 +1,9 @@
+//! Wiring for the `marketing` binary, as a library so tests start exactly what
+//! users run (see [`startup::Application`]).
+
+pub mod cli;
+pub mod config;
+pub mod ops;
+pub mod openapi;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,38 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Marketing API",
+        version = "1.0.0",
+        description = "Campaigns, tasks, content calendar, analytics and leads. \
+                       All endpoints take `Authorization: Bearer <key>`; errors are \
+                       `{\"message\": ...}` JSON; lists are `{data, has_more, next_cursor}`."
+    ),
+    paths(
+        command_api::campaigns::create,
+        command_api::campaigns::update,
+        command_api::campaigns::change_status,
+        command_api::campaigns::delete,
+        query_api::campaigns::list,
+        query_api::campaigns::get_one,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "campaigns", description = "Campaign management"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! Endpoints outside the base path: health, readiness, metrics, OpenAPI.
+
+use crate::openapi::ApiDoc;
+use crate::telemetry::metrics_handle;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use deadpool_postgres::Pool;
+use event_store::EventStore;
+use serde_json::json;
+use std::sync::Arc;
+use utoipa::OpenApi;
+
+#[derive(Clone)]
+pub struct OpsState {
+    pub pool: Pool,
+    pub store: Arc<dyn EventStore>,
+}
+
+pub fn router(state: OpsState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .with_state(state)
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the database answers.
+async fn readyz(State(state): State<OpsState>) -> Response {
+    let ready = async {
+        let client = state.pool.get().await.ok()?;
+        client.query_one("SELECT 1", &[]).await.ok()
+    }
+    .await
+    .is_some();
+    if ready {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "message": "database unavailable", "code": "not_ready" })),
+        )
+            .into_response()
+    }
+}
+
+/// Most events counted per projection when measuring lag: enough to alert on,
+/// cheap to count.
+const LAG_COUNT_CAP: i64 = 1_000_000;
+
+/// Prometheus text, plus gauges computed now: log head and each projection's
+/// lag in events (capped).
+async fn metrics(State(state): State<OpsState>) -> Response {
+    if let Err(error) = refresh_log_gauges(&state).await {
+        tracing::warn!(%error, "cannot compute projection lag");
+    }
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_handle().render(),
+    )
+        .into_response()
+}
+
+async fn refresh_log_gauges(state: &OpsState) -> anyhow::Result<()> {
+    if let Some(head) = state.store.head().await? {
+        metrics::gauge!("marketing_event_log_head_position").set(head.position as f64);
+    }
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT c.name,
+                    (SELECT count(*) FROM (SELECT 1 FROM events e
+                        WHERE (e.tx_id, e.position) > (c.tx_id, c.position) LIMIT $1) AS pending)
+             FROM projection_checkpoints c",
+            &[&LAG_COUNT_CAP],
+        )
+        .await?;
+    for row in rows {
+        let name: String = row.get(0);
+        let lag: i64 = row.get(1);
+        metrics::gauge!("marketing_projection_lag_events", "projection" => name).set(lag as f64);
+    }
+    Ok(())
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,206 @@
+//! Builds a role's process: pool, migrations, event store, projectors, HTTP.
+//! `Application::build` binds the listener first (port 0 picks a free one), so
+//! tests start the real wiring and learn the port.
+
+use crate::config::Config;
+use crate::ops;
+use anyhow::Context;
+use axum::Router;
+use command_api::CommandState;
+use event_store::{connect_pool, spawn_listener, EventStore, PgEventStore, Wakeups};
+use projector::{
+    all_projections, InProcessProgress, PolledProgress, ProjectionRunner, ReadModelProgress, RunnerConfig,
+};
+use query_api::QueryState;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use web::ApiKeys;
+
+/// What a process does. `Serve` is everything in one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Serve,
+    CommandApi,
+    QueryApi,
+    Projector,
+}
+
+impl Role {
+    fn runs_projectors(self) -> bool {
+        matches!(self, Role::Serve | Role::Projector)
+    }
+    fn serves_commands(self) -> bool {
+        matches!(self, Role::Serve | Role::CommandApi)
+    }
+    fn serves_queries(self) -> bool {
+        matches!(self, Role::Serve | Role::QueryApi)
+    }
+}
+
+pub struct Application {
+    port: u16,
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Applies every schema migration (idempotent; safe to run concurrently).
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let pool = connect_pool(database_url, 1)?;
+    let mut client = pool.get().await.context("cannot connect to Postgres")?;
+    let client: &mut tokio_postgres::Client = &mut client;
+    event_store::migrate(client).await?;
+    projector::migrate(client).await?;
+    web::migrate(client).await?;
+    Ok(())
+}
+
+/// Creates the database named in `database_url` if it does not exist, so
+/// `marketing serve` works on a fresh machine with nothing but Postgres.
+pub async fn ensure_database(database_url: &str) -> anyhow::Result<()> {
+    let config: tokio_postgres::Config = database_url.parse().context("invalid DATABASE_URL")?;
+    let Some(name) = config.get_dbname().map(str::to_owned) else {
+        return Ok(());
+    };
+    if config.connect(tokio_postgres::NoTls).await.is_ok() {
+        return Ok(());
+    }
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let (client, connection) = admin
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("cannot connect to Postgres")?;
+    tokio::spawn(connection);
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match client.batch_execute(&format!("CREATE DATABASE {quoted}")).await {
+        Ok(()) => tracing::info!(database = name, "created database"),
+        // Someone else created it meanwhile: fine.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+        Err(e) => return Err(e).context("cannot create database"),
+    }
+    Ok(())
+}
+
+impl Application {
+    pub async fn build(config: Config, role: Role) -> anyhow::Result<Self> {
+        if config.event_store_url.is_some() {
+            anyhow::bail!(
+                "EVENT_STORE_URL is set, but this build has only the Postgres event store; unset it"
+            );
+        }
+        if role == Role::Serve {
+            ensure_database(&config.database_url).await?;
+            migrate(&config.database_url).await?;
+        }
+        let pool = connect_pool(&config.database_url, config.pool_size)?;
+        let wakeups = Wakeups::new();
+        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(pool.clone(), domain::upcast::ALL, wakeups.clone()));
+        let shutdown = CancellationToken::new();
+        let mut background = Vec::new();
+        let keys = ApiKeys::new(pool.clone());
+
+        let mut progress_receivers = Vec::new();
+        if role.runs_projectors() {
+            let db_config: tokio_postgres::Config = config.database_url.parse().context("invalid DATABASE_URL")?;
+            let listener = spawn_listener(db_config, wakeups.clone());
+            let stop = shutdown.clone();
+            background.push(tokio::spawn(async move {
+                stop.cancelled().await;
+                listener.abort();
+            }));
+            for projection in all_projections() {
+                let runner = ProjectionRunner::new(store.clone(), pool.clone(), projection, RunnerConfig::default());
+                progress_receivers.push(runner.progress());
+                background.push(tokio::spawn(runner.run(shutdown.clone())));
+            }
+        }
+
+        let mut api = Router::new();
+        if role.serves_commands() {
+            let progress: Arc<dyn ReadModelProgress> = if role.runs_projectors() {
+                Arc::new(InProcessProgress::new(progress_receivers))
+            } else {
+                let names = all_projections().iter().map(|p| p.name().to_owned()).collect();
+                Arc::new(PolledProgress::new(pool.clone(), names))
+            };
+            api = api.merge(command_api::router(CommandState {
+                store: store.clone(),
+                progress,
+                keys: keys.clone(),
+                pool: pool.clone(),
+                read_after_write_timeout: config.read_after_write_timeout(),
+            }));
+            background.push(spawn_idempotency_purge(pool.clone(), shutdown.clone()));
+        }
+        if role.serves_queries() {
+            api = api.merge(query_api::router(QueryState {
+                pool: pool.clone(),
+                keys: keys.clone(),
+            }));
+        }
+        let router = Router::new()
+            .nest(web::BASE_PATH, api)
+            .merge(ops::router(ops::OpsState { pool, store }));
+        let router = web::middleware::apply(router, config.request_timeout());
+
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        let port = listener.local_addr()?.port();
+        Ok(Self {
+            port,
+            listener,
+            router,
+            shutdown,
+            background,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Cancel this to stop the application gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled: stops accepting, lets
+    /// in-flight requests finish, then lets background tasks finish their
+    /// current batch (committing their checkpoints) before returning.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tracing::info!(port = self.port, "listening");
+        let shutdown = self.shutdown.clone();
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .context("HTTP server failed")?;
+        self.shutdown.cancel();
+        for task in self.background {
+            if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+                tracing::warn!("a background task did not stop within 10 s");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn spawn_idempotency_purge(pool: deadpool_postgres::Pool, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            }
+            if let Err(error) = web::idempotency::purge_expired(&pool).await {
+                tracing::warn!(%error, "cannot purge expired idempotency keys");
+            }
+        }
+    })
+}

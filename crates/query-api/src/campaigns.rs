@@ -1,0 +1,140 @@
+//! Campaign reads.
+
+use crate::QueryState;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CONTENT_TYPE, ETAG};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use domain::campaign::{CampaignStatus, CampaignType};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use uuid::Uuid;
+use web::extract::{etag, parse_id};
+use web::pagination::{decode_cursor, encode_cursor, list_body, parse_limit};
+use web::{ApiError, Caller};
+
+const NOT_FOUND: &str = "Campaign not found";
+
+/// Keyset position of the last item on a page: newest first by (created_at, id).
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    created_at: DateTime<Utc>,
+    id: Uuid,
+}
+
+fn json_response(body: String) -> Response {
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// List the project's campaigns, newest first.
+#[utoipa::path(
+    get, path = "/v1/dev/marketing/campaigns", tag = "campaigns",
+    params(
+        ("status" = Option<CampaignStatus>, Query, description = "Only campaigns in this status"),
+        ("type" = Option<CampaignType>, Query, description = "Only campaigns of this type"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "`{data, has_more, next_cursor}`", body = CampaignPage),
+        (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<QueryState>,
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let status = match params.get("status") {
+        None => None,
+        Some(raw) => Some(CampaignStatus::parse(raw).ok_or_else(|| {
+            ApiError::bad_request("status", "status must be one of draft, active, paused, completed, cancelled")
+        })?),
+    };
+    let campaign_type = match params.get("type") {
+        None => None,
+        Some(raw) => Some(
+            CampaignType::parse(raw)
+                .ok_or_else(|| ApiError::bad_request("type", format!("unknown campaign type {raw:?}")))?,
+        ),
+    };
+    let limit = parse_limit(params.get("limit").map(String::as_str))?;
+    let cursor: Option<Cursor> = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let client = state.pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT body::text, created_at, id FROM campaigns
+             WHERE project = $1
+               AND ($2::text IS NULL OR status = $2)
+               AND ($3::text IS NULL OR campaign_type = $3)
+               AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+             ORDER BY created_at DESC, id DESC
+             LIMIT $6",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &caller.project.as_str(),
+                &status.map(CampaignStatus::as_str),
+                &campaign_type.map(CampaignType::as_str),
+                &cursor.as_ref().map(|c| c.created_at),
+                &cursor.as_ref().map_or(Uuid::nil(), |c| c.id),
+                &(limit + 1),
+            ],
+        )
+        .await?;
+    let has_more = rows.len() as i64 > limit;
+    let page = &rows[..rows.len().min(limit as usize)];
+    let next_cursor = has_more.then(|| {
+        let last = page.last().expect("a page with more has a last row");
+        encode_cursor(&Cursor {
+            created_at: last.get(1),
+            id: last.get(2),
+        })
+    });
+    let items: Vec<String> = page.iter().map(|row| row.get(0)).collect();
+    Ok(json_response(list_body(&items, next_cursor)))
+}
+
+/// Get one campaign.
+#[utoipa::path(
+    get, path = "/v1/dev/marketing/campaigns/{campaign_id}", tag = "campaigns",
+    params(("campaign_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = domain::campaign::CampaignResource, headers(("ETag" = String))),
+        (status = 401, body = web::error::ErrorBody), (status = 404, body = web::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_one(
+    State(state): State<QueryState>,
+    caller: Caller,
+    Path(campaign_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
+    let client = state.pool.get().await?;
+    let statement = client
+        .prepare_cached("SELECT body::text, version FROM campaigns WHERE id = $1 AND project = $2")
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&campaign_id, &caller.project.as_str()])
+        .await?
+        .ok_or(ApiError::NotFound(NOT_FOUND))?;
+    let mut response = json_response(row.get(0));
+    response
+        .headers_mut()
+        .insert(ETAG, etag(row.get(1)).parse().expect("valid etag"));
+    Ok(response)
+}
+
+/// A page of campaigns, for the OpenAPI document.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct CampaignPage {
+    pub data: Vec<domain::campaign::CampaignResource>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,30 @@
+//! The query side: GET endpoints served straight from the read models. Resource
+//! JSON is stored ready to send, so a read is one indexed query and no parsing.
+
+pub mod campaigns;
+
+use axum::extract::FromRef;
+use axum::routing::get;
+use axum::Router;
+use deadpool_postgres::Pool;
+use web::ApiKeys;
+
+#[derive(Clone)]
+pub struct QueryState {
+    pub pool: Pool,
+    pub keys: ApiKeys,
+}
+
+impl FromRef<QueryState> for ApiKeys {
+    fn from_ref(state: &QueryState) -> Self {
+        state.keys.clone()
+    }
+}
+
+/// The read routes, relative to the base path.
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .route("/campaigns", get(campaigns::list))
+        .route("/campaigns/{campaign_id}", get(campaigns::get_one))
+        .with_state(state)
+}

@@ -1,0 +1,26 @@
+//! HTTP plumbing shared by the command API and the query API, so both speak the
+//! same contract (DESIGN.md section 6): one error type with a JSON envelope,
+//! bearer-key authentication scoped to a project, extractors whose rejections use
+//! that envelope, the middleware stack, cursors and idempotent POSTs.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod middleware;
+pub mod pagination;
+
+pub use auth::{ApiKeys, Caller};
+pub use error::ApiError;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Creates or upgrades the API's own tables (keys, idempotency records).
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), event_store::StoreError> {
+    event_store::run_migrations(client, embedded::migrations::runner(), "api_migrations").await
+}
+
+/// The base path of every seed endpoint.
+pub const BASE_PATH: &str = "/v1/dev/marketing";
