@@ -35,6 +35,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             ));
         }
         let bytes = read_body(req, state).await?;
+        // Every body of this API is an object; serde would also accept an array
+        // for a struct, positionally, which no client means.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::Validation(domain::ValidationErrors::single(
+                "body",
+                "request body must be a JSON object",
+            )));
+        }
         domain::input::from_json_slice(&bytes)
             .map(JsonBody)
             .map_err(ApiError::Validation)

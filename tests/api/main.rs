@@ -1,0 +1,8 @@
+//! End-to-end tests over real HTTP against a real Postgres, one fresh database
+//! per test.
+
+mod auth_and_errors;
+mod campaigns;
+mod concurrency;
+mod ops;
+mod pagination;
