@@ -20,7 +20,13 @@ async fn missing_malformed_unknown_and_revoked_keys_get_401() {
         "Bearer not-even-our-format",
         "Token abc",
     ] {
-        let response = app.client.get(&url).header("authorization", header).send().await.unwrap();
+        let response = app
+            .client
+            .get(&url)
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
         assert_error(response, 401, UNAUTHORIZED).await;
     }
     // Writes are refused before the body is even looked at.
@@ -41,8 +47,15 @@ async fn missing_malformed_unknown_and_revoked_keys_get_401() {
     assert_eq!(app.get("/campaigns", &secret).await.status(), 200);
     assert!(keys.revoke(info.id).await.unwrap());
     assert_error(app.get("/campaigns", &secret).await, 401, UNAUTHORIZED).await;
-    assert!(!keys.revoke(info.id).await.unwrap(), "revoking twice reports nothing revoked");
-    assert_eq!(app.get("/campaigns", &app.key).await.status(), 200, "other keys unaffected");
+    assert!(
+        !keys.revoke(info.id).await.unwrap(),
+        "revoking twice reports nothing revoked"
+    );
+    assert_eq!(
+        app.get("/campaigns", &app.key).await.status(),
+        200,
+        "other keys unaffected"
+    );
 }
 
 #[tokio::test]
@@ -52,10 +65,19 @@ async fn other_projects_data_is_invisible() {
     let created = app.create_campaign(&app.key, SEED_CREATE).await;
     let path = format!("/campaigns/{}", created["id"].as_str().unwrap());
     assert_error(app.get(&path, &other).await, 404, "Campaign not found").await;
-    let put = app.json(Method::PUT, &path, &other, SEED_UPDATE).send().await.unwrap();
+    let put = app
+        .json(Method::PUT, &path, &other, SEED_UPDATE)
+        .send()
+        .await
+        .unwrap();
     assert_error(put, 404, "Campaign not found").await;
     let patch = app
-        .json(Method::PATCH, &format!("{path}/status"), &other, r#"{"status": "active"}"#)
+        .json(
+            Method::PATCH,
+            &format!("{path}/status"),
+            &other,
+            r#"{"status": "active"}"#,
+        )
         .send()
         .await
         .unwrap();
@@ -84,21 +106,49 @@ async fn content_type_body_size_and_unknown_routes_get_json_errors() {
         .await
         .unwrap();
     assert_error(wrong_type, 415, "Content-Type must be application/json").await;
-    let no_type = app.request(Method::POST, "/campaigns", &app.key).body(SEED_CREATE).send().await.unwrap();
+    let no_type = app
+        .request(Method::POST, "/campaigns", &app.key)
+        .body(SEED_CREATE)
+        .send()
+        .await
+        .unwrap();
     assert_error(no_type, 415, "").await;
 
-    let huge = format!(r#"{{"name": "x", "description": "{}"}}"#, "a".repeat(2 * 1024 * 1024));
-    let too_large = app.json(Method::POST, "/campaigns", &app.key, &huge).send().await.unwrap();
+    let huge = format!(
+        r#"{{"name": "x", "description": "{}"}}"#,
+        "a".repeat(2 * 1024 * 1024)
+    );
+    let too_large = app
+        .json(Method::POST, "/campaigns", &app.key, &huge)
+        .send()
+        .await
+        .unwrap();
     let error = assert_error(too_large, 413, "").await;
-    assert!(error["message"].as_str().unwrap().contains("too large"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("too large"),
+        "{error}"
+    );
     // Just under the limit, but the description is over its own length limit: 400.
     let long = format!(r#"{{"name": "x", "description": "{}"}}"#, "a".repeat(20_000));
-    let response = app.json(Method::POST, "/campaigns", &app.key, &long).send().await.unwrap();
+    let response = app
+        .json(Method::POST, "/campaigns", &app.key, &long)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(assert_error(response, 400, "").await["field"], "description");
 
-    let unknown = app.client.get(format!("{}/nowhere", app.app.address)).send().await.unwrap();
+    let unknown = app
+        .client
+        .get(format!("{}/nowhere", app.app.address))
+        .send()
+        .await
+        .unwrap();
     assert_error(unknown, 404, "Not found").await;
-    let wrong_method = app.request(Method::PATCH, "/campaigns", &app.key).send().await.unwrap();
+    let wrong_method = app
+        .request(Method::PATCH, "/campaigns", &app.key)
+        .send()
+        .await
+        .unwrap();
     assert_error(wrong_method, 405, "Method not allowed").await;
     let list: Value = app.get("/campaigns", &app.key).await.json().await.unwrap();
     assert_eq!(list["data"], json!([]), "nothing was written");
@@ -115,11 +165,23 @@ async fn server_faults_are_opaque_500s() {
         .batch_execute("ALTER TABLE campaigns RENAME TO campaigns_broken")
         .await
         .unwrap();
-    let response = app.get(&format!("/campaigns/{}", created["id"].as_str().unwrap()), &app.key).await;
+    let response = app
+        .get(
+            &format!("/campaigns/{}", created["id"].as_str().unwrap()),
+            &app.key,
+        )
+        .await;
     let body = assert_error(response, 500, "Something went wrong").await;
     let text = body.to_string();
-    assert!(!text.contains("campaigns_broken") && !text.contains("relation"), "{text}");
-    assert_eq!(body.as_object().unwrap().len(), 2, "only message and code: {body}");
+    assert!(
+        !text.contains("campaigns_broken") && !text.contains("relation"),
+        "{text}"
+    );
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        2,
+        "only message and code: {body}"
+    );
 }
 
 #[tokio::test]
@@ -154,7 +216,12 @@ async fn every_response_carries_a_request_id_and_client_ids_are_kept() {
     assert_eq!(metadata["project"], "acme");
     assert!(metadata["api_key_id"].is_string());
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/nowhere"] {
-        let response = app.client.get(format!("{}{path}", app.app.address)).send().await.unwrap();
+        let response = app
+            .client
+            .get(format!("{}{path}", app.app.address))
+            .send()
+            .await
+            .unwrap();
         assert!(response.headers().contains_key("x-request-id"), "{path}");
     }
 }

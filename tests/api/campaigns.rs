@@ -50,7 +50,11 @@ async fn seed_update_changes_core_attributes_and_bumps_the_version() {
     let app = spawn_app().await;
     let created = app.create_campaign(&app.key, SEED_CREATE).await;
     let path = format!("/campaigns/{}", created["id"].as_str().unwrap());
-    let response = app.json(Method::PUT, &path, &app.key, SEED_UPDATE).send().await.unwrap();
+    let response = app
+        .json(Method::PUT, &path, &app.key, SEED_UPDATE)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["etag"], "\"1\"");
     let raw = response.text().await.unwrap();
@@ -67,7 +71,11 @@ async fn seed_update_changes_core_attributes_and_bumps_the_version() {
     assert_eq!(fetched, raw, "GET after PUT returns what PUT returned");
 
     // A PUT that changes nothing is a 200 with the same version.
-    let same = app.json(Method::PUT, &path, &app.key, SEED_UPDATE).send().await.unwrap();
+    let same = app
+        .json(Method::PUT, &path, &app.key, SEED_UPDATE)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(same.status(), 200);
     assert_eq!(same.headers()["etag"], "\"1\"");
 
@@ -117,14 +125,27 @@ async fn status_follows_the_lifecycle() {
     let created = app.create_campaign(&app.key, SEED_CREATE).await;
     let path = format!("/campaigns/{}/status", created["id"].as_str().unwrap());
     let change = |status: &str| {
-        app.json(Method::PATCH, &path, &app.key, &json!({ "status": status }).to_string())
-            .send()
+        app.json(
+            Method::PATCH,
+            &path,
+            &app.key,
+            &json!({ "status": status }).to_string(),
+        )
+        .send()
     };
     let response = change("active").await.unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    assert_eq!((body["status"].as_str(), body["version"].as_i64()), (Some("active"), Some(1)));
-    assert_error(change("draft").await.unwrap(), 409, "cannot change campaign status from active to draft").await;
+    assert_eq!(
+        (body["status"].as_str(), body["version"].as_i64()),
+        (Some("active"), Some(1))
+    );
+    assert_error(
+        change("draft").await.unwrap(),
+        409,
+        "cannot change campaign status from active to draft",
+    )
+    .await;
     assert_eq!(change("paused").await.unwrap().status(), 200);
     assert_eq!(change("active").await.unwrap().status(), 200);
     assert_eq!(change("completed").await.unwrap().status(), 200);
@@ -133,10 +154,20 @@ async fn status_follows_the_lifecycle() {
     }
     let error = assert_error(change("archived").await.unwrap(), 400, "").await;
     assert_eq!(error["field"], "status");
-    let missing = app.json(Method::PATCH, &path, &app.key, "{}").send().await.unwrap();
-    assert_eq!(assert_error(missing, 400, "status is required").await["field"], "status");
+    let missing = app
+        .json(Method::PATCH, &path, &app.key, "{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        assert_error(missing, 400, "status is required").await["field"],
+        "status"
+    );
     let fetched: Value = app
-        .get(&format!("/campaigns/{}", created["id"].as_str().unwrap()), &app.key)
+        .get(
+            &format!("/campaigns/{}", created["id"].as_str().unwrap()),
+            &app.key,
+        )
         .await
         .json()
         .await
@@ -147,14 +178,28 @@ async fn status_follows_the_lifecycle() {
 #[tokio::test]
 async fn new_campaigns_start_as_draft_or_active_only() {
     let app = spawn_app().await;
-    let active = app.create_campaign(&app.key, r#"{"name": "Go", "status": "active"}"#).await;
+    let active = app
+        .create_campaign(&app.key, r#"{"name": "Go", "status": "active"}"#)
+        .await;
     assert_eq!(active["status"], "active");
     let default = app.create_campaign(&app.key, r#"{"name": "Plain"}"#).await;
-    assert_eq!((default["status"].as_str(), default["type"].as_str()), (Some("draft"), Some("other")));
+    assert_eq!(
+        (default["status"].as_str(), default["type"].as_str()),
+        (Some("draft"), Some("other"))
+    );
     for status in ["paused", "completed", "cancelled"] {
         let body = json!({ "name": "x", "status": status }).to_string();
-        let response = app.json(Method::POST, "/campaigns", &app.key, &body).send().await.unwrap();
-        assert_error(response, 409, &format!("a new campaign must start as draft or active, not {status}")).await;
+        let response = app
+            .json(Method::POST, "/campaigns", &app.key, &body)
+            .send()
+            .await
+            .unwrap();
+        assert_error(
+            response,
+            409,
+            &format!("a new campaign must start as draft or active, not {status}"),
+        )
+        .await;
     }
 }
 
@@ -167,17 +212,30 @@ async fn create_validation_errors_name_the_field_and_write_nothing() {
         (r#"{"name": "x", "type": "telepathy"}"#, "type"),
         (r#"{"name": "x", "status": "archived"}"#, "status"),
         (r#"{"name": "x", "total_budget": -5}"#, "total_budget"),
-        (r#"{"name": "x", "start_date": "2024-06-30T00:00:00Z", "end_date": "2024-06-01T00:00:00Z"}"#, "end_date"),
+        (
+            r#"{"name": "x", "start_date": "2024-06-30T00:00:00Z", "end_date": "2024-06-01T00:00:00Z"}"#,
+            "end_date",
+        ),
         (r#"{"name": "x", "start_date": "June 1st"}"#, "start_date"),
-        (r#"{"name": "x", "total_budget": 100, "channels": [{"name": "a", "type": "t", "budget_allocation": 150}]}"#, "channels"),
-        (r#"{"name": "x", "target_audience": {"age_range": [50, 20]}}"#, "target_audience.age_range"),
+        (
+            r#"{"name": "x", "total_budget": 100, "channels": [{"name": "a", "type": "t", "budget_allocation": 150}]}"#,
+            "channels",
+        ),
+        (
+            r#"{"name": "x", "target_audience": {"age_range": [50, 20]}}"#,
+            "target_audience.age_range",
+        ),
         (r#"{"name": "x", "kpis": [{"name": "k"}]}"#, "kpis[0].target"),
         (r#"{"name": 42}"#, "name"),
         (r#"[1, 2]"#, "body"),
         (r#"{"name": "x""#, "body"),
     ];
     for (body, field) in cases {
-        let response = app.json(Method::POST, "/campaigns", &app.key, body).send().await.unwrap();
+        let response = app
+            .json(Method::POST, "/campaigns", &app.key, body)
+            .send()
+            .await
+            .unwrap();
         let error = assert_error(response, 400, "").await;
         assert_eq!(error["field"], field, "body {body}: {error}");
         assert_eq!(error["code"], "validation_failed");
@@ -198,16 +256,24 @@ async fn delete_makes_the_campaign_404_everywhere_and_keeps_history() {
     assert_eq!(response.text().await.unwrap(), "");
     assert_error(app.get(&path, &app.key).await, 404, "Campaign not found").await;
     assert_error(
-        app.json(Method::PUT, &path, &app.key, SEED_UPDATE).send().await.unwrap(),
+        app.json(Method::PUT, &path, &app.key, SEED_UPDATE)
+            .send()
+            .await
+            .unwrap(),
         404,
         "Campaign not found",
     )
     .await;
     assert_error(
-        app.json(Method::PATCH, &format!("{path}/status"), &app.key, r#"{"status":"active"}"#)
-            .send()
-            .await
-            .unwrap(),
+        app.json(
+            Method::PATCH,
+            &format!("{path}/status"),
+            &app.key,
+            r#"{"status":"active"}"#,
+        )
+        .send()
+        .await
+        .unwrap(),
         404,
         "Campaign not found",
     )
@@ -241,7 +307,11 @@ async fn unknown_and_malformed_ids_are_campaign_not_found() {
     for id in ["00000000-0000-0000-0000-000000000000", "not-a-uuid", "123"] {
         let path = format!("/campaigns/{id}");
         assert_error(app.get(&path, &app.key).await, 404, "Campaign not found").await;
-        let put = app.json(Method::PUT, &path, &app.key, SEED_UPDATE).send().await.unwrap();
+        let put = app
+            .json(Method::PUT, &path, &app.key, SEED_UPDATE)
+            .send()
+            .await
+            .unwrap();
         assert_error(put, 404, "Campaign not found").await;
         let delete = app.request(Method::DELETE, &path, &app.key).send().await.unwrap();
         assert_error(delete, 404, "Campaign not found").await;
@@ -267,7 +337,12 @@ async fn if_match_turns_stale_writes_into_412() {
     assert_eq!(put("*", r#"{"name": "Any"}"#).await.unwrap().status(), 200);
     assert_eq!(put("W/\"2\"", r#"{"name": "Weak"}"#).await.unwrap().status(), 200);
     let status = app
-        .json(Method::PATCH, &format!("{path}/status"), &app.key, r#"{"status":"active"}"#)
+        .json(
+            Method::PATCH,
+            &format!("{path}/status"),
+            &app.key,
+            r#"{"status":"active"}"#,
+        )
         .header("if-match", "\"1\"")
         .send()
         .await
@@ -281,7 +356,10 @@ async fn if_match_turns_stale_writes_into_412() {
         .unwrap();
     assert_error(delete, 412, "").await;
     let current: Value = app.get(&path, &app.key).await.json().await.unwrap();
-    assert_eq!((current["name"].as_str(), current["version"].as_i64()), (Some("Weak"), Some(3)));
+    assert_eq!(
+        (current["name"].as_str(), current["version"].as_i64()),
+        (Some("Weak"), Some(3))
+    );
     let delete = app
         .request(Method::DELETE, &path, &app.key)
         .header("if-match", "\"3\"")

@@ -21,7 +21,12 @@ async fn create_then_get_never_404s() {
         }
         // And a status change is visible at once too.
         let patched = app
-            .json(Method::PATCH, &format!("{path}/status"), &app.key, r#"{"status":"active"}"#)
+            .json(
+                Method::PATCH,
+                &format!("{path}/status"),
+                &app.key,
+                r#"{"status":"active"}"#,
+            )
             .send()
             .await
             .unwrap();
@@ -53,7 +58,12 @@ async fn idempotent_retries_replay_the_first_response() {
     }
     // Same key, different body: refused, nothing written.
     let conflict = post("retry-1", r#"{"name": "Something else"}"#).await.unwrap();
-    assert_error(conflict, 409, "Idempotency-Key was already used with a different request").await;
+    assert_error(
+        conflict,
+        409,
+        "Idempotency-Key was already used with a different request",
+    )
+    .await;
     // Concurrent duplicates of a fresh key create one campaign.
     let racers = join_all((0..8).map(|_| post("race-1", r#"{"name": "Raced"}"#))).await;
     let mut created_ids = std::collections::HashSet::new();
@@ -88,7 +98,10 @@ async fn idempotent_retries_replay_the_first_response() {
     assert_eq!(bad_again.status(), 400);
     assert_eq!(bad_again.headers()["idempotent-replayed"], "true");
     let invalid_key = post(&"k".repeat(300), SEED_CREATE).await.unwrap();
-    assert_eq!(assert_error(invalid_key, 400, "").await["field"], "Idempotency-Key");
+    assert_eq!(
+        assert_error(invalid_key, 400, "").await["field"],
+        "Idempotency-Key"
+    );
 }
 
 #[tokio::test]
@@ -147,7 +160,11 @@ async fn roles_in_separate_processes_keep_read_after_write() {
     let commands = RunningApp::start(&db.url, Role::CommandApi).await;
     let queries = RunningApp::start(&db.url, Role::QueryApi).await;
     let keys = web::ApiKeys::new(event_store::connect_pool(&db.url, 2).unwrap());
-    let key = keys.create(&domain::ProjectSlug::parse("acme").unwrap(), "t").await.unwrap().1;
+    let key = keys
+        .create(&domain::ProjectSlug::parse("acme").unwrap(), "t")
+        .await
+        .unwrap()
+        .1;
     let client = reqwest::Client::new();
     for i in 0..25 {
         let created: Value = client
@@ -170,7 +187,11 @@ async fn roles_in_separate_processes_keep_read_after_write() {
             .send()
             .await
             .unwrap();
-        assert_eq!(fetched.status(), 200, "query API did not see a write the command API confirmed");
+        assert_eq!(
+            fetched.status(),
+            200,
+            "query API did not see a write the command API confirmed"
+        );
     }
     // Each role serves only its own routes.
     let write_on_query_api = client

@@ -9,13 +9,32 @@ use std::collections::BTreeSet;
 async fn health_readiness_and_metrics() {
     let app = spawn_app().await;
     let base = &app.app.address;
-    let health: Value = app.client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+    let health: Value = app
+        .client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
     let ready = app.client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     app.create_campaign(&app.key, SEED_CREATE).await;
-    let metrics = app.client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("marketing_projection_lag_events{projection=\"campaigns\"} 0"), "{metrics}");
+    let metrics = app
+        .client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("marketing_projection_lag_events{projection=\"campaigns\"} 0"),
+        "{metrics}"
+    );
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     assert!(metrics.contains("marketing_projection_events_total"), "{metrics}");
 }
@@ -63,7 +82,10 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
         let path = path.replace("{campaign_id}", "00000000-0000-0000-0000-000000000000");
         let response = app
             .client
-            .request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.app.address))
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", app.app.address),
+            )
             .send()
             .await
             .unwrap();

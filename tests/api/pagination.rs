@@ -10,7 +10,12 @@ async fn pages_through_every_campaign_exactly_once_newest_first() {
     let mut created = Vec::new();
     for i in 0..7 {
         let body = json!({ "name": format!("Campaign {i}") }).to_string();
-        created.push(app.create_campaign(&app.key, &body).await["id"].as_str().unwrap().to_owned());
+        created.push(
+            app.create_campaign(&app.key, &body).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -61,9 +66,12 @@ async fn limits_and_cursors_are_validated() {
 #[tokio::test]
 async fn filters_by_status_and_type() {
     let app = spawn_app().await;
-    app.create_campaign(&app.key, r#"{"name": "a", "type": "sales", "status": "active"}"#).await;
-    app.create_campaign(&app.key, r#"{"name": "b", "type": "sales"}"#).await;
-    app.create_campaign(&app.key, r#"{"name": "c", "type": "email", "status": "active"}"#).await;
+    app.create_campaign(&app.key, r#"{"name": "a", "type": "sales", "status": "active"}"#)
+        .await;
+    app.create_campaign(&app.key, r#"{"name": "b", "type": "sales"}"#)
+        .await;
+    app.create_campaign(&app.key, r#"{"name": "c", "type": "email", "status": "active"}"#)
+        .await;
     let names = |v: Value| -> HashSet<String> {
         v["data"]
             .as_array()
@@ -72,10 +80,25 @@ async fn filters_by_status_and_type() {
             .map(|c| c["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    let active = app.get("/campaigns?status=active", &app.key).await.json().await.unwrap();
+    let active = app
+        .get("/campaigns?status=active", &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(names(active), HashSet::from(["a".into(), "c".into()]));
-    let sales = app.get("/campaigns?type=sales", &app.key).await.json().await.unwrap();
+    let sales = app
+        .get("/campaigns?type=sales", &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(names(sales), HashSet::from(["a".into(), "b".into()]));
-    let both = app.get("/campaigns?type=sales&status=draft", &app.key).await.json().await.unwrap();
+    let both = app
+        .get("/campaigns?type=sales&status=draft", &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(names(both), HashSet::from(["b".into()]));
 }

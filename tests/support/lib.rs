@@ -30,7 +30,9 @@ impl RunningApp {
     }
 
     pub async fn start_with(config: Config, role: Role) -> Self {
-        let app = Application::build(config, role).await.expect("application builds");
+        let app = Application::build(config, role)
+            .await
+            .expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_token();
         let handle = tokio::spawn(async move { app.run_until_stopped().await.map_err(|e| format!("{e:#}")) });
@@ -105,7 +107,11 @@ impl TestApp {
     }
 
     pub async fn create_campaign(&self, key: &str, body: &str) -> Value {
-        let response = self.json(Method::POST, "/campaigns", key, body).send().await.unwrap();
+        let response = self
+            .json(Method::POST, "/campaigns", key, body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 201, "create failed");
         response.json().await.unwrap()
     }
@@ -118,9 +124,15 @@ impl TestApp {
 /// Asserts an error response: status, JSON content type, exact message.
 pub async fn assert_error(response: Response, status: u16, message: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "unexpected status");
-    assert!(response.headers().contains_key("x-request-id"), "error without x-request-id");
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "error without x-request-id"
+    );
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/json"), "error is not JSON: {content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "error is not JSON: {content_type}"
+    );
     let body: Value = response.json().await.unwrap();
     if !message.is_empty() {
         assert_eq!(body["message"], message, "body: {body}");

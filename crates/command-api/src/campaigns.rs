@@ -49,8 +49,8 @@ fn to_api_error(error: CampaignError) -> ApiError {
 pub async fn load(state: &CommandState, campaign_id: Uuid) -> Result<Campaign, ApiError> {
     let mut campaign = Campaign::default();
     for recorded in state.store.read_stream(&stream_id(campaign_id)).await? {
-        let event = CampaignEvent::from_data(&recorded.event_type, recorded.data)
-            .map_err(ApiError::internal)?;
+        let event =
+            CampaignEvent::from_data(&recorded.event_type, recorded.data).map_err(ApiError::internal)?;
         campaign.apply(&event, recorded.recorded_at, recorded.version);
     }
     Ok(campaign)
@@ -107,7 +107,11 @@ async fn execute(
         let expected = campaign
             .version()
             .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-        match state.store.append(&stream_id(campaign_id), expected, new_events).await {
+        match state
+            .store
+            .append(&stream_id(campaign_id), expected, new_events)
+            .await
+        {
             Ok(outcome) => {
                 if outcome.already_stored {
                     // A retry of a request that already went through: answer with
@@ -164,7 +168,10 @@ async fn wait_for_read_models(state: &CommandState, position: event_store::LogPo
         .await
     {
         metrics::counter!("marketing_read_after_write_timeouts_total").increment(1);
-        tracing::warn!(?position, "read models did not catch up before the write answered");
+        tracing::warn!(
+            ?position,
+            "read models did not catch up before the write answered"
+        );
     }
 }
 
@@ -214,7 +221,7 @@ pub async fn create(
     let command = CampaignCommand::Create {
         campaign_id,
         project: caller.project.clone(),
-        input,
+        input: Box::new(input),
     };
     let campaign = execute(&state, &ctx, campaign_id, None, command).await?;
     Ok(resource_response(StatusCode::CREATED, live(&campaign)?, true))
@@ -247,7 +254,14 @@ pub async fn update(
         request_id: &request_id,
         ids: &ids,
     };
-    let campaign = execute(&state, &ctx, campaign_id, if_match, CampaignCommand::Update(input)).await?;
+    let campaign = execute(
+        &state,
+        &ctx,
+        campaign_id,
+        if_match,
+        CampaignCommand::Update(Box::new(input)),
+    )
+    .await?;
     Ok(resource_response(StatusCode::OK, live(&campaign)?, false))
 }
 

@@ -46,6 +46,9 @@ pub fn router(state: CommandState) -> Router {
             put(campaigns::update).delete(campaigns::delete),
         )
         .route("/campaigns/{campaign_id}/status", patch(campaigns::change_status))
-        .layer(axum::middleware::from_fn_with_state(idempotency_state, idempotency))
+        .layer(axum::middleware::from_fn_with_state(
+            idempotency_state,
+            idempotency,
+        ))
         .with_state(state)
 }

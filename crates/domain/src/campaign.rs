@@ -327,19 +327,43 @@ pub struct UpdateCampaign {
 pub struct CampaignChanges {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
     pub description: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
     pub campaign_type: Option<CampaignType>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
     pub start_date: Option<Option<DateTime<Utc>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
     pub end_date: Option<Option<DateTime<Utc>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
     pub total_budget: Option<Option<Money>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
     pub target_audience: Option<Option<TargetAudience>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
     pub goals: Option<Option<Goals>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<Channel>>,
@@ -437,9 +461,7 @@ impl DomainEvent for CampaignEvent {
         Ok(match event_type {
             "CampaignCreated" => Self::Created(serde_json::from_value(data).map_err(malformed)?),
             "CampaignUpdated" => Self::Updated(serde_json::from_value(data).map_err(malformed)?),
-            "CampaignStatusChanged" => {
-                Self::StatusChanged(serde_json::from_value(data).map_err(malformed)?)
-            }
+            "CampaignStatusChanged" => Self::StatusChanged(serde_json::from_value(data).map_err(malformed)?),
             "CampaignDeleted" => Self::Deleted(serde_json::from_value(data).map_err(malformed)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
@@ -522,9 +544,9 @@ pub enum CampaignCommand {
     Create {
         campaign_id: Uuid,
         project: ProjectSlug,
-        input: CreateCampaign,
+        input: Box<CreateCampaign>,
     },
-    Update(UpdateCampaign),
+    Update(Box<UpdateCampaign>),
     ChangeStatus(CampaignStatus),
     Delete,
 }
@@ -560,8 +582,8 @@ impl Campaign {
                 campaign_id,
                 project,
                 input,
-            } => self.create(campaign_id, project, input),
-            CampaignCommand::Update(input) => self.update(input),
+            } => self.create(campaign_id, project, *input),
+            CampaignCommand::Update(input) => self.update(*input),
             CampaignCommand::ChangeStatus(to) => self.change_status(to),
             CampaignCommand::Delete => {
                 let state = self.live()?;
@@ -728,7 +750,12 @@ impl Campaign {
 pub fn validate_details(d: &CampaignDetails) -> Result<(), ValidationErrors> {
     let mut errors = ValidationErrors::new();
     check_text(&mut errors, "name", &d.name, NAME_MAX);
-    check_optional_text(&mut errors, "description", d.description.as_deref(), DESCRIPTION_MAX);
+    check_optional_text(
+        &mut errors,
+        "description",
+        d.description.as_deref(),
+        DESCRIPTION_MAX,
+    );
     if let (Some(start), Some(end)) = (d.start_date, d.end_date) {
         if end <= start {
             errors.add("end_date", "end_date must be after start_date");
@@ -753,11 +780,21 @@ pub fn validate_details(d: &CampaignDetails) -> Result<(), ValidationErrors> {
         check_labels(&mut errors, "target_audience.interests", &audience.interests);
     }
     if let Some(goals) = &d.goals {
-        check_optional_text(&mut errors, "goals.primary", goals.primary.as_deref(), DESCRIPTION_MAX);
+        check_optional_text(
+            &mut errors,
+            "goals.primary",
+            goals.primary.as_deref(),
+            DESCRIPTION_MAX,
+        );
         check_labels(&mut errors, "goals.secondary", &goals.secondary);
         check_len(&mut errors, "goals.kpis", goals.kpis.len());
         for (i, kpi) in goals.kpis.iter().enumerate() {
-            check_text(&mut errors, &format!("goals.kpis[{i}].metric"), &kpi.metric, LABEL_MAX);
+            check_text(
+                &mut errors,
+                &format!("goals.kpis[{i}].metric"),
+                &kpi.metric,
+                LABEL_MAX,
+            );
             check_amount(&mut errors, &format!("goals.kpis[{i}].target"), kpi.target);
             check_amount(&mut errors, &format!("goals.kpis[{i}].current"), kpi.current);
         }
@@ -765,8 +802,18 @@ pub fn validate_details(d: &CampaignDetails) -> Result<(), ValidationErrors> {
     check_len(&mut errors, "channels", d.channels.len());
     let mut allocated = Decimal::ZERO;
     for (i, channel) in d.channels.iter().enumerate() {
-        check_text(&mut errors, &format!("channels[{i}].name"), &channel.name, LABEL_MAX);
-        check_text(&mut errors, &format!("channels[{i}].type"), &channel.channel_type, LABEL_MAX);
+        check_text(
+            &mut errors,
+            &format!("channels[{i}].name"),
+            &channel.name,
+            LABEL_MAX,
+        );
+        check_text(
+            &mut errors,
+            &format!("channels[{i}].type"),
+            &channel.channel_type,
+            LABEL_MAX,
+        );
         check_optional_text(
             &mut errors,
             &format!("channels[{i}].platform"),
@@ -774,7 +821,11 @@ pub fn validate_details(d: &CampaignDetails) -> Result<(), ValidationErrors> {
             LABEL_MAX,
         );
         if let Some(allocation) = channel.budget_allocation {
-            check_amount(&mut errors, &format!("channels[{i}].budget_allocation"), allocation);
+            check_amount(
+                &mut errors,
+                &format!("channels[{i}].budget_allocation"),
+                allocation,
+            );
             allocated += allocation.amount().min(crate::money::MAX_AMOUNT);
         }
         if let (Some(start), Some(end)) = (channel.start_date, channel.end_date) {
@@ -799,7 +850,12 @@ pub fn validate_details(d: &CampaignDetails) -> Result<(), ValidationErrors> {
         check_text(&mut errors, &format!("kpis[{i}].name"), &kpi.name, LABEL_MAX);
         check_amount(&mut errors, &format!("kpis[{i}].target"), kpi.target);
         check_amount(&mut errors, &format!("kpis[{i}].current"), kpi.current);
-        check_optional_text(&mut errors, &format!("kpis[{i}].unit"), kpi.unit.as_deref(), LABEL_MAX);
+        check_optional_text(
+            &mut errors,
+            &format!("kpis[{i}].unit"),
+            kpi.unit.as_deref(),
+            LABEL_MAX,
+        );
     }
     errors.into_result(())
 }

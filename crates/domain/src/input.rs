@@ -7,7 +7,15 @@ use serde::de::{Deserialize, DeserializeOwned, Deserializer};
 /// (`channels[0].budget_allocation`) instead of a line and column.
 pub fn from_json_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ValidationErrors> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+    let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let inner = err.inner();
+        let located = !matches!(err.path().to_string().as_str(), "?" | "." | "");
+        if inner.is_eof() || (inner.is_syntax() && !located) {
+            ValidationErrors::single("body", format!("invalid JSON: {inner}"))
+        } else {
+            path_error(err)
+        }
+    })?;
     de.end()
         .map_err(|e| ValidationErrors::single("body", format!("invalid JSON: {e}")))?;
     Ok(parsed)
@@ -27,16 +35,15 @@ fn path_error<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> Valid
         Some(idx) => inner[..idx].to_owned(),
         None => inner,
     };
-    if path == "." || path.is_empty() {
+    if path == "." || path == "?" || path.is_empty() {
         if message.starts_with("missing field") {
-            let field = message
-                .split('`')
-                .nth(1)
-                .unwrap_or("body")
-                .to_owned();
+            let field = message.split('`').nth(1).unwrap_or("body").to_owned();
             return ValidationErrors::single(field.clone(), format!("{field} is required"));
         }
-        if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+        {
             return ValidationErrors::single(field.to_owned(), format!("unknown field `{field}`"));
         }
         return ValidationErrors::single("body", message);

@@ -222,8 +222,14 @@ mod tests {
 
     #[test]
     fn positions_order_by_transaction_then_sequence() {
-        let a = LogPosition { tx_id: 5, position: 100 };
-        let b = LogPosition { tx_id: 6, position: 1 };
+        let a = LogPosition {
+            tx_id: 5,
+            position: 100,
+        };
+        let b = LogPosition {
+            tx_id: 6,
+            position: 1,
+        };
         assert!(LogPosition::START < a && a < b);
     }
 }

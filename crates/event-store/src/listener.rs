@@ -66,7 +66,10 @@ pub fn spawn_listener(config: tokio_postgres::Config, wakeups: Wakeups) -> JoinH
     })
 }
 
-async fn listen_once(config: &tokio_postgres::Config, wakeups: &Wakeups) -> Result<(), tokio_postgres::Error> {
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    wakeups: &Wakeups,
+) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     let listen_sql = format!("LISTEN {EVENTS_CHANNEL}");

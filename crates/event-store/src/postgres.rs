@@ -1,8 +1,8 @@
 //! The Postgres event log.
 
 use crate::{
-    upcast, AppendError, AppendOutcome, EventStore, ExpectedVersion, LogPosition, RecordedEvent,
-    StoreError, StreamAppend, Upcaster, Wakeups,
+    upcast, AppendError, AppendOutcome, EventStore, ExpectedVersion, LogPosition, RecordedEvent, StoreError,
+    StreamAppend, Upcaster, Wakeups,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -233,9 +233,7 @@ impl PgEventStore {
                 position: row.get("position"),
             };
             let version: i64 = row.get("version");
-            let entry = last
-                .entry(row.get("stream_id"))
-                .or_insert((version, position));
+            let entry = last.entry(row.get("stream_id")).or_insert((version, position));
             if version >= entry.0 {
                 *entry = (version, position);
             }
@@ -256,7 +254,10 @@ impl PgEventStore {
     /// If every event of `appends` is already in the log, in the streams named,
     /// the append is a retry: report what was stored. If some but not all are,
     /// or they sit in other streams, event ids are being reused: an error.
-    async fn already_stored(&self, appends: &[StreamAppend]) -> Result<Option<Vec<AppendOutcome>>, AppendError> {
+    async fn already_stored(
+        &self,
+        appends: &[StreamAppend],
+    ) -> Result<Option<Vec<AppendOutcome>>, AppendError> {
         let wanted: Vec<Uuid> = appends
             .iter()
             .flat_map(|a| a.events.iter().map(|e| e.event_id))

@@ -2,8 +2,8 @@
 
 use chrono::Utc;
 use event_store::{
-    connect_pool, migrate, spawn_listener, AppendError, EventStore, ExpectedVersion, LogPosition,
-    NewEvent, PgEventStore, StreamAppend, Upcaster, Wakeups,
+    connect_pool, migrate, spawn_listener, AppendError, EventStore, ExpectedVersion, LogPosition, NewEvent,
+    PgEventStore, StreamAppend, Upcaster, Wakeups,
 };
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -187,7 +187,10 @@ async fn multi_stream_append_is_all_or_nothing() {
         ])
         .await
         .unwrap_err();
-    assert!(matches!(err, AppendError::Conflict { ref stream_id, .. } if stream_id == "taken"), "{err}");
+    assert!(
+        matches!(err, AppendError::Conflict { ref stream_id, .. } if stream_id == "taken"),
+        "{err}"
+    );
     assert!(store.read_stream("fresh").await.unwrap().is_empty());
     let outcomes = store
         .append_many(
@@ -250,9 +253,15 @@ async fn old_schema_versions_are_upcast_on_every_read_path() {
         .await
         .unwrap();
     let from_stream = &store.read_stream("s").await.unwrap()[0];
-    assert_eq!((from_stream.schema_version, &from_stream.data), (2, &json!({"number": 7})));
+    assert_eq!(
+        (from_stream.schema_version, &from_stream.data),
+        (2, &json!({"number": 7}))
+    );
     let from_log = &store.read_all(LogPosition::START, 10).await.unwrap()[0];
-    assert_eq!((from_log.schema_version, &from_log.data), (2, &json!({"number": 7})));
+    assert_eq!(
+        (from_log.schema_version, &from_log.data),
+        (2, &json!({"number": 7}))
+    );
 }
 
 #[tokio::test]
@@ -324,7 +333,11 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
                 let mut after = LogPosition::START;
                 let deadline = Instant::now() + Duration::from_secs(120);
                 while seen.len() < expected_total {
-                    assert!(Instant::now() < deadline, "reader timed out with {} events", seen.len());
+                    assert!(
+                        Instant::now() < deadline,
+                        "reader timed out with {} events",
+                        seen.len()
+                    );
                     // Small batches, so the reader interleaves with the writers.
                     let batch = store.read_all(after, 7).await.unwrap();
                     match batch.last() {
@@ -370,8 +383,15 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
 
         let seen_ids: Vec<Uuid> = seen.iter().map(|e| e.event_id).collect();
         let unique: HashSet<Uuid> = seen_ids.iter().copied().collect();
-        assert_eq!(unique.len(), seen_ids.len(), "round {round}: an event was delivered twice");
-        assert_eq!(unique, written, "round {round}: delivered set differs from committed set");
+        assert_eq!(
+            unique.len(),
+            seen_ids.len(),
+            "round {round}: an event was delivered twice"
+        );
+        assert_eq!(
+            unique, written,
+            "round {round}: delivered set differs from committed set"
+        );
         let mut last_version: HashMap<&str, i64> = HashMap::new();
         for e in &seen {
             let previous = last_version.insert(&e.stream_id, e.version);
@@ -383,7 +403,10 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
             );
         }
         for pair in seen.windows(2) {
-            assert!(pair[0].position < pair[1].position, "round {round}: positions not increasing");
+            assert!(
+                pair[0].position < pair[1].position,
+                "round {round}: positions not increasing"
+            );
         }
     }
 }

@@ -9,7 +9,11 @@ use uuid::Uuid;
 use web::ApiKeys;
 
 #[derive(Debug, Parser)]
-#[command(name = "marketing", version, about = "Marketing API: event-sourced campaigns, tasks, content, analytics and leads")]
+#[command(
+    name = "marketing",
+    version,
+    about = "Marketing API: event-sourced campaigns, tasks, content, analytics and leads"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -107,11 +111,15 @@ async fn api_key(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
             println!("{secret}");
         }
         ApiKeyCommand::List => {
-            println!("{:<36}  {:<20}  {:<20}  {:<10}  {:<25}  status", "id", "project", "name", "prefix", "created");
+            println!(
+                "{:<36}  {:<20}  {:<20}  {:<10}  {:<25}  status",
+                "id", "project", "name", "prefix", "created"
+            );
             for key in keys.list().await? {
-                let status = key
-                    .revoked_at
-                    .map_or_else(|| "active".to_owned(), |at| format!("revoked {}", at.to_rfc3339()));
+                let status = key.revoked_at.map_or_else(
+                    || "active".to_owned(),
+                    |at| format!("revoked {}", at.to_rfc3339()),
+                );
                 println!(
                     "{:<36}  {:<20}  {:<20}  {:<10}  {:<25}  {status}",
                     key.id,
@@ -130,4 +138,3 @@ async fn api_key(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
     }
     Ok(())
 }
-

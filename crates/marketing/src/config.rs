@@ -15,7 +15,12 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Postgres for the event log and the read models.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/marketing", global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/marketing",
+        global = true
+    )]
     pub database_url: String,
 
     /// HTTP listener.
@@ -51,7 +56,12 @@ pub struct Config {
     pub request_timeout_ms: u64,
 
     /// Longest time a write waits for the read models before answering, in ms.
-    #[arg(long, env = "READ_AFTER_WRITE_TIMEOUT_MS", default_value_t = 5_000, global = true)]
+    #[arg(
+        long,
+        env = "READ_AFTER_WRITE_TIMEOUT_MS",
+        default_value_t = 5_000,
+        global = true
+    )]
     pub read_after_write_timeout_ms: u64,
 }
 

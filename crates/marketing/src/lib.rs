@@ -3,7 +3,7 @@
 
 pub mod cli;
 pub mod config;
-pub mod ops;
 pub mod openapi;
+pub mod ops;
 pub mod startup;
 pub mod telemetry;

@@ -99,14 +99,19 @@ impl Application {
         }
         let pool = connect_pool(&config.database_url, config.pool_size)?;
         let wakeups = Wakeups::new();
-        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(pool.clone(), domain::upcast::ALL, wakeups.clone()));
+        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
+            pool.clone(),
+            domain::upcast::ALL,
+            wakeups.clone(),
+        ));
         let shutdown = CancellationToken::new();
         let mut background = Vec::new();
         let keys = ApiKeys::new(pool.clone());
 
         let mut progress_receivers = Vec::new();
         if role.runs_projectors() {
-            let db_config: tokio_postgres::Config = config.database_url.parse().context("invalid DATABASE_URL")?;
+            let db_config: tokio_postgres::Config =
+                config.database_url.parse().context("invalid DATABASE_URL")?;
             let listener = spawn_listener(db_config, wakeups.clone());
             let stop = shutdown.clone();
             background.push(tokio::spawn(async move {
@@ -114,7 +119,8 @@ impl Application {
                 listener.abort();
             }));
             for projection in all_projections() {
-                let runner = ProjectionRunner::new(store.clone(), pool.clone(), projection, RunnerConfig::default());
+                let runner =
+                    ProjectionRunner::new(store.clone(), pool.clone(), projection, RunnerConfig::default());
                 progress_receivers.push(runner.progress());
                 background.push(tokio::spawn(runner.run(shutdown.clone())));
             }

@@ -23,13 +23,19 @@ impl Projection for CampaignsProjection {
     /// Loads the rows the batch touches, folds every event in memory, then writes
     /// the results back with one upsert and one delete: two statements per batch
     /// however many events it holds.
-    async fn apply(&self, tx: &tokio_postgres::Transaction<'_>, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
         let mut decoded = Vec::new();
         for event in events.iter().filter(|e| e.stream_id.starts_with(STREAM_PREFIX)) {
-            let campaign_event = CampaignEvent::from_data(&event.event_type, event.data.clone())
-                .map_err(|source| ProjectionError::Decode {
-                    position: event.position,
-                    source,
+            let campaign_event =
+                CampaignEvent::from_data(&event.event_type, event.data.clone()).map_err(|source| {
+                    ProjectionError::Decode {
+                        position: event.position,
+                        source,
+                    }
                 })?;
             decoded.push((event, campaign_event));
         }
@@ -93,7 +99,10 @@ fn campaign_id(event: &CampaignEvent) -> Uuid {
 fn fold(rows: &mut Rows, recorded: &RecordedEvent, event: &CampaignEvent) {
     let id = campaign_id(event);
     let stamp = |body: &mut Map<String, Value>| {
-        body.insert("updated_at".into(), serde_json::to_value(recorded.recorded_at).expect("timestamp"));
+        body.insert(
+            "updated_at".into(),
+            serde_json::to_value(recorded.recorded_at).expect("timestamp"),
+        );
         body.insert("version".into(), Value::from(recorded.version));
     };
     match event {

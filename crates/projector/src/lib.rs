@@ -51,7 +51,11 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Applies a batch, in log order, inside `tx`. The runner commits `tx` together
     /// with the new checkpoint, or rolls both back.
-    async fn apply(&self, tx: &tokio_postgres::Transaction<'_>, events: &[RecordedEvent]) -> Result<(), ProjectionError>;
+    async fn apply(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError>;
 }
 
 /// Every projection the service runs, in a stable order.

@@ -202,7 +202,11 @@ impl ProjectionRunner {
     /// Applies `events` and moves the checkpoint from `from` to the last event, in
     /// one transaction. The checkpoint row is locked and compared first, so two
     /// instances that both think they lead cannot both apply the same batch.
-    async fn apply_batch(&self, from: LogPosition, events: &[RecordedEvent]) -> Result<LogPosition, BatchError> {
+    async fn apply_batch(
+        &self,
+        from: LogPosition,
+        events: &[RecordedEvent],
+    ) -> Result<LogPosition, BatchError> {
         let name = self.projection.name();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;

@@ -74,7 +74,11 @@ impl Projection for Recording {
         "recording"
     }
 
-    async fn apply(&self, tx: &tokio_postgres::Transaction<'_>, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
         let batch = self.batches.fetch_add(1, Ordering::SeqCst);
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         tx.execute(
@@ -148,7 +152,10 @@ async fn failed_batches_are_retried_without_skipping_or_repeating() {
     stop.cancel();
     task.await.unwrap();
     assert_eq!(applied(&setup.pool).await, (95, 95));
-    assert!(recording.batches.load(Ordering::SeqCst) >= 13, "failed batches were retried");
+    assert!(
+        recording.batches.load(Ordering::SeqCst) >= 13,
+        "failed batches were retried"
+    );
 }
 
 #[tokio::test]
@@ -217,9 +224,11 @@ async fn campaigns_read_model_matches_the_domain_fold_and_progress_reports_it() 
         CampaignCommand::Create {
             campaign_id: id,
             project: ProjectSlug::parse("acme").unwrap(),
-            input,
+            input: Box::new(input),
         },
-        CampaignCommand::Update(domain::input::from_json_slice(br#"{"description": "now with text"}"#).unwrap()),
+        CampaignCommand::Update(Box::new(
+            domain::input::from_json_slice(br#"{"description": "now with text"}"#).unwrap(),
+        )),
         CampaignCommand::ChangeStatus(domain::campaign::CampaignStatus::Paused),
     ];
     let mut last = LogPosition::START;
@@ -241,7 +250,11 @@ async fn campaigns_read_model_matches_the_domain_fold_and_progress_reports_it() 
                 recorded_at: now,
             })
             .collect();
-        let outcome = setup.store.append(&stream_id(id), expected, new_events).await.unwrap();
+        let outcome = setup
+            .store
+            .append(&stream_id(id), expected, new_events)
+            .await
+            .unwrap();
         let first_version = outcome.last_version - events.len() as i64 + 1;
         for (i, e) in events.iter().enumerate() {
             campaign.apply(e, now, first_version + i as i64);
@@ -252,11 +265,18 @@ async fn campaigns_read_model_matches_the_domain_fold_and_progress_reports_it() 
     assert!(polled.wait_for(last, Duration::from_secs(10)).await);
     let client = setup.pool.get().await.unwrap();
     let row = client
-        .query_one("SELECT body::text, status, version FROM campaigns WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT body::text, status, version FROM campaigns WHERE id = $1",
+            &[&id],
+        )
         .await
         .unwrap();
     let expected_body = serde_json::to_string(campaign.state().unwrap()).unwrap();
-    assert_eq!(row.get::<_, String>(0), expected_body, "same JSON, same field order");
+    assert_eq!(
+        row.get::<_, String>(0),
+        expected_body,
+        "same JSON, same field order"
+    );
     assert_eq!(row.get::<_, String>(1), "paused");
     assert_eq!(row.get::<_, i64>(2), 2);
 
@@ -278,7 +298,11 @@ async fn campaigns_read_model_matches_the_domain_fold_and_progress_reports_it() 
         )
         .await
         .unwrap();
-    assert!(in_process.wait_for(outcome.last_position, Duration::from_secs(10)).await);
+    assert!(
+        in_process
+            .wait_for(outcome.last_position, Duration::from_secs(10))
+            .await
+    );
     let gone = client
         .query_opt("SELECT 1 FROM campaigns WHERE id = $1", &[&id])
         .await

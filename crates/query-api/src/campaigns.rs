@@ -49,7 +49,10 @@ pub async fn list(
     let status = match params.get("status") {
         None => None,
         Some(raw) => Some(CampaignStatus::parse(raw).ok_or_else(|| {
-            ApiError::bad_request("status", "status must be one of draft, active, paused, completed, cancelled")
+            ApiError::bad_request(
+                "status",
+                "status must be one of draft, active, paused, completed, cancelled",
+            )
         })?),
     };
     let campaign_type = match params.get("type") {

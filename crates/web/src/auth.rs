@@ -120,7 +120,9 @@ impl ApiKeys {
         }
         let client = self.pool.get().await?;
         let statement = client
-            .prepare_cached("SELECT id, name, project FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+            .prepare_cached(
+                "SELECT id, name, project FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            )
             .await?;
         let Some(row) = client.query_opt(&statement, &[&hash(secret)]).await? else {
             return Ok(None);

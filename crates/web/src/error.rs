@@ -14,10 +14,7 @@ pub enum ApiError {
     Validation(ValidationErrors),
     /// 400 about the request as a whole (a header, a query parameter).
     #[error("{message}")]
-    BadRequest {
-        message: String,
-        field: Option<String>,
-    },
+    BadRequest { message: String, field: Option<String> },
     #[error("Invalid or missing API key")]
     Unauthorized,
     /// 404 with the resource's message, e.g. "Campaign not found".

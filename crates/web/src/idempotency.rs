@@ -69,7 +69,10 @@ impl IdSource {
 impl<S: Send + Sync> FromRequestParts<S> for IdSource {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
         Ok(IdSource(parts.extensions.get::<IdempotencyKey>().cloned()))
     }
 }
@@ -120,7 +123,9 @@ async fn run(state: IdempotencyState, req: Request, next: Next) -> Result<Respon
     let (mut parts, body) = req.into_parts();
     let caller = Caller::from_request_parts(&mut parts, &state).await?;
     let bytes = axum::body::to_bytes(body, JSON_BODY_LIMIT).await.map_err(|_| {
-        ApiError::PayloadTooLarge(format!("Request body is too large (limit {JSON_BODY_LIMIT} bytes)"))
+        ApiError::PayloadTooLarge(format!(
+            "Request body is too large (limit {JSON_BODY_LIMIT} bytes)"
+        ))
     })?;
     let mut hasher = Sha256::new();
     hasher.update(parts.method.as_str());

@@ -32,20 +32,18 @@ pub fn apply(router: Router, request_timeout: Duration) -> Router {
             request_id = %request_id,
         )
     });
-    router
-        .route_layer(middleware::from_fn(record_metrics))
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(trace)
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(middleware::map_response(json_error_bodies))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    request_timeout,
-                )),
-        )
+    router.route_layer(middleware::from_fn(record_metrics)).layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(trace)
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(middleware::map_response(json_error_bodies))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                request_timeout,
+            )),
+    )
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -29,7 +29,12 @@ pub fn encode_cursor<T: Serialize>(position: &T) -> String {
 
 /// Decodes a cursor made by [`encode_cursor`]; anything else is a 400.
 pub fn decode_cursor<T: for<'de> Deserialize<'de>>(raw: &str) -> Result<T, ApiError> {
-    let invalid = || ApiError::bad_request("cursor", "cursor is invalid; pass next_cursor from a previous page");
+    let invalid = || {
+        ApiError::bad_request(
+            "cursor",
+            "cursor is invalid; pass next_cursor from a previous page",
+        )
+    };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(raw)
         .map_err(|_| invalid())?;
@@ -83,6 +88,9 @@ mod tests {
         assert_eq!(v["has_more"], true);
         assert_eq!(v["next_cursor"], "c");
         let empty: serde_json::Value = serde_json::from_str(&list_body(&[], None)).unwrap();
-        assert_eq!(empty, serde_json::json!({"data": [], "has_more": false, "next_cursor": null}));
+        assert_eq!(
+            empty,
+            serde_json::json!({"data": [], "has_more": false, "next_cursor": null})
+        );
     }
 }

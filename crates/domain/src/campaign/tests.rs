@@ -27,8 +27,8 @@ fn given(events: &[CampaignEvent]) -> Campaign {
     campaign
 }
 
-fn create_input(json: &str) -> CreateCampaign {
-    from_json_slice(json.as_bytes()).expect("valid create body")
+fn create_input(json: &str) -> Box<CreateCampaign> {
+    Box::new(from_json_slice(json.as_bytes()).expect("valid create body"))
 }
 
 fn created() -> CampaignEvent {
@@ -52,7 +52,9 @@ fn status_changed(from: CampaignStatus, to: CampaignStatus) -> CampaignEvent {
 }
 
 fn update(json: &str) -> CampaignCommand {
-    CampaignCommand::Update(from_json_slice(json.as_bytes()).expect("valid update body"))
+    CampaignCommand::Update(Box::new(
+        from_json_slice(json.as_bytes()).expect("valid update body"),
+    ))
 }
 
 fn invalid_field(result: Result<Vec<CampaignEvent>, CampaignError>) -> String {
@@ -99,14 +101,35 @@ fn create_validation_names_each_field() {
         (r#"{"name": "x", "status": "bogus"}"#, "status"),
         (r#"{"name": "x", "total_budget": -1}"#, "total_budget"),
         (r#"{"name": "x", "total_budget": "lots"}"#, "total_budget"),
-        (r#"{"name": "x", "start_date": "2024-06-02T00:00:00Z", "end_date": "2024-06-01T00:00:00Z"}"#, "end_date"),
+        (
+            r#"{"name": "x", "start_date": "2024-06-02T00:00:00Z", "end_date": "2024-06-01T00:00:00Z"}"#,
+            "end_date",
+        ),
         (r#"{"name": "x", "start_date": "yesterday"}"#, "start_date"),
-        (r#"{"name": "x", "total_budget": 100, "channels": [{"name": "a", "type": "social", "budget_allocation": 60}, {"name": "b", "type": "social", "budget_allocation": 50}]}"#, "channels"),
-        (r#"{"name": "x", "channels": [{"name": "a", "type": "social", "budget_allocation": -5}]}"#, "channels[0].budget_allocation"),
-        (r#"{"name": "x", "channels": [{"type": "social"}]}"#, "channels[0].name"),
-        (r#"{"name": "x", "target_audience": {"age_range": [45, 25]}}"#, "target_audience.age_range"),
-        (r#"{"name": "x", "target_audience": {"age_range": [1, 2, 3]}}"#, "target_audience.age_range"),
-        (r#"{"name": "x", "kpis": [{"name": "", "target": 1}]}"#, "kpis[0].name"),
+        (
+            r#"{"name": "x", "total_budget": 100, "channels": [{"name": "a", "type": "social", "budget_allocation": 60}, {"name": "b", "type": "social", "budget_allocation": 50}]}"#,
+            "channels",
+        ),
+        (
+            r#"{"name": "x", "channels": [{"name": "a", "type": "social", "budget_allocation": -5}]}"#,
+            "channels[0].budget_allocation",
+        ),
+        (
+            r#"{"name": "x", "channels": [{"type": "social"}]}"#,
+            "channels[0].name",
+        ),
+        (
+            r#"{"name": "x", "target_audience": {"age_range": [45, 25]}}"#,
+            "target_audience.age_range",
+        ),
+        (
+            r#"{"name": "x", "target_audience": {"age_range": [1, 2, 3]}}"#,
+            "target_audience.age_range",
+        ),
+        (
+            r#"{"name": "x", "kpis": [{"name": "", "target": 1}]}"#,
+            "kpis[0].name",
+        ),
         (r#"{"name": "x", "colour": "red"}"#, "colour"),
     ];
     for (body, field) in cases {
@@ -116,7 +139,7 @@ fn create_validation_names_each_field() {
                 Campaign::default().handle(CampaignCommand::Create {
                     campaign_id: id(),
                     project: project(),
-                    input,
+                    input: Box::new(input),
                 })
             });
         assert_eq!(invalid_field(result), field, "body: {body}");
@@ -137,7 +160,10 @@ fn new_campaign_must_start_as_draft_or_active() {
         } else {
             assert_eq!(
                 result,
-                Err(CampaignError::IllegalTransition { from: None, to: status })
+                Err(CampaignError::IllegalTransition {
+                    from: None,
+                    to: status
+                })
             );
         }
     }
@@ -155,8 +181,14 @@ fn seed_update_body_changes_only_what_differs() {
         panic!("expected one CampaignUpdated, got {events:?}")
     };
     assert_eq!(updated.changes.name.as_deref(), Some("Updated Campaign Name"));
-    assert_eq!(updated.changes.total_budget.unwrap().unwrap().to_string(), "15000.00");
-    assert_eq!(updated.changes.description, None, "unchanged description is not recorded");
+    assert_eq!(
+        updated.changes.total_budget.unwrap().unwrap().to_string(),
+        "15000.00"
+    );
+    assert_eq!(
+        updated.changes.description, None,
+        "unchanged description is not recorded"
+    );
     let data = CampaignEvent::Updated(updated.clone()).to_data();
     assert_eq!(
         data["changes"].as_object().unwrap().keys().collect::<Vec<_>>(),
@@ -167,7 +199,10 @@ fn seed_update_body_changes_only_what_differs() {
 #[test]
 fn update_with_nothing_new_emits_nothing_and_null_clears() {
     let campaign = given(&[created()]);
-    assert_eq!(campaign.handle(update(r#"{"name": "Summer Sale Campaign"}"#)), Ok(vec![]));
+    assert_eq!(
+        campaign.handle(update(r#"{"name": "Summer Sale Campaign"}"#)),
+        Ok(vec![])
+    );
     let events = campaign.handle(update(r#"{"description": null}"#)).unwrap();
     let mut after = campaign.clone();
     after.apply(&events[0], at(5), 1);
@@ -180,16 +215,27 @@ fn update_with_nothing_new_emits_nothing_and_null_clears() {
 fn update_revalidates_the_merged_campaign() {
     let campaign = given(&[created()]);
     // Lowering the budget below the channel allocation (5000) must fail.
-    assert_eq!(invalid_field(campaign.handle(update(r#"{"total_budget": 100}"#))), "channels");
+    assert_eq!(
+        invalid_field(campaign.handle(update(r#"{"total_budget": 100}"#))),
+        "channels"
+    );
     assert_eq!(
         invalid_field(campaign.handle(update(r#"{"end_date": "2024-01-01T00:00:00Z"}"#))),
         "end_date"
     );
-    assert_eq!(invalid_field(campaign.handle(update(r#"{"name": null}"#))), "name");
-    assert_eq!(invalid_field(campaign.handle(update(r#"{"status": "active"}"#))), "status");
+    assert_eq!(
+        invalid_field(campaign.handle(update(r#"{"name": null}"#))),
+        "name"
+    );
+    assert_eq!(
+        invalid_field(campaign.handle(update(r#"{"status": "active"}"#))),
+        "status"
+    );
     // Echoing the current status and read-only fields is fine.
     assert!(campaign
-        .handle(update(r#"{"status": "draft", "id": "x", "version": 3, "name": "New"}"#))
+        .handle(update(
+            r#"{"status": "draft", "id": "x", "version": 3, "name": "New"}"#
+        ))
         .is_ok());
 }
 
@@ -208,7 +254,11 @@ fn status_transitions_follow_the_table() {
     ];
     for from in CampaignStatus::ALL {
         for to in CampaignStatus::ALL {
-            assert_eq!(from.can_become(to), allowed.contains(&(from, to)), "{from:?} -> {to:?}");
+            assert_eq!(
+                from.can_become(to),
+                allowed.contains(&(from, to)),
+                "{from:?} -> {to:?}"
+            );
         }
     }
     let campaign = given(&[created(), status_changed(Draft, Active)]);
@@ -216,25 +266,41 @@ fn status_transitions_follow_the_table() {
         campaign.handle(CampaignCommand::ChangeStatus(Paused)),
         Ok(vec![status_changed(Active, Paused)])
     );
-    let done = given(&[created(), status_changed(Draft, Active), status_changed(Active, Completed)]);
+    let done = given(&[
+        created(),
+        status_changed(Draft, Active),
+        status_changed(Active, Completed),
+    ]);
     assert_eq!(
         done.handle(CampaignCommand::ChangeStatus(Active)),
-        Err(CampaignError::IllegalTransition { from: Some(Completed), to: Active })
+        Err(CampaignError::IllegalTransition {
+            from: Some(Completed),
+            to: Active
+        })
     );
 }
 
 #[test]
 fn deleted_campaign_is_gone_for_every_command() {
-    let campaign = given(&[created(), CampaignEvent::Deleted(CampaignDeleted { campaign_id: id() })]);
+    let campaign = given(&[
+        created(),
+        CampaignEvent::Deleted(CampaignDeleted { campaign_id: id() }),
+    ]);
     assert!(campaign.state().is_none());
     assert!(campaign.is_deleted());
     assert_eq!(campaign.version(), Some(1));
-    assert_eq!(campaign.handle(CampaignCommand::Delete), Err(CampaignError::NotFound));
+    assert_eq!(
+        campaign.handle(CampaignCommand::Delete),
+        Err(CampaignError::NotFound)
+    );
     assert_eq!(
         campaign.handle(CampaignCommand::ChangeStatus(CampaignStatus::Active)),
         Err(CampaignError::NotFound)
     );
-    assert_eq!(campaign.handle(update(r#"{"name": "x"}"#)), Err(CampaignError::NotFound));
+    assert_eq!(
+        campaign.handle(update(r#"{"name": "x"}"#)),
+        Err(CampaignError::NotFound)
+    );
     assert_eq!(
         campaign.handle(CampaignCommand::Create {
             campaign_id: id(),
@@ -250,13 +316,17 @@ fn events_round_trip_through_their_stored_form() {
     let campaign = given(&[created()]);
     let events = [
         created(),
-        campaign.handle(update(r#"{"description": null, "total_budget": 12345.67}"#)).unwrap().remove(0),
+        campaign
+            .handle(update(r#"{"description": null, "total_budget": 12345.67}"#))
+            .unwrap()
+            .remove(0),
         status_changed(CampaignStatus::Draft, CampaignStatus::Active),
         CampaignEvent::Deleted(CampaignDeleted { campaign_id: id() }),
     ];
     for event in events {
         let stored = serde_json::to_string(&event.to_data()).unwrap();
-        let decoded = CampaignEvent::from_data(event.event_type(), serde_json::from_str(&stored).unwrap()).unwrap();
+        let decoded =
+            CampaignEvent::from_data(event.event_type(), serde_json::from_str(&stored).unwrap()).unwrap();
         assert_eq!(decoded, event);
     }
     assert!(matches!(
