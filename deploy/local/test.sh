@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs every check CI runs, on a fresh machine or a warm one:
+#   1. starts Postgres if it is down;
+#   2. installs (once, cached) and starts the Kafka-protocol broker `tansu` on loopback;
+#   3. drops test databases left over from earlier runs;
+#   4. cargo fmt --check, cargo clippy -D warnings, and every test.
+# Build artefacts and the broker binary live in a cache outside the checkout
+# ($MARKETING_CACHE_DIR, default /var/tmp/marketing-cache), so a fresh clone
+# reuses a warm build.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CACHE_DIR=${MARKETING_CACHE_DIR:-/var/tmp/marketing-cache}
+mkdir -p "$CACHE_DIR"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
+export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
+export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/postgres}
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# --- Postgres -------------------------------------------------------------
+if ! pg_isready -q -h "$PGHOST" -p "$PGPORT"; then
+    log "Postgres is down; starting it"
+    if command -v pg_ctlcluster >/dev/null; then
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+    else
+        echo "Postgres is not running on $PGHOST:$PGPORT and pg_ctlcluster is missing" >&2
+        exit 1
+    fi
+    for _ in $(seq 1 60); do pg_isready -q -h "$PGHOST" -p "$PGPORT" && break; sleep 1; done
+    pg_isready -h "$PGHOST" -p "$PGPORT"
+fi
+
+# --- Kafka-protocol broker (tansu) ---------------------------------------------
+TANSU="$CACHE_DIR/tansu/bin/tansu"
+if [ ! -x "$TANSU" ]; then
+    log "installing tansu 0.6.0 into $CACHE_DIR/tansu (one-off, several minutes)"
+    cargo install tansu --version 0.6.0 --locked --features dynostore --root "$CACHE_DIR/tansu"
+fi
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+KAFKA_PORT=$(free_port)
+log "starting tansu on 127.0.0.1:$KAFKA_PORT"
+"$TANSU" broker \
+    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine memory://tansu/ >"$CACHE_DIR/tansu-test.log" 2>&1 &
+TANSU_PID=$!
+trap 'kill "$TANSU_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null && break
+    sleep 0.2
+done
+export KAFKA_TEST_BROKERS="127.0.0.1:$KAFKA_PORT"
+# Tests that restart the broker start their own copy with this binary.
+export TANSU_BIN="$TANSU"
+
+# --- leftovers from earlier runs -------------------------------------------
+log "dropping leftover test databases"
+psql -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'mk\_test\_%'" |
+    while read -r db; do psql -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+
+# --- checks ---------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+    # nextest does not run doctests
+    cargo test --workspace --locked --doc
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
