@@ -1,0 +1,137 @@
+//! `marketing-bench`: drives a running Marketing API with N concurrent
+//! connections for a fixed time and prints throughput and latency percentiles
+//! as one JSON line, for `deploy/bench/run.sh` to compare against pgbench.
+
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Scenario {
+    /// `POST /campaigns` with a small valid body.
+    Create,
+    /// `GET /campaigns/{id}` over a set of campaigns created first.
+    Get,
+}
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, env = "MARKETING_API_KEY")]
+    key: String,
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Campaigns created before a `get` run.
+    #[arg(long, default_value_t = 1000)]
+    preload: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let base = format!("{}/v1/dev/marketing/campaigns", args.url);
+    let ids: Arc<Vec<String>> = Arc::new(match args.scenario {
+        Scenario::Create => Vec::new(),
+        Scenario::Get => preload(&client, &base, &args.key, args.preload).await?,
+    });
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let workers = (0..args.concurrency).map(|worker| {
+        let client = client.clone();
+        let base = base.clone();
+        let key = args.key.clone();
+        let ids = ids.clone();
+        let scenario = args.scenario;
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut n = worker;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let response = match scenario {
+                    Scenario::Create => {
+                        client
+                            .post(&base)
+                            .bearer_auth(&key)
+                            .json(&json!({ "name": format!("bench {worker}-{n}"), "type": "sales", "total_budget": 1000.00 }))
+                            .send()
+                            .await
+                    }
+                    Scenario::Get => {
+                        let id = &ids[n % ids.len()];
+                        client.get(format!("{base}/{id}")).bearer_auth(&key).send().await
+                    }
+                };
+                let ok = match response {
+                    Ok(r) => {
+                        let status = r.status();
+                        let _ = r.bytes().await;
+                        status.is_success()
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    latencies.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+                n += 7919; // stride through the preloaded ids
+            }
+            (latencies, errors)
+        })
+    });
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for result in futures::future::join_all(workers).await {
+        let (l, e) = result?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "{}",
+        json!({
+            "scenario": format!("{:?}", args.scenario).to_lowercase(),
+            "concurrency": args.concurrency,
+            "requests": latencies.len(),
+            "errors": errors,
+            "seconds": elapsed,
+            "rps": latencies.len() as f64 / elapsed,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+        })
+    );
+    Ok(())
+}
+
+async fn preload(client: &reqwest::Client, base: &str, key: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let created: serde_json::Value = client
+            .post(base)
+            .bearer_auth(key)
+            .json(&json!({ "name": format!("preload {i}") }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        ids.push(created["id"].as_str().unwrap_or_default().to_owned());
+    }
+    Ok(ids)
+}
