@@ -174,6 +174,11 @@ impl ProjectionRunner {
                         _ = shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(pause) => {}
                     }
+                    // Another instance may have applied this batch meanwhile (and
+                    // made it fail here, e.g. on a unique key): resume from where
+                    // the committed checkpoint really is.
+                    checkpoint = self.load_checkpoint().await?;
+                    self.progress.send_replace(checkpoint);
                 }
             }
         }
@@ -200,36 +205,34 @@ impl ProjectionRunner {
     }
 
     /// Applies `events` and moves the checkpoint from `from` to the last event, in
-    /// one transaction. The checkpoint row is locked and compared first, so two
-    /// instances that both think they lead cannot both apply the same batch.
-    async fn apply_batch(
-        &self,
-        from: LogPosition,
-        events: &[RecordedEvent],
-    ) -> Result<LogPosition, BatchError> {
+    /// one transaction. The checkpoint moves by compare-and-set: if another
+    /// instance (one that also believes it leads) moved it first, this update
+    /// matches no row and the whole batch rolls back, so no batch is applied twice.
+    ///
+    /// The transaction commits without waiting for its WAL flush
+    /// (`synchronous_commit = off`): read models are derived, and the checkpoint
+    /// commits with them, so a database crash can only lose the last few batches
+    /// *together with* their checkpoint, which are then simply re-applied from the
+    /// log. This takes an fsync off the read-after-write path of every write.
+    async fn apply_batch(&self, from: LogPosition, events: &[RecordedEvent]) -> Result<LogPosition, BatchError> {
         let name = self.projection.name();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let row = tx
-            .query_one(
-                "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
-                &[&name],
-            )
-            .await?;
-        let current = LogPosition {
-            tx_id: row.get(0),
-            position: row.get(1),
-        };
-        if current != from {
-            return Err(BatchError::CheckpointMoved(current));
-        }
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
         self.projection.apply(&tx, events).await?;
         let to = events.last().expect("batch is not empty").position;
-        tx.execute(
-            "UPDATE projection_checkpoints SET tx_id = $2, position = $3, updated_at = now() WHERE name = $1",
-            &[&name, &to.tx_id, &to.position],
-        )
-        .await?;
+        let moved = tx
+            .execute(
+                "UPDATE projection_checkpoints SET tx_id = $4, position = $5, updated_at = now()
+                 WHERE name = $1 AND tx_id = $2 AND position = $3",
+                &[&name, &from.tx_id, &from.position, &to.tx_id, &to.position],
+            )
+            .await?;
+        if moved != 1 {
+            drop(tx);
+            let actual = self.load_checkpoint().await?;
+            return Err(BatchError::CheckpointMoved(actual));
+        }
         tx.commit().await?;
         Ok(to)
     }
