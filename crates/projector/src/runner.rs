@@ -214,7 +214,11 @@ impl ProjectionRunner {
     /// commits with them, so a database crash can only lose the last few batches
     /// *together with* their checkpoint, which are then simply re-applied from the
     /// log. This takes an fsync off the read-after-write path of every write.
-    async fn apply_batch(&self, from: LogPosition, events: &[RecordedEvent]) -> Result<LogPosition, BatchError> {
+    async fn apply_batch(
+        &self,
+        from: LogPosition,
+        events: &[RecordedEvent],
+    ) -> Result<LogPosition, BatchError> {
         let name = self.projection.name();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
