@@ -17,9 +17,11 @@
 
 mod listener;
 mod postgres;
+mod verify;
 
 pub use listener::{spawn_listener, wait, Wakeups, EVENTS_CHANNEL};
 pub use postgres::{connect_pool, migrate, run_migrations, PgEventStore};
+pub use verify::{verify, ChainBreak, VerifyReport};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
