@@ -9,10 +9,12 @@
 
 mod campaigns;
 mod progress;
+mod replay;
 mod runner;
 
 pub use campaigns::CampaignsProjection;
 pub use progress::{InProcessProgress, PolledProgress, ReadModelProgress};
+pub use replay::{replay, ReplayOptions, ReplayOutcome};
 pub use runner::{ProjectionRunner, RunnerConfig};
 
 use async_trait::async_trait;
@@ -48,6 +50,11 @@ pub enum ProjectionError {
 pub trait Projection: Send + Sync + 'static {
     /// Stable name; keys the checkpoint row and the advisory lock.
     fn name(&self) -> &'static str;
+
+    /// The tables this projection owns. `replay` rebuilds exactly these, so
+    /// `apply` must write only to them, by unqualified name (replay resolves the
+    /// names to fresh copies through `search_path`).
+    fn tables(&self) -> &'static [&'static str];
 
     /// Applies a batch, in log order, inside `tx`. The runner commits `tx` together
     /// with the new checkpoint, or rolls both back.

@@ -74,6 +74,10 @@ impl Projection for Recording {
         "recording"
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["applied"]
+    }
+
     async fn apply(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
