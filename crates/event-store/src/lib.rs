@@ -15,10 +15,12 @@
 //! which is also what KurrentDB/EventStoreDB offers (commit and prepare
 //! positions), so a second backend fits behind the same trait.
 
+mod history;
 mod listener;
 mod postgres;
 mod verify;
 
+pub use history::{read_correlated, HistoryFilter};
 pub use listener::{spawn_listener, wait, Wakeups, EVENTS_CHANNEL};
 pub use postgres::{connect_pool, migrate, run_migrations, PgEventStore};
 pub use verify::{verify, ChainBreak, VerifyReport};

@@ -90,27 +90,7 @@ impl PgEventStore {
     }
 
     fn decode(&self, row: &Row) -> RecordedEvent {
-        let event_type: String = row.get("event_type");
-        let (schema_version, data) = upcast(
-            self.upcasters,
-            &event_type,
-            row.get("schema_version"),
-            row.get::<_, Value>("data"),
-        );
-        RecordedEvent {
-            position: LogPosition {
-                tx_id: row.get("tx_id"),
-                position: row.get("position"),
-            },
-            event_id: row.get("event_id"),
-            stream_id: row.get("stream_id"),
-            version: row.get("version"),
-            event_type,
-            schema_version,
-            data,
-            metadata: row.get("metadata"),
-            recorded_at: row.get("recorded_at"),
-        }
+        decode_row(self.upcasters, row)
     }
 
     async fn current_version(&self, stream_id: &str) -> Result<Option<i64>, StoreError> {
@@ -313,6 +293,31 @@ impl PgEventStore {
             });
         }
         Ok(Some(outcomes))
+    }
+}
+
+/// A row of `events` (all columns but `hash`) as an upcast [`RecordedEvent`].
+pub(crate) fn decode_row(upcasters: &[Upcaster], row: &Row) -> RecordedEvent {
+    let event_type: String = row.get("event_type");
+    let (schema_version, data) = upcast(
+        upcasters,
+        &event_type,
+        row.get("schema_version"),
+        row.get::<_, Value>("data"),
+    );
+    RecordedEvent {
+        position: LogPosition {
+            tx_id: row.get("tx_id"),
+            position: row.get("position"),
+        },
+        event_id: row.get("event_id"),
+        stream_id: row.get("stream_id"),
+        version: row.get("version"),
+        event_type,
+        schema_version,
+        data,
+        metadata: row.get("metadata"),
+        recorded_at: row.get("recorded_at"),
     }
 }
 

@@ -39,6 +39,25 @@ pub enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Rebuild read models from the whole log into fresh tables and swap them in
+    /// while the live ones keep serving. All projections unless one is named.
+    Replay {
+        #[arg(long)]
+        projection: Option<String>,
+    },
+    /// Print a campaign's event history (its own events and those of its tasks,
+    /// content, leads and analytics), oldest first.
+    History {
+        campaign_id: Uuid,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only events of this type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+    },
+    /// Re-check every stream's hash chain; exits non-zero at the first break.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +89,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::ApiKey { command } => return api_key(&config, command).await,
+        Command::Replay { projection } => return crate::audit::replay(&config, projection.as_deref()).await,
+        Command::History {
+            campaign_id,
+            json,
+            event_type,
+        } => return crate::audit::history(&config, campaign_id, json, event_type).await,
+        Command::Verify => return crate::audit::verify(&config).await,
     };
     let app = Application::build(config, role).await?;
     let shutdown = app.shutdown_token();

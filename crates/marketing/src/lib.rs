@@ -1,6 +1,7 @@
 //! Wiring for the `marketing` binary, as a library so tests start exactly what
 //! users run (see [`startup::Application`]).
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod openapi;

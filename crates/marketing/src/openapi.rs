@@ -19,9 +19,13 @@ use utoipa::{Modify, OpenApi};
         command_api::campaigns::delete,
         query_api::campaigns::list,
         query_api::campaigns::get_one,
+        query_api::history::history,
     ),
     modifiers(&BearerAuth),
-    tags((name = "campaigns", description = "Campaign management"))
+    tags(
+        (name = "campaigns", description = "Campaign management"),
+        (name = "audit", description = "The event history behind every resource")
+    )
 )]
 pub struct ApiDoc;
 

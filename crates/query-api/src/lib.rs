@@ -2,6 +2,7 @@
 //! JSON is stored ready to send, so a read is one indexed query and no parsing.
 
 pub mod campaigns;
+pub mod history;
 
 use axum::extract::FromRef;
 use axum::routing::get;
@@ -26,5 +27,6 @@ pub fn router(state: QueryState) -> Router {
     Router::new()
         .route("/campaigns", get(campaigns::list))
         .route("/campaigns/{campaign_id}", get(campaigns::get_one))
+        .route("/campaigns/{campaign_id}/history", get(history::history))
         .with_state(state)
 }

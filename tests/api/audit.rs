@@ -1,0 +1,178 @@
+//! The audit trail over HTTP, and replay under live traffic.
+
+use marketing_e2e::{assert_error, spawn_app, SEED_CREATE, SEED_UPDATE};
+use reqwest::Method;
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[tokio::test]
+async fn history_lists_every_change_in_order_with_its_actor() {
+    let app = spawn_app().await;
+    let created = app.create_campaign(&app.key, SEED_CREATE).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/campaigns/{id}");
+    app.json(Method::PUT, &path, &app.key, SEED_UPDATE)
+        .header("x-request-id", "audit-update")
+        .send()
+        .await
+        .unwrap();
+    app.json(
+        Method::PATCH,
+        &format!("{path}/status"),
+        &app.key,
+        r#"{"status":"active"}"#,
+    )
+    .send()
+    .await
+    .unwrap();
+    app.request(Method::DELETE, &path, &app.key).send().await.unwrap();
+
+    // Still readable by its project after the delete: that is what audit is for.
+    let history: Value = app
+        .get(&format!("{path}/history"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entries = history["data"].as_array().unwrap();
+    let types: Vec<&str> = entries.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "CampaignCreated",
+            "CampaignUpdated",
+            "CampaignStatusChanged",
+            "CampaignDeleted"
+        ]
+    );
+    let versions: Vec<i64> = entries.iter().map(|e| e["version"].as_i64().unwrap()).collect();
+    assert_eq!(versions, [0, 1, 2, 3]);
+    assert!(entries
+        .windows(2)
+        .all(|w| w[0]["position"].as_i64() < w[1]["position"].as_i64()));
+    assert_eq!(entries[1]["actor"]["request_id"], "audit-update");
+    assert_eq!(entries[1]["actor"]["api_key_name"], "test");
+    assert!(entries[1]["actor"]["api_key_id"].is_string());
+    assert_eq!(entries[1]["data"]["changes"]["name"], "Updated Campaign Name");
+    assert_eq!(entries[2]["data"]["from"], "draft");
+    assert_eq!(entries[0]["schema_version"], 1);
+
+    // Filters and pages.
+    let only: Value = app
+        .get(&format!("{path}/history?type=CampaignStatusChanged"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(only["data"].as_array().unwrap().len(), 1);
+    let first: Value = app
+        .get(&format!("{path}/history?limit=3"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["data"].as_array().unwrap().len(), 3);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second: Value = app
+        .get(&format!("{path}/history?limit=3&cursor={cursor}"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["data"][0]["type"], "CampaignDeleted");
+    assert_eq!(second["has_more"], false);
+    let future: Value = app
+        .get(&format!("{path}/history?from=2999-01-01T00:00:00Z"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(future["data"].as_array().unwrap().len(), 0);
+    let bad = app.get(&format!("{path}/history?from=yesterday"), &app.key).await;
+    assert_eq!(assert_error(bad, 400, "").await["field"], "from");
+
+    // Other projects see nothing.
+    let other = app.new_key("globex").await;
+    assert_error(
+        app.get(&format!("{path}/history"), &other).await,
+        404,
+        "Campaign not found",
+    )
+    .await;
+    let unknown = format!("/campaigns/{}/history", uuid::Uuid::new_v4());
+    assert_error(app.get(&unknown, &app.key).await, 404, "Campaign not found").await;
+}
+
+#[tokio::test]
+async fn the_api_keeps_answering_while_projections_are_replayed() {
+    let app = spawn_app().await;
+    for i in 0..150 {
+        app.create_campaign(&app.key, &format!(r#"{{"name": "before {i}"}}"#))
+            .await;
+    }
+    let running = Arc::new(AtomicBool::new(true));
+    let traffic = {
+        let running = running.clone();
+        let client = app.client.clone();
+        let url = app.url("/campaigns");
+        let key = app.key.clone();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            let mut n = 0;
+            while running.load(Ordering::SeqCst) {
+                let created = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&serde_json::json!({ "name": format!("during {n}") }))
+                    .send()
+                    .await
+                    .unwrap();
+                if created.status() != 201 {
+                    failures.push(format!("POST {}", created.status()));
+                    continue;
+                }
+                let body: Value = created.json().await.unwrap();
+                let got = client
+                    .get(format!("{url}/{}", body["id"].as_str().unwrap()))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .unwrap();
+                if got.status() != 200 {
+                    failures.push(format!("GET {}", got.status()));
+                }
+                n += 1;
+            }
+            (n, failures)
+        })
+    };
+    let pool = event_store::connect_pool(&app.db.url, 8).unwrap();
+    let store = event_store::PgEventStore::new(pool.clone(), &[], event_store::Wakeups::new());
+    let options = projector::ReplayOptions {
+        batch_size: 50,
+        swap: true,
+    };
+    let outcome = projector::replay(
+        &store,
+        &pool,
+        &projector::CampaignsProjection,
+        &options,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert!(outcome.events >= 150);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    running.store(false, Ordering::SeqCst);
+    let (requests, failures) = traffic.await.unwrap();
+    assert!(requests > 0);
+    assert!(failures.is_empty(), "requests failed during replay: {failures:?}");
+    let list: Value = app
+        .get("/campaigns?limit=500", &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 150 + requests);
+}
