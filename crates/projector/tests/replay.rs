@@ -30,7 +30,7 @@ async fn write_campaign_history(store: &PgEventStore, i: u64) {
         domain::input::from_json_slice(format!(r#"{{"description": "d{i}"}}"#).as_bytes()).unwrap(),
     )));
     commands.push(CampaignCommand::ChangeStatus(CampaignStatus::Active));
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         commands.push(CampaignCommand::Delete);
     }
     for command in commands {
