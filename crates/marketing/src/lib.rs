@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod media_gc;
 pub mod openapi;
 pub mod ops;
 pub mod startup;

@@ -19,9 +19,24 @@ use utoipa::{Modify, OpenApi};
         command_api::campaigns::delete,
         query_api::campaigns::list,
         query_api::campaigns::get_one,
+        command_api::tasks::create,
+        command_api::tasks::update,
+        command_api::tasks::delete,
+        query_api::tasks::list,
+        query_api::tasks::get_one,
+        command_api::content::create,
+        command_api::content::update,
+        command_api::content::delete,
+        query_api::content::list,
+        query_api::content::get_one,
+        query_api::content::download_media,
     ),
     modifiers(&BearerAuth),
-    tags((name = "campaigns", description = "Campaign management"))
+    tags(
+        (name = "campaigns", description = "Campaign management"),
+        (name = "tasks", description = "Campaign tasks"),
+        (name = "content", description = "Content calendar, with media upload and download"),
+    )
 )]
 pub struct ApiDoc;
 
