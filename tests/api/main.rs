@@ -4,5 +4,7 @@
 mod auth_and_errors;
 mod campaigns;
 mod concurrency;
+mod content;
 mod ops;
 mod pagination;
+mod tasks;

@@ -71,6 +71,17 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
         ("PUT", "/v1/dev/marketing/campaigns/{campaign_id}"),
         ("DELETE", "/v1/dev/marketing/campaigns/{campaign_id}"),
         ("PATCH", "/v1/dev/marketing/campaigns/{campaign_id}/status"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/tasks"),
+        ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/tasks"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}"),
+        ("PUT", "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}"),
+        ("DELETE", "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/content"),
+        ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/content"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}"),
+        ("PUT", "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}"),
+        ("DELETE", "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}/media"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
@@ -79,7 +90,10 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
     // Each documented operation really exists: unauthenticated, it is a 401
     // (a missing route would be 404/405).
     for (method, path) in &documented {
-        let path = path.replace("{campaign_id}", "00000000-0000-0000-0000-000000000000");
+        let path = path
+            .replace("{campaign_id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{task_id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{content_id}", "00000000-0000-0000-0000-000000000000");
         let response = app
             .client
             .request(
