@@ -14,7 +14,10 @@
 //! body to a temporary spool file while hashing it (never holding it in memory),
 //! claims the key with that hash, then hands the handler the spooled body; the
 //! spool file is deleted when the request ends. A replay or a 409 never runs the
-//! handler, so a retried upload stores nothing twice.
+//! handler, so a retried upload stores nothing twice. A multipart body is hashed
+//! by its parts (names, file names, types, bytes), not its raw framing: clients
+//! such as curl pick a random boundary for every request, so the raw bytes of a
+//! faithful retry differ.
 
 use crate::auth::{ApiKeys, Caller};
 use crate::extract::JSON_BODY_LIMIT;
@@ -198,6 +201,32 @@ async fn spool_body(body: Body, spool: &Spool, hasher: &mut Sha256) -> Result<(B
     Ok((Body::from_stream(tokio_util::io::ReaderStream::new(reader)), guard))
 }
 
+/// A hash of a spooled multipart body that does not depend on its boundary:
+/// every part's name, file name, content type and bytes, each length-prefixed.
+/// `None` if the body does not parse (the handler will refuse it anyway).
+async fn multipart_digest(path: &std::path::Path, boundary: String) -> Option<Vec<u8>> {
+    fn field(hasher: &mut Sha256, value: Option<&str>) {
+        let value = value.unwrap_or("");
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value.as_bytes());
+    }
+    let file = tokio::fs::File::open(path).await.ok()?;
+    let mut multipart = multer::Multipart::new(tokio_util::io::ReaderStream::new(file), boundary);
+    let mut hasher = Sha256::new();
+    while let Some(mut part) = multipart.next_field().await.ok()? {
+        field(&mut hasher, part.name());
+        field(&mut hasher, part.file_name());
+        field(&mut hasher, part.content_type().map(|m| m.as_ref()));
+        let mut length: u64 = 0;
+        while let Some(chunk) = part.chunk().await.ok()? {
+            length += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        hasher.update(length.to_be_bytes());
+    }
+    Some(hasher.finalize().to_vec())
+}
+
 async fn run(state: IdempotencyState, req: Request, next: Next, spool: Option<Spool>) -> Result<Response, ApiError> {
     let key = req
         .headers()
@@ -232,7 +261,24 @@ async fn run(state: IdempotencyState, req: Request, next: Next, spool: Option<Sp
             (Body::from(bytes), None)
         }
         Some(spool) => {
-            let (body, file) = spool_body(body, &spool, &mut hasher).await?;
+            let mut raw = Sha256::new();
+            let (body, file) = spool_body(body, &spool, &mut raw).await?;
+            let boundary = parts
+                .headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| multer::parse_boundary(v).ok());
+            let parts_digest = match boundary {
+                Some(boundary) => multipart_digest(&file.0, boundary).await,
+                None => None,
+            };
+            match parts_digest {
+                Some(digest) => {
+                    hasher.update(b"multipart\0");
+                    hasher.update(digest);
+                }
+                None => hasher.update(raw.finalize()),
+            }
             (body, Some(file))
         }
     };
