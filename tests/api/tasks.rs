@@ -23,7 +23,12 @@ async fn campaign(app: &TestApp, key: &str) -> String {
 
 async fn create_task(app: &TestApp, campaign_id: &str, body: &str) -> Value {
     let response = app
-        .json(Method::POST, &format!("/campaigns/{campaign_id}/tasks"), &app.key, body)
+        .json(
+            Method::POST,
+            &format!("/campaigns/{campaign_id}/tasks"),
+            &app.key,
+            body,
+        )
         .send()
         .await
         .unwrap();
@@ -46,8 +51,17 @@ async fn seed_create_update_and_read_back() {
     let tasks = format!("/campaigns/{campaign_id}/tasks");
 
     // The seed's body verbatim: "uuid-here" is not a UUID.
-    let response = app.json(Method::POST, &tasks, &app.key, SEED_TASK).send().await.unwrap();
-    let error = assert_error(response, 400, "").await;
+    let response = app
+        .json(Method::POST, &tasks, &app.key, SEED_TASK)
+        .send()
+        .await
+        .unwrap();
+    let error = assert_error(
+        response,
+        400,
+        "assigned_to must be a UUID such as 3fa85f64-5717-4562-b3fc-2c963f66afa6, not \"uuid-here\"",
+    )
+    .await;
     assert_eq!(error["field"], "assigned_to", "{error}");
     assert_eq!(app.event_count("task-").await, 0);
 
@@ -62,7 +76,10 @@ async fn seed_create_update_and_read_back() {
     let raw = response.text().await.unwrap();
     let created: Value = serde_json::from_str(&raw).unwrap();
     let id = created["id"].as_str().unwrap();
-    assert_eq!(location, format!("/v1/dev/marketing/campaigns/{campaign_id}/tasks/{id}"));
+    assert_eq!(
+        location,
+        format!("/v1/dev/marketing/campaigns/{campaign_id}/tasks/{id}")
+    );
     assert_eq!(created["campaign_id"], campaign_id.as_str());
     assert_eq!(created["title"], "Create ad copy");
     assert_eq!(created["description"], "Write compelling ad copy for Facebook");
@@ -101,7 +118,10 @@ async fn seed_create_update_and_read_back() {
     assert_eq!(app.get(&path, &app.key).await.text().await.unwrap(), raw);
     let listed = list(&app, &campaign_id, "").await;
     assert_eq!(listed["data"], json!([updated]));
-    assert_eq!((listed["has_more"].clone(), listed["next_cursor"].clone()), (json!(false), Value::Null));
+    assert_eq!(
+        (listed["has_more"].clone(), listed["next_cursor"].clone()),
+        (json!(false), Value::Null)
+    );
 
     // The events carry the campaign id, for consumers and auditors.
     let client = app.db.connect().await;
@@ -132,14 +152,22 @@ async fn seed_create_update_and_read_back() {
     assert_eq!(same.headers()["etag"], "\"2\"");
     // null clears optional fields.
     let cleared: Value = app
-        .json(Method::PUT, &path, &app.key, r#"{"assigned_to": null, "due_date": null}"#)
+        .json(
+            Method::PUT,
+            &path,
+            &app.key,
+            r#"{"assigned_to": null, "due_date": null}"#,
+        )
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!((cleared["assigned_to"].clone(), cleared["due_date"].clone()), (Value::Null, Value::Null));
+    assert_eq!(
+        (cleared["assigned_to"].clone(), cleared["due_date"].clone()),
+        (Value::Null, Value::Null)
+    );
 }
 
 #[tokio::test]
@@ -150,7 +178,10 @@ async fn invalid_input_names_the_field_and_writes_nothing() {
     let cases = [
         (r#"{"description": "no title"}"#, "title"),
         (r#"{"title": ""}"#, "title"),
-        (r#"{"title": "x", "due_date": "2024-06-31T00:00:00Z"}"#, "due_date"),
+        (
+            r#"{"title": "x", "due_date": "2024-06-31T00:00:00Z"}"#,
+            "due_date",
+        ),
         (r#"{"title": "x", "due_date": "tomorrow"}"#, "due_date"),
         (r#"{"title": "x", "status": "done"}"#, "status"),
         (r#"{"title": "x", "assigned_to": "bob"}"#, "assigned_to"),
@@ -160,7 +191,11 @@ async fn invalid_input_names_the_field_and_writes_nothing() {
         (r#"{"title": "x""#, "body"),
     ];
     for (body, field) in cases {
-        let response = app.json(Method::POST, &tasks, &app.key, body).send().await.unwrap();
+        let response = app
+            .json(Method::POST, &tasks, &app.key, body)
+            .send()
+            .await
+            .unwrap();
         let error = assert_error(response, 400, "").await;
         assert_eq!(error["field"], field, "body {body}: {error}");
     }
@@ -207,7 +242,11 @@ async fn unknown_wrong_campaign_and_other_project_are_404() {
     for (campaign_id, id) in [(&campaign_a, nil), (&campaign_a, "nope"), (&campaign_b, task_id)] {
         let path = format!("/campaigns/{campaign_id}/tasks/{id}");
         assert_error(app.get(&path, &app.key).await, 404, "Task not found").await;
-        let put = app.json(Method::PUT, &path, &app.key, SEED_TASK_UPDATE).send().await.unwrap();
+        let put = app
+            .json(Method::PUT, &path, &app.key, SEED_TASK_UPDATE)
+            .send()
+            .await
+            .unwrap();
         assert_error(put, 404, "Task not found").await;
         let delete = app.request(Method::DELETE, &path, &app.key).send().await.unwrap();
         assert_error(delete, 404, "Task not found").await;
@@ -216,11 +255,19 @@ async fn unknown_wrong_campaign_and_other_project_are_404() {
     for campaign_id in [nil, "not-a-uuid"] {
         let tasks = format!("/campaigns/{campaign_id}/tasks");
         assert_error(app.get(&tasks, &app.key).await, 404, "Campaign not found").await;
-        let post = app.json(Method::POST, &tasks, &app.key, &seed_task()).send().await.unwrap();
+        let post = app
+            .json(Method::POST, &tasks, &app.key, &seed_task())
+            .send()
+            .await
+            .unwrap();
         assert_error(post, 404, "Campaign not found").await;
         let path = format!("{tasks}/{task_id}");
         assert_error(app.get(&path, &app.key).await, 404, "Campaign not found").await;
-        let put = app.json(Method::PUT, &path, &app.key, SEED_TASK_UPDATE).send().await.unwrap();
+        let put = app
+            .json(Method::PUT, &path, &app.key, SEED_TASK_UPDATE)
+            .send()
+            .await
+            .unwrap();
         assert_error(put, 404, "Campaign not found").await;
         let delete = app.request(Method::DELETE, &path, &app.key).send().await.unwrap();
         assert_error(delete, 404, "Campaign not found").await;
@@ -231,9 +278,17 @@ async fn unknown_wrong_campaign_and_other_project_are_404() {
     let path = format!("{tasks}/{task_id}");
     assert_error(app.get(&tasks, &other).await, 404, "Campaign not found").await;
     assert_error(app.get(&path, &other).await, 404, "Campaign not found").await;
-    let post = app.json(Method::POST, &tasks, &other, &seed_task()).send().await.unwrap();
+    let post = app
+        .json(Method::POST, &tasks, &other, &seed_task())
+        .send()
+        .await
+        .unwrap();
     assert_error(post, 404, "Campaign not found").await;
-    let put = app.json(Method::PUT, &path, &other, SEED_TASK_UPDATE).send().await.unwrap();
+    let put = app
+        .json(Method::PUT, &path, &other, SEED_TASK_UPDATE)
+        .send()
+        .await
+        .unwrap();
     assert_error(put, 404, "Campaign not found").await;
     let delete = app.request(Method::DELETE, &path, &other).send().await.unwrap();
     assert_error(delete, 404, "Campaign not found").await;
@@ -260,16 +315,36 @@ async fn filters_and_pagination() {
         ids.push(create_task(&app, &campaign_id, &body.to_string()).await["id"].clone());
     }
     let all = list(&app, &campaign_id, "").await;
-    let listed: Vec<Value> = all["data"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect();
+    let listed: Vec<Value> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
     assert_eq!(listed, ids, "a campaign's own tasks, oldest first");
 
     let pending = list(&app, &campaign_id, "?status=pending").await;
-    let titles: Vec<&str> = pending["data"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
+    let titles: Vec<&str> = pending["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].as_str().unwrap())
+        .collect();
     assert_eq!(titles, vec!["task 0", "task 4"]);
     let bobs = list(&app, &campaign_id, &format!("?assigned_to={bob}")).await;
     assert_eq!(bobs["data"].as_array().unwrap().len(), 4);
-    let both = list(&app, &campaign_id, &format!("?assigned_to={bob}&status=completed")).await;
-    let titles: Vec<&str> = both["data"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
+    let both = list(
+        &app,
+        &campaign_id,
+        &format!("?assigned_to={bob}&status=completed"),
+    )
+    .await;
+    let titles: Vec<&str> = both["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].as_str().unwrap())
+        .collect();
     assert_eq!(titles, vec!["task 2", "task 6"]);
 
     // Every page, in order, nothing twice, nothing missed.
@@ -300,7 +375,9 @@ async fn filters_and_pagination() {
         ("?limit=501", "limit"),
         ("?cursor=garbage", "cursor"),
     ] {
-        let response = app.get(&format!("/campaigns/{campaign_id}/tasks{query}"), &app.key).await;
+        let response = app
+            .get(&format!("/campaigns/{campaign_id}/tasks{query}"), &app.key)
+            .await;
         let error = assert_error(response, 400, "").await;
         assert_eq!(error["field"], field, "{query}");
     }
@@ -315,7 +392,9 @@ async fn delete_if_match_and_idempotent_create() {
     let path = format!("{tasks}/{}", task["id"].as_str().unwrap());
 
     let put = |etag: &'static str, body: &'static str| {
-        app.json(Method::PUT, &path, &app.key, body).header("if-match", etag).send()
+        app.json(Method::PUT, &path, &app.key, body)
+            .header("if-match", etag)
+            .send()
     };
     assert_eq!(put("\"0\"", r#"{"title": "First"}"#).await.unwrap().status(), 200);
     assert_error(put("\"0\"", r#"{"title": "Second"}"#).await.unwrap(), 412, "").await;
@@ -355,8 +434,19 @@ async fn delete_if_match_and_idempotent_create() {
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(replay.text().await.unwrap(), first_body);
     let conflict = post("task-1", r#"{"title": "other"}"#.to_owned()).await.unwrap();
-    assert_error(conflict, 409, "Idempotency-Key was already used with a different request").await;
-    assert_eq!(list(&app, &campaign_id, "").await["data"].as_array().unwrap().len(), 1);
+    assert_error(
+        conflict,
+        409,
+        "Idempotency-Key was already used with a different request",
+    )
+    .await;
+    assert_eq!(
+        list(&app, &campaign_id, "").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -377,9 +467,17 @@ async fn deleting_the_campaign_hides_its_tasks() {
     assert_eq!(response.status(), 204);
     assert_error(app.get(&tasks, &app.key).await, 404, "Campaign not found").await;
     assert_error(app.get(&path, &app.key).await, 404, "Campaign not found").await;
-    let put = app.json(Method::PUT, &path, &app.key, SEED_TASK_UPDATE).send().await.unwrap();
+    let put = app
+        .json(Method::PUT, &path, &app.key, SEED_TASK_UPDATE)
+        .send()
+        .await
+        .unwrap();
     assert_error(put, 404, "Campaign not found").await;
-    let post = app.json(Method::POST, &tasks, &app.key, &seed_task()).send().await.unwrap();
+    let post = app
+        .json(Method::POST, &tasks, &app.key, &seed_task())
+        .send()
+        .await
+        .unwrap();
     assert_error(post, 404, "Campaign not found").await;
     let delete = app.request(Method::DELETE, &path, &app.key).send().await.unwrap();
     assert_error(delete, 404, "Campaign not found").await;
@@ -393,7 +491,10 @@ async fn deleting_the_campaign_hides_its_tasks() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(rows, vec![uuid::Uuid::parse_str(kept["id"].as_str().unwrap()).unwrap()]);
+    assert_eq!(
+        rows,
+        vec![uuid::Uuid::parse_str(kept["id"].as_str().unwrap()).unwrap()]
+    );
     assert_eq!(app.event_count("task-").await, 2);
 }
 
@@ -403,8 +504,13 @@ async fn concurrent_creates_and_read_after_write() {
     let campaign_id = campaign(&app, &app.key).await;
     let tasks = format!("/campaigns/{campaign_id}/tasks");
     let responses = join_all((0..20).map(|i| {
-        app.json(Method::POST, &tasks, &app.key, &json!({"title": format!("t{i}")}).to_string())
-            .send()
+        app.json(
+            Method::POST,
+            &tasks,
+            &app.key,
+            &json!({"title": format!("t{i}")}).to_string(),
+        )
+        .send()
     }))
     .await;
     let mut ids = HashSet::new();
@@ -415,12 +521,22 @@ async fn concurrent_creates_and_read_after_write() {
         ids.insert(body["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), 20);
-    assert_eq!(list(&app, &campaign_id, "?limit=500").await["data"].as_array().unwrap().len(), 20);
+    assert_eq!(
+        list(&app, &campaign_id, "?limit=500").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        20
+    );
     // Each write is visible to the very next read.
     for i in 0..30 {
         let task = create_task(&app, &campaign_id, &json!({"title": format!("r{i}")}).to_string()).await;
         let path = format!("{tasks}/{}", task["id"].as_str().unwrap());
-        assert_eq!(app.get(&path, &app.key).await.status(), 200, "GET right after 201");
+        assert_eq!(
+            app.get(&path, &app.key).await.status(),
+            200,
+            "GET right after 201"
+        );
         let updated = app
             .json(Method::PUT, &path, &app.key, r#"{"status": "in_progress"}"#)
             .send()
@@ -428,6 +544,9 @@ async fn concurrent_creates_and_read_after_write() {
             .unwrap();
         assert_eq!(updated.status(), 200);
         let fetched: Value = app.get(&path, &app.key).await.json().await.unwrap();
-        assert_eq!(fetched["status"], "in_progress", "GET after PUT saw the old status");
+        assert_eq!(
+            fetched["status"], "in_progress",
+            "GET after PUT saw the old status"
+        );
     }
 }

@@ -170,7 +170,13 @@ impl TestApp {
     }
 
     /// A `multipart/form-data` request, as `curl -F` sends it.
-    pub fn multipart(&self, method: Method, path: &str, key: &str, form: reqwest::multipart::Form) -> RequestBuilder {
+    pub fn multipart(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        form: reqwest::multipart::Form,
+    ) -> RequestBuilder {
         self.request(method, path, key).multipart(form)
     }
 

@@ -58,9 +58,9 @@ struct Parsed<T> {
 
 fn media_error(error: MediaError) -> ApiError {
     match error {
-        MediaError::TooLarge { limit } => ApiError::PayloadTooLarge(format!(
-            "media is larger than the limit of {limit} bytes"
-        )),
+        MediaError::TooLarge { limit } => {
+            ApiError::PayloadTooLarge(format!("media is larger than the limit of {limit} bytes"))
+        }
         MediaError::UnsupportedType => ApiError::UnsupportedMediaType(error.to_string()),
         MediaError::Empty => ApiError::bad_request(FILE_FIELD, "media file is empty"),
         MediaError::NotFound => ApiError::NotFound("Media not found"),
@@ -124,7 +124,10 @@ async fn parse_body<T: DeserializeOwned>(req: Request, store: &MediaStore) -> Re
         return Err(error);
     }
     match domain::input::from_json_value::<T>(Value::Object(fields)) {
-        Ok(fields) => Ok(Parsed { fields, media: staged }),
+        Ok(fields) => Ok(Parsed {
+            fields,
+            media: staged,
+        }),
         Err(errors) => {
             if let Some(media) = staged.take() {
                 media.discard().await;
@@ -200,7 +203,10 @@ async fn read_form(
             )));
         }
         if fields.contains_key(&name) {
-            return Err(ApiError::bad_request(name.clone(), format!("{name} may be sent only once")));
+            return Err(ApiError::bad_request(
+                name.clone(),
+                format!("{name} may be sent only once"),
+            ));
         }
         let text = read_text(&mut field, &name).await?;
         let value = if text.is_empty() && !REQUIRED_FIELDS.contains(&name.as_str()) {
@@ -318,7 +324,16 @@ pub async fn create(
             media: media.as_ref().map(|m| m.media().clone()),
         }),
     };
-    let result = execute::<Content>(&state, &ctx, campaign_id, content_id, None, command, media.as_mut()).await;
+    let result = execute::<Content>(
+        &state,
+        &ctx,
+        campaign_id,
+        content_id,
+        None,
+        command,
+        media.as_mut(),
+    )
+    .await;
     if let Some(media) = media {
         media.discard().await; // a no-op once committed
     }
@@ -470,7 +485,10 @@ mod tests {
     fn file_names_are_reduced_to_a_safe_base_name() {
         assert_eq!(safe_file_name("file.png").as_deref(), Some("file.png"));
         assert_eq!(safe_file_name("/path/to/file.png").as_deref(), Some("file.png"));
-        assert_eq!(safe_file_name("C:\\Users\\me\\pic.jpg").as_deref(), Some("pic.jpg"));
+        assert_eq!(
+            safe_file_name("C:\\Users\\me\\pic.jpg").as_deref(),
+            Some("pic.jpg")
+        );
         assert_eq!(safe_file_name("a\u{0}b\r\n.png").as_deref(), Some("ab.png"));
         assert_eq!(safe_file_name("../.."), None);
         assert_eq!(safe_file_name("  "), None);

@@ -60,7 +60,12 @@ pub async fn create(
     let task: Task = execute(&state, &ctx, campaign_id, task_id, None, command, None).await?;
     let task = live(&task)?;
     let location = format!("{BASE_PATH}/campaigns/{campaign_id}/tasks/{}", task.id);
-    Ok(resource_response(StatusCode::CREATED, task, task.version, Some(location)))
+    Ok(resource_response(
+        StatusCode::CREATED,
+        task,
+        task.version,
+        Some(location),
+    ))
 }
 
 /// Update a task (partial: absent fields stay, `null` clears).
@@ -127,6 +132,15 @@ pub async fn delete(
         request_id: &request_id,
         ids: &ids,
     };
-    execute::<Task>(&state, &ctx, campaign_id, task_id, if_match, TaskCommand::Delete, None).await?;
+    execute::<Task>(
+        &state,
+        &ctx,
+        campaign_id,
+        task_id,
+        if_match,
+        TaskCommand::Delete,
+        None,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,10 @@
 //! ([`MediaRef`]), so the log stays small and a file is stored once however
 //! many items or versions use it.
 
-use crate::input::{check_optional_text, check_text, double_option};
+use crate::input::{
+    check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
+    optional_datetime, optional_uuid,
+};
 use crate::{DecodeError, DomainEvent, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
@@ -97,7 +100,7 @@ pub struct CreateContent {
     #[cfg_attr(feature = "openapi", schema(example = "blog"))]
     pub content_type: String,
     /// RFC 3339, e.g. `2024-06-15T10:00:00Z`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_datetime")]
     pub scheduled_date: Option<DateTime<Utc>>,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(example = "wordpress"))]
@@ -108,7 +111,7 @@ pub struct CreateContent {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(example = "Content description"))]
     pub content: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_uuid")]
     pub assigned_to: Option<Uuid>,
 }
 
@@ -126,7 +129,7 @@ pub struct UpdateContent {
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub content_type: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "double_option_datetime")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
     pub scheduled_date: Option<Option<DateTime<Utc>>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -138,7 +141,7 @@ pub struct UpdateContent {
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub content: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "double_option_uuid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
     pub assigned_to: Option<Option<Uuid>>,
     /// Only `null` (remove the media) or the current media object (no change).
@@ -534,10 +537,7 @@ impl Content {
         };
         let media = match (new_media, fields.media) {
             (Some(_), Some(_)) => {
-                invalid.add(
-                    "media",
-                    "send either a media file or \"media\": null, not both",
-                );
+                invalid.add("media", "send either a media file or \"media\": null, not both");
                 None
             }
             (Some(uploaded), None) => changed(Some(Some(uploaded)), &state.media),
@@ -655,7 +655,11 @@ fn apply_changes(state: &mut ContentState, changes: &ContentChanges) {
 }
 
 /// Every rule on a content item, checked on create and after merging an update.
-pub fn validate(d: &ContentDetails, status: ContentStatus, media: Option<&MediaRef>) -> Result<(), ValidationErrors> {
+pub fn validate(
+    d: &ContentDetails,
+    status: ContentStatus,
+    media: Option<&MediaRef>,
+) -> Result<(), ValidationErrors> {
     let mut errors = ValidationErrors::new();
     check_text(&mut errors, "title", &d.title, TITLE_MAX);
     check_text(&mut errors, "content_type", &d.content_type, LABEL_MAX);

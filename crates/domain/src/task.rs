@@ -6,7 +6,10 @@
 //! the command side before it asks the task to decide: that needs the campaign's
 //! stream, and the domain does no I/O.
 
-use crate::input::{check_optional_text, check_text, double_option};
+use crate::input::{
+    check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
+    optional_datetime, optional_uuid,
+};
 use crate::{DecodeError, DomainEvent, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -69,13 +72,16 @@ pub struct CreateTask {
     #[cfg_attr(feature = "openapi", schema(example = "Create ad copy"))]
     pub title: String,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(example = "Write compelling ad copy for Facebook"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "Write compelling ad copy for Facebook")
+    )]
     pub description: Option<String>,
     /// The user responsible, as a UUID.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_uuid")]
     pub assigned_to: Option<Uuid>,
     /// RFC 3339, e.g. `2024-06-15T00:00:00Z`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_datetime")]
     pub due_date: Option<DateTime<Utc>>,
     /// Defaults to `pending`.
     #[serde(default)]
@@ -95,10 +101,10 @@ pub struct UpdateTask {
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "double_option_uuid")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
     pub assigned_to: Option<Option<Uuid>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "double_option_datetime")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
     pub due_date: Option<Option<DateTime<Utc>>>,
     #[serde(default, deserialize_with = "double_option")]

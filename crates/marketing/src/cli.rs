@@ -89,7 +89,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.files_deleted,
                 report.bytes_freed,
                 report.staging_deleted,
-                if dry_run { " (dry run: nothing was deleted)" } else { "" }
+                if dry_run {
+                    " (dry run: nothing was deleted)"
+                } else {
+                    ""
+                }
             );
             return Ok(());
         }

@@ -97,6 +97,9 @@ impl Application {
             ensure_database(&config.database_url).await?;
             migrate(&config.database_url).await?;
         }
+        // Install the metrics recorder before anything records: installed lazily
+        // (on the first /metrics call), everything counted earlier was lost.
+        crate::telemetry::metrics_handle();
         let pool = connect_pool(&config.database_url, config.pool_size)?;
         let wakeups = Wakeups::new();
         let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(

@@ -19,7 +19,8 @@ pub const ALLOWED: [&str; 6] = [
 /// ISO base-media brands that are MP4 video (`ftyp` box, bytes 8..12). QuickTime
 /// (`qt  `) and audio-only brands (`M4A `) are not.
 const MP4_BRANDS: [&[u8; 4]; 12] = [
-    b"isom", b"iso2", b"iso3", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash", b"M4V ", b"MSNV",
+    b"isom", b"iso2", b"iso3", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash", b"M4V ",
+    b"MSNV",
 ];
 
 /// The allowed media type whose signature starts `head`, if any. `head` should

@@ -247,7 +247,10 @@ impl Upload {
                 self.media_type = Some(sniff(&self.head).ok_or(MediaError::UnsupportedType)?);
             }
         }
-        let writer = self.writer.as_mut().expect("an upload is written before it finishes");
+        let writer = self
+            .writer
+            .as_mut()
+            .expect("an upload is written before it finishes");
         writer.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
         writer.put(chunk);
         Ok(())

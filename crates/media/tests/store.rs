@@ -77,8 +77,14 @@ async fn stores_by_hash_and_reads_back_the_same_bytes() {
     let mut again = upload(&store, &bytes, 1 << 20).await.unwrap();
     again.commit().await.unwrap();
     assert_eq!(files(&dir).len(), 1);
-    assert!(matches!(store.open(&"0".repeat(64)).await, Err(MediaError::NotFound)));
-    assert!(matches!(store.open("../../etc/passwd").await, Err(MediaError::NotFound)));
+    assert!(matches!(
+        store.open(&"0".repeat(64)).await,
+        Err(MediaError::NotFound)
+    ));
+    assert!(matches!(
+        store.open("../../etc/passwd").await,
+        Err(MediaError::NotFound)
+    ));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -69,9 +69,10 @@ impl Projection for ContentProjection {
                     tombstoned.insert(campaign_id);
                     newly_deleted_campaigns.push(campaign_id);
                     for row in rows.values_mut() {
-                        if row.as_ref().is_some_and(|(_, c)| {
-                            c.state().is_some_and(|s| s.campaign_id == campaign_id)
-                        }) {
+                        if row
+                            .as_ref()
+                            .is_some_and(|(_, c)| c.state().is_some_and(|s| s.campaign_id == campaign_id))
+                        {
                             *row = None;
                         }
                     }

@@ -32,7 +32,9 @@ pub(crate) fn decode<'a, E: DomainEvent>(
         if event.stream_id.starts_with(prefix) {
             let child = E::from_data(&event.event_type, event.data.clone()).map_err(fail)?;
             decoded.push((event, Change::Child(child)));
-        } else if event.stream_id.starts_with(campaign::STREAM_PREFIX) && event.event_type == "CampaignDeleted" {
+        } else if event.stream_id.starts_with(campaign::STREAM_PREFIX)
+            && event.event_type == "CampaignDeleted"
+        {
             if let CampaignEvent::Deleted(deleted) =
                 CampaignEvent::from_data(&event.event_type, event.data.clone()).map_err(fail)?
             {
@@ -78,7 +80,8 @@ impl Projection for TasksProjection {
             .await?
         {
             let body: String = row.get(2);
-            let state: TaskState = serde_json::from_str(&body).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+            let state: TaskState =
+                serde_json::from_str(&body).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
             rows.insert(row.get(0), Some((row.get(1), Task::from_state(state))));
         }
         let mut tombstoned: HashSet<Uuid> = tx
@@ -97,9 +100,10 @@ impl Projection for TasksProjection {
                     tombstoned.insert(campaign_id);
                     newly_deleted_campaigns.push(campaign_id);
                     for row in rows.values_mut() {
-                        if row.as_ref().is_some_and(|(_, t)| {
-                            t.state().is_some_and(|s| s.campaign_id == campaign_id)
-                        }) {
+                        if row
+                            .as_ref()
+                            .is_some_and(|(_, t)| t.state().is_some_and(|s| s.campaign_id == campaign_id))
+                        {
                             *row = None;
                         }
                     }

@@ -47,7 +47,9 @@ fn parse_bound(field: &str, raw: &str) -> Result<Bound, ApiError> {
         .map_err(|_| {
             ApiError::bad_request(
                 field,
-                format!("{field} must be an RFC 3339 timestamp (2024-06-15T10:00:00Z) or a date (2024-06-15)"),
+                format!(
+                    "{field} must be an RFC 3339 timestamp (2024-06-15T10:00:00Z) or a date (2024-06-15)"
+                ),
             )
         })
 }
@@ -56,13 +58,13 @@ fn start_of(day: NaiveDate) -> DateTime<Utc> {
     day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
 }
 
+/// A calendar window as a half-open range `[from, until)`; `None` is unbounded.
+type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// The window as a half-open range `[from, until)`. Both ends are inclusive as
 /// the client wrote them: `to=2024-06-30` covers all of June 30, and a `to`
 /// timestamp covers that instant (the read model stores microseconds).
-fn window(
-    from: Option<&String>,
-    to: Option<&String>,
-) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ApiError> {
+fn window(from: Option<&String>, to: Option<&String>) -> Result<Window, ApiError> {
     let from = from
         .map(|raw| parse_bound("from", raw))
         .transpose()?
@@ -329,10 +331,15 @@ pub async fn download_media(
     let not_modified = headers
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == tag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == tag || t.trim() == "*")
+        });
     if not_modified {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
-        response.headers_mut().insert(ETAG, tag.parse().expect("valid etag"));
+        response
+            .headers_mut()
+            .insert(ETAG, tag.parse().expect("valid etag"));
         response
             .headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static(cache));
@@ -387,7 +394,10 @@ mod tests {
     fn content_disposition_cannot_be_broken_out_of() {
         let header = content_disposition("évil\"; x=\".png");
         let text = header.to_str().unwrap();
-        assert!(text.starts_with("inline; filename=\"_vil_; x=_.png\"; filename*=UTF-8''"), "{text}");
+        assert!(
+            text.starts_with("inline; filename=\"_vil_; x=_.png\"; filename*=UTF-8''"),
+            "{text}"
+        );
         assert!(text.ends_with("%C3%A9vil%22%3B%20x%3D%22.png"), "{text}");
     }
 }

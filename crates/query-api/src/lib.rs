@@ -33,7 +33,10 @@ pub fn router(state: QueryState) -> Router {
         .route("/campaigns/{campaign_id}/tasks", get(tasks::list))
         .route("/campaigns/{campaign_id}/tasks/{task_id}", get(tasks::get_one))
         .route("/campaigns/{campaign_id}/content", get(content::list))
-        .route("/campaigns/{campaign_id}/content/{content_id}", get(content::get_one))
+        .route(
+            "/campaigns/{campaign_id}/content/{content_id}",
+            get(content::get_one),
+        )
         .route(
             "/campaigns/{campaign_id}/content/{content_id}/media",
             get(content::download_media),

@@ -182,7 +182,8 @@ async fn spool_body(body: Body, spool: &Spool, hasher: &mut Sha256) -> Result<(B
     let mut stream = body.into_data_stream();
     let mut total: u64 = 0;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("body", format!("cannot read request body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request("body", format!("cannot read request body: {e}")))?;
         total += chunk.len() as u64;
         if total > spool.max_body {
             return Err(ApiError::PayloadTooLarge(format!(
@@ -198,7 +199,10 @@ async fn spool_body(body: Body, spool: &Spool, hasher: &mut Sha256) -> Result<(B
     let reader = tokio::fs::File::open(&guard.0)
         .await
         .map_err(ApiError::internal)?;
-    Ok((Body::from_stream(tokio_util::io::ReaderStream::new(reader)), guard))
+    Ok((
+        Body::from_stream(tokio_util::io::ReaderStream::new(reader)),
+        guard,
+    ))
 }
 
 /// A hash of a spooled multipart body that does not depend on its boundary:
@@ -227,7 +231,12 @@ async fn multipart_digest(path: &std::path::Path, boundary: String) -> Option<Ve
     Some(hasher.finalize().to_vec())
 }
 
-async fn run(state: IdempotencyState, req: Request, next: Next, spool: Option<Spool>) -> Result<Response, ApiError> {
+async fn run(
+    state: IdempotencyState,
+    req: Request,
+    next: Next,
+    spool: Option<Spool>,
+) -> Result<Response, ApiError> {
     let key = req
         .headers()
         .get(HEADER)

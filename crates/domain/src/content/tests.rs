@@ -95,7 +95,11 @@ fn seed_create_records_fields_and_only_media_metadata() {
     let resource = serde_json::to_value(content.state().unwrap()).unwrap();
     assert_eq!(
         resource["media"]["url"],
-        format!("/v1/dev/marketing/campaigns/{}/content/{}/media", campaign_id(), content_id())
+        format!(
+            "/v1/dev/marketing/campaigns/{}/content/{}/media",
+            campaign_id(),
+            content_id()
+        )
     );
     assert_eq!(resource["content"], "Content description");
     assert_eq!(resource["scheduled_date"], "2024-06-15T10:00:00Z");
@@ -108,7 +112,10 @@ fn create_validation_names_each_field() {
         (json!({"title": " ", "content_type": "blog"}), "title"),
         (json!({"title": "x"}), "content_type"),
         (json!({"title": "x", "content_type": ""}), "content_type"),
-        (json!({"title": "x", "content_type": "blog", "status": "live"}), "status"),
+        (
+            json!({"title": "x", "content_type": "blog", "status": "live"}),
+            "status",
+        ),
         (
             json!({"title": "x", "content_type": "blog", "scheduled_date": "2024-06-31T10:00:00Z"}),
             "scheduled_date",
@@ -117,7 +124,10 @@ fn create_validation_names_each_field() {
             json!({"title": "x", "content_type": "blog", "assigned_to": "uuid-here"}),
             "assigned_to",
         ),
-        (json!({"title": "x", "content_type": "blog", "platform": ""}), "platform"),
+        (
+            json!({"title": "x", "content_type": "blog", "platform": ""}),
+            "platform",
+        ),
         (
             json!({"title": "x", "content_type": "blog", "status": "scheduled"}),
             "scheduled_date",
@@ -129,7 +139,11 @@ fn create_validation_names_each_field() {
         ),
     ];
     for (fields, field) in cases {
-        assert_eq!(invalid_field(create_with(fields.clone(), None)), field, "fields: {fields}");
+        assert_eq!(
+            invalid_field(create_with(fields.clone(), None)),
+            field,
+            "fields: {fields}"
+        );
     }
 }
 
@@ -147,14 +161,21 @@ fn seed_update_replaces_media_and_records_the_status_move() {
     };
     assert_eq!(updated.changes.title.as_deref(), Some("Updated Title"));
     assert_eq!(updated.changes.media, Some(Some(png(2))));
-    assert_eq!((moved.from, moved.to), (ContentStatus::Draft, ContentStatus::Published));
+    assert_eq!(
+        (moved.from, moved.to),
+        (ContentStatus::Draft, ContentStatus::Published)
+    );
     assert_eq!(events[0].attached_media(), Some(&png(2)));
     let mut after = content.clone();
     after.apply(&events[0], at(4), 1);
     after.apply(&events[1], at(4), 2);
     let state = after.state().unwrap();
     assert_eq!(state.media, Some(png(2)));
-    assert_eq!(state.platform.as_deref(), Some("wordpress"), "untouched fields stay");
+    assert_eq!(
+        state.platform.as_deref(),
+        Some("wordpress"),
+        "untouched fields stay"
+    );
 }
 
 #[test]
@@ -204,9 +225,14 @@ fn update_validation_revalidates_the_merged_item() {
         invalid_field(scheduled.handle(update(json!({"scheduled_date": null}), None))),
         "scheduled_date"
     );
-    assert!(content.handle(update(json!({"scheduled_date": null}), None)).is_ok());
+    assert!(content
+        .handle(update(json!({"scheduled_date": null}), None))
+        .is_ok());
     assert_eq!(
-        invalid_field(content.handle(update(json!({"scheduled_date": null, "status": "scheduled"}), None))),
+        invalid_field(content.handle(update(
+            json!({"scheduled_date": null, "status": "scheduled"}),
+            None
+        ))),
         "scheduled_date"
     );
 }
@@ -221,7 +247,10 @@ fn deleted_content_is_gone_for_every_command() {
         }),
     ]);
     assert!(content.state().is_none() && content.is_deleted());
-    assert_eq!(content.handle(ContentCommand::Delete), Err(ContentError::NotFound));
+    assert_eq!(
+        content.handle(ContentCommand::Delete),
+        Err(ContentError::NotFound)
+    );
     assert_eq!(
         content.handle(update(json!({"title": "x"}), None)),
         Err(ContentError::NotFound)
@@ -234,7 +263,10 @@ fn events_round_trip_and_stored_rows_fold_like_history() {
     let mut events = vec![created()];
     events.extend(
         content
-            .handle(update(json!({"status": "archived", "platform": null}), Some(png(5))))
+            .handle(update(
+                json!({"status": "archived", "platform": null}),
+                Some(png(5)),
+            ))
             .unwrap(),
     );
     events.push(ContentEvent::Deleted(ContentDeleted {

@@ -44,7 +44,9 @@ fn created() -> TaskEvent {
 }
 
 fn update(json: &str) -> TaskCommand {
-    TaskCommand::Update(Box::new(from_json_slice(json.as_bytes()).expect("valid update body")))
+    TaskCommand::Update(Box::new(
+        from_json_slice(json.as_bytes()).expect("valid update body"),
+    ))
 }
 
 fn invalid_field(result: Result<Vec<TaskEvent>, TaskError>) -> String {
@@ -108,7 +110,10 @@ fn create_validation_names_each_field() {
         (r#"{ "title": 5 }"#, "title"),
         (r#"{ "title": "x", "status": "done" }"#, "status"),
         (r#"{ "title": "x", "due_date": "next friday" }"#, "due_date"),
-        (r#"{ "title": "x", "due_date": "2024-13-01T00:00:00Z" }"#, "due_date"),
+        (
+            r#"{ "title": "x", "due_date": "2024-13-01T00:00:00Z" }"#,
+            "due_date",
+        ),
         (r#"{ "title": "x", "priority": "high" }"#, "priority"),
     ];
     for (body, field) in cases {
@@ -161,7 +166,10 @@ fn seed_update_records_the_change_and_the_status_move_separately() {
     assert_eq!(state.status, TaskStatus::Completed);
     assert_eq!(state.description.as_deref(), Some("Updated description"));
     assert_eq!(state.title, "Create ad copy");
-    assert_eq!((state.version, state.updated_at, state.created_at), (2, at(10), at(0)));
+    assert_eq!(
+        (state.version, state.updated_at, state.created_at),
+        (2, at(10), at(0))
+    );
 }
 
 #[test]
@@ -250,9 +258,14 @@ fn events_round_trip_through_their_stored_form() {
     }));
     for event in events {
         let data = event.to_data();
-        assert_eq!(data["campaign_id"], campaign_id().to_string(), "every event names its campaign");
+        assert_eq!(
+            data["campaign_id"],
+            campaign_id().to_string(),
+            "every event names its campaign"
+        );
         let stored = serde_json::to_string(&data).unwrap();
-        let decoded = TaskEvent::from_data(event.event_type(), serde_json::from_str(&stored).unwrap()).unwrap();
+        let decoded =
+            TaskEvent::from_data(event.event_type(), serde_json::from_str(&stored).unwrap()).unwrap();
         assert_eq!(decoded, event);
     }
     assert!(matches!(
@@ -265,7 +278,8 @@ fn events_round_trip_through_their_stored_form() {
 fn folding_from_a_stored_resource_equals_folding_from_history() {
     let task = given(&[created()]);
     let events = task.handle(update(SEED_UPDATE)).unwrap();
-    let stored: TaskState = serde_json::from_value(serde_json::to_value(task.state().unwrap()).unwrap()).unwrap();
+    let stored: TaskState =
+        serde_json::from_value(serde_json::to_value(task.state().unwrap()).unwrap()).unwrap();
     let mut from_row = Task::from_state(stored);
     let mut from_log = task.clone();
     for (n, event) in events.iter().enumerate() {
@@ -328,4 +342,25 @@ proptest! {
         prop_assert_eq!(replayed.state(), live.state());
         prop_assert_eq!(replayed.version(), live.version());
     }
+}
+
+#[test]
+fn bad_uuids_and_dates_get_messages_that_name_the_field() {
+    let Err(TaskError::Invalid(errors)) = create(r#"{ "title": "x", "assigned_to": "uuid-here" }"#) else {
+        panic!()
+    };
+    assert_eq!(
+        errors.first().unwrap().message,
+        "assigned_to must be a UUID such as 3fa85f64-5717-4562-b3fc-2c963f66afa6, not \"uuid-here\""
+    );
+    let Err(TaskError::Invalid(errors)) = create(r#"{ "title": "x", "due_date": "2024-06-15" }"#) else {
+        panic!()
+    };
+    let message = &errors.first().unwrap().message;
+    assert!(
+        message.starts_with(
+            "due_date must be an RFC 3339 date-time such as 2024-06-15T10:00:00Z, not \"2024-06-15\""
+        ),
+        "{message}"
+    );
 }
