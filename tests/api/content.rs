@@ -255,7 +255,7 @@ async fn seed_multipart_create_and_update_with_byte_identical_media() {
     .await;
     assert_eq!(old.status(), 200);
     assert_eq!(old.bytes().await.unwrap().as_ref(), red_png().as_slice());
-    // A hash this item never had is not served, even if stored for another.
+    // A hash this item never had is not served.
     let stranger = download(&app, &format!("{media_url}?sha256={}", "ab".repeat(32)), &app.key).await;
     assert_error(stranger, 404, "Media not found").await;
     let malformed = download(&app, &format!("{media_url}?sha256=xyz"), &app.key).await;
