@@ -5,5 +5,7 @@ mod audit;
 mod auth_and_errors;
 mod campaigns;
 mod concurrency;
+mod content;
 mod ops;
 mod pagination;
+mod tasks;

@@ -72,6 +72,32 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
         ("DELETE", "/v1/dev/marketing/campaigns/{campaign_id}"),
         ("PATCH", "/v1/dev/marketing/campaigns/{campaign_id}/status"),
         ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/history"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/tasks"),
+        ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/tasks"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}"),
+        ("PUT", "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}"),
+        (
+            "DELETE",
+            "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}",
+        ),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/content"),
+        ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/content"),
+        (
+            "GET",
+            "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}",
+        ),
+        (
+            "PUT",
+            "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}",
+        ),
+        (
+            "DELETE",
+            "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}",
+        ),
+        (
+            "GET",
+            "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}/media",
+        ),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
@@ -80,7 +106,10 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
     // Each documented operation really exists: unauthenticated, it is a 401
     // (a missing route would be 404/405).
     for (method, path) in &documented {
-        let path = path.replace("{campaign_id}", "00000000-0000-0000-0000-000000000000");
+        let path = path
+            .replace("{campaign_id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{task_id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{content_id}", "00000000-0000-0000-0000-000000000000");
         let response = app
             .client
             .request(
@@ -100,4 +129,51 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
         .keys()
         .collect();
     assert_eq!(returned, schema);
+
+    // Tasks and content too, and the content routes document their multipart body.
+    let campaign_id = created["id"].as_str().unwrap();
+    let task: Value = app
+        .json(
+            Method::POST,
+            &format!("/campaigns/{campaign_id}/tasks"),
+            &app.key,
+            r#"{"title": "t"}"#,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let content: Value = app
+        .json(
+            Method::POST,
+            &format!("/campaigns/{campaign_id}/content"),
+            &app.key,
+            r#"{"title": "c", "content_type": "blog"}"#,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (resource, name) in [(&task, "Task"), (&content, "Content")] {
+        let returned: BTreeSet<&String> = resource.as_object().unwrap().keys().collect();
+        let schema: BTreeSet<&String> = doc["components"]["schemas"][name]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("schema {name} missing"))
+            .keys()
+            .collect();
+        assert_eq!(returned, schema, "{name}");
+    }
+    let content_path = &doc["paths"]["/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}"];
+    let create_path = &doc["paths"]["/v1/dev/marketing/campaigns/{campaign_id}/content"];
+    for operation in [&create_path["post"], &content_path["put"]] {
+        let bodies = operation["requestBody"]["content"].as_object().unwrap();
+        assert!(bodies.contains_key("multipart/form-data"), "{operation}");
+        assert!(bodies.contains_key("application/json"), "{operation}");
+    }
+    let form = &doc["components"]["schemas"]["ContentForm"]["properties"];
+    assert_eq!(form["media"]["format"], "binary", "{form}");
 }

@@ -5,6 +5,7 @@ use marketing::config::Config;
 use marketing::startup::{Application, Role};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
+use std::path::{Path, PathBuf};
 use test_support::{fresh_database, TestDatabase};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -64,17 +65,69 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// A key for project `acme`.
     pub key: String,
+    /// This app's own MEDIA_DIR, removed when the test ends.
+    pub media_dir: TempDir,
+    /// The configuration the app was started with.
+    pub config: Config,
+}
+
+/// A directory removed (with its contents) when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("mk-test-{label}-{}", uuid::Uuid::new_v4().simple())))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Every regular file below the directory, sorted.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut pending = vec![self.0.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    found.push(path);
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with a chance to change the configuration first.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let db = fresh_database().await;
-    let app = RunningApp::start(&db.url, Role::Serve).await;
+    let media_dir = TempDir::new("media");
+    let mut config = Config::for_database(&db.url);
+    config.media_dir = media_dir.path().to_path_buf();
+    configure(&mut config);
+    let app = RunningApp::start_with(config.clone(), Role::Serve).await;
     let client = reqwest::Client::new();
     let mut test_app = TestApp {
         app,
         db,
         client,
         key: String::new(),
+        media_dir,
+        config,
     };
     test_app.key = test_app.new_key("acme").await;
     test_app
@@ -114,6 +167,31 @@ impl TestApp {
             .unwrap();
         assert_eq!(response.status(), 201, "create failed");
         response.json().await.unwrap()
+    }
+
+    /// A `multipart/form-data` request, as `curl -F` sends it.
+    pub fn multipart(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        form: reqwest::multipart::Form,
+    ) -> RequestBuilder {
+        self.request(method, path, key).multipart(form)
+    }
+
+    /// How many events the log holds in streams starting with `prefix`.
+    pub async fn event_count(&self, prefix: &str) -> i64 {
+        self.db
+            .connect()
+            .await
+            .query_one(
+                "SELECT count(*) FROM events WHERE starts_with(stream_id, $1)",
+                &[&prefix],
+            )
+            .await
+            .expect("count events")
+            .get(0)
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Response {

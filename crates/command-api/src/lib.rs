@@ -5,8 +5,11 @@
 //! client's next GET sees them.
 
 pub mod campaigns;
+mod children;
+pub mod content;
+pub mod tasks;
 
-use axum::extract::FromRef;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{patch, post, put};
 use axum::Router;
 use deadpool_postgres::Pool;
@@ -14,7 +17,7 @@ use event_store::EventStore;
 use projector::ReadModelProgress;
 use std::sync::Arc;
 use std::time::Duration;
-use web::idempotency::{idempotency, IdempotencyState};
+use web::idempotency::{idempotency, idempotency_for_uploads, IdempotencyState, UploadIdempotencyState};
 use web::ApiKeys;
 
 #[derive(Clone)]
@@ -25,6 +28,8 @@ pub struct CommandState {
     pub pool: Pool,
     /// How long a write waits for the read models before answering anyway.
     pub read_after_write_timeout: Duration,
+    /// Where content media files are stored.
+    pub media: media::MediaStore,
 }
 
 impl FromRef<CommandState> for ApiKeys {
@@ -39,6 +44,27 @@ pub fn router(state: CommandState) -> Router {
         pool: state.pool.clone(),
         keys: state.keys.clone(),
     };
+    // Content routes take uploads: a body limit sized for the media limit, and
+    // idempotency that spools the body to disk instead of buffering it.
+    let upload_limit = state.media.max_bytes() + content::FORM_OVERHEAD;
+    let upload_idempotency = UploadIdempotencyState {
+        inner: idempotency_state.clone(),
+        spool_dir: std::env::temp_dir().join("marketing-upload-spool"),
+        max_body: upload_limit,
+    };
+    let uploads = Router::new()
+        .route("/campaigns/{campaign_id}/content", post(content::create))
+        .route(
+            "/campaigns/{campaign_id}/content/{content_id}",
+            put(content::update).delete(content::delete),
+        )
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(upload_limit).unwrap_or(usize::MAX),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            upload_idempotency,
+            idempotency_for_uploads,
+        ));
     Router::new()
         .route("/campaigns", post(campaigns::create))
         .route(
@@ -46,9 +72,15 @@ pub fn router(state: CommandState) -> Router {
             put(campaigns::update).delete(campaigns::delete),
         )
         .route("/campaigns/{campaign_id}/status", patch(campaigns::change_status))
+        .route("/campaigns/{campaign_id}/tasks", post(tasks::create))
+        .route(
+            "/campaigns/{campaign_id}/tasks/{task_id}",
+            put(tasks::update).delete(tasks::delete),
+        )
         .layer(axum::middleware::from_fn_with_state(
             idempotency_state,
             idempotency,
         ))
+        .merge(uploads)
         .with_state(state)
 }

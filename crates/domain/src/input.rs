@@ -48,6 +48,10 @@ fn path_error<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> Valid
         }
         return ValidationErrors::single("body", message);
     }
+    if message.starts_with("must ") {
+        // From the field deserializers below, which cannot know the field's name.
+        return ValidationErrors::single(path.clone(), format!("{path} {message}"));
+    }
     if message.starts_with("missing field") {
         let field = message.split('`').nth(1).unwrap_or_default();
         let full = format!("{path}.{field}");
@@ -65,6 +69,51 @@ where
     D: Deserializer<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// An optional UUID with a message a client can act on (serde's own names
+/// `urn:uuid:` prefixes). Use with `#[serde(default, deserialize_with = ...)]`.
+pub fn optional_uuid<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<uuid::Uuid>, D::Error> {
+    let raw: Option<String> = Option::deserialize(deserializer)?;
+    raw.map(|raw| {
+        uuid::Uuid::parse_str(&raw).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "must be a UUID such as 3fa85f64-5717-4562-b3fc-2c963f66afa6, not {raw:?}"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// [`optional_uuid`] for partial updates (see [`double_option`]).
+pub fn double_option_uuid<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<uuid::Uuid>>, D::Error> {
+    optional_uuid(deserializer).map(Some)
+}
+
+/// An optional RFC 3339 timestamp with a message a client can act on.
+pub fn optional_datetime<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, D::Error> {
+    let raw: Option<String> = Option::deserialize(deserializer)?;
+    raw.map(|raw| {
+        chrono::DateTime::parse_from_rfc3339(&raw)
+            .map(|at| at.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "must be an RFC 3339 date-time such as 2024-06-15T10:00:00Z, not {raw:?} ({e})"
+                ))
+            })
+    })
+    .transpose()
+}
+
+/// [`optional_datetime`] for partial updates (see [`double_option`]).
+pub fn double_option_datetime<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<chrono::DateTime<chrono::Utc>>>, D::Error> {
+    optional_datetime(deserializer).map(Some)
 }
 
 /// Checks a required text field: trimmed, non-empty, at most `max` characters.

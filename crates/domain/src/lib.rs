@@ -8,11 +8,13 @@
 //! resource a write returns and the resource a read returns cannot drift apart.
 
 pub mod campaign;
+pub mod content;
 pub mod error;
 pub mod event;
 pub mod input;
 pub mod money;
 pub mod project;
+pub mod task;
 pub mod upcast;
 
 pub use error::{FieldError, ValidationErrors};

@@ -63,7 +63,29 @@ async fn appends_number_versions_from_zero_and_read_back_in_order() {
     assert_eq!(versions, vec![0, 1, 2]);
     let ns: Vec<i64> = events.iter().map(|e| e.data["n"].as_i64().unwrap()).collect();
     assert_eq!(ns, vec![0, 1, 2]);
-    assert_eq!(store.head().await.unwrap(), Some(second.last_position));
+    // The head is what readers can see: below the commit horizon, which other
+    // transactions on the cluster may hold back for a moment.
+    let mut head = None;
+    for _ in 0..600 {
+        head = store.head().await.unwrap();
+        if head == Some(second.last_position) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(head, Some(second.last_position));
+}
+
+/// Reads the whole log once everything appended so far is readable.
+async fn read_everything(store: &PgEventStore, expected: usize) -> Vec<event_store::RecordedEvent> {
+    for _ in 0..600 {
+        let events = store.read_all(LogPosition::START, 10_000).await.unwrap();
+        if events.len() >= expected {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the log never showed {expected} events");
 }
 
 #[tokio::test]
@@ -257,7 +279,7 @@ async fn old_schema_versions_are_upcast_on_every_read_path() {
         (from_stream.schema_version, &from_stream.data),
         (2, &json!({"number": 7}))
     );
-    let from_log = &store.read_all(LogPosition::START, 10).await.unwrap()[0];
+    let from_log = &read_everything(&store, 1).await[0];
     assert_eq!(
         (from_log.schema_version, &from_log.data),
         (2, &json!({"number": 7}))

@@ -34,6 +34,16 @@ pub enum Command {
     Projector,
     /// Apply all schema migrations (idempotent).
     Migrate,
+    /// Delete stored media files that no event references and abandoned
+    /// uploads, both only when older than the grace period.
+    MediaGc {
+        /// Keep anything younger than this many hours.
+        #[arg(long, default_value_t = 24)]
+        grace_hours: u64,
+        /// Report what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Manage API keys.
     ApiKey {
         #[command(subcommand)]
@@ -96,6 +106,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             event_type,
         } => return crate::audit::history(&config, campaign_id, json, event_type).await,
         Command::Verify => return crate::audit::verify(&config).await,
+        Command::MediaGc { grace_hours, dry_run } => {
+            let grace = std::time::Duration::from_secs(grace_hours.saturating_mul(3600));
+            let report = crate::media_gc::run(&config, grace, dry_run).await?;
+            println!(
+                "{} files kept, {} deleted ({} bytes), {} abandoned uploads deleted{}",
+                report.files_kept,
+                report.files_deleted,
+                report.bytes_freed,
+                report.staging_deleted,
+                if dry_run {
+                    " (dry run: nothing was deleted)"
+                } else {
+                    ""
+                }
+            );
+            return Ok(());
+        }
     };
     let app = Application::build(config, role).await?;
     let shutdown = app.shutdown_token();

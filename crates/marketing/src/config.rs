@@ -39,6 +39,13 @@ pub struct Config {
     #[arg(long, env = "MEDIA_DIR", default_value = "./data/media", global = true)]
     pub media_dir: PathBuf,
 
+    /// Object storage for media instead of MEDIA_DIR: `s3://bucket[/prefix]`
+    /// (credentials, region and an S3-compatible endpoint from the standard
+    /// `AWS_*` variables: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT, AWS_ALLOW_HTTP), or `file:///dir`. Unset: MEDIA_DIR.
+    #[arg(long, env = "MEDIA_STORE_URL", global = true)]
+    pub media_store_url: Option<String>,
+
     /// Largest media upload, in bytes (default 25 MiB).
     #[arg(long, env = "MEDIA_MAX_BYTES", default_value_t = 25 * 1024 * 1024, global = true)]
     pub media_max_bytes: u64,
@@ -66,6 +73,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The media store this configuration names: MEDIA_STORE_URL if set, else
+    /// the local directory MEDIA_DIR.
+    pub fn media_store(&self) -> Result<media::MediaStore, media::MediaError> {
+        match &self.media_store_url {
+            Some(url) => media::MediaStore::from_url(url, self.media_max_bytes),
+            None => media::MediaStore::local(&self.media_dir, self.media_max_bytes),
+        }
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
@@ -82,11 +98,15 @@ impl Config {
             kafka_brokers: None,
             event_store_url: None,
             media_dir: PathBuf::from("./data/media"),
+            media_store_url: None,
             media_max_bytes: 25 * 1024 * 1024,
             log_format: LogFormat::Text,
             pool_size: 16,
-            request_timeout_ms: 30_000,
-            read_after_write_timeout_ms: 5_000,
+            request_timeout_ms: 60_000,
+            // Generous: tests share one Postgres cluster, and every transaction
+            // in it (another test's migrations, say) holds back the commit
+            // horizon that projectors read up to. Slower, never a false 404.
+            read_after_write_timeout_ms: 30_000,
         }
     }
 }

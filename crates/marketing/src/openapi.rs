@@ -20,11 +20,24 @@ use utoipa::{Modify, OpenApi};
         query_api::campaigns::list,
         query_api::campaigns::get_one,
         query_api::history::history,
+        command_api::tasks::create,
+        command_api::tasks::update,
+        command_api::tasks::delete,
+        query_api::tasks::list,
+        query_api::tasks::get_one,
+        command_api::content::create,
+        command_api::content::update,
+        command_api::content::delete,
+        query_api::content::list,
+        query_api::content::get_one,
+        query_api::content::download_media,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "campaigns", description = "Campaign management"),
-        (name = "audit", description = "The event history behind every resource")
+        (name = "audit", description = "The event history behind every resource"),
+        (name = "tasks", description = "Campaign tasks"),
+        (name = "content", description = "Content calendar, with media upload and download"),
     )
 )]
 pub struct ApiDoc;

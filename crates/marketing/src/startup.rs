@@ -110,6 +110,11 @@ impl Application {
         let shutdown = CancellationToken::new();
         let mut background = Vec::new();
         let keys = ApiKeys::new(pool.clone());
+        let media = if role.serves_commands() || role.serves_queries() {
+            Some(config.media_store().context("cannot open the media store")?)
+        } else {
+            None
+        };
 
         let mut progress_receivers = Vec::new();
         if role.runs_projectors() {
@@ -143,6 +148,7 @@ impl Application {
                 keys: keys.clone(),
                 pool: pool.clone(),
                 read_after_write_timeout: config.read_after_write_timeout(),
+                media: media.clone().context("media store")?,
             }));
             background.push(spawn_idempotency_purge(pool.clone(), shutdown.clone()));
         }
@@ -150,6 +156,7 @@ impl Application {
             api = api.merge(query_api::router(QueryState {
                 pool: pool.clone(),
                 keys: keys.clone(),
+                media: media.clone().context("media store")?,
             }));
         }
         let router = Router::new()

@@ -88,6 +88,7 @@ async fn api_keys_serve_and_graceful_shutdown() {
         .arg("serve")
         .env("DATABASE_URL", &db.url)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("READ_AFTER_WRITE_TIMEOUT_MS", "30000")
         .env_remove("EVENT_STORE_URL")
         .env_remove("KAFKA_BROKERS")
         .stdout(Stdio::null())

@@ -8,14 +8,18 @@
 //! active one and the others stand by to take over.
 
 mod campaigns;
+mod content;
 mod progress;
 mod replay;
 mod runner;
+mod tasks;
 
 pub use campaigns::CampaignsProjection;
+pub use content::ContentProjection;
 pub use progress::{InProcessProgress, PolledProgress, ReadModelProgress};
 pub use replay::{replay, ReplayOptions, ReplayOutcome};
 pub use runner::{ProjectionRunner, RunnerConfig};
+pub use tasks::TasksProjection;
 
 use async_trait::async_trait;
 use event_store::RecordedEvent;
@@ -43,6 +47,8 @@ pub enum ProjectionError {
         #[source]
         source: domain::DecodeError,
     },
+    #[error("read-model row is corrupt: {0}")]
+    Corrupt(String),
 }
 
 /// Folds events into read-model tables.
@@ -67,5 +73,9 @@ pub trait Projection: Send + Sync + 'static {
 
 /// Every projection the service runs, in a stable order.
 pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
-    vec![std::sync::Arc::new(CampaignsProjection)]
+    vec![
+        std::sync::Arc::new(CampaignsProjection),
+        std::sync::Arc::new(TasksProjection),
+        std::sync::Arc::new(ContentProjection),
+    ]
 }

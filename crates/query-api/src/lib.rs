@@ -2,7 +2,9 @@
 //! JSON is stored ready to send, so a read is one indexed query and no parsing.
 
 pub mod campaigns;
+pub mod content;
 pub mod history;
+pub mod tasks;
 
 use axum::extract::FromRef;
 use axum::routing::get;
@@ -14,6 +16,8 @@ use web::ApiKeys;
 pub struct QueryState {
     pub pool: Pool,
     pub keys: ApiKeys,
+    /// Where content media files are stored, for downloads.
+    pub media: media::MediaStore,
 }
 
 impl FromRef<QueryState> for ApiKeys {
@@ -28,5 +32,16 @@ pub fn router(state: QueryState) -> Router {
         .route("/campaigns", get(campaigns::list))
         .route("/campaigns/{campaign_id}", get(campaigns::get_one))
         .route("/campaigns/{campaign_id}/history", get(history::history))
+        .route("/campaigns/{campaign_id}/tasks", get(tasks::list))
+        .route("/campaigns/{campaign_id}/tasks/{task_id}", get(tasks::get_one))
+        .route("/campaigns/{campaign_id}/content", get(content::list))
+        .route(
+            "/campaigns/{campaign_id}/content/{content_id}",
+            get(content::get_one),
+        )
+        .route(
+            "/campaigns/{campaign_id}/content/{content_id}/media",
+            get(content::download_media),
+        )
         .with_state(state)
 }

@@ -7,6 +7,17 @@
 //! Handlers therefore derive their event ids (and the id of a resource they
 //! create) from the key via [`IdempotencyKey`], so the retried append is a no-op
 //! at the event store and the retry returns the same resource.
+//!
+//! Two flavours share the claim/replay logic. [`idempotency`] buffers a JSON
+//! body (within [`JSON_BODY_LIMIT`]) to hash it. [`idempotency_for_uploads`], for
+//! `multipart/form-data` routes whose bodies may be many megabytes, streams the
+//! body to a temporary spool file while hashing it (never holding it in memory),
+//! claims the key with that hash, then hands the handler the spooled body; the
+//! spool file is deleted when the request ends. A replay or a 409 never runs the
+//! handler, so a retried upload stores nothing twice. A multipart body is hashed
+//! by its parts (names, file names, types, bytes), not its raw framing: clients
+//! such as curl pick a random boundary for every request, so the raw bytes of a
+//! faithful retry differ.
 
 use crate::auth::{ApiKeys, Caller};
 use crate::extract::JSON_BODY_LIMIT;
@@ -19,6 +30,8 @@ use axum::response::{IntoResponse, Response};
 use deadpool_postgres::Pool;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 pub const HEADER: &str = "idempotency-key";
@@ -95,18 +108,135 @@ enum Claim {
     Replay(Response),
 }
 
+/// State of [`idempotency_for_uploads`].
+#[derive(Clone)]
+pub struct UploadIdempotencyState {
+    pub inner: IdempotencyState,
+    /// Where request bodies are spooled while their key is claimed.
+    pub spool_dir: PathBuf,
+    /// Largest body spooled, in bytes; beyond it the request is a 413.
+    pub max_body: u64,
+}
+
 /// Middleware for routes whose POST bodies are JSON (buffered within the JSON limit).
 pub async fn idempotency(State(state): State<IdempotencyState>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST || !req.headers().contains_key(HEADER) {
         return next.run(req).await;
     }
-    match run(state, req, next).await {
+    match run(state, req, next, None).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn run(state: IdempotencyState, req: Request, next: Next) -> Result<Response, ApiError> {
+/// Middleware for upload routes: like [`idempotency`], but the body is hashed
+/// while it streams to a spool file, so its size is bounded by `max_body`, not
+/// by memory.
+pub async fn idempotency_for_uploads(
+    State(state): State<UploadIdempotencyState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.method() != Method::POST || !req.headers().contains_key(HEADER) {
+        return next.run(req).await;
+    }
+    let spool = Spool {
+        dir: state.spool_dir.clone(),
+        max_body: state.max_body,
+    };
+    match run(state.inner, req, next, Some(spool)).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+struct Spool {
+    dir: PathBuf,
+    max_body: u64,
+}
+
+/// Deletes the spool file when the request is over, however it ended.
+struct SpoolFile(PathBuf);
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.0) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%error, path = %self.0.display(), "cannot delete an idempotency spool file");
+            }
+        }
+    }
+}
+
+/// Streams `body` into a new spool file, feeding `hasher`; returns a body that
+/// reads the file back, and the guard that deletes it.
+async fn spool_body(body: Body, spool: &Spool, hasher: &mut Sha256) -> Result<(Body, SpoolFile), ApiError> {
+    use futures::StreamExt;
+    tokio::fs::create_dir_all(&spool.dir)
+        .await
+        .map_err(ApiError::internal)?;
+    let guard = SpoolFile(spool.dir.join(format!("idempotency-{}.body", Uuid::new_v4())));
+    let mut file = tokio::fs::File::create(&guard.0)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut stream = body.into_data_stream();
+    let mut total: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request("body", format!("cannot read request body: {e}")))?;
+        total += chunk.len() as u64;
+        if total > spool.max_body {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "Request body is too large (limit {} bytes)",
+                spool.max_body
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    drop(file);
+    let reader = tokio::fs::File::open(&guard.0)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((
+        Body::from_stream(tokio_util::io::ReaderStream::new(reader)),
+        guard,
+    ))
+}
+
+/// A hash of a spooled multipart body that does not depend on its boundary:
+/// every part's name, file name, content type and bytes, each length-prefixed.
+/// `None` if the body does not parse (the handler will refuse it anyway).
+async fn multipart_digest(path: &std::path::Path, boundary: String) -> Option<Vec<u8>> {
+    fn field(hasher: &mut Sha256, value: Option<&str>) {
+        let value = value.unwrap_or("");
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value.as_bytes());
+    }
+    let file = tokio::fs::File::open(path).await.ok()?;
+    let mut multipart = multer::Multipart::new(tokio_util::io::ReaderStream::new(file), boundary);
+    let mut hasher = Sha256::new();
+    while let Some(mut part) = multipart.next_field().await.ok()? {
+        field(&mut hasher, part.name());
+        field(&mut hasher, part.file_name());
+        field(&mut hasher, part.content_type().map(|m| m.as_ref()));
+        let mut length: u64 = 0;
+        while let Some(chunk) = part.chunk().await.ok()? {
+            length += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        hasher.update(length.to_be_bytes());
+    }
+    Some(hasher.finalize().to_vec())
+}
+
+async fn run(
+    state: IdempotencyState,
+    req: Request,
+    next: Next,
+    spool: Option<Spool>,
+) -> Result<Response, ApiError> {
     let key = req
         .headers()
         .get(HEADER)
@@ -122,11 +252,6 @@ async fn run(state: IdempotencyState, req: Request, next: Next) -> Result<Respon
         .to_owned();
     let (mut parts, body) = req.into_parts();
     let caller = Caller::from_request_parts(&mut parts, &state).await?;
-    let bytes = axum::body::to_bytes(body, JSON_BODY_LIMIT).await.map_err(|_| {
-        ApiError::PayloadTooLarge(format!(
-            "Request body is too large (limit {JSON_BODY_LIMIT} bytes)"
-        ))
-    })?;
     let mut hasher = Sha256::new();
     hasher.update(parts.method.as_str());
     hasher.update([0]);
@@ -134,7 +259,38 @@ async fn run(state: IdempotencyState, req: Request, next: Next) -> Result<Respon
     hasher.update([0]);
     hasher.update(parts.uri.query().unwrap_or(""));
     hasher.update([0]);
-    hasher.update(&bytes);
+    let (body, _spool_file) = match spool {
+        None => {
+            let bytes = axum::body::to_bytes(body, JSON_BODY_LIMIT).await.map_err(|_| {
+                ApiError::PayloadTooLarge(format!(
+                    "Request body is too large (limit {JSON_BODY_LIMIT} bytes)"
+                ))
+            })?;
+            hasher.update(&bytes);
+            (Body::from(bytes), None)
+        }
+        Some(spool) => {
+            let mut raw = Sha256::new();
+            let (body, file) = spool_body(body, &spool, &mut raw).await?;
+            let boundary = parts
+                .headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| multer::parse_boundary(v).ok());
+            let parts_digest = match boundary {
+                Some(boundary) => multipart_digest(&file.0, boundary).await,
+                None => None,
+            };
+            match parts_digest {
+                Some(digest) => {
+                    hasher.update(b"multipart\0");
+                    hasher.update(digest);
+                }
+                None => hasher.update(raw.finalize()),
+            }
+            (body, Some(file))
+        }
+    };
     let request_hash = hasher.finalize().to_vec();
     let project = caller.project.to_string();
 
@@ -145,7 +301,7 @@ async fn run(state: IdempotencyState, req: Request, next: Next) -> Result<Respon
         project: project.clone(),
         key: key.clone(),
     });
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let response = next.run(Request::from_parts(parts, body)).await;
 
     let (parts, body) = response.into_parts();
     let client = state.pool.get().await?;

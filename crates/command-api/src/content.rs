@@ -1,0 +1,497 @@
+//! Content-calendar writes: create, update, delete. Create and update take
+//! `multipart/form-data` (text fields plus an optional file field `media`, exactly
+//! as the seed's curl commands send them) or a JSON body.
+//!
+//! Order of work for a write with a file: the campaign is checked before the body
+//! is read (no point storing 25 MiB for a 404); the file streams into a staging
+//! object while it is hashed, size-checked and type-sniffed; the text fields are
+//! validated by the domain; only then is the file moved into place and the event
+//! appended. Any refusal on the way deletes the staged file.
+
+use crate::children::{ensure_campaign, execute, resource_response, WriteContext};
+use crate::CommandState;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::StatusCode;
+use axum::response::Response;
+use domain::content::{
+    Content, ContentCommand, ContentInput, ContentState, ContentUpdateInput, CreateContent, UpdateContent,
+};
+use domain::ValidationErrors;
+use media::{MediaError, MediaStore, StagedMedia};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use web::extract::{is_json, parse_id, IfMatch, RequestId, JSON_BODY_LIMIT};
+use web::idempotency::IdSource;
+use web::{ApiError, Caller, BASE_PATH};
+
+const CAMPAIGN_NOT_FOUND: &str = "Campaign not found";
+const NOT_FOUND: &str = "Content not found";
+
+/// Room for the text fields and multipart framing on top of the media limit:
+/// the whole request body may be at most `MEDIA_MAX_BYTES` plus this.
+pub const FORM_OVERHEAD: u64 = 1024 * 1024;
+/// Largest single text field, in bytes (the `content` text may be 100 000
+/// characters of up to 4 bytes each).
+const TEXT_FIELD_MAX: usize = 512 * 1024;
+/// The text fields a form may carry; anything else is refused, as unknown JSON
+/// fields are.
+const TEXT_FIELDS: [&str; 7] = [
+    "title",
+    "content_type",
+    "scheduled_date",
+    "platform",
+    "status",
+    "content",
+    "assigned_to",
+];
+/// Fields that must not be empty; in a form, an empty value for any other field
+/// means "no value" (and clears it on update), since a form cannot send null.
+const REQUIRED_FIELDS: [&str; 2] = ["title", "content_type"];
+const FILE_FIELD: &str = "media";
+
+/// A create or update request, parsed: the fields as JSON and the staged file.
+struct Parsed<T> {
+    fields: T,
+    media: Option<StagedMedia>,
+}
+
+fn media_error(error: MediaError) -> ApiError {
+    match error {
+        MediaError::TooLarge { limit } => {
+            ApiError::PayloadTooLarge(format!("media is larger than the limit of {limit} bytes"))
+        }
+        MediaError::UnsupportedType => ApiError::UnsupportedMediaType(error.to_string()),
+        MediaError::Empty => ApiError::bad_request(FILE_FIELD, "media file is empty"),
+        MediaError::NotFound => ApiError::NotFound("Media not found"),
+        other => ApiError::internal(other),
+    }
+}
+
+/// Keeps the last path segment of a client's file name, without control
+/// characters, at most 255 characters; `None` if nothing is left.
+fn safe_file_name(raw: &str) -> Option<String> {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or(raw);
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
+    let cleaned = cleaned.trim();
+    (!cleaned.is_empty() && cleaned != "." && cleaned != "..").then(|| cleaned.to_owned())
+}
+
+/// Parses the body as multipart or JSON into `T`, staging the media file.
+async fn parse_body<T: DeserializeOwned>(req: Request, store: &MediaStore) -> Result<Parsed<T>, ApiError> {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if is_json(&content_type) {
+        return Ok(Parsed {
+            fields: json_body(req).await?,
+            media: None,
+        });
+    }
+    let is_multipart = content_type
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("multipart/form-data"));
+    if !is_multipart {
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be multipart/form-data or application/json".into(),
+        ));
+    }
+    let limit = store.max_bytes() + FORM_OVERHEAD;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "Request body is too large (limit {limit} bytes: media up to {} bytes plus form fields)",
+            store.max_bytes()
+        )));
+    }
+    let mut multipart = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::bad_request("body", format!("invalid multipart body: {}", e.body_text())))?;
+    let mut fields = Map::new();
+    let mut staged = None;
+    if let Err(error) = read_form(&mut multipart, store, &mut fields, &mut staged).await {
+        if let Some(media) = staged.take() {
+            media.discard().await;
+        }
+        return Err(error);
+    }
+    match domain::input::from_json_value::<T>(Value::Object(fields)) {
+        Ok(fields) => Ok(Parsed {
+            fields,
+            media: staged,
+        }),
+        Err(errors) => {
+            if let Some(media) = staged.take() {
+                media.discard().await;
+            }
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
+/// A JSON body within the JSON limit, as `T` (whatever the route's body limit).
+async fn json_body<T: DeserializeOwned>(req: Request) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(req.into_body(), JSON_BODY_LIMIT)
+        .await
+        .map_err(|_| {
+            ApiError::PayloadTooLarge(format!(
+                "Request body is too large (limit {JSON_BODY_LIMIT} bytes)"
+            ))
+        })?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::Validation(ValidationErrors::single(
+            "body",
+            "request body must be a JSON object",
+        )));
+    }
+    domain::input::from_json_slice(&bytes).map_err(ApiError::Validation)
+}
+
+fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("Request body is too large".into())
+    } else {
+        ApiError::bad_request("body", format!("invalid multipart body: {}", error.body_text()))
+    }
+}
+
+/// Reads every part: text fields into `fields`, the file into `staged`.
+async fn read_form(
+    multipart: &mut Multipart,
+    store: &MediaStore,
+    fields: &mut Map<String, Value>,
+    staged: &mut Option<StagedMedia>,
+) -> Result<(), ApiError> {
+    let mut removal_requested = false;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field
+            .name()
+            .ok_or_else(|| ApiError::bad_request("body", "every multipart part needs a name"))?
+            .to_owned();
+        if name == FILE_FIELD {
+            if staged.is_some() || removal_requested {
+                return Err(ApiError::bad_request(FILE_FIELD, "media may be sent only once"));
+            }
+            let Some(file_name) = field.file_name().map(str::to_owned) else {
+                // A plain `media=` field (no file) asks to remove the media.
+                let text = read_text(&mut field, &name).await?;
+                if !text.is_empty() {
+                    return Err(ApiError::bad_request(
+                        FILE_FIELD,
+                        "media must be a file (curl: -F \"media=@file.png\"); an empty media field removes it",
+                    ));
+                }
+                fields.insert(FILE_FIELD.into(), Value::Null);
+                removal_requested = true;
+                continue;
+            };
+            *staged = Some(stage_file(&mut field, store, safe_file_name(&file_name)).await?);
+            continue;
+        }
+        if !TEXT_FIELDS.contains(&name.as_str()) {
+            return Err(ApiError::Validation(ValidationErrors::single(
+                name.clone(),
+                format!("unknown field `{name}`"),
+            )));
+        }
+        if fields.contains_key(&name) {
+            return Err(ApiError::bad_request(
+                name.clone(),
+                format!("{name} may be sent only once"),
+            ));
+        }
+        let text = read_text(&mut field, &name).await?;
+        let value = if text.is_empty() && !REQUIRED_FIELDS.contains(&name.as_str()) {
+            Value::Null
+        } else {
+            Value::String(text)
+        };
+        fields.insert(name, value);
+    }
+    Ok(())
+}
+
+async fn read_text(field: &mut axum::extract::multipart::Field<'_>, name: &str) -> Result<String, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > TEXT_FIELD_MAX {
+            return Err(ApiError::bad_request(
+                name,
+                format!("{name} must be at most {TEXT_FIELD_MAX} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| ApiError::bad_request(name, format!("{name} must be UTF-8 text")))
+}
+
+/// Streams the file part into a staging object. On refusal, the rest of the
+/// part is read and dropped (bounded by the body limit) so the client gets the
+/// JSON error instead of a reset connection.
+async fn stage_file(
+    field: &mut axum::extract::multipart::Field<'_>,
+    store: &MediaStore,
+    file_name: Option<String>,
+) -> Result<StagedMedia, ApiError> {
+    let mut upload = store.begin(file_name).await.map_err(media_error)?;
+    loop {
+        let chunk = match field.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(error) => {
+                upload.abort().await;
+                // Over the whole-body limit: the file is what made it so.
+                if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    return Err(media_error(MediaError::TooLarge {
+                        limit: store.max_bytes(),
+                    }));
+                }
+                return Err(multipart_error(error));
+            }
+        };
+        if let Err(error) = upload.write(chunk).await {
+            upload.abort().await;
+            while let Ok(Some(_)) = field.chunk().await {}
+            return Err(media_error(error));
+        }
+    }
+    upload.finish().await.map_err(media_error)
+}
+
+fn live(content: &Content) -> Result<&ContentState, ApiError> {
+    content.state().ok_or(ApiError::NotFound(NOT_FOUND))
+}
+
+/// Create a content calendar entry, optionally with a media file.
+#[utoipa::path(
+    post, path = "/v1/dev/marketing/campaigns/{campaign_id}/content", tag = "content",
+    request_body(
+        description = "`multipart/form-data` text fields plus an optional file field `media` \
+                       (png, jpeg, gif, webp, pdf or mp4, decided from the bytes; at most MEDIA_MAX_BYTES), \
+                       or the same fields as JSON (without a file).",
+        content(
+            (ContentForm = "multipart/form-data"),
+            (CreateContent = "application/json"),
+        )
+    ),
+    params(
+        ("campaign_id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response; the body is spooled to disk while it is hashed"),
+    ),
+    responses(
+        (status = 201, description = "Created", body = domain::content::ContentResource,
+         headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "Invalid field (bad date, unknown status, missing title, empty file, ...)", body = web::error::ErrorBody),
+        (status = 401, body = web::error::ErrorBody),
+        (status = 404, description = "Campaign not found", body = web::error::ErrorBody),
+        (status = 409, description = "Idempotency-Key reuse", body = web::error::ErrorBody),
+        (status = 413, description = "Media larger than MEDIA_MAX_BYTES", body = web::error::ErrorBody),
+        (status = 415, description = "Media bytes are not an allowed type, or an unsupported Content-Type", body = web::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<CommandState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    ids: IdSource,
+    Path(campaign_id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+    ensure_campaign(&state, &caller, campaign_id).await?;
+    let Parsed { fields, mut media } = parse_body::<CreateContent>(req, &state.media).await?;
+    let content_id = ids.id("content", 0);
+    let ctx = WriteContext {
+        caller: &caller,
+        request_id: &request_id,
+        ids: &ids,
+    };
+    let command = ContentCommand::Create {
+        content_id,
+        campaign_id,
+        project: caller.project.clone(),
+        input: Box::new(ContentInput {
+            fields,
+            media: media.as_ref().map(|m| m.media().clone()),
+        }),
+    };
+    let result = execute::<Content>(
+        &state,
+        &ctx,
+        campaign_id,
+        content_id,
+        None,
+        command,
+        media.as_mut(),
+    )
+    .await;
+    if let Some(media) = media {
+        media.discard().await; // a no-op once committed
+    }
+    let content = result?;
+    let content = live(&content)?;
+    let location = format!("{BASE_PATH}/campaigns/{campaign_id}/content/{}", content.id);
+    Ok(resource_response(
+        StatusCode::CREATED,
+        content,
+        content.version,
+        Some(location),
+    ))
+}
+
+/// Update a content item (partial); a `media` file replaces the current one.
+#[utoipa::path(
+    put, path = "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}", tag = "content",
+    request_body(
+        description = "Partial update as `multipart/form-data` (an empty optional field clears it; \
+                       a `media` file replaces the media; an empty `media` text field removes it) or JSON \
+                       (`null` clears; `\"media\": null` removes the media).",
+        content(
+            (ContentForm = "multipart/form-data"),
+            (UpdateContent = "application/json"),
+        )
+    ),
+    params(
+        ("campaign_id" = Uuid, Path), ("content_id" = Uuid, Path),
+        ("If-Match" = Option<String>, Header, description = "ETag from a GET; a stale one is 412"),
+    ),
+    responses(
+        (status = 200, body = domain::content::ContentResource, headers(("ETag" = String))),
+        (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
+        (status = 404, description = "Campaign not found, or Content not found", body = web::error::ErrorBody),
+        (status = 412, body = web::error::ErrorBody), (status = 413, body = web::error::ErrorBody),
+        (status = 415, body = web::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<CommandState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    ids: IdSource,
+    Path((campaign_id, content_id)): Path<(String, String)>,
+    IfMatch(if_match): IfMatch,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+    let content_id = parse_id(&content_id, NOT_FOUND)?;
+    ensure_campaign(&state, &caller, campaign_id).await?;
+    let Parsed { fields, mut media } = parse_body::<UpdateContent>(req, &state.media).await?;
+    let ctx = WriteContext {
+        caller: &caller,
+        request_id: &request_id,
+        ids: &ids,
+    };
+    let command = ContentCommand::Update(Box::new(ContentUpdateInput {
+        fields,
+        new_media: media.as_ref().map(|m| m.media().clone()),
+    }));
+    let result = execute::<Content>(
+        &state,
+        &ctx,
+        campaign_id,
+        content_id,
+        if_match,
+        command,
+        media.as_mut(),
+    )
+    .await;
+    if let Some(media) = media {
+        media.discard().await;
+    }
+    let content = result?;
+    let content = live(&content)?;
+    Ok(resource_response(StatusCode::OK, content, content.version, None))
+}
+
+/// Delete a content item. Its history (and the media files it names) stay.
+#[utoipa::path(
+    delete, path = "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}", tag = "content",
+    params(("campaign_id" = Uuid, Path), ("content_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = web::error::ErrorBody), (status = 404, body = web::error::ErrorBody),
+        (status = 412, body = web::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<CommandState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    ids: IdSource,
+    Path((campaign_id, content_id)): Path<(String, String)>,
+    IfMatch(if_match): IfMatch,
+) -> Result<StatusCode, ApiError> {
+    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+    let content_id = parse_id(&content_id, NOT_FOUND)?;
+    let ctx = WriteContext {
+        caller: &caller,
+        request_id: &request_id,
+        ids: &ids,
+    };
+    execute::<Content>(
+        &state,
+        &ctx,
+        campaign_id,
+        content_id,
+        if_match,
+        ContentCommand::Delete,
+        None,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The multipart form of a content create or update, for the OpenAPI document.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct ContentForm {
+    #[schema(example = "New Blog Post")]
+    pub title: Option<String>,
+    #[schema(example = "blog")]
+    pub content_type: Option<String>,
+    /// RFC 3339.
+    #[schema(example = "2024-06-15T10:00:00Z")]
+    pub scheduled_date: Option<String>,
+    #[schema(example = "wordpress")]
+    pub platform: Option<String>,
+    /// draft, scheduled, published or archived.
+    #[schema(example = "draft")]
+    pub status: Option<String>,
+    #[schema(example = "Content description")]
+    pub content: Option<String>,
+    /// A UUID.
+    pub assigned_to: Option<String>,
+    /// The file. Its type is decided from its bytes.
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub media: Option<Vec<u8>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_file_name;
+
+    #[test]
+    fn file_names_are_reduced_to_a_safe_base_name() {
+        assert_eq!(safe_file_name("file.png").as_deref(), Some("file.png"));
+        assert_eq!(safe_file_name("/path/to/file.png").as_deref(), Some("file.png"));
+        assert_eq!(
+            safe_file_name("C:\\Users\\me\\pic.jpg").as_deref(),
+            Some("pic.jpg")
+        );
+        assert_eq!(safe_file_name("a\u{0}b\r\n.png").as_deref(), Some("ab.png"));
+        assert_eq!(safe_file_name("../.."), None);
+        assert_eq!(safe_file_name("  "), None);
+        assert_eq!(safe_file_name(&"x".repeat(300)).map(|n| n.len()), Some(255));
+    }
+}

@@ -1,0 +1,725 @@
+//! The content-calendar aggregate: one event stream per content item
+//! (`content-<uuid>`), each belonging to one campaign.
+//!
+//! A content item may carry one media file. The file itself lives in object
+//! storage, addressed by its sha256; events hold only its metadata
+//! ([`MediaRef`]), so the log stays small and a file is stored once however
+//! many items or versions use it.
+
+use crate::input::{
+    check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
+    optional_datetime, optional_uuid,
+};
+use crate::{DecodeError, DomainEvent, ProjectSlug, ValidationErrors};
+use chrono::{DateTime, Utc};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Every content event stream is named `content-<uuid>`.
+pub const STREAM_PREFIX: &str = "content-";
+
+pub fn stream_id(content_id: Uuid) -> String {
+    format!("{STREAM_PREFIX}{content_id}")
+}
+
+const TITLE_MAX: usize = 200;
+const LABEL_MAX: usize = 50;
+const BODY_MAX: usize = 100_000;
+const FILE_NAME_MAX: usize = 255;
+
+/// Where the media of a content item is downloaded, relative to the host. The
+/// resource links to it, so it is part of the resource's shape.
+pub fn media_path(campaign_id: Uuid, content_id: Uuid) -> String {
+    format!("/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}/media")
+}
+
+/// Publication status. Any status may follow any other (an archived post can be
+/// restored to draft); the one rule is that `scheduled` needs a `scheduled_date`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ContentStatus {
+    Draft,
+    Scheduled,
+    Published,
+    Archived,
+}
+
+impl ContentStatus {
+    pub const ALL: [ContentStatus; 4] = [Self::Draft, Self::Scheduled, Self::Published, Self::Archived];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Scheduled => "scheduled",
+            Self::Published => "published",
+            Self::Archived => "archived",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+/// Metadata of a stored media file. The bytes are in object storage under the
+/// sha256; `media_type` was sniffed from those bytes, never taken from the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRef {
+    /// Lowercase hex SHA-256 of the bytes: the storage key and a strong ETag.
+    pub sha256: String,
+    pub size: u64,
+    pub media_type: String,
+    /// The client's file name, reduced to a safe base name; `None` if none was sent.
+    pub file_name: Option<String>,
+}
+
+/// Everything about a content item but identity, status, media and timestamps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentDetails {
+    pub title: String,
+    pub content_type: String,
+    pub scheduled_date: Option<DateTime<Utc>>,
+    pub platform: Option<String>,
+    /// The text of the post (the API's `content` field).
+    pub content: Option<String>,
+    pub assigned_to: Option<Uuid>,
+}
+
+/// Body of `POST /campaigns/{campaign_id}/content`, as JSON or as the text fields
+/// of a `multipart/form-data` request (whose file field `media` is separate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateContent {
+    #[cfg_attr(feature = "openapi", schema(example = "New Blog Post"))]
+    pub title: String,
+    /// A label such as `blog`, `social_post`, `email`, `video`.
+    #[cfg_attr(feature = "openapi", schema(example = "blog"))]
+    pub content_type: String,
+    /// RFC 3339, e.g. `2024-06-15T10:00:00Z`.
+    #[serde(default, deserialize_with = "optional_datetime")]
+    pub scheduled_date: Option<DateTime<Utc>>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "wordpress"))]
+    pub platform: Option<String>,
+    /// Defaults to `draft`.
+    #[serde(default)]
+    pub status: Option<ContentStatus>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "Content description"))]
+    pub content: Option<String>,
+    #[serde(default, deserialize_with = "optional_uuid")]
+    pub assigned_to: Option<Uuid>,
+}
+
+/// Body of `PUT /campaigns/{campaign_id}/content/{content_id}`: a partial update
+/// (absent stays, `null` clears). A new media file comes as the multipart file
+/// field `media`; `"media": null` removes the media. A client may echo the whole
+/// resource back: read-only fields, and `media` naming the current file, are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateContent {
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub content_type: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option_datetime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
+    pub scheduled_date: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub platform: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ContentStatus>))]
+    pub status: Option<Option<ContentStatus>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub content: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option_uuid")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
+    pub assigned_to: Option<Option<Uuid>>,
+    /// Only `null` (remove the media) or the current media object (no change).
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>, nullable))]
+    pub media: Option<Option<Value>>,
+    #[serde(default, rename = "id")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_id: Option<Value>,
+    #[serde(default, rename = "campaign_id")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_campaign_id: Option<Value>,
+    #[serde(default, rename = "created_at")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_created_at: Option<Value>,
+    #[serde(default, rename = "updated_at")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_updated_at: Option<Value>,
+    #[serde(default, rename = "version")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_version: Option<Value>,
+}
+
+/// The fields an update changed, as stored in `ContentUpdated`. Status changes are
+/// their own event.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ContentChanges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub scheduled_date: Option<Option<DateTime<Utc>>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub platform: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub content: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub assigned_to: Option<Option<Uuid>>,
+    /// `Some(Some(m))` attaches or replaces; `Some(None)` removes.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub media: Option<Option<MediaRef>>,
+}
+
+impl ContentChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Events
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentCreated {
+    pub content_id: Uuid,
+    pub campaign_id: Uuid,
+    pub project: ProjectSlug,
+    pub status: ContentStatus,
+    pub details: ContentDetails,
+    pub media: Option<MediaRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentUpdated {
+    pub content_id: Uuid,
+    pub campaign_id: Uuid,
+    pub changes: ContentChanges,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentStatusChanged {
+    pub content_id: Uuid,
+    pub campaign_id: Uuid,
+    pub from: ContentStatus,
+    pub to: ContentStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentDeleted {
+    pub content_id: Uuid,
+    pub campaign_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContentEvent {
+    Created(ContentCreated),
+    Updated(ContentUpdated),
+    StatusChanged(ContentStatusChanged),
+    Deleted(ContentDeleted),
+}
+
+impl ContentEvent {
+    pub fn content_id(&self) -> Uuid {
+        match self {
+            Self::Created(e) => e.content_id,
+            Self::Updated(e) => e.content_id,
+            Self::StatusChanged(e) => e.content_id,
+            Self::Deleted(e) => e.content_id,
+        }
+    }
+
+    pub fn campaign_id(&self) -> Uuid {
+        match self {
+            Self::Created(e) => e.campaign_id,
+            Self::Updated(e) => e.campaign_id,
+            Self::StatusChanged(e) => e.campaign_id,
+            Self::Deleted(e) => e.campaign_id,
+        }
+    }
+
+    /// The media file this event attaches, if any: what retention must keep.
+    pub fn attached_media(&self) -> Option<&MediaRef> {
+        match self {
+            Self::Created(e) => e.media.as_ref(),
+            Self::Updated(e) => e.changes.media.as_ref().and_then(Option::as_ref),
+            _ => None,
+        }
+    }
+}
+
+impl DomainEvent for ContentEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Created(_) => "ContentCreated",
+            Self::Updated(_) => "ContentUpdated",
+            Self::StatusChanged(_) => "ContentStatusChanged",
+            Self::Deleted(_) => "ContentDeleted",
+        }
+    }
+
+    fn schema_version(&self) -> i32 {
+        1
+    }
+
+    fn to_data(&self) -> Value {
+        let data = match self {
+            Self::Created(e) => serde_json::to_value(e),
+            Self::Updated(e) => serde_json::to_value(e),
+            Self::StatusChanged(e) => serde_json::to_value(e),
+            Self::Deleted(e) => serde_json::to_value(e),
+        };
+        data.expect("content events serialize to JSON")
+    }
+
+    fn from_data(event_type: &str, data: Value) -> Result<Self, DecodeError> {
+        let malformed = |e| DecodeError::malformed(event_type, e);
+        Ok(match event_type {
+            "ContentCreated" => Self::Created(serde_json::from_value(data).map_err(malformed)?),
+            "ContentUpdated" => Self::Updated(serde_json::from_value(data).map_err(malformed)?),
+            "ContentStatusChanged" => Self::StatusChanged(serde_json::from_value(data).map_err(malformed)?),
+            "ContentDeleted" => Self::Deleted(serde_json::from_value(data).map_err(malformed)?),
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State
+
+/// A live content item. Deserializable so a projection can fold events into a
+/// stored row with the domain's own `apply` (the resource's `media.url` is derived
+/// and ignored when reading back).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ContentState {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    pub title: String,
+    pub content_type: String,
+    pub scheduled_date: Option<DateTime<Utc>>,
+    pub platform: Option<String>,
+    pub status: ContentStatus,
+    pub content: Option<String>,
+    pub assigned_to: Option<Uuid>,
+    pub media: Option<MediaRef>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+impl ContentState {
+    fn details(&self) -> ContentDetails {
+        ContentDetails {
+            title: self.title.clone(),
+            content_type: self.content_type.clone(),
+            scheduled_date: self.scheduled_date,
+            platform: self.platform.clone(),
+            content: self.content.clone(),
+            assigned_to: self.assigned_to,
+        }
+    }
+
+    fn set_details(&mut self, details: ContentDetails) {
+        self.title = details.title;
+        self.content_type = details.content_type;
+        self.scheduled_date = details.scheduled_date;
+        self.platform = details.platform;
+        self.content = details.content;
+        self.assigned_to = details.assigned_to;
+    }
+}
+
+/// The resource's JSON: flat, stable field order, media with its download link.
+impl Serialize for ContentState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct MediaLink<'a> {
+            url: String,
+            file_name: &'a Option<String>,
+            media_type: &'a str,
+            size: u64,
+            sha256: &'a str,
+        }
+        let media = self.media.as_ref().map(|m| MediaLink {
+            url: media_path(self.campaign_id, self.id),
+            file_name: &m.file_name,
+            media_type: &m.media_type,
+            size: m.size,
+            sha256: &m.sha256,
+        });
+        let mut map = serializer.serialize_map(Some(13))?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("campaign_id", &self.campaign_id)?;
+        map.serialize_entry("title", &self.title)?;
+        map.serialize_entry("content_type", &self.content_type)?;
+        map.serialize_entry("scheduled_date", &self.scheduled_date)?;
+        map.serialize_entry("platform", &self.platform)?;
+        map.serialize_entry("status", &self.status)?;
+        map.serialize_entry("content", &self.content)?;
+        map.serialize_entry("assigned_to", &self.assigned_to)?;
+        map.serialize_entry("media", &media)?;
+        map.serialize_entry("created_at", &self.created_at)?;
+        map.serialize_entry("updated_at", &self.updated_at)?;
+        map.serialize_entry("version", &self.version)?;
+        map.end()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ContentError {
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error("Content not found")]
+    NotFound,
+    #[error("content already exists")]
+    AlreadyExists,
+}
+
+#[derive(Debug, Clone)]
+pub enum ContentCommand {
+    Create {
+        content_id: Uuid,
+        campaign_id: Uuid,
+        project: ProjectSlug,
+        input: Box<ContentInput>,
+    },
+    Update(Box<ContentUpdateInput>),
+    Delete,
+}
+
+/// A create request: the fields plus the already stored media file, if one was sent.
+#[derive(Debug, Clone)]
+pub struct ContentInput {
+    pub fields: CreateContent,
+    pub media: Option<MediaRef>,
+}
+
+/// An update request: the fields plus a newly uploaded media file, if one was sent.
+#[derive(Debug, Clone)]
+pub struct ContentUpdateInput {
+    pub fields: UpdateContent,
+    pub new_media: Option<MediaRef>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Content {
+    state: Option<ContentState>,
+    deleted: bool,
+    version: Option<i64>,
+}
+
+impl Content {
+    /// Rebuilds the aggregate from a stored resource (see `Task::from_state`).
+    pub fn from_state(state: ContentState) -> Self {
+        Self {
+            version: Some(state.version),
+            state: Some(state),
+            deleted: false,
+        }
+    }
+
+    pub fn state(&self) -> Option<&ContentState> {
+        self.state.as_ref()
+    }
+
+    pub fn version(&self) -> Option<i64> {
+        self.version
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    fn live(&self) -> Result<&ContentState, ContentError> {
+        self.state.as_ref().ok_or(ContentError::NotFound)
+    }
+
+    pub fn handle(&self, command: ContentCommand) -> Result<Vec<ContentEvent>, ContentError> {
+        match command {
+            ContentCommand::Create {
+                content_id,
+                campaign_id,
+                project,
+                input,
+            } => {
+                if self.version.is_some() {
+                    return Err(ContentError::AlreadyExists);
+                }
+                let ContentInput { fields, media } = *input;
+                let status = fields.status.unwrap_or(ContentStatus::Draft);
+                let details = ContentDetails {
+                    title: fields.title,
+                    content_type: fields.content_type,
+                    scheduled_date: fields.scheduled_date,
+                    platform: fields.platform,
+                    content: fields.content,
+                    assigned_to: fields.assigned_to,
+                };
+                validate(&details, status, media.as_ref()).map_err(ContentError::Invalid)?;
+                Ok(vec![ContentEvent::Created(ContentCreated {
+                    content_id,
+                    campaign_id,
+                    project,
+                    status,
+                    details,
+                    media,
+                })])
+            }
+            ContentCommand::Update(input) => self.update(*input),
+            ContentCommand::Delete => {
+                let state = self.live()?;
+                Ok(vec![ContentEvent::Deleted(ContentDeleted {
+                    content_id: state.id,
+                    campaign_id: state.campaign_id,
+                })])
+            }
+        }
+    }
+
+    fn update(&self, input: ContentUpdateInput) -> Result<Vec<ContentEvent>, ContentError> {
+        let state = self.live()?;
+        let ContentUpdateInput { fields, new_media } = input;
+        let current = state.details();
+        let mut invalid = ValidationErrors::new();
+        fn changed<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
+            new.filter(|value| value != current)
+        }
+        let mut required = |field: &str, value: Option<Option<String>>, current: &String| match value {
+            Some(None) => {
+                invalid.add(field, format!("{field} must not be null"));
+                None
+            }
+            other => changed(other.flatten(), current),
+        };
+        let title = required("title", fields.title, &current.title);
+        let content_type = required("content_type", fields.content_type, &current.content_type);
+        let status = match fields.status {
+            Some(None) => {
+                invalid.add("status", "status must not be null");
+                None
+            }
+            other => changed(other.flatten(), &state.status),
+        };
+        let media = match (new_media, fields.media) {
+            (Some(_), Some(_)) => {
+                invalid.add("media", "send either a media file or \"media\": null, not both");
+                None
+            }
+            (Some(uploaded), None) => changed(Some(Some(uploaded)), &state.media),
+            (None, Some(None)) => changed(Some(None), &state.media),
+            (None, Some(Some(echo))) => {
+                // An echoed resource names the current file: no change. Anything
+                // else would be a file reference we never checked.
+                let current_sha = state.media.as_ref().map(|m| m.sha256.as_str());
+                if echo.get("sha256").and_then(Value::as_str) != current_sha || current_sha.is_none() {
+                    invalid.add(
+                        "media",
+                        "media can only be uploaded as the multipart file field `media`, or removed with null",
+                    );
+                }
+                None
+            }
+            (None, None) => None,
+        };
+        if !invalid.is_empty() {
+            return Err(ContentError::Invalid(invalid));
+        }
+        let changes = ContentChanges {
+            title,
+            content_type,
+            scheduled_date: changed(fields.scheduled_date, &current.scheduled_date),
+            platform: changed(fields.platform, &current.platform),
+            content: changed(fields.content, &current.content),
+            assigned_to: changed(fields.assigned_to, &current.assigned_to),
+            media,
+        };
+        let mut merged = state.clone();
+        apply_changes(&mut merged, &changes);
+        validate(
+            &merged.details(),
+            status.unwrap_or(state.status),
+            merged.media.as_ref(),
+        )
+        .map_err(ContentError::Invalid)?;
+        let mut events = Vec::new();
+        if !changes.is_empty() {
+            events.push(ContentEvent::Updated(ContentUpdated {
+                content_id: state.id,
+                campaign_id: state.campaign_id,
+                changes,
+            }));
+        }
+        if let Some(to) = status {
+            events.push(ContentEvent::StatusChanged(ContentStatusChanged {
+                content_id: state.id,
+                campaign_id: state.campaign_id,
+                from: state.status,
+                to,
+            }));
+        }
+        Ok(events)
+    }
+
+    pub fn apply(&mut self, event: &ContentEvent, recorded_at: DateTime<Utc>, version: i64) {
+        self.version = Some(version);
+        match event {
+            ContentEvent::Created(e) => {
+                self.state = Some(ContentState {
+                    id: e.content_id,
+                    campaign_id: e.campaign_id,
+                    title: e.details.title.clone(),
+                    content_type: e.details.content_type.clone(),
+                    scheduled_date: e.details.scheduled_date,
+                    platform: e.details.platform.clone(),
+                    status: e.status,
+                    content: e.details.content.clone(),
+                    assigned_to: e.details.assigned_to,
+                    media: e.media.clone(),
+                    created_at: recorded_at,
+                    updated_at: recorded_at,
+                    version,
+                });
+            }
+            ContentEvent::Updated(e) => {
+                if let Some(state) = self.state.as_mut() {
+                    apply_changes(state, &e.changes);
+                    state.updated_at = recorded_at;
+                    state.version = version;
+                }
+            }
+            ContentEvent::StatusChanged(e) => {
+                if let Some(state) = self.state.as_mut() {
+                    state.status = e.to;
+                    state.updated_at = recorded_at;
+                    state.version = version;
+                }
+            }
+            ContentEvent::Deleted(_) => {
+                self.state = None;
+                self.deleted = true;
+            }
+        }
+    }
+}
+
+fn apply_changes(state: &mut ContentState, changes: &ContentChanges) {
+    fn set<T: Clone>(target: &mut T, change: &Option<T>) {
+        if let Some(value) = change {
+            *target = value.clone();
+        }
+    }
+    let mut details = state.details();
+    set(&mut details.title, &changes.title);
+    set(&mut details.content_type, &changes.content_type);
+    set(&mut details.scheduled_date, &changes.scheduled_date);
+    set(&mut details.platform, &changes.platform);
+    set(&mut details.content, &changes.content);
+    set(&mut details.assigned_to, &changes.assigned_to);
+    state.set_details(details);
+    set(&mut state.media, &changes.media);
+}
+
+/// Every rule on a content item, checked on create and after merging an update.
+pub fn validate(
+    d: &ContentDetails,
+    status: ContentStatus,
+    media: Option<&MediaRef>,
+) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    check_text(&mut errors, "title", &d.title, TITLE_MAX);
+    check_text(&mut errors, "content_type", &d.content_type, LABEL_MAX);
+    if let Some(platform) = &d.platform {
+        check_text(&mut errors, "platform", platform, LABEL_MAX);
+    }
+    check_optional_text(&mut errors, "content", d.content.as_deref(), BODY_MAX);
+    if status == ContentStatus::Scheduled && d.scheduled_date.is_none() {
+        errors.add(
+            "scheduled_date",
+            "scheduled_date is required when status is scheduled",
+        );
+    }
+    if let Some(name) = media.and_then(|m| m.file_name.as_deref()) {
+        check_optional_text(&mut errors, "media", Some(name), FILE_NAME_MAX);
+    }
+    errors.into_result(())
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The media object inside the content resource, for the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = ContentMedia)]
+pub struct ContentMediaResource {
+    /// Download link (same project's API key required).
+    #[schema(example = "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}/media")]
+    pub url: String,
+    #[schema(example = "file.png")]
+    pub file_name: Option<String>,
+    /// Sniffed from the bytes: image/png, image/jpeg, image/gif, image/webp,
+    /// application/pdf or video/mp4.
+    #[schema(example = "image/png")]
+    pub media_type: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The resource's shape for the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Content)]
+pub struct ContentResource {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    #[schema(example = "New Blog Post")]
+    pub title: String,
+    #[schema(example = "blog")]
+    pub content_type: String,
+    pub scheduled_date: Option<DateTime<Utc>>,
+    pub platform: Option<String>,
+    pub status: ContentStatus,
+    pub content: Option<String>,
+    pub assigned_to: Option<Uuid>,
+    pub media: Option<ContentMediaResource>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}

@@ -1,0 +1,531 @@
+//! The task aggregate: one event stream per task (`task-<uuid>`). A task belongs to
+//! one campaign; every event names that campaign, so projections and consumers can
+//! group tasks without loading the task's history.
+//!
+//! Whether the campaign exists (and belongs to the caller's project) is checked by
+//! the command side before it asks the task to decide: that needs the campaign's
+//! stream, and the domain does no I/O.
+
+use crate::input::{
+    check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
+    optional_datetime, optional_uuid,
+};
+use crate::{DecodeError, DomainEvent, ProjectSlug, ValidationErrors};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Every task event stream is named `task-<uuid>`.
+pub const STREAM_PREFIX: &str = "task-";
+
+pub fn stream_id(task_id: Uuid) -> String {
+    format!("{STREAM_PREFIX}{task_id}")
+}
+
+const TITLE_MAX: usize = 200;
+const DESCRIPTION_MAX: usize = 10_000;
+
+/// Where a task stands. Any status may follow any other: teams reopen completed
+/// tasks and revive cancelled ones, and the audit trail keeps every move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum TaskStatus {
+    Pending,
+    InProgress,
+    Completed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 4] = [Self::Pending, Self::InProgress, Self::Completed, Self::Cancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+/// Everything about a task but identity, status and timestamps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDetails {
+    pub title: String,
+    pub description: Option<String>,
+    pub assigned_to: Option<Uuid>,
+    pub due_date: Option<DateTime<Utc>>,
+}
+
+/// Body of `POST /campaigns/{campaign_id}/tasks`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateTask {
+    #[cfg_attr(feature = "openapi", schema(example = "Create ad copy"))]
+    pub title: String,
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "Write compelling ad copy for Facebook")
+    )]
+    pub description: Option<String>,
+    /// The user responsible, as a UUID.
+    #[serde(default, deserialize_with = "optional_uuid")]
+    pub assigned_to: Option<Uuid>,
+    /// RFC 3339, e.g. `2024-06-15T00:00:00Z`.
+    #[serde(default, deserialize_with = "optional_datetime")]
+    pub due_date: Option<DateTime<Utc>>,
+    /// Defaults to `pending`.
+    #[serde(default)]
+    pub status: Option<TaskStatus>,
+}
+
+/// Body of `PUT /campaigns/{campaign_id}/tasks/{task_id}`: a partial update. An
+/// absent field stays as it is; `null` clears an optional one. Read-only fields a
+/// client may echo back from a GET are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateTask {
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option_uuid")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
+    pub assigned_to: Option<Option<Uuid>>,
+    #[serde(default, deserialize_with = "double_option_datetime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
+    pub due_date: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<TaskStatus>))]
+    pub status: Option<Option<TaskStatus>>,
+    #[serde(default, rename = "id")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_id: Option<Value>,
+    #[serde(default, rename = "campaign_id")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_campaign_id: Option<Value>,
+    #[serde(default, rename = "created_at")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_created_at: Option<Value>,
+    #[serde(default, rename = "updated_at")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_updated_at: Option<Value>,
+    #[serde(default, rename = "version")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_version: Option<Value>,
+}
+
+/// The fields an update changed, as stored in `TaskUpdated` (status changes are
+/// their own event, so auditors see `from` and `to`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TaskChanges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub description: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub assigned_to: Option<Option<Uuid>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub due_date: Option<Option<DateTime<Utc>>>,
+}
+
+impl TaskChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn apply_to(&self, details: &mut TaskDetails) {
+        fn set<T: Clone>(target: &mut T, change: &Option<T>) {
+            if let Some(value) = change {
+                *target = value.clone();
+            }
+        }
+        set(&mut details.title, &self.title);
+        set(&mut details.description, &self.description);
+        set(&mut details.assigned_to, &self.assigned_to);
+        set(&mut details.due_date, &self.due_date);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Events
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCreated {
+    pub task_id: Uuid,
+    pub campaign_id: Uuid,
+    pub project: ProjectSlug,
+    pub status: TaskStatus,
+    pub details: TaskDetails,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskUpdated {
+    pub task_id: Uuid,
+    pub campaign_id: Uuid,
+    pub changes: TaskChanges,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatusChanged {
+    pub task_id: Uuid,
+    pub campaign_id: Uuid,
+    pub from: TaskStatus,
+    pub to: TaskStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDeleted {
+    pub task_id: Uuid,
+    pub campaign_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEvent {
+    Created(TaskCreated),
+    Updated(TaskUpdated),
+    StatusChanged(TaskStatusChanged),
+    Deleted(TaskDeleted),
+}
+
+impl TaskEvent {
+    pub fn task_id(&self) -> Uuid {
+        match self {
+            Self::Created(e) => e.task_id,
+            Self::Updated(e) => e.task_id,
+            Self::StatusChanged(e) => e.task_id,
+            Self::Deleted(e) => e.task_id,
+        }
+    }
+
+    pub fn campaign_id(&self) -> Uuid {
+        match self {
+            Self::Created(e) => e.campaign_id,
+            Self::Updated(e) => e.campaign_id,
+            Self::StatusChanged(e) => e.campaign_id,
+            Self::Deleted(e) => e.campaign_id,
+        }
+    }
+}
+
+impl DomainEvent for TaskEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Created(_) => "TaskCreated",
+            Self::Updated(_) => "TaskUpdated",
+            Self::StatusChanged(_) => "TaskStatusChanged",
+            Self::Deleted(_) => "TaskDeleted",
+        }
+    }
+
+    fn schema_version(&self) -> i32 {
+        1
+    }
+
+    fn to_data(&self) -> Value {
+        let data = match self {
+            Self::Created(e) => serde_json::to_value(e),
+            Self::Updated(e) => serde_json::to_value(e),
+            Self::StatusChanged(e) => serde_json::to_value(e),
+            Self::Deleted(e) => serde_json::to_value(e),
+        };
+        data.expect("task events serialize to JSON")
+    }
+
+    fn from_data(event_type: &str, data: Value) -> Result<Self, DecodeError> {
+        let malformed = |e| DecodeError::malformed(event_type, e);
+        Ok(match event_type {
+            "TaskCreated" => Self::Created(serde_json::from_value(data).map_err(malformed)?),
+            "TaskUpdated" => Self::Updated(serde_json::from_value(data).map_err(malformed)?),
+            "TaskStatusChanged" => Self::StatusChanged(serde_json::from_value(data).map_err(malformed)?),
+            "TaskDeleted" => Self::Deleted(serde_json::from_value(data).map_err(malformed)?),
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State
+
+/// A live task as clients see it. Serialized, it is the resource (flat, stable
+/// field order); deserialized, it lets a projection fold events into a stored row
+/// with this same code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskState {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    pub title: String,
+    pub description: Option<String>,
+    pub assigned_to: Option<Uuid>,
+    pub due_date: Option<DateTime<Utc>>,
+    pub status: TaskStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Stream version (0-based) of the last event: the resource's ETag.
+    pub version: i64,
+}
+
+impl TaskState {
+    fn details(&self) -> TaskDetails {
+        TaskDetails {
+            title: self.title.clone(),
+            description: self.description.clone(),
+            assigned_to: self.assigned_to,
+            due_date: self.due_date,
+        }
+    }
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TaskError {
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error("Task not found")]
+    NotFound,
+    #[error("task already exists")]
+    AlreadyExists,
+}
+
+#[derive(Debug, Clone)]
+pub enum TaskCommand {
+    Create {
+        task_id: Uuid,
+        campaign_id: Uuid,
+        project: ProjectSlug,
+        input: Box<CreateTask>,
+    },
+    Update(Box<UpdateTask>),
+    Delete,
+}
+
+/// The aggregate: folded state plus whether the stream exists.
+#[derive(Debug, Clone, Default)]
+pub struct Task {
+    state: Option<TaskState>,
+    deleted: bool,
+    version: Option<i64>,
+}
+
+impl Task {
+    /// Rebuilds the aggregate from a stored resource (a projection's row), so the
+    /// projection folds with [`Task::apply`] instead of its own copy of the rules.
+    pub fn from_state(state: TaskState) -> Self {
+        Self {
+            version: Some(state.version),
+            state: Some(state),
+            deleted: false,
+        }
+    }
+
+    /// The live task; `None` if it never existed or was deleted.
+    pub fn state(&self) -> Option<&TaskState> {
+        self.state.as_ref()
+    }
+
+    pub fn version(&self) -> Option<i64> {
+        self.version
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    fn live(&self) -> Result<&TaskState, TaskError> {
+        self.state.as_ref().ok_or(TaskError::NotFound)
+    }
+
+    /// Decides what a command does; never mutates.
+    pub fn handle(&self, command: TaskCommand) -> Result<Vec<TaskEvent>, TaskError> {
+        match command {
+            TaskCommand::Create {
+                task_id,
+                campaign_id,
+                project,
+                input,
+            } => {
+                if self.version.is_some() {
+                    return Err(TaskError::AlreadyExists);
+                }
+                let details = TaskDetails {
+                    title: input.title,
+                    description: input.description,
+                    assigned_to: input.assigned_to,
+                    due_date: input.due_date,
+                };
+                validate_details(&details).map_err(TaskError::Invalid)?;
+                Ok(vec![TaskEvent::Created(TaskCreated {
+                    task_id,
+                    campaign_id,
+                    project,
+                    status: input.status.unwrap_or(TaskStatus::Pending),
+                    details,
+                })])
+            }
+            TaskCommand::Update(input) => self.update(*input),
+            TaskCommand::Delete => {
+                let state = self.live()?;
+                Ok(vec![TaskEvent::Deleted(TaskDeleted {
+                    task_id: state.id,
+                    campaign_id: state.campaign_id,
+                })])
+            }
+        }
+    }
+
+    fn update(&self, input: UpdateTask) -> Result<Vec<TaskEvent>, TaskError> {
+        let state = self.live()?;
+        let mut invalid = ValidationErrors::new();
+        let current = state.details();
+        fn changed<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
+            new.filter(|value| value != current)
+        }
+        let title = match input.title {
+            Some(None) => {
+                invalid.add("title", "title must not be null");
+                None
+            }
+            other => changed(other.flatten(), &current.title),
+        };
+        let status = match input.status {
+            Some(None) => {
+                invalid.add("status", "status must not be null");
+                None
+            }
+            other => changed(other.flatten(), &state.status),
+        };
+        if !invalid.is_empty() {
+            return Err(TaskError::Invalid(invalid));
+        }
+        let changes = TaskChanges {
+            title,
+            description: changed(input.description, &current.description),
+            assigned_to: changed(input.assigned_to, &current.assigned_to),
+            due_date: changed(input.due_date, &current.due_date),
+        };
+        let mut merged = current;
+        changes.apply_to(&mut merged);
+        validate_details(&merged).map_err(TaskError::Invalid)?;
+        let mut events = Vec::new();
+        if !changes.is_empty() {
+            events.push(TaskEvent::Updated(TaskUpdated {
+                task_id: state.id,
+                campaign_id: state.campaign_id,
+                changes,
+            }));
+        }
+        if let Some(to) = status {
+            events.push(TaskEvent::StatusChanged(TaskStatusChanged {
+                task_id: state.id,
+                campaign_id: state.campaign_id,
+                from: state.status,
+                to,
+            }));
+        }
+        Ok(events)
+    }
+
+    /// Folds one event recorded at `recorded_at` as stream version `version`.
+    pub fn apply(&mut self, event: &TaskEvent, recorded_at: DateTime<Utc>, version: i64) {
+        self.version = Some(version);
+        match event {
+            TaskEvent::Created(e) => {
+                self.state = Some(TaskState {
+                    id: e.task_id,
+                    campaign_id: e.campaign_id,
+                    title: e.details.title.clone(),
+                    description: e.details.description.clone(),
+                    assigned_to: e.details.assigned_to,
+                    due_date: e.details.due_date,
+                    status: e.status,
+                    created_at: recorded_at,
+                    updated_at: recorded_at,
+                    version,
+                });
+            }
+            TaskEvent::Updated(e) => {
+                if let Some(state) = self.state.as_mut() {
+                    let mut details = state.details();
+                    e.changes.apply_to(&mut details);
+                    state.title = details.title;
+                    state.description = details.description;
+                    state.assigned_to = details.assigned_to;
+                    state.due_date = details.due_date;
+                    state.updated_at = recorded_at;
+                    state.version = version;
+                }
+            }
+            TaskEvent::StatusChanged(e) => {
+                if let Some(state) = self.state.as_mut() {
+                    state.status = e.to;
+                    state.updated_at = recorded_at;
+                    state.version = version;
+                }
+            }
+            TaskEvent::Deleted(_) => {
+                self.state = None;
+                self.deleted = true;
+            }
+        }
+    }
+}
+
+/// Every rule on a task's attributes, checked on create and after merging an update.
+pub fn validate_details(d: &TaskDetails) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    check_text(&mut errors, "title", &d.title, TITLE_MAX);
+    check_optional_text(
+        &mut errors,
+        "description",
+        d.description.as_deref(),
+        DESCRIPTION_MAX,
+    );
+    errors.into_result(())
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The resource's shape for the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Task)]
+pub struct TaskResource {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    #[schema(example = "Create ad copy")]
+    pub title: String,
+    pub description: Option<String>,
+    pub assigned_to: Option<Uuid>,
+    pub due_date: Option<DateTime<Utc>>,
+    pub status: TaskStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Stream version; also the `ETag`.
+    pub version: i64,
+}

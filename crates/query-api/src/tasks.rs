@@ -1,0 +1,171 @@
+//! Task reads: a campaign's tasks (filtered, paginated) and one task.
+
+use crate::QueryState;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CONTENT_TYPE, ETAG};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use domain::task::TaskStatus;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use uuid::Uuid;
+use web::extract::{etag, parse_id};
+use web::pagination::{decode_cursor, encode_cursor, list_body, parse_limit};
+use web::{ApiError, Caller};
+
+pub(crate) const CAMPAIGN_NOT_FOUND: &str = "Campaign not found";
+const NOT_FOUND: &str = "Task not found";
+
+/// Keyset position of the last item on a page: oldest first by (created_at, id).
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    created_at: DateTime<Utc>,
+    id: Uuid,
+}
+
+pub(crate) fn json_response(body: String) -> Response {
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The campaign is live and the caller's; `Campaign not found` otherwise.
+pub(crate) async fn ensure_campaign(
+    client: &deadpool_postgres::Client,
+    campaign_id: Uuid,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    let statement = client
+        .prepare_cached("SELECT 1 FROM campaigns WHERE id = $1 AND project = $2")
+        .await?;
+    client
+        .query_opt(&statement, &[&campaign_id, &caller.project.as_str()])
+        .await?
+        .map(|_| ())
+        .ok_or(ApiError::NotFound(CAMPAIGN_NOT_FOUND))
+}
+
+/// List a campaign's tasks, oldest first.
+#[utoipa::path(
+    get, path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks", tag = "tasks",
+    params(
+        ("campaign_id" = Uuid, Path),
+        ("status" = Option<TaskStatus>, Query, description = "Only tasks in this status"),
+        ("assigned_to" = Option<Uuid>, Query, description = "Only tasks assigned to this user"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "`{data, has_more, next_cursor}`", body = TaskPage),
+        (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
+        (status = 404, description = "Campaign not found", body = web::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<QueryState>,
+    caller: Caller,
+    Path(campaign_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+    let status = match params.get("status") {
+        None => None,
+        Some(raw) => Some(TaskStatus::parse(raw).ok_or_else(|| {
+            ApiError::bad_request(
+                "status",
+                "status must be one of pending, in_progress, completed, cancelled",
+            )
+        })?),
+    };
+    let assigned_to = match params.get("assigned_to") {
+        None => None,
+        Some(raw) => Some(
+            Uuid::parse_str(raw)
+                .map_err(|_| ApiError::bad_request("assigned_to", "assigned_to must be a UUID"))?,
+        ),
+    };
+    let limit = parse_limit(params.get("limit").map(String::as_str))?;
+    let cursor: Option<Cursor> = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let client = state.pool.get().await?;
+    ensure_campaign(&client, campaign_id, &caller).await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT body::text, created_at, id FROM tasks
+             WHERE campaign_id = $1 AND project = $2
+               AND ($3::text IS NULL OR status = $3)
+               AND ($4::uuid IS NULL OR assigned_to = $4)
+               AND ($5::timestamptz IS NULL OR (created_at, id) > ($5, $6))
+             ORDER BY created_at, id
+             LIMIT $7",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &campaign_id,
+                &caller.project.as_str(),
+                &status.map(TaskStatus::as_str),
+                &assigned_to,
+                &cursor.as_ref().map(|c| c.created_at),
+                &cursor.as_ref().map_or(Uuid::nil(), |c| c.id),
+                &(limit + 1),
+            ],
+        )
+        .await?;
+    let has_more = rows.len() as i64 > limit;
+    let page = &rows[..rows.len().min(limit as usize)];
+    let next_cursor = has_more.then(|| {
+        let last = page.last().expect("a page with more has a last row");
+        encode_cursor(&Cursor {
+            created_at: last.get(1),
+            id: last.get(2),
+        })
+    });
+    let items: Vec<String> = page.iter().map(|row| row.get(0)).collect();
+    Ok(json_response(list_body(&items, next_cursor)))
+}
+
+/// Get one task of a campaign.
+#[utoipa::path(
+    get, path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}", tag = "tasks",
+    params(("campaign_id" = Uuid, Path), ("task_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = domain::task::TaskResource, headers(("ETag" = String))),
+        (status = 401, body = web::error::ErrorBody),
+        (status = 404, description = "Campaign not found, or Task not found", body = web::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_one(
+    State(state): State<QueryState>,
+    caller: Caller,
+    Path((campaign_id, task_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+    let task_id = parse_id(&task_id, NOT_FOUND)?;
+    let client = state.pool.get().await?;
+    ensure_campaign(&client, campaign_id, &caller).await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT body::text, version FROM tasks WHERE id = $1 AND campaign_id = $2 AND project = $3",
+        )
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&task_id, &campaign_id, &caller.project.as_str()])
+        .await?
+        .ok_or(ApiError::NotFound(NOT_FOUND))?;
+    let mut response = json_response(row.get(0));
+    response
+        .headers_mut()
+        .insert(ETAG, etag(row.get(1)).parse().expect("valid etag"));
+    Ok(response)
+}
+
+/// A page of tasks, for the OpenAPI document.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct TaskPage {
+    pub data: Vec<domain::task::TaskResource>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
