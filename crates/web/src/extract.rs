@@ -54,17 +54,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Reads the whole body within the route's limit: 413 beyond it.
-pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!(
-                "Request body is too large (limit {JSON_BODY_LIMIT} bytes)"
-            ))
-        } else {
-            ApiError::bad_request("body", format!("cannot read request body: {rejection}"))
-        }
-    })
+/// Reads the whole body, at most [`JSON_BODY_LIMIT`] bytes: 413 beyond it
+/// (checked while reading, so an oversized body is never buffered whole).
+pub async fn read_body<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), JSON_BODY_LIMIT)
+        .await
+        .map_err(|error| {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::PayloadTooLarge(format!(
+                    "Request body is too large (limit {JSON_BODY_LIMIT} bytes)"
+                ))
+            } else {
+                ApiError::bad_request("body", format!("cannot read request body: {error}"))
+            }
+        })
 }
 
 /// `If-Match: "<version>"`. Absent: `None`. A value that names no version of
