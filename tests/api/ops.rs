@@ -71,6 +71,12 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
         ("PUT", "/v1/dev/marketing/campaigns/{campaign_id}"),
         ("DELETE", "/v1/dev/marketing/campaigns/{campaign_id}"),
         ("PATCH", "/v1/dev/marketing/campaigns/{campaign_id}/status"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/analytics"),
+        ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/analytics"),
+        (
+            "GET",
+            "/v1/dev/marketing/campaigns/{campaign_id}/analytics/summary",
+        ),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))

@@ -161,7 +161,7 @@ fn check_precondition(campaign: &Campaign, if_match: Option<IfMatchVersion>) -> 
 /// Read-after-write: hold the answer until the projections have the events.
 /// Bounded: if they are far behind (or down) the write still succeeded, so it is
 /// answered anyway, counted and logged.
-async fn wait_for_read_models(state: &CommandState, position: event_store::LogPosition) {
+pub(crate) async fn wait_for_read_models(state: &CommandState, position: event_store::LogPosition) {
     if !state
         .progress
         .wait_for(position, state.read_after_write_timeout)

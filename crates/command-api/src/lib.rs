@@ -4,6 +4,7 @@
 //! `If-Match`), then wait until the read models include the new events so the
 //! client's next GET sees them.
 
+pub mod analytics;
 pub mod campaigns;
 
 use axum::extract::FromRef;
@@ -46,6 +47,7 @@ pub fn router(state: CommandState) -> Router {
             put(campaigns::update).delete(campaigns::delete),
         )
         .route("/campaigns/{campaign_id}/status", patch(campaigns::change_status))
+        .route("/campaigns/{campaign_id}/analytics", post(analytics::track))
         .layer(axum::middleware::from_fn_with_state(
             idempotency_state,
             idempotency,

@@ -19,9 +19,15 @@ use utoipa::{Modify, OpenApi};
         command_api::campaigns::delete,
         query_api::campaigns::list,
         query_api::campaigns::get_one,
+        command_api::analytics::track,
+        query_api::analytics::rows,
+        query_api::analytics::summary,
     ),
     modifiers(&BearerAuth),
-    tags((name = "campaigns", description = "Campaign management"))
+    tags(
+        (name = "campaigns", description = "Campaign management"),
+        (name = "analytics", description = "Tracking and querying campaign metrics")
+    )
 )]
 pub struct ApiDoc;
 

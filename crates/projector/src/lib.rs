@@ -7,10 +7,12 @@
 //! processes may run the same projection; an advisory lock makes one of them the
 //! active one and the others stand by to take over.
 
+mod analytics;
 mod campaigns;
 mod progress;
 mod runner;
 
+pub use analytics::AnalyticsProjection;
 pub use campaigns::CampaignsProjection;
 pub use progress::{InProcessProgress, PolledProgress, ReadModelProgress};
 pub use runner::{ProjectionRunner, RunnerConfig};
@@ -60,5 +62,8 @@ pub trait Projection: Send + Sync + 'static {
 
 /// Every projection the service runs, in a stable order.
 pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
-    vec![std::sync::Arc::new(CampaignsProjection)]
+    vec![
+        std::sync::Arc::new(CampaignsProjection),
+        std::sync::Arc::new(AnalyticsProjection),
+    ]
 }

@@ -1,6 +1,7 @@
 //! The query side: GET endpoints served straight from the read models. Resource
 //! JSON is stored ready to send, so a read is one indexed query and no parsing.
 
+pub mod analytics;
 pub mod campaigns;
 
 use axum::extract::FromRef;
@@ -26,5 +27,10 @@ pub fn router(state: QueryState) -> Router {
     Router::new()
         .route("/campaigns", get(campaigns::list))
         .route("/campaigns/{campaign_id}", get(campaigns::get_one))
+        .route("/campaigns/{campaign_id}/analytics", get(analytics::rows))
+        .route(
+            "/campaigns/{campaign_id}/analytics/summary",
+            get(analytics::summary),
+        )
         .with_state(state)
 }
