@@ -331,6 +331,11 @@ async fn summary_totals_every_derived_metric_budget_and_kpis() {
     let names: Vec<&str> = by_source.iter().map(|b| b["source"].as_str().unwrap()).collect();
     assert_eq!(names, ["facebook", "google", "tiktok"]);
     assert_eq!(num(&by_source[1]["metrics"]["cost"]), "150.00");
+    assert_eq!(
+        num(&by_source[0]["metrics"]["custom_metrics"]["engagement_rate"]),
+        "0.05"
+    );
+    assert_eq!(by_source[1]["metrics"]["custom_metrics"], json!({}));
     assert_eq!(num(&by_source[1]["derived"]["roi"]), "3");
     let tiktok = &by_source[2]["derived"];
     assert_eq!(
@@ -682,7 +687,9 @@ async fn weekly_and_monthly_rows_follow_iso_weeks_and_calendar_months() {
             &body(
                 date,
                 "facebook",
-                &format!(r#"{{"clicks": {clicks}, "cost": 1.00}}"#),
+                &format!(
+                    r#"{{"clicks": {clicks}, "cost": 1.00, "custom_metrics": {{"video_views": {clicks}}}}}"#
+                ),
             ),
         )
         .await;
@@ -708,6 +715,8 @@ async fn weekly_and_monthly_rows_follow_iso_weeks_and_calendar_months() {
         ]
     );
     assert_eq!(num(&weeks[1]["derived"]["cpc"]), "0.018182"); // 2.00 / 110
+    assert_eq!(num(&weeks[1]["metrics"]["custom_metrics"]["video_views"]), "110");
+    assert_eq!(weeks[1]["records"], 2);
     let months = rows(&app, &campaign, "?granularity=month&start_date=2024-06-10").await;
     assert_eq!(months.len(), 2);
     assert_eq!(months[0]["date"], "2024-06-01");
@@ -718,6 +727,10 @@ async fn weekly_and_monthly_rows_follow_iso_weeks_and_calendar_months() {
         "only days in range count"
     );
     assert_eq!(months[0]["records"], 3);
+    assert_eq!(
+        num(&months[0]["metrics"]["custom_metrics"]["video_views"]),
+        "1110"
+    );
     assert_eq!(num(&months[1]["metrics"]["clicks"]), "10000");
 }
 

@@ -126,7 +126,9 @@ pub async fn track(
         .iter()
         .enumerate()
         .map(|(n, event)| NewEvent {
-            event_id: ids.id("event", n),
+            // Namespaced apart from other resources' event ids: a key reused (after
+            // its 24 hours) for a track must not collide with, say, a campaign's event.
+            event_id: ids.id("analytics-event", n),
             event_type: event.event_type().to_owned(),
             schema_version: event.schema_version(),
             data: event.to_data(),
@@ -140,8 +142,13 @@ pub async fn track(
         .await
     {
         Ok(outcome) => outcome,
-        // Only an id collision gets here: retries are recognised as already stored.
-        Err(AppendError::Conflict { .. }) => return Err(to_api_error(AnalyticsError::AlreadyRecorded)),
+        // Retries are recognised as already stored; these only happen when an
+        // Idempotency-Key is reused for a different request after it expired.
+        Err(AppendError::Conflict { .. } | AppendError::EventIdReused(_)) => {
+            return Err(ApiError::Conflict(
+                "Idempotency-Key was already used with a different request".into(),
+            ))
+        }
         Err(other) => return Err(ApiError::internal(other)),
     };
     if outcome.already_stored {

@@ -28,7 +28,8 @@ CREATE TABLE analytics_deleted_campaigns (
     campaign_id  UUID PRIMARY KEY
 );
 
--- Adds two custom-metric maps key by key, exactly.
+-- Adds two custom-metric maps key by key, exactly: the projection's upsert
+-- merges a batch's sums into a row with it. (Reads sum set-based instead.)
 CREATE FUNCTION analytics_add_custom(total JSONB, addend JSONB) RETURNS JSONB
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE
@@ -48,11 +49,3 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
         )
     END
 $$;
-
--- sum() for custom-metric maps, for reads that group rows (weeks, months, totals).
-CREATE AGGREGATE analytics_custom_sum(JSONB) (
-    SFUNC = analytics_add_custom,
-    STYPE = JSONB,
-    INITCOND = '{}',
-    PARALLEL = SAFE
-);

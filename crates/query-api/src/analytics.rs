@@ -181,6 +181,7 @@ pub struct MetricSums {
 
 impl MetricSums {
     /// Reads columns `first..first + 6` of a row: the five sums, then the custom map.
+    /// (A sum over no rows is NULL: zero.)
     fn from_row(row: &tokio_postgres::Row, first: usize) -> Self {
         let sum = |i: usize| Quantity(row.get::<_, Option<Decimal>>(first + i).unwrap_or_default());
         Self {
@@ -204,9 +205,13 @@ impl MetricSums {
     }
 }
 
-/// The SQL select list matching [`MetricSums::from_row`].
-const SUMS: &str = "sum(impressions), sum(clicks), sum(conversions), sum(cost), sum(revenue),
-                    analytics_custom_sum(custom_metrics), coalesce(sum(records), 0)::int8";
+/// The core sums of a group, as the columns [`MetricSums::from_row`] reads
+/// (then `records`). Custom metrics are summed separately and set-based
+/// (`jsonb_each_text`, then `sum` per key): an aggregate merging the maps row by
+/// row cost ~50 µs a row and made a two-year summary take 400 ms instead of 40.
+const CORE_SUMS: &str = "sum(impressions) AS impressions, sum(clicks) AS clicks,
+                         sum(conversions) AS conversions, sum(cost) AS cost, sum(revenue) AS revenue,
+                         coalesce(sum(records), 0)::int8 AS records";
 
 /// One period of one source.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -249,7 +254,7 @@ struct Cursor {
         ("start_date" = Option<String>, Query, description = "First UTC day, inclusive, YYYY-MM-DD; absent = from the first record"),
         ("end_date" = Option<String>, Query, description = "Last UTC day, inclusive, YYYY-MM-DD; absent = to the last record"),
         ("source" = Option<String>, Query, description = "Only this source (case-insensitive)"),
-        ("granularity" = Option<Granularity>, Query, description = "day (default), week (ISO, from Monday) or month"),
+        ("granularity" = inline(Option<Granularity>), Query, description = "day (default), week (ISO, from Monday) or month"),
         ("limit" = Option<i64>, Query, description = "Rows per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
@@ -291,20 +296,37 @@ pub async fn rows(
     let client = state.pool.get().await?;
     campaign_facts(&client, campaign_id, &caller).await?;
     // `day::timestamp`: date_trunc on a bare date would pick the timestamptz
-    // variant and depend on the session's time zone.
+    // variant and depend on the session's time zone. The page of groups is
+    // chosen first; custom metrics are then summed for those groups only.
     let statement = client
         .prepare_cached(&format!(
-            "SELECT date_trunc($2, day::timestamp)::date AS period, source, {SUMS}
-             FROM analytics_daily
-             WHERE campaign_id = $1
-               AND ($3::date IS NULL OR day >= $3)
-               AND ($4::date IS NULL OR day <= $4)
-               AND ($5::text IS NULL OR source = $5)
-               AND ($6::date IS NULL OR day >= $6)
-               AND ($6::date IS NULL OR (date_trunc($2, day::timestamp)::date, source) > ($6, $7))
-             GROUP BY period, source
-             ORDER BY period, source
-             LIMIT $8"
+            "WITH picked AS (
+                 SELECT date_trunc($2, day::timestamp)::date AS period, *
+                 FROM analytics_daily
+                 WHERE campaign_id = $1
+                   AND ($3::date IS NULL OR day >= $3)
+                   AND ($4::date IS NULL OR day <= $4)
+                   AND ($5::text IS NULL OR source = $5)
+                   AND ($6::date IS NULL OR day >= $6)
+                   AND ($6::date IS NULL OR (date_trunc($2, day::timestamp)::date, source) > ($6, $7))
+             ),
+             page AS (
+                 SELECT period, source, {CORE_SUMS}
+                 FROM picked GROUP BY period, source ORDER BY period, source LIMIT $8
+             ),
+             custom AS (
+                 SELECT period, source, jsonb_object_agg(key, amount) AS custom_metrics
+                 FROM (SELECT p.period, p.source, e.key, sum(e.value::numeric) AS amount
+                       FROM picked p
+                       JOIN page g ON g.period = p.period AND g.source = p.source
+                       CROSS JOIN LATERAL jsonb_each_text(p.custom_metrics) AS e
+                       GROUP BY p.period, p.source, e.key) AS per_key
+                 GROUP BY period, source
+             )
+             SELECT g.period, g.source, g.impressions, g.clicks, g.conversions, g.cost, g.revenue,
+                    coalesce(c.custom_metrics, '{{}}'), g.records
+             FROM page g LEFT JOIN custom c ON c.period = g.period AND c.source = g.source
+             ORDER BY g.period, g.source"
         ))
         .await?;
     let rows = client
@@ -419,18 +441,35 @@ pub async fn summary(
     let filter = filter(&params)?;
     let client = state.pool.get().await?;
     let campaign = campaign_facts(&client, campaign_id, &caller).await?;
-    // One pass: a row per source plus the grand total (the empty grouping set,
-    // which also yields a row, of zeros, when there is no data).
+    // A row per source plus the grand total (the empty grouping set, which
+    // also yields a row, of zeros, when there is no data), custom metrics alike.
     let statement = client
         .prepare_cached(&format!(
-            "SELECT GROUPING(source) = 1 AS is_total, source, {SUMS}, min(day), max(day)
-             FROM analytics_daily
-             WHERE campaign_id = $1
-               AND ($2::date IS NULL OR day >= $2)
-               AND ($3::date IS NULL OR day <= $3)
-               AND ($4::text IS NULL OR source = $4)
-             GROUP BY GROUPING SETS ((source), ())
-             ORDER BY is_total DESC, source"
+            "WITH picked AS (
+                 SELECT * FROM analytics_daily
+                 WHERE campaign_id = $1
+                   AND ($2::date IS NULL OR day >= $2)
+                   AND ($3::date IS NULL OR day <= $3)
+                   AND ($4::text IS NULL OR source = $4)
+             ),
+             sums AS (
+                 SELECT GROUPING(source) = 1 AS is_total, source, {CORE_SUMS},
+                        min(day) AS first_day, max(day) AS last_day
+                 FROM picked GROUP BY GROUPING SETS ((source), ())
+             ),
+             custom AS (
+                 SELECT is_total, source, jsonb_object_agg(key, amount) AS custom_metrics
+                 FROM (SELECT GROUPING(p.source) = 1 AS is_total, p.source, e.key,
+                              sum(e.value::numeric) AS amount
+                       FROM picked p CROSS JOIN LATERAL jsonb_each_text(p.custom_metrics) AS e
+                       GROUP BY GROUPING SETS ((p.source, e.key), (e.key))) AS per_key
+                 GROUP BY is_total, source
+             )
+             SELECT s.is_total, s.source, s.impressions, s.clicks, s.conversions, s.cost, s.revenue,
+                    coalesce(c.custom_metrics, '{{}}'), s.records, s.first_day, s.last_day
+             FROM sums s
+             LEFT JOIN custom c ON c.is_total = s.is_total AND c.source IS NOT DISTINCT FROM s.source
+             ORDER BY s.is_total DESC, s.source"
         ))
         .await?;
     let rows = client
