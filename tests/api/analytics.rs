@@ -885,19 +885,21 @@ fn all_rows_path(campaign: &str, query: &str) -> String {
     format!("{}{query}{separator}limit=500", analytics_path(campaign))
 }
 
-/// What `analytics_daily` holds, in key order, as text.
+/// What the rollup tables hold, in key order, as text.
 async fn dump_rollups(db: &tokio_postgres::Client) -> Vec<String> {
-    db.query(
+    let mut dump = Vec::new();
+    for query in [
         "SELECT concat_ws('|', campaign_id, day, source, impressions, clicks, conversions, cost,
-                          revenue, custom_metrics, records)
+                          revenue, records)
          FROM analytics_daily ORDER BY campaign_id, day, source",
-        &[],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
+        "SELECT concat_ws('|', 'custom', campaign_id, day, source, name, value)
+         FROM analytics_daily_custom ORDER BY campaign_id, day, source, name",
+        "SELECT concat_ws('|', 'deleted', campaign_id) FROM analytics_deleted_campaigns",
+    ] {
+        let rows = db.query(query, &[]).await.unwrap();
+        dump.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+    }
+    dump
 }
 
 #[tokio::test]
@@ -940,11 +942,9 @@ async fn replaying_the_rollup_projection_gives_identical_results() {
     before.push(summary(&app, &campaign, SEED_SUMMARY_QUERY).await);
     let db = app.db.connect().await;
     let table_before = dump_rollups(&db).await;
-    assert_eq!(
-        table_before.len(),
-        8,
-        "4 days x 2 sources; the deleted campaign has none"
-    );
+    // 4 days x 2 sources, each with a custom metric, and the deleted campaign's
+    // tombstone (but none of its rows).
+    assert_eq!(table_before.len(), 8 + 8 + 1, "{table_before:#?}");
 
     // Rebuild from scratch: stop the service, empty the projection's tables,
     // rewind its checkpoint, start again.
@@ -956,7 +956,7 @@ async fn replaying_the_rollup_projection_gives_identical_results() {
     } = app;
     running.stop().await;
     db.batch_execute(
-        "TRUNCATE analytics_daily, analytics_deleted_campaigns;
+        "TRUNCATE analytics_daily, analytics_daily_custom, analytics_deleted_campaigns;
          UPDATE projection_checkpoints SET tx_id = 0, position = 0 WHERE name = 'analytics'",
     )
     .await

@@ -11,13 +11,23 @@ CREATE TABLE analytics_daily (
     conversions     NUMERIC NOT NULL,
     cost            NUMERIC NOT NULL,
     revenue         NUMERIC NOT NULL,
-    -- Custom metric name -> exact sum (jsonb numbers are NUMERIC).
-    custom_metrics  JSONB NOT NULL,
     -- How many records were added into this row: lets a client average a custom
     -- metric that is not additive (sum / records).
     records         BIGINT NOT NULL,
     -- Also the index for every read: one campaign, a day range, then sources.
     PRIMARY KEY (campaign_id, day, source)
+);
+
+-- The custom metrics of the same rows, one row per metric name, summed the same
+-- way. Kept apart (not a JSONB column) so reads sum them with plain indexed
+-- aggregates instead of parsing a document per row.
+CREATE TABLE analytics_daily_custom (
+    campaign_id  UUID NOT NULL,
+    day          DATE NOT NULL,
+    source       TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    value        NUMERIC NOT NULL,
+    PRIMARY KEY (campaign_id, day, source, name)
 );
 
 -- Campaigns whose CampaignDeleted the projection has applied. A record appended
@@ -27,25 +37,3 @@ CREATE TABLE analytics_daily (
 CREATE TABLE analytics_deleted_campaigns (
     campaign_id  UUID PRIMARY KEY
 );
-
--- Adds two custom-metric maps key by key, exactly: the projection's upsert
--- merges a batch's sums into a row with it. (Reads sum set-based instead.)
-CREATE FUNCTION analytics_add_custom(total JSONB, addend JSONB) RETURNS JSONB
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN addend = '{}'::jsonb THEN total
-        WHEN total = '{}'::jsonb THEN addend
-        ELSE (
-            SELECT jsonb_object_agg(key, amount)
-            FROM (
-                SELECT key, sum(value::numeric) AS amount
-                FROM (
-                    SELECT key, value FROM jsonb_each_text(total)
-                    UNION ALL
-                    SELECT key, value FROM jsonb_each_text(addend)
-                ) AS both_sides
-                GROUP BY key
-            ) AS sums
-        )
-    END
-$$;

@@ -1,6 +1,7 @@
 //! The `analytics` read model: exact per-campaign, per-day, per-source sums of
-//! `AnalyticsRecorded` events (`analytics_daily`), so analytics reads touch at
-//! most one row per day and source, never the raw events.
+//! `AnalyticsRecorded` events (`analytics_daily`, custom metrics in
+//! `analytics_daily_custom`), so analytics reads touch at most one row per day
+//! and source (and custom metric), never the raw events.
 //!
 //! A campaign's `CampaignDeleted` removes its rows and leaves a tombstone, so
 //! records that reach the log after the delete stay out. Every write is a pure
@@ -23,7 +24,11 @@ pub struct AnalyticsProjection;
 impl AnalyticsProjection {
     pub const NAME: &'static str = "analytics";
     /// Every table the projection writes; a rebuild truncates exactly these.
-    pub const TABLES: [&'static str; 2] = ["analytics_daily", "analytics_deleted_campaigns"];
+    pub const TABLES: [&'static str; 3] = [
+        "analytics_daily",
+        "analytics_daily_custom",
+        "analytics_deleted_campaigns",
+    ];
 }
 
 /// What the batch adds to one `(campaign, day, source)` row.
@@ -35,6 +40,16 @@ struct Delta {
 }
 
 type RowKey = (Uuid, NaiveDate, String);
+
+/// `analytics_daily_custom` rows to upsert, as parallel arrays for `unnest`.
+#[derive(Default)]
+struct CustomColumns {
+    campaign_ids: Vec<Uuid>,
+    days: Vec<NaiveDate>,
+    sources: Vec<String>,
+    names: Vec<String>,
+    values: Vec<Decimal>,
+}
 
 enum Step {
     Record(AnalyticsRecorded),
@@ -55,7 +70,7 @@ impl Projection for AnalyticsProjection {
     }
 
     /// Folds the batch in memory into one delta per row, then writes it with at
-    /// most four statements, however many events the batch holds.
+    /// most six statements, however many events the batch holds.
     async fn apply(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
@@ -126,11 +141,13 @@ impl Projection for AnalyticsProjection {
                 &[&newly_deleted],
             )
             .await?;
-            tx.execute(
-                "DELETE FROM analytics_daily WHERE campaign_id = ANY($1)",
-                &[&newly_deleted],
-            )
-            .await?;
+            for table in ["analytics_daily", "analytics_daily_custom"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE campaign_id = ANY($1)"),
+                    &[&newly_deleted],
+                )
+                .await?;
+            }
         }
         if deltas.is_empty() {
             return Ok(());
@@ -144,9 +161,16 @@ impl Projection for AnalyticsProjection {
         let mut conversions = Vec::with_capacity(n);
         let mut costs = Vec::with_capacity(n);
         let mut revenues = Vec::with_capacity(n);
-        let mut customs = Vec::with_capacity(n);
         let mut records = Vec::with_capacity(n);
+        let mut custom = CustomColumns::default();
         for ((campaign_id, day, source), delta) in deltas {
+            for (name, value) in delta.custom {
+                custom.campaign_ids.push(campaign_id);
+                custom.days.push(day);
+                custom.sources.push(source.clone());
+                custom.names.push(name);
+                custom.values.push(value);
+            }
             campaign_ids.push(campaign_id);
             days.push(day);
             sources.push(source);
@@ -155,24 +179,19 @@ impl Projection for AnalyticsProjection {
             conversions.push(delta.totals.conversions);
             costs.push(delta.totals.cost);
             revenues.push(delta.totals.revenue);
-            let custom: BTreeMap<String, Quantity> =
-                delta.custom.into_iter().map(|(k, v)| (k, Quantity(v))).collect();
-            customs.push(serde_json::to_value(custom).expect("custom metrics serialize"));
             records.push(delta.records);
         }
         tx.execute(
             "INSERT INTO analytics_daily AS d
-                 (campaign_id, day, source, impressions, clicks, conversions, cost, revenue,
-                  custom_metrics, records)
+                 (campaign_id, day, source, impressions, clicks, conversions, cost, revenue, records)
              SELECT * FROM unnest($1::uuid[], $2::date[], $3::text[], $4::numeric[], $5::numeric[],
-                                  $6::numeric[], $7::numeric[], $8::numeric[], $9::jsonb[], $10::int8[])
+                                  $6::numeric[], $7::numeric[], $8::numeric[], $9::int8[])
              ON CONFLICT (campaign_id, day, source) DO UPDATE SET
                  impressions = d.impressions + excluded.impressions,
                  clicks = d.clicks + excluded.clicks,
                  conversions = d.conversions + excluded.conversions,
                  cost = d.cost + excluded.cost,
                  revenue = d.revenue + excluded.revenue,
-                 custom_metrics = analytics_add_custom(d.custom_metrics, excluded.custom_metrics),
                  records = d.records + excluded.records",
             &[
                 &campaign_ids,
@@ -183,11 +202,26 @@ impl Projection for AnalyticsProjection {
                 &conversions,
                 &costs,
                 &revenues,
-                &customs,
                 &records,
             ],
         )
         .await?;
+        if !custom.names.is_empty() {
+            tx.execute(
+                "INSERT INTO analytics_daily_custom AS c (campaign_id, day, source, name, value)
+                 SELECT * FROM unnest($1::uuid[], $2::date[], $3::text[], $4::text[], $5::numeric[])
+                 ON CONFLICT (campaign_id, day, source, name) DO UPDATE SET
+                     value = c.value + excluded.value",
+                &[
+                    &custom.campaign_ids,
+                    &custom.days,
+                    &custom.sources,
+                    &custom.names,
+                    &custom.values,
+                ],
+            )
+            .await?;
+        }
         Ok(())
     }
 }

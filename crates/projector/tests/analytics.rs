@@ -92,28 +92,18 @@ fn money_json(cents: i64) -> serde_json::Value {
 /// The whole read model as text, in key order: equal dumps, equal tables.
 async fn dump(pool: &Pool) -> Vec<String> {
     let client = pool.get().await.unwrap();
-    let rows = client
-        .query(
-            "SELECT concat_ws('|', campaign_id, day, source, impressions, clicks, conversions, cost,
-                              revenue, custom_metrics, records)
-             FROM analytics_daily ORDER BY campaign_id, day, source",
-            &[],
-        )
-        .await
-        .unwrap();
-    let mut dump: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let tombstones = client
-        .query(
-            "SELECT campaign_id::text FROM analytics_deleted_campaigns ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap();
-    dump.extend(
-        tombstones
-            .iter()
-            .map(|r| format!("deleted|{}", r.get::<_, String>(0))),
-    );
+    let mut dump = Vec::new();
+    for query in [
+        "SELECT concat_ws('|', campaign_id, day, source, impressions, clicks, conversions, cost,
+                          revenue, records)
+         FROM analytics_daily ORDER BY campaign_id, day, source",
+        "SELECT concat_ws('|', 'custom', campaign_id, day, source, name, value)
+         FROM analytics_daily_custom ORDER BY campaign_id, day, source, name",
+        "SELECT concat_ws('|', 'deleted', campaign_id) FROM analytics_deleted_campaigns ORDER BY 1",
+    ] {
+        let rows = client.query(query, &[]).await.unwrap();
+        dump.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+    }
     dump
 }
 
@@ -207,19 +197,17 @@ async fn rebuilds_reproduce_the_table_whatever_the_batch_size_and_deletes_hide_c
 
     project_until(&setup, 7, last).await;
     let live = dump(&setup.pool).await;
-    assert_eq!(
-        live.len(),
-        5 * 3 + 1,
-        "15 rows of the kept campaign and one tombstone"
-    );
-    assert!(live.iter().all(|row| !row.starts_with(&deleted.to_string())));
+    // 15 rows of the kept campaign, custom metrics on all 15 (day, source) pairs
+    // (even records cover every pair), one tombstone; nothing of the deleted one.
+    assert_eq!(live.len(), 15 + 15 + 1, "{live:#?}");
+    assert!(live.iter().all(|row| !row.contains(&format!("{deleted}|"))));
     assert_eq!(*live.last().unwrap(), format!("deleted|{deleted}"));
     let client = setup.pool.get().await.unwrap();
     let row = client
         .query_one(
             "SELECT sum(cost), sum(records)::int8,
-                    (SELECT sum((custom_metrics->>'engagement_rate')::numeric)::text
-                     FROM analytics_daily WHERE campaign_id = $1)
+                    (SELECT sum(value)::text FROM analytics_daily_custom
+                     WHERE campaign_id = $1 AND name = 'engagement_rate')
              FROM analytics_daily WHERE campaign_id = $1",
             &[&kept],
         )

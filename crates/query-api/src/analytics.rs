@@ -21,7 +21,7 @@ use domain::Money;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 use web::extract::parse_id;
 use web::pagination::{decode_cursor, encode_cursor, parse_limit};
@@ -141,7 +141,7 @@ struct CampaignFacts {
 }
 
 async fn campaign_facts(
-    client: &deadpool_postgres::Client,
+    client: &deadpool_postgres::Transaction<'_>,
     campaign_id: Uuid,
     caller: &Caller,
 ) -> Result<CampaignFacts, ApiError> {
@@ -175,13 +175,12 @@ pub struct MetricSums {
     pub revenue: Quantity,
     /// Name → sum over the records. For a non-additive metric (a rate), divide
     /// by `records` for the mean.
-    #[schema(value_type = HashMap<String, f64>)]
-    pub custom_metrics: Value,
+    pub custom_metrics: BTreeMap<String, Quantity>,
 }
 
 impl MetricSums {
-    /// Reads columns `first..first + 6` of a row: the five sums, then the custom map.
-    /// (A sum over no rows is NULL: zero.)
+    /// Reads the five core sums from columns `first..first + 5` (a sum over no
+    /// rows is NULL: zero). Custom metrics are added by [`attach_custom`].
     fn from_row(row: &tokio_postgres::Row, first: usize) -> Self {
         let sum = |i: usize| Quantity(row.get::<_, Option<Decimal>>(first + i).unwrap_or_default());
         Self {
@@ -190,7 +189,7 @@ impl MetricSums {
             conversions: sum(2),
             cost: sum(3),
             revenue: sum(4),
-            custom_metrics: row.get(first + 5),
+            custom_metrics: BTreeMap::new(),
         }
     }
 
@@ -205,13 +204,40 @@ impl MetricSums {
     }
 }
 
-/// The core sums of a group, as the columns [`MetricSums::from_row`] reads
-/// (then `records`). Custom metrics are summed separately and set-based
-/// (`jsonb_each_text`, then `sum` per key): an aggregate merging the maps row by
-/// row cost ~50 µs a row and made a two-year summary take 400 ms instead of 40.
-const CORE_SUMS: &str = "sum(impressions) AS impressions, sum(clicks) AS clicks,
-                         sum(conversions) AS conversions, sum(cost) AS cost, sum(revenue) AS revenue,
-                         coalesce(sum(records), 0)::int8 AS records";
+/// The core sums of a group, as the columns [`MetricSums::from_row`] reads, then
+/// `records`.
+const CORE_SUMS: &str = "sum(impressions), sum(clicks), sum(conversions), sum(cost), sum(revenue),
+                         coalesce(sum(records), 0)::int8";
+
+/// Custom metrics come from a second query over `analytics_daily_custom`, whose
+/// rows `(group..., name, sum)` are merged here. Both queries run in one
+/// read-only snapshot.
+fn attach_custom<K: Ord>(
+    groups: &mut BTreeMap<K, &mut MetricSums>,
+    custom_rows: &[tokio_postgres::Row],
+    key: impl Fn(&tokio_postgres::Row) -> K,
+    name_column: usize,
+) {
+    for row in custom_rows {
+        if let Some(sums) = groups.get_mut(&key(row)) {
+            let name: String = row.get(name_column);
+            let value: Decimal = row.get(name_column + 1);
+            sums.custom_metrics.insert(name, Quantity(value));
+        }
+    }
+}
+
+/// Opens the read-only snapshot both queries of a read share.
+async fn snapshot(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, ApiError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
 
 /// One period of one source.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -293,43 +319,27 @@ pub async fn rows(
     let limit = parse_limit(params.get("limit").map(String::as_str))?;
     let cursor: Option<Cursor> = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
 
-    let client = state.pool.get().await?;
-    campaign_facts(&client, campaign_id, &caller).await?;
+    let mut client = state.pool.get().await?;
+    let tx = snapshot(&mut client).await?;
+    campaign_facts(&tx, campaign_id, &caller).await?;
     // `day::timestamp`: date_trunc on a bare date would pick the timestamptz
-    // variant and depend on the session's time zone. The page of groups is
-    // chosen first; custom metrics are then summed for those groups only.
-    let statement = client
+    // variant and depend on the session's time zone.
+    let statement = tx
         .prepare_cached(&format!(
-            "WITH picked AS (
-                 SELECT date_trunc($2, day::timestamp)::date AS period, *
-                 FROM analytics_daily
-                 WHERE campaign_id = $1
-                   AND ($3::date IS NULL OR day >= $3)
-                   AND ($4::date IS NULL OR day <= $4)
-                   AND ($5::text IS NULL OR source = $5)
-                   AND ($6::date IS NULL OR day >= $6)
-                   AND ($6::date IS NULL OR (date_trunc($2, day::timestamp)::date, source) > ($6, $7))
-             ),
-             page AS (
-                 SELECT period, source, {CORE_SUMS}
-                 FROM picked GROUP BY period, source ORDER BY period, source LIMIT $8
-             ),
-             custom AS (
-                 SELECT period, source, jsonb_object_agg(key, amount) AS custom_metrics
-                 FROM (SELECT p.period, p.source, e.key, sum(e.value::numeric) AS amount
-                       FROM picked p
-                       JOIN page g ON g.period = p.period AND g.source = p.source
-                       CROSS JOIN LATERAL jsonb_each_text(p.custom_metrics) AS e
-                       GROUP BY p.period, p.source, e.key) AS per_key
-                 GROUP BY period, source
-             )
-             SELECT g.period, g.source, g.impressions, g.clicks, g.conversions, g.cost, g.revenue,
-                    coalesce(c.custom_metrics, '{{}}'), g.records
-             FROM page g LEFT JOIN custom c ON c.period = g.period AND c.source = g.source
-             ORDER BY g.period, g.source"
+            "SELECT date_trunc($2, day::timestamp)::date AS period, source, {CORE_SUMS}
+             FROM analytics_daily
+             WHERE campaign_id = $1
+               AND ($3::date IS NULL OR day >= $3)
+               AND ($4::date IS NULL OR day <= $4)
+               AND ($5::text IS NULL OR source = $5)
+               AND ($6::date IS NULL OR day >= $6)
+               AND ($6::date IS NULL OR (date_trunc($2, day::timestamp)::date, source) > ($6, $7))
+             GROUP BY period, source
+             ORDER BY period, source
+             LIMIT $8"
         ))
         .await?;
-    let rows = client
+    let rows = tx
         .query(
             &statement,
             &[
@@ -345,22 +355,64 @@ pub async fn rows(
         )
         .await?;
     let has_more = rows.len() as i64 > limit;
-    let data: Vec<AnalyticsRow> = rows
+    let mut data: Vec<AnalyticsRow> = rows
         .iter()
         .take(limit as usize)
         .map(|row| {
             let date: NaiveDate = row.get(0);
-            let metrics = MetricSums::from_row(row, 2);
             AnalyticsRow {
                 date,
                 period_end: granularity.period_end(date),
                 source: row.get(1),
-                derived: DerivedMetrics::from_totals(&metrics.totals()),
-                metrics,
-                records: row.get(8),
+                metrics: MetricSums::from_row(row, 2),
+                derived: DerivedMetrics::default(),
+                records: row.get(7),
             }
         })
         .collect();
+    if let (Some(first), Some(last)) = (data.first(), data.last()) {
+        // Custom sums of exactly the page's groups: those between its first
+        // and last (period, source), within the same filters.
+        let custom_statement = tx
+            .prepare_cached(
+                "SELECT date_trunc($2, day::timestamp)::date AS period, source, name, sum(value)
+                 FROM analytics_daily_custom
+                 WHERE campaign_id = $1
+                   AND ($3::date IS NULL OR day >= $3)
+                   AND ($4::date IS NULL OR day <= $4)
+                   AND ($5::text IS NULL OR source = $5)
+                   AND day BETWEEN $6 AND $8
+                   AND (date_trunc($2, day::timestamp)::date, source) BETWEEN ($6, $7) AND ($9, $10)
+                 GROUP BY period, source, name",
+            )
+            .await?;
+        let custom_rows = tx
+            .query(
+                &custom_statement,
+                &[
+                    &campaign_id,
+                    &granularity.unit(),
+                    &filter.start,
+                    &filter.end,
+                    &filter.source,
+                    &first.date,
+                    &first.source,
+                    &last.period_end,
+                    &last.date,
+                    &last.source,
+                ],
+            )
+            .await?;
+        let mut groups: BTreeMap<(NaiveDate, String), &mut MetricSums> = data
+            .iter_mut()
+            .map(|row| ((row.date, row.source.clone()), &mut row.metrics))
+            .collect();
+        attach_custom(&mut groups, &custom_rows, |r| (r.get(0), r.get(1)), 2);
+    }
+    tx.commit().await?;
+    for row in &mut data {
+        row.derived = DerivedMetrics::from_totals(&row.metrics.totals());
+    }
     let next_cursor = has_more.then(|| {
         let last = data.last().expect("a page with more has a last row");
         encode_cursor(&Cursor {
@@ -439,72 +491,81 @@ pub async fn summary(
     let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
     let params = parameters(query, &["start_date", "end_date", "source"])?;
     let filter = filter(&params)?;
-    let client = state.pool.get().await?;
-    let campaign = campaign_facts(&client, campaign_id, &caller).await?;
-    // A row per source plus the grand total (the empty grouping set, which
-    // also yields a row, of zeros, when there is no data), custom metrics alike.
-    let statement = client
+    let mut client = state.pool.get().await?;
+    let tx = snapshot(&mut client).await?;
+    let campaign = campaign_facts(&tx, campaign_id, &caller).await?;
+    // A row per source plus the grand total: the empty grouping set, which also
+    // yields a row (of NULL sums) when there is no data.
+    let statement = tx
         .prepare_cached(&format!(
-            "WITH picked AS (
-                 SELECT * FROM analytics_daily
-                 WHERE campaign_id = $1
-                   AND ($2::date IS NULL OR day >= $2)
-                   AND ($3::date IS NULL OR day <= $3)
-                   AND ($4::text IS NULL OR source = $4)
-             ),
-             sums AS (
-                 SELECT GROUPING(source) = 1 AS is_total, source, {CORE_SUMS},
-                        min(day) AS first_day, max(day) AS last_day
-                 FROM picked GROUP BY GROUPING SETS ((source), ())
-             ),
-             custom AS (
-                 SELECT is_total, source, jsonb_object_agg(key, amount) AS custom_metrics
-                 FROM (SELECT GROUPING(p.source) = 1 AS is_total, p.source, e.key,
-                              sum(e.value::numeric) AS amount
-                       FROM picked p CROSS JOIN LATERAL jsonb_each_text(p.custom_metrics) AS e
-                       GROUP BY GROUPING SETS ((p.source, e.key), (e.key))) AS per_key
-                 GROUP BY is_total, source
-             )
-             SELECT s.is_total, s.source, s.impressions, s.clicks, s.conversions, s.cost, s.revenue,
-                    coalesce(c.custom_metrics, '{{}}'), s.records, s.first_day, s.last_day
-             FROM sums s
-             LEFT JOIN custom c ON c.is_total = s.is_total AND c.source IS NOT DISTINCT FROM s.source
-             ORDER BY s.is_total DESC, s.source"
+            "SELECT GROUPING(source) = 1 AS is_total, source, {CORE_SUMS}, min(day), max(day)
+             FROM analytics_daily
+             WHERE campaign_id = $1
+               AND ($2::date IS NULL OR day >= $2)
+               AND ($3::date IS NULL OR day <= $3)
+               AND ($4::text IS NULL OR source = $4)
+             GROUP BY GROUPING SETS ((source), ())
+             ORDER BY is_total DESC, source"
         ))
         .await?;
-    let rows = client
-        .query(
-            &statement,
-            &[&campaign_id, &filter.start, &filter.end, &filter.source],
+    let custom_statement = tx
+        .prepare_cached(
+            "SELECT GROUPING(source) = 1 AS is_total, source, name, sum(value)
+             FROM analytics_daily_custom
+             WHERE campaign_id = $1
+               AND ($2::date IS NULL OR day >= $2)
+               AND ($3::date IS NULL OR day <= $3)
+               AND ($4::text IS NULL OR source = $4)
+             GROUP BY GROUPING SETS ((source, name), (name))",
         )
         .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&campaign_id, &filter.start, &filter.end, &filter.source];
+    let rows = tx.query(&statement, &params).await?;
+    let custom_rows = tx.query(&custom_statement, &params).await?;
+    tx.commit().await?;
+
     let (total_rows, source_rows): (Vec<_>, Vec<_>) = rows.iter().partition(|row| row.get::<_, bool>(0));
     let total = total_rows
         .first()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the summary query returned no total row")))?;
-    let metrics = MetricSums::from_row(total, 2);
-    let totals = metrics.totals();
-    let by_source = source_rows
+    let mut metrics = MetricSums::from_row(total, 2);
+    let mut by_source: Vec<SourceSummary> = source_rows
         .iter()
-        .map(|row| {
-            let metrics = MetricSums::from_row(row, 2);
-            SourceSummary {
-                source: row.get(1),
-                derived: DerivedMetrics::from_totals(&metrics.totals()),
-                metrics,
-                records: row.get(8),
-            }
+        .map(|row| SourceSummary {
+            source: row.get(1),
+            metrics: MetricSums::from_row(row, 2),
+            derived: DerivedMetrics::default(),
+            records: row.get(7),
         })
         .collect();
+    {
+        // `None` is the grand total.
+        let mut groups: BTreeMap<Option<String>, &mut MetricSums> = by_source
+            .iter_mut()
+            .map(|s| (Some(s.source.clone()), &mut s.metrics))
+            .collect();
+        groups.insert(None, &mut metrics);
+        attach_custom(
+            &mut groups,
+            &custom_rows,
+            |r| (!r.get::<_, bool>(0)).then(|| r.get(1)),
+            2,
+        );
+    }
+    for source in &mut by_source {
+        source.derived = DerivedMetrics::from_totals(&source.metrics.totals());
+    }
+    let totals = metrics.totals();
     Ok(Json(AnalyticsSummary {
         campaign_id,
         start_date: filter.start,
         end_date: filter.end,
         source: filter.source,
-        first_date: total.get(9),
-        last_date: total.get(10),
+        first_date: total.get(8),
+        last_date: total.get(9),
         derived: DerivedMetrics::from_totals(&totals),
-        records: total.get(8),
+        records: total.get(7),
         by_source,
         budget: BudgetUsage::new(campaign.total_budget, totals.cost),
         kpis: kpi_progress(&campaign.kpis, campaign.goals.as_ref(), &totals),
