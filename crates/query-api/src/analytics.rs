@@ -180,17 +180,23 @@ pub struct MetricSums {
 
 impl MetricSums {
     /// Reads the five core sums from columns `first..first + 5` (a sum over no
-    /// rows is NULL: zero). Custom metrics are added by [`attach_custom`].
-    fn from_row(row: &tokio_postgres::Row, first: usize) -> Self {
-        let sum = |i: usize| Quantity(row.get::<_, Option<Decimal>>(first + i).unwrap_or_default());
-        Self {
-            impressions: sum(0),
-            clicks: sum(1),
-            conversions: sum(2),
-            cost: sum(3),
-            revenue: sum(4),
+    /// rows is NULL: zero). Custom metrics are added by [`attach_custom`]. A sum
+    /// beyond `Decimal`'s 28 digits (unreachable within the tracking limits) is
+    /// an error, not a panic.
+    fn from_row(row: &tokio_postgres::Row, first: usize) -> Result<Self, ApiError> {
+        let sum = |i: usize| -> Result<Quantity, ApiError> {
+            Ok(Quantity(
+                row.try_get::<_, Option<Decimal>>(first + i)?.unwrap_or_default(),
+            ))
+        };
+        Ok(Self {
+            impressions: sum(0)?,
+            clicks: sum(1)?,
+            conversions: sum(2)?,
+            cost: sum(3)?,
+            revenue: sum(4)?,
             custom_metrics: BTreeMap::new(),
-        }
+        })
     }
 
     fn totals(&self) -> Totals {
@@ -217,14 +223,15 @@ fn attach_custom<K: Ord>(
     custom_rows: &[tokio_postgres::Row],
     key: impl Fn(&tokio_postgres::Row) -> K,
     name_column: usize,
-) {
+) -> Result<(), ApiError> {
     for row in custom_rows {
         if let Some(sums) = groups.get_mut(&key(row)) {
-            let name: String = row.get(name_column);
-            let value: Decimal = row.get(name_column + 1);
+            let name: String = row.try_get(name_column)?;
+            let value: Decimal = row.try_get(name_column + 1)?;
             sums.custom_metrics.insert(name, Quantity(value));
         }
     }
+    Ok(())
 }
 
 /// Opens the read-only snapshot both queries of a read share.
@@ -355,21 +362,21 @@ pub async fn rows(
         )
         .await?;
     let has_more = rows.len() as i64 > limit;
-    let mut data: Vec<AnalyticsRow> = rows
+    let mut data = rows
         .iter()
         .take(limit as usize)
         .map(|row| {
-            let date: NaiveDate = row.get(0);
-            AnalyticsRow {
+            let date: NaiveDate = row.try_get(0)?;
+            Ok(AnalyticsRow {
                 date,
                 period_end: granularity.period_end(date),
-                source: row.get(1),
-                metrics: MetricSums::from_row(row, 2),
+                source: row.try_get(1)?,
+                metrics: MetricSums::from_row(row, 2)?,
                 derived: DerivedMetrics::default(),
-                records: row.get(7),
-            }
+                records: row.try_get(7)?,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, ApiError>>()?;
     if let (Some(first), Some(last)) = (data.first(), data.last()) {
         // Custom sums of exactly the page's groups: those between its first
         // and last (period, source), within the same filters.
@@ -407,7 +414,7 @@ pub async fn rows(
             .iter_mut()
             .map(|row| ((row.date, row.source.clone()), &mut row.metrics))
             .collect();
-        attach_custom(&mut groups, &custom_rows, |r| (r.get(0), r.get(1)), 2);
+        attach_custom(&mut groups, &custom_rows, |r| (r.get(0), r.get(1)), 2)?;
     }
     tx.commit().await?;
     for row in &mut data {
@@ -529,16 +536,18 @@ pub async fn summary(
     let total = total_rows
         .first()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the summary query returned no total row")))?;
-    let mut metrics = MetricSums::from_row(total, 2);
-    let mut by_source: Vec<SourceSummary> = source_rows
+    let mut metrics = MetricSums::from_row(total, 2)?;
+    let mut by_source = source_rows
         .iter()
-        .map(|row| SourceSummary {
-            source: row.get(1),
-            metrics: MetricSums::from_row(row, 2),
-            derived: DerivedMetrics::default(),
-            records: row.get(7),
+        .map(|row| {
+            Ok(SourceSummary {
+                source: row.try_get(1)?,
+                metrics: MetricSums::from_row(row, 2)?,
+                derived: DerivedMetrics::default(),
+                records: row.try_get(7)?,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, ApiError>>()?;
     {
         // `None` is the grand total.
         let mut groups: BTreeMap<Option<String>, &mut MetricSums> = by_source
@@ -551,7 +560,7 @@ pub async fn summary(
             &custom_rows,
             |r| (!r.get::<_, bool>(0)).then(|| r.get(1)),
             2,
-        );
+        )?;
     }
     for source in &mut by_source {
         source.derived = DerivedMetrics::from_totals(&source.metrics.totals());
