@@ -1,6 +1,7 @@
 //! End-to-end tests over real HTTP against a real Postgres, one fresh database
 //! per test.
 
+mod analytics;
 mod audit;
 mod auth_and_errors;
 mod campaigns;

@@ -98,11 +98,24 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
             "GET",
             "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}/media",
         ),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/analytics"),
+        ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/analytics"),
+        (
+            "GET",
+            "/v1/dev/marketing/campaigns/{campaign_id}/analytics/summary",
+        ),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
     .collect();
     assert_eq!(documented, served);
+    // Every schema the document refers to is in it.
+    let text = doc.to_string();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "dangling $ref to {name}");
+    }
     // Each documented operation really exists: unauthenticated, it is a 401
     // (a missing route would be 404/405).
     for (method, path) in &documented {

@@ -4,6 +4,7 @@
 //! `If-Match`), then wait until the read models include the new events so the
 //! client's next GET sees them.
 
+pub mod analytics;
 pub mod campaigns;
 mod children;
 pub mod content;
@@ -77,6 +78,7 @@ pub fn router(state: CommandState) -> Router {
             "/campaigns/{campaign_id}/tasks/{task_id}",
             put(tasks::update).delete(tasks::delete),
         )
+        .route("/campaigns/{campaign_id}/analytics", post(analytics::track))
         .layer(axum::middleware::from_fn_with_state(
             idempotency_state,
             idempotency,

@@ -7,6 +7,7 @@
 //! fold the same events into read models. Because both sides use this one fold, the
 //! resource a write returns and the resource a read returns cannot drift apart.
 
+pub mod analytics;
 pub mod campaign;
 pub mod content;
 pub mod error;

@@ -31,6 +31,9 @@ use utoipa::{Modify, OpenApi};
         query_api::content::list,
         query_api::content::get_one,
         query_api::content::download_media,
+        command_api::analytics::track,
+        query_api::analytics::rows,
+        query_api::analytics::summary,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -38,6 +41,7 @@ use utoipa::{Modify, OpenApi};
         (name = "audit", description = "The event history behind every resource"),
         (name = "tasks", description = "Campaign tasks"),
         (name = "content", description = "Content calendar, with media upload and download"),
+        (name = "analytics", description = "Tracking and querying campaign metrics")
     )
 )]
 pub struct ApiDoc;

@@ -7,6 +7,7 @@
 //! processes may run the same projection; an advisory lock makes one of them the
 //! active one and the others stand by to take over.
 
+mod analytics;
 mod campaigns;
 mod content;
 mod progress;
@@ -14,6 +15,7 @@ mod replay;
 mod runner;
 mod tasks;
 
+pub use analytics::AnalyticsProjection;
 pub use campaigns::CampaignsProjection;
 pub use content::ContentProjection;
 pub use progress::{InProcessProgress, PolledProgress, ReadModelProgress};
@@ -77,5 +79,6 @@ pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(CampaignsProjection),
         std::sync::Arc::new(TasksProjection),
         std::sync::Arc::new(ContentProjection),
+        std::sync::Arc::new(AnalyticsProjection),
     ]
 }

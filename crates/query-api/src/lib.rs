@@ -1,6 +1,7 @@
 //! The query side: GET endpoints served straight from the read models. Resource
 //! JSON is stored ready to send, so a read is one indexed query and no parsing.
 
+pub mod analytics;
 pub mod campaigns;
 pub mod content;
 pub mod history;
@@ -42,6 +43,11 @@ pub fn router(state: QueryState) -> Router {
         .route(
             "/campaigns/{campaign_id}/content/{content_id}/media",
             get(content::download_media),
+        )
+        .route("/campaigns/{campaign_id}/analytics", get(analytics::rows))
+        .route(
+            "/campaigns/{campaign_id}/analytics/summary",
+            get(analytics::summary),
         )
         .with_state(state)
 }
