@@ -176,3 +176,102 @@ async fn the_api_keeps_answering_while_projections_are_replayed() {
         .unwrap();
     assert_eq!(list["data"].as_array().unwrap().len(), 150 + requests);
 }
+
+/// Every kind of change a campaign can go through, across its tasks, content
+/// and analytics, shows up in its history, in the order it happened.
+#[tokio::test]
+async fn history_covers_every_aggregate_of_a_campaign_in_order() {
+    let app = spawn_app().await;
+    let campaign = app.create_campaign(&app.key, SEED_CREATE).await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let base = format!("/campaigns/{id}");
+    let send = |method: Method, path: String, body: &str| {
+        let request = app.json(method, &path, &app.key, body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            response.text().await.unwrap()
+        }
+    };
+    let task: Value = serde_json::from_str(
+        &send(
+            Method::POST,
+            format!("{base}/tasks"),
+            r#"{"title": "Create ad copy", "status": "pending"}"#,
+        )
+        .await,
+    )
+    .unwrap();
+    let task_path = format!("{base}/tasks/{}", task["id"].as_str().unwrap());
+    send(
+        Method::PUT,
+        task_path.clone(),
+        r#"{"status": "completed", "description": "Updated description"}"#,
+    )
+    .await;
+    app.request(Method::DELETE, &task_path, &app.key)
+        .send()
+        .await
+        .unwrap();
+    let content: Value = serde_json::from_str(
+        &send(
+            Method::POST,
+            format!("{base}/content"),
+            r#"{"title": "New Blog Post", "content_type": "blog", "platform": "wordpress", "status": "draft"}"#,
+        )
+        .await,
+    )
+    .unwrap();
+    let content_path = format!("{base}/content/{}", content["id"].as_str().unwrap());
+    send(Method::PUT, content_path.clone(), r#"{"title": "Updated Title"}"#).await;
+    app.request(Method::DELETE, &content_path, &app.key)
+        .send()
+        .await
+        .unwrap();
+    send(
+        Method::POST,
+        format!("{base}/analytics"),
+        r#"{"date": "2024-06-15", "source": "facebook", "metrics": {"impressions": 10, "clicks": 1, "conversions": 0, "cost": 1.00, "revenue": 0}}"#,
+    )
+    .await;
+    send(Method::PUT, base.clone(), SEED_UPDATE).await;
+    send(Method::PATCH, format!("{base}/status"), r#"{"status": "active"}"#).await;
+    app.request(Method::DELETE, &base, &app.key).send().await.unwrap();
+
+    // Poll: history reads below the commit horizon, which other tests'
+    // transactions on the shared cluster may hold back for a moment.
+    let expected = [
+        "CampaignCreated",
+        "TaskCreated",
+        "TaskUpdated",
+        "TaskStatusChanged",
+        "TaskDeleted",
+        "ContentCreated",
+        "ContentUpdated",
+        "ContentDeleted",
+        "AnalyticsRecorded",
+        "CampaignUpdated",
+        "CampaignStatusChanged",
+        "CampaignDeleted",
+    ];
+    let mut types = Vec::new();
+    for _ in 0..300 {
+        let history: Value = app
+            .get(&format!("{base}/history?limit=500"), &app.key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        types = history["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>();
+        if types.len() >= expected.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(types, expected);
+}
