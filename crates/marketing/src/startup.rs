@@ -19,16 +19,21 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use web::ApiKeys;
 
-/// What a process does. `Serve` is everything in one process.
+/// What a process does. `Serve` is everything in one process (the publisher
+/// only when `KAFKA_BROKERS` is set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Serve,
     CommandApi,
     QueryApi,
     Projector,
+    Publisher,
 }
 
 impl Role {
+    fn may_publish(self) -> bool {
+        matches!(self, Role::Serve | Role::Publisher)
+    }
     fn runs_projectors(self) -> bool {
         matches!(self, Role::Serve | Role::Projector)
     }
@@ -108,8 +113,17 @@ impl Application {
         let mut background = Vec::new();
         let keys = ApiKeys::new(pool.clone());
 
+        let publisher_config = if role.may_publish() {
+            config.publisher().context("invalid Kafka settings")?
+        } else {
+            None
+        };
+        if role == Role::Publisher && publisher_config.is_none() {
+            anyhow::bail!("the publisher needs KAFKA_BROKERS (the Kafka bootstrap servers)");
+        }
+
         let mut progress_receivers = Vec::new();
-        if role.runs_projectors() {
+        if role.runs_projectors() || publisher_config.is_some() {
             let db_config: tokio_postgres::Config =
                 config.database_url.parse().context("invalid DATABASE_URL")?;
             let listener = spawn_listener(db_config, wakeups.clone());
@@ -118,6 +132,19 @@ impl Application {
                 stop.cancelled().await;
                 listener.abort();
             }));
+        }
+        if let Some(publisher_config) = publisher_config {
+            // Lead events go out as stored (personal data still encrypted) until
+            // the lead feature installs its gate: see publisher::gate.
+            let publisher = publisher::Publisher::new(
+                store.clone(),
+                pool.clone(),
+                publisher_config,
+                Arc::new(publisher::AsStored),
+            )?;
+            background.push(tokio::spawn(publisher.run(shutdown.clone())));
+        }
+        if role.runs_projectors() {
             for projection in all_projections() {
                 let runner =
                     ProjectionRunner::new(store.clone(), pool.clone(), projection, RunnerConfig::default());

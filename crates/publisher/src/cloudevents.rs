@@ -137,9 +137,13 @@ mod tests {
 
     fn campaign_route(event_type: &str) -> Route {
         let id = "0b0c0a3e-7a51-4d2b-9a57-1f2f7d3c0a01";
-        route(&format!("campaign-{id}"), event_type, &json!({ "campaign_id": id }))
-            .unwrap()
-            .unwrap()
+        route(
+            &format!("campaign-{id}"),
+            event_type,
+            &json!({ "campaign_id": id }),
+        )
+        .unwrap()
+        .unwrap()
     }
 
     #[test]
@@ -147,7 +151,10 @@ mod tests {
         for (event_type, expected) in [
             ("CampaignCreated", "com.marketing.campaign.created.v1"),
             ("CampaignUpdated", "com.marketing.campaign.updated.v1"),
-            ("CampaignStatusChanged", "com.marketing.campaign.status_changed.v1"),
+            (
+                "CampaignStatusChanged",
+                "com.marketing.campaign.status_changed.v1",
+            ),
             ("CampaignDeleted", "com.marketing.campaign.deleted.v1"),
         ] {
             assert_eq!(
@@ -166,7 +173,10 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(event_type(&task, "TaskCreated", 2), "com.marketing.task.created.v2");
+        assert_eq!(
+            event_type(&task, "TaskCreated", 2),
+            "com.marketing.task.created.v2"
+        );
         let analytics = route(
             "analytics-1",
             "MetricsRecorded",
@@ -184,7 +194,10 @@ mod tests {
             "com.marketing.lead.status_changed.v1"
         );
         // "Leads" is not "Lead" + an action.
-        assert_eq!(event_type(&lead, "LeadsImported", 1), "com.marketing.lead.leads_imported.v1");
+        assert_eq!(
+            event_type(&lead, "LeadsImported", 1),
+            "com.marketing.lead.leads_imported.v1"
+        );
     }
 
     #[test]
@@ -248,7 +261,9 @@ mod tests {
             assert!(
                 !attribute.is_empty()
                     && attribute.len() <= 20
-                    && attribute.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+                    && attribute
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
                 "{name}"
             );
         }

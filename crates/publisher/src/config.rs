@@ -309,6 +309,9 @@ mod tests {
             parse_properties("linger.ms").unwrap_err().setting,
             "KAFKA_PRODUCER_CONFIG"
         );
-        assert_eq!(parse_properties("=5").unwrap_err().setting, "KAFKA_PRODUCER_CONFIG");
+        assert_eq!(
+            parse_properties("=5").unwrap_err().setting,
+            "KAFKA_PRODUCER_CONFIG"
+        );
     }
 }

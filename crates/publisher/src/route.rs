@@ -181,7 +181,11 @@ mod tests {
 
     #[test]
     fn campaign_scoped_aggregates_share_their_campaigns_key() {
-        for (prefix, collection) in [("task-", "tasks"), ("content-", "content"), ("analytics-", "analytics")] {
+        for (prefix, collection) in [
+            ("task-", "tasks"),
+            ("content-", "content"),
+            ("analytics-", "analytics"),
+        ] {
             let route = route(
                 &format!("{prefix}{TASK}"),
                 "Whatever",
@@ -226,7 +230,9 @@ mod tests {
         assert_eq!(route.subject, format!("leads/{LEAD}"));
         assert_eq!(route.campaign_id, Some(CAMPAIGN.parse().unwrap()));
         // A later lead event need not repeat the campaign: same key, same subject.
-        let later = super::route(&format!("lead-{LEAD}"), "LeadDeleted", &json!({})).unwrap().unwrap();
+        let later = super::route(&format!("lead-{LEAD}"), "LeadDeleted", &json!({}))
+            .unwrap()
+            .unwrap();
         assert_eq!((later.key, later.subject), (route.key, route.subject));
     }
 

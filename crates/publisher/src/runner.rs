@@ -311,7 +311,8 @@ impl Publisher {
                 poison_failures += 1;
                 metrics::counter!("marketing_publisher_errors_total", "kind" => error.kind()).increment(1);
                 tracing::error!(%error, attempts = poison_failures, "publishing is halted at an event");
-                let pause = Duration::from_millis(100 * 2u64.pow(poison_failures.min(6))).min(Duration::from_secs(5));
+                let pause =
+                    Duration::from_millis(100 * 2u64.pow(poison_failures.min(6))).min(Duration::from_secs(5));
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(pause) => {}
@@ -391,7 +392,12 @@ impl Publisher {
     /// reports in log order. Stops at the first failure: only the acknowledged
     /// prefix counts. If the next report in line does not come for
     /// `stall_timeout`, gives up on this producer (the caller replaces it).
-    async fn deliver(&self, producer: &Producer, batch: &[Prepared], shutdown: &CancellationToken) -> Delivered {
+    async fn deliver(
+        &self,
+        producer: &Producer,
+        batch: &[Prepared],
+        shutdown: &CancellationToken,
+    ) -> Delivered {
         let mut pending = Vec::with_capacity(batch.len());
         let mut enqueue_error = None;
         'enqueue: for item in batch {
@@ -533,7 +539,9 @@ impl Publisher {
         if updated == 1 {
             Ok(())
         } else {
-            Err(PublishError::CheckpointMoved(self.read_checkpoint(&client).await?))
+            Err(PublishError::CheckpointMoved(
+                self.read_checkpoint(&client).await?,
+            ))
         }
     }
 }

@@ -44,7 +44,11 @@ async fn a_broker_crash_and_restart_delays_publishing_but_loses_nothing_unacknow
                 for script in &mut scripts {
                     script.step(store.as_ref()).await;
                 }
-                let kind = if written == 0 { "LeadCreated" } else { "LeadUpdated" };
+                let kind = if written == 0 {
+                    "LeadCreated"
+                } else {
+                    "LeadUpdated"
+                };
                 append_lead_event(store.as_ref(), lead, scripts[0].id, kind).await;
                 written += scripts.len() + 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -59,7 +63,9 @@ async fn a_broker_crash_and_restart_delays_publishing_but_loses_nothing_unacknow
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     let before = block_in_place(|| {
         let mut reader = Reader::new(&brokers, &topic_refs);
-        reader.read_until(Duration::from_secs(30), |r| r.len() >= 100).to_vec()
+        reader
+            .read_until(Duration::from_secs(30), |r| r.len() >= 100)
+            .to_vec()
     });
     assert!(before.len() >= 100, "records flow before the outage");
 
@@ -90,7 +96,11 @@ async fn a_broker_crash_and_restart_delays_publishing_but_loses_nothing_unacknow
 
     let events = all_events(&setup).await;
     assert_eq!(published_count(&events), written);
-    let owed: Vec<_> = events.iter().filter(|e| e.position > stopped_at).cloned().collect();
+    let owed: Vec<_> = events
+        .iter()
+        .filter(|e| e.position > stopped_at)
+        .cloned()
+        .collect();
     assert!(owed.len() > 100, "a real backlog built up: {}", owed.len());
     let after = block_in_place(|| {
         let mut reader = Reader::new(&brokers, &topic_refs);

@@ -33,7 +33,8 @@ async fn every_event_arrives_once_with_its_key_headers_and_json_value_in_order()
     for writer in 0..4 {
         let store = setup.store.clone();
         writers.push(tokio::spawn(async move {
-            let mut scripts: Vec<CampaignScript> = (0..CAMPAIGNS / 4).map(|_| CampaignScript::new()).collect();
+            let mut scripts: Vec<CampaignScript> =
+                (0..CAMPAIGNS / 4).map(|_| CampaignScript::new()).collect();
             let task = Uuid::new_v4();
             let lead = Uuid::new_v4();
             for step in 0..STEPS_PER_CAMPAIGN {
@@ -60,13 +61,20 @@ async fn every_event_arrives_once_with_its_key_headers_and_json_value_in_order()
     wait_until_published(&setup, &config.checkpoint_name, Duration::from_secs(60)).await;
     let events = all_events(&setup).await;
     let expected = published_count(&events);
-    assert_eq!(expected, CAMPAIGNS * STEPS_PER_CAMPAIGN + 4 * 2 * STEPS_PER_CAMPAIGN);
+    assert_eq!(
+        expected,
+        CAMPAIGNS * STEPS_PER_CAMPAIGN + 4 * 2 * STEPS_PER_CAMPAIGN
+    );
 
     let brokers = shared_brokers();
     let topics = [config.campaigns_topic.as_str(), config.leads_topic.as_str()];
     let records = block_in_place(|| {
         let mut reader = Reader::new(&brokers, &topics);
-        assert_eq!(reader.partitions(&config.campaigns_topic), 3, "topic created with KAFKA_PARTITIONS");
+        assert_eq!(
+            reader.partitions(&config.campaigns_topic),
+            3,
+            "topic created with KAFKA_PARTITIONS"
+        );
         assert_eq!(reader.partitions(&config.leads_topic), 3);
         reader.read_until(Duration::from_secs(30), |r| r.len() >= expected);
         // Anything extra (a duplicate, an unpublished stream) would arrive now.
@@ -152,7 +160,9 @@ impl DataGate for ShreddingGate {
             .iter()
             .map(|routed| {
                 let mut data = routed.event.data.clone();
-                if routed.route.aggregate.topic == TopicKind::Leads && shredded.contains(&routed.route.aggregate_id) {
+                if routed.route.aggregate.topic == TopicKind::Leads
+                    && shredded.contains(&routed.route.aggregate_id)
+                {
                     data["email"] = Value::Null;
                     data["name"] = Value::Null;
                 }
@@ -179,7 +189,10 @@ async fn the_personal_data_gate_decides_what_is_published_and_its_failure_publis
     // While the gate fails, nothing goes out and the checkpoint stays.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(gate.calls.lock().unwrap().len() >= 2, "the batch is retried");
-    assert_eq!(checkpoint(&setup, &config.checkpoint_name).await, LogPosition::START);
+    assert_eq!(
+        checkpoint(&setup, &config.checkpoint_name).await,
+        LogPosition::START
+    );
     gate.failing.store(false, Ordering::SeqCst);
     wait_until_published(&setup, &config.checkpoint_name, Duration::from_secs(30)).await;
 
@@ -214,10 +227,13 @@ async fn graceful_shutdown_commits_what_was_acknowledged_and_a_restart_sends_the
             script.step(setup.store.as_ref()).await;
         }
     }
-    let running = start(&setup, PublisherConfig {
-        batch_size: 20,
-        ..config.clone()
-    });
+    let running = start(
+        &setup,
+        PublisherConfig {
+            batch_size: 20,
+            ..config.clone()
+        },
+    );
     let mut progress = running.progress.clone();
     progress
         .wait_for(|p| *p > LogPosition::START)
@@ -242,7 +258,12 @@ async fn graceful_shutdown_commits_what_was_acknowledged_and_a_restart_sends_the
     assert_all_present(&checked, &events);
     // A graceful stop waits for the acknowledgements it is owed and commits them:
     // no event is sent twice.
-    assert_eq!(records.len(), events.len(), "duplicates: {:?}", checked.duplicated());
+    assert_eq!(
+        records.len(),
+        events.len(),
+        "duplicates: {:?}",
+        checked.duplicated()
+    );
     running.stop(Duration::from_secs(10)).await;
 }
 
@@ -253,17 +274,27 @@ async fn invalid_configuration_is_refused_before_connecting() {
         campaigns_topic: "no spaces allowed".into(),
         ..PublisherConfig::new("127.0.0.1:1")
     };
-    let error = Publisher::new(setup.store.clone(), setup.pool.clone(), bad_topic, Arc::new(publisher::AsStored))
-        .err()
-        .expect("refused");
+    let error = Publisher::new(
+        setup.store.clone(),
+        setup.pool.clone(),
+        bad_topic,
+        Arc::new(publisher::AsStored),
+    )
+    .err()
+    .expect("refused");
     assert!(error.to_string().contains("KAFKA_TOPIC_CAMPAIGNS"), "{error}");
     let bad_property = PublisherConfig {
         extra_properties: vec![("no.such.property".into(), "1".into())],
         ..PublisherConfig::new("127.0.0.1:1")
     };
-    let error = Publisher::new(setup.store.clone(), setup.pool.clone(), bad_property, Arc::new(publisher::AsStored))
-        .err()
-        .expect("refused");
+    let error = Publisher::new(
+        setup.store.clone(),
+        setup.pool.clone(),
+        bad_property,
+        Arc::new(publisher::AsStored),
+    )
+    .err()
+    .expect("refused");
     assert!(error.to_string().contains("no.such.property"), "{error}");
     let _ = setup.store.head().await;
 }

@@ -155,7 +155,10 @@ async fn wait_for_published(setup: &Setup, name: &str, at_least: i64) {
         if published_count_at(setup, checkpoint(setup, name).await).await >= at_least {
             return;
         }
-        assert!(Instant::now() < deadline, "publisher did not publish {at_least} events");
+        assert!(
+            Instant::now() < deadline,
+            "publisher did not publish {at_least} events"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -210,7 +213,10 @@ async fn kill_mid_stream(strike: Strike) {
                 if let Some(row) = blocked {
                     break row.get(0);
                 }
-                assert!(Instant::now() < deadline, "publisher never tried to commit a checkpoint");
+                assert!(
+                    Instant::now() < deadline,
+                    "publisher never tried to commit a checkpoint"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             };
             first.freeze_then_kill(async {}).await;
@@ -239,11 +245,18 @@ async fn kill_mid_stream(strike: Strike) {
         }
     };
     let killed = Instant::now();
-    assert!(!writers.is_finished(), "writes still going on when the publisher died");
+    assert!(
+        !writers.is_finished(),
+        "writes still going on when the publisher died"
+    );
     if strike == Strike::DuringCheckpointCommit {
         // Down for a while as writes continue, then restarted.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(checkpoint(&setup, &name).await, killed_at, "nobody publishes meanwhile");
+        assert_eq!(
+            checkpoint(&setup, &name).await,
+            killed_at,
+            "nobody publishes meanwhile"
+        );
         first = ChildPublisher::spawn(&setup, &config);
     }
     // The successor picks up from the checkpoint.
@@ -251,7 +264,10 @@ async fn kill_mid_stream(strike: Strike) {
         if checkpoint(&setup, &name).await > killed_at {
             break;
         }
-        assert!(killed.elapsed() < Duration::from_secs(20), "no publisher took over");
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "no publisher took over"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("publishing resumed {:?} after the kill", killed.elapsed());
@@ -268,7 +284,8 @@ async fn kill_mid_stream(strike: Strike) {
     });
     let checked = check_records(&records, &events, &config);
     assert_all_present(&checked, &events);
-    let positions: std::collections::HashMap<_, _> = events.iter().map(|e| (e.event_id, e.position)).collect();
+    let positions: std::collections::HashMap<_, _> =
+        events.iter().map(|e| (e.event_id, e.position)).collect();
     let duplicated = checked.duplicated();
     for id in &duplicated {
         assert!(

@@ -30,13 +30,15 @@ pub fn shared_brokers() -> String {
 
 /// The `tansu` binary: `TANSU_BIN`.
 pub fn tansu_bin() -> PathBuf {
-    std::env::var_os("TANSU_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        panic!(
-            "TANSU_BIN is not set. This test starts and stops a broker of its own: run \
+    std::env::var_os("TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "TANSU_BIN is not set. This test starts and stops a broker of its own: run \
              deploy/local/test.sh (it installs tansu and sets TANSU_BIN), or set TANSU_BIN to a \
              tansu binary (cargo install tansu --version 0.6.0 --locked --features dynostore)"
-        )
-    })
+            )
+        })
 }
 
 /// A unique topic name, so tests sharing a broker never see each other's records.
@@ -87,7 +89,13 @@ impl Tansu {
             .open(&log)
             .expect("open tansu log");
         let child = Command::new(tansu_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
@@ -160,7 +168,10 @@ impl Reader {
     pub fn new(brokers: &str, topics: &[&str]) -> Self {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4().simple()))
+            .set(
+                "group.id",
+                format!("test-reader-{}", uuid::Uuid::new_v4().simple()),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")

@@ -7,7 +7,9 @@
 use deadpool_postgres::Pool;
 use domain::campaign::{self, Campaign, CampaignCommand, CampaignStatus, CreateCampaign, UpdateCampaign};
 use domain::{DomainEvent, ProjectSlug};
-use event_store::{connect_pool, EventStore, ExpectedVersion, LogPosition, NewEvent, PgEventStore, RecordedEvent, Wakeups};
+use event_store::{
+    connect_pool, EventStore, ExpectedVersion, LogPosition, NewEvent, PgEventStore, RecordedEvent, Wakeups,
+};
 use publisher::cloudevents;
 use publisher::{AsStored, DataGate, Publisher, PublisherConfig, TopicKind};
 use serde_json::{json, Value};
@@ -33,7 +35,11 @@ pub async fn setup() -> Setup {
     event_store::migrate(&mut client).await.unwrap();
     projector::migrate(&mut client).await.unwrap();
     let pool = connect_pool(&db.url, 16).unwrap();
-    let store = Arc::new(PgEventStore::new(pool.clone(), domain::upcast::ALL, Wakeups::new()));
+    let store = Arc::new(PgEventStore::new(
+        pool.clone(),
+        domain::upcast::ALL,
+        Wakeups::new(),
+    ));
     Setup { db, store, pool }
 }
 
@@ -74,7 +80,8 @@ pub fn start(setup: &Setup, config: PublisherConfig) -> Running {
 }
 
 pub fn start_with_gate(setup: &Setup, config: PublisherConfig, gate: Arc<dyn DataGate>) -> Running {
-    let publisher = Publisher::new(setup.store.clone(), setup.pool.clone(), config, gate).expect("valid config");
+    let publisher =
+        Publisher::new(setup.store.clone(), setup.pool.clone(), config, gate).expect("valid config");
     let progress = publisher.progress();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(publisher.run(shutdown.clone()));
@@ -216,10 +223,9 @@ impl CampaignScript {
             .append(&campaign::stream_id(self.id), expected, new_events)
             .await
             .expect("append");
-        let mut version = self.campaign.version().map_or(0, |v| v + 1);
-        for event in &events {
+        let first_version = self.campaign.version().map_or(0, |v| v + 1);
+        for (version, event) in (first_version..).zip(&events) {
             self.campaign.apply(event, recorded_at, version);
-            version += 1;
         }
         self.step += 1;
         outcome.last_position
@@ -261,7 +267,11 @@ pub async fn append_lead_event(store: &dyn EventStore, lead_id: Uuid, campaign_i
 
 pub async fn append_raw(store: &dyn EventStore, stream_id: &str, event_type: &str, data: Value) {
     store
-        .append(stream_id, ExpectedVersion::Any, vec![new_event(event_type, data, "acme")])
+        .append(
+            stream_id,
+            ExpectedVersion::Any,
+            vec![new_event(event_type, data, "acme")],
+        )
         .await
         .unwrap();
 }
@@ -274,7 +284,11 @@ pub struct Checked {
 
 impl Checked {
     pub fn duplicated(&self) -> Vec<Uuid> {
-        self.copies.iter().filter(|(_, n)| **n > 1).map(|(id, _)| *id).collect()
+        self.copies
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, _)| *id)
+            .collect()
     }
 }
 
@@ -330,11 +344,18 @@ pub fn check_records(records: &[ReadRecord], events: &[RecordedEvent], config: &
                 event.recorded_at
             );
             if event.event_type == "CampaignCreated" {
-                assert_eq!(record.header("ce_type"), Some("com.marketing.campaign.created.v1"));
+                assert_eq!(
+                    record.header("ce_type"),
+                    Some("com.marketing.campaign.created.v1")
+                );
             }
             // ... and every header exactly as encoded, nothing more, nothing less.
             let expected = cloudevents::encode(event, &route, &event.data);
-            let got: Vec<(&str, &str)> = record.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let got: Vec<(&str, &str)> = record
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let want: Vec<(&str, &str)> = expected.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             assert_eq!(got, want, "headers of {ce_id}");
             let count = copies.entry(id).or_default();
