@@ -45,6 +45,10 @@ impl Role {
     }
 }
 
+/// Postgres connections of the publisher: one holds its advisory lock, the others
+/// read the log and write the checkpoint.
+const PUBLISHER_POOL_SIZE: usize = 3;
+
 pub struct Application {
     port: u16,
     listener: TcpListener,
@@ -136,9 +140,17 @@ impl Application {
         if let Some(publisher_config) = publisher_config {
             // Lead events go out as stored (personal data still encrypted) until
             // the lead feature installs its gate: see publisher::gate.
+            // A pool of its own (lock connection, log reads, checkpoint writes):
+            // busy API requests must not delay publishing, nor the reverse.
+            let publisher_pool = connect_pool(&config.database_url, PUBLISHER_POOL_SIZE)?;
+            let publisher_store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
+                publisher_pool.clone(),
+                domain::upcast::ALL,
+                wakeups.clone(),
+            ));
             let publisher = publisher::Publisher::new(
-                store.clone(),
-                pool.clone(),
+                publisher_store,
+                publisher_pool,
                 publisher_config,
                 Arc::new(publisher::AsStored),
             )?;

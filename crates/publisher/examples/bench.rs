@@ -6,13 +6,15 @@
 //! ```
 //!
 //! Uses a fresh Postgres database (`TEST_DATABASE_URL`, default the local one)
-//! and fresh topics on `KAFKA_BROKERS` (or `KAFKA_TEST_BROKERS`). Two phases:
+//! and fresh topics on `KAFKA_BROKERS` (or `KAFKA_TEST_BROKERS`);
+//! `KAFKA_PRODUCER_CONFIG` passes extra producer properties as in `marketing`.
+//! Two phases:
 //!
 //! 1. **Backlog**: `BENCH_EVENTS` campaign events (default 50 000, over
 //!    `BENCH_CAMPAIGNS` = 500 campaigns) are in the log before the publisher
 //!    starts; reports how fast it drains them.
-//! 2. **Live**: the publisher is caught up; eight writers append at
-//!    `BENCH_RATE` events/s in all (default 500) for `BENCH_SECONDS` (default 10).
+//! 2. **Live**: the publisher is caught up; `BENCH_WRITERS` concurrent writers
+//!    (default 8) append at `BENCH_RATE` events/s in all (default 500) for `BENCH_SECONDS` (default 10).
 //!    For each event: time from its append returning (committed) until the
 //!    publisher's checkpoint covers it, i.e. the broker acknowledged it *and*
 //!    the checkpoint was committed, an upper bound of append → acknowledgement.
@@ -29,9 +31,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// Concurrent writers in the live phase.
-const WRITERS: usize = 8;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -94,8 +93,23 @@ async fn fill_backlog(store: &PgEventStore, campaigns: usize, total: usize) {
     }
 }
 
-async fn wait_caught_up(store: &PgEventStore, progress: &mut tokio::sync::watch::Receiver<LogPosition>) {
-    let head = store.head().await.unwrap().unwrap_or(LogPosition::START);
+/// Waits until the publisher's checkpoint covers every committed event. (Not
+/// `EventStore::head`, which stops below the oldest transaction open anywhere on
+/// the cluster.)
+async fn wait_caught_up(pool: &Pool, progress: &mut tokio::sync::watch::Receiver<LogPosition>) {
+    let client = pool.get().await.unwrap();
+    let head = client
+        .query_opt(
+            "SELECT tx_id, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map_or(LogPosition::START, |row| LogPosition {
+            tx_id: row.get(0),
+            position: row.get(1),
+        });
+    drop(client);
     progress
         .wait_for(|p| *p >= head)
         .await
@@ -122,6 +136,7 @@ async fn main() {
     let campaigns: usize = env_or("BENCH_CAMPAIGNS", 500);
     let rate: u64 = env_or("BENCH_RATE", 500);
     let seconds: u64 = env_or("BENCH_SECONDS", 10);
+    let writers: usize = env_or("BENCH_WRITERS", 8).max(1);
 
     let db = test_support::fresh_database().await;
     {
@@ -129,24 +144,32 @@ async fn main() {
         event_store::migrate(&mut client).await.unwrap();
         projector::migrate(&mut client).await.unwrap();
     }
-    let pool: Pool = connect_pool(&db.url, 8).unwrap();
+    // The publisher has a pool of its own, as in `marketing publisher`: writers
+    // waiting for connections must not hold it up.
+    let pool: Pool = connect_pool(&db.url, 4).unwrap();
     let wakeups = Wakeups::new();
     let _listener = spawn_listener(db.config(), wakeups.clone());
-    let store = Arc::new(PgEventStore::new(pool.clone(), &[], wakeups));
+    let store = Arc::new(PgEventStore::new(pool.clone(), &[], wakeups.clone()));
+    let writer_pool: Pool = connect_pool(&db.url, writers + 2).unwrap();
+    let writer_store = Arc::new(PgEventStore::new(writer_pool, &[], wakeups));
     let suffix = Uuid::new_v4().simple().to_string();
     let config = PublisherConfig {
         campaigns_topic: format!("bench.campaigns.{suffix}"),
         leads_topic: format!("bench.leads.{suffix}"),
+        extra_properties: publisher::parse_properties(
+            &std::env::var("KAFKA_PRODUCER_CONFIG").unwrap_or_default(),
+        )
+        .expect("valid KAFKA_PRODUCER_CONFIG"),
         ..PublisherConfig::new(brokers.clone())
     };
     println!(
-        "brokers {brokers}; {} partitions; batch {}; database {}",
-        config.partitions, config.batch_size, db.name
+        "brokers {brokers}; {} partitions; batch {}; extra producer properties {:?}; database {}",
+        config.partitions, config.batch_size, config.extra_properties, db.name
     );
 
     // 1. Backlog.
     let filled = Instant::now();
-    fill_backlog(&store, campaigns, total).await;
+    fill_backlog(&writer_store, campaigns, total).await;
     let backlog = total / campaigns * campaigns;
     println!(
         "backlog: {backlog} events over {campaigns} campaigns written in {:.1?}",
@@ -159,7 +182,7 @@ async fn main() {
     let handle = tokio::spawn(publisher.run(shutdown.clone()));
     progress.wait_for(|p| *p > LogPosition::START).await.unwrap();
     let first_ack = started.elapsed();
-    wait_caught_up(&store, &mut progress).await;
+    wait_caught_up(&pool, &mut progress).await;
     let drained = started.elapsed();
     let steady = drained - first_ack;
     println!(
@@ -200,13 +223,13 @@ async fn main() {
     };
     let live_started = Instant::now();
     let mut writer_tasks = Vec::new();
-    for _ in 0..WRITERS {
-        let store = store.clone();
+    for _ in 0..writers {
+        let store = writer_store.clone();
         let appended = appended.clone();
         writer_tasks.push(tokio::spawn(async move {
             let live_campaigns: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
             let mut versions = vec![0i64; live_campaigns.len()];
-            let per_writer = (rate / WRITERS as u64).max(1);
+            let per_writer = (rate / writers as u64).max(1);
             let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / per_writer));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut written = 0usize;
@@ -241,13 +264,13 @@ async fn main() {
         written += task.await.unwrap();
     }
     let achieved = written as f64 / live_started.elapsed().as_secs_f64();
-    wait_caught_up(&store, &mut progress).await;
+    wait_caught_up(&pool, &mut progress).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     watcher.abort();
     let mut lags = lags.lock().unwrap().clone();
     lags.sort();
     println!(
-        "live: {written} events at {achieved:.0} events/s for {seconds} s; append -> acknowledged+checkpointed: p50 {:.1?}, p95 {:.1?}, p99 {:.1?}, max {:.1?} ({} samples)",
+        "live: {writers} writers, {written} events at {achieved:.0} events/s for {seconds} s; append -> acknowledged+checkpointed: p50 {:.1?}, p95 {:.1?}, p99 {:.1?}, max {:.1?} ({} samples)",
         percentile(&lags, 0.50),
         percentile(&lags, 0.95),
         percentile(&lags, 0.99),
