@@ -221,6 +221,33 @@ async fn main() {
             }
         })
     };
+    // Readers of the log stop below the oldest transaction that is writing
+    // anywhere on the Postgres cluster (see `PgEventStore::read_all`): on a shared
+    // machine another program's long transaction shows up here as lag. Watch for it.
+    let longest_writer: Arc<std::sync::Mutex<f64>> = Default::default();
+    let sampler = {
+        let client = db.connect().await;
+        let longest = longest_writer.clone();
+        tokio::spawn(async move {
+            loop {
+                {
+                    if let Ok(row) = client
+                        .query_one(
+                            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)::float8
+                             FROM pg_stat_activity WHERE backend_xid IS NOT NULL",
+                            &[],
+                        )
+                        .await
+                    {
+                        let seconds: f64 = row.get(0);
+                        let mut longest = longest.lock().unwrap();
+                        *longest = longest.max(seconds);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     let live_started = Instant::now();
     let mut writer_tasks = Vec::new();
     for _ in 0..writers {
@@ -267,6 +294,7 @@ async fn main() {
     wait_caught_up(&pool, &mut progress).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     watcher.abort();
+    sampler.abort();
     let mut lags = lags.lock().unwrap().clone();
     lags.sort();
     println!(
@@ -276,6 +304,10 @@ async fn main() {
         percentile(&lags, 0.99),
         lags.last().copied().unwrap_or_default(),
         lags.len()
+    );
+    println!(
+        "longest write transaction seen open on the Postgres cluster during the live phase: {:.2} s",
+        *longest_writer.lock().unwrap()
     );
     shutdown.cancel();
     let _ = handle.await;
