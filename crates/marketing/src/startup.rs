@@ -97,6 +97,9 @@ pub async fn ensure_database(database_url: &str) -> anyhow::Result<()> {
 
 impl Application {
     pub async fn build(config: Config, role: Role) -> anyhow::Result<Self> {
+        // Install the metrics recorder before anything records: counters
+        // recorded before the first scrape would otherwise be lost.
+        crate::telemetry::metrics_handle();
         if config.event_store_url.is_some() {
             anyhow::bail!(
                 "EVENT_STORE_URL is set, but this build has only the Postgres event store; unset it"

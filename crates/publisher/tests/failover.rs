@@ -12,6 +12,7 @@ use common::*;
 use event_store::{connect_pool, spawn_listener, LogPosition, PgEventStore, Wakeups};
 use publisher::{AsStored, Publisher, PublisherConfig};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use test_support::kafka::{shared_brokers, Reader};
@@ -31,6 +32,11 @@ fn publisher_process() {
         .collect::<Vec<_>>()
         .try_into()
         .expect("four settings");
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let pool = connect_pool(&database_url, 4).unwrap();
@@ -57,8 +63,9 @@ fn child_config(brokers: &str) -> PublisherConfig {
     }
 }
 
-/// A publisher process, SIGKILLed on drop at the latest.
-struct ChildPublisher(Child);
+/// A publisher process, SIGKILLed on drop at the latest. Its log (in the temp
+/// directory, named after the test database) is kept only if the test fails.
+struct ChildPublisher(Child, std::path::PathBuf);
 
 impl ChildPublisher {
     fn spawn(setup: &Setup, config: &PublisherConfig) -> Self {
@@ -69,22 +76,21 @@ impl ChildPublisher {
             &config.leads_topic,
         ]
         .join("|");
-        let log = std::env::temp_dir().join(format!("publisher-child-{}.log", setup.db.name));
+        let log_path = std::env::temp_dir().join(format!("publisher-child-{}.log", setup.db.name));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log)
+            .open(&log_path)
             .unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
             .args(["publisher_process", "--exact", "--ignored", "--nocapture"])
             .env(CHILD_ENV, settings)
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        Self(child)
+        Self(child, log_path)
     }
 
     /// Freezes the process (it can no longer commit anything), then kills it.
@@ -107,6 +113,11 @@ impl Drop for ChildPublisher {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if std::thread::panicking() {
+            eprintln!("publisher process log: {}", self.1.display());
+        } else {
+            let _ = std::fs::remove_file(&self.1);
+        }
     }
 }
 
@@ -123,22 +134,26 @@ async fn published_count_at(setup: &Setup, at: LogPosition) -> i64 {
 }
 
 /// Writes campaigns with tasks from several concurrent writers, with short
-/// pauses, so the publisher is mid-stream whenever the test strikes.
-fn spawn_writers(setup: &Setup) -> tokio::task::JoinHandle<()> {
+/// pauses, until told to stop, so the publisher is mid-stream whenever the test
+/// strikes.
+fn spawn_writers(setup: &Setup, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let store = setup.store.clone();
     tokio::spawn(async move {
         let mut writers = Vec::new();
         for _ in 0..4 {
             let store = store.clone();
+            let stop = stop.clone();
             writers.push(tokio::spawn(async move {
                 let mut scripts: Vec<CampaignScript> = (0..4).map(|_| CampaignScript::new()).collect();
                 let task = uuid::Uuid::new_v4();
-                for step in 0..40 {
+                let mut step = 0;
+                while !stop.load(Ordering::SeqCst) {
                     for script in &mut scripts {
                         script.step(store.as_ref()).await;
                     }
                     let kind = if step == 0 { "TaskCreated" } else { "TaskUpdated" };
                     append_task_event(store.as_ref(), task, scripts[1].id, kind).await;
+                    step += 1;
                     tokio::time::sleep(Duration::from_millis(15)).await;
                 }
             }));
@@ -151,13 +166,16 @@ fn spawn_writers(setup: &Setup) -> tokio::task::JoinHandle<()> {
 
 async fn wait_for_published(setup: &Setup, name: &str, at_least: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let started = Instant::now();
     loop {
-        if published_count_at(setup, checkpoint(setup, name).await).await >= at_least {
+        let published = published_count_at(setup, checkpoint(setup, name).await).await;
+        if published >= at_least {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "publisher did not publish {at_least} events"
+            "publisher published {published}, not {at_least} events, in {:?}",
+            started.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -179,7 +197,8 @@ async fn kill_mid_stream(strike: Strike) {
     let config = child_config(&shared_brokers());
     let name = config.checkpoint_name.clone();
     let mut first = ChildPublisher::spawn(&setup, &config);
-    let writers = spawn_writers(&setup);
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&setup, stop_writing.clone());
     wait_for_published(&setup, &name, 150).await;
     let killed_at = match strike {
         Strike::DuringCheckpointCommit => {
@@ -271,6 +290,9 @@ async fn kill_mid_stream(strike: Strike) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("publishing resumed {:?} after the kill", killed.elapsed());
+    // The successor publishes under load too, then the writers stop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_writing.store(true, Ordering::SeqCst);
     writers.await.unwrap();
     wait_until_published(&setup, &name, Duration::from_secs(60)).await;
 

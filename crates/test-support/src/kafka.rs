@@ -79,14 +79,18 @@ impl Tansu {
         self.child.is_some()
     }
 
+    /// The broker's output, kept only if the test fails.
+    fn log_path(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("tansu-test-{}.log", self.port))
+    }
+
     fn launch(&mut self) {
         assert!(self.child.is_none(), "broker already running");
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::env::temp_dir().join(format!("tansu-test-{}.log", self.port));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log)
+            .open(self.log_path())
             .expect("open tansu log");
         let child = Command::new(tansu_bin())
             .args([
@@ -128,6 +132,11 @@ impl Tansu {
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            eprintln!("broker log: {}", self.log_path().display());
+        } else {
+            let _ = std::fs::remove_file(self.log_path());
+        }
     }
 }
 
