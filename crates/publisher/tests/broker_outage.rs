@@ -1,4 +1,6 @@
-//! The broker dies (SIGKILL) while writes continue, stays down, and comes back.
+//! The broker stops while writes continue, stays away, and comes back: frozen
+//! (SIGSTOP, then SIGCONT: it keeps everything), and killed (SIGKILL, then a
+//! restart).
 //! The test runs a private tansu (`TANSU_BIN`) so it can kill it. Its storage is
 //! in memory, so the restarted broker is empty: no topics, no records, no
 //! producer state. That is harsher than a real cluster restart, and shows the
@@ -32,29 +34,7 @@ async fn a_broker_crash_and_restart_delays_publishing_but_loses_nothing_unacknow
 
     // Writes go on through the whole test, across the outage.
     let stop_writing = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let store = setup.store.clone();
-        let stop = stop_writing.clone();
-        tokio::spawn(async move {
-            let mut scripts: Vec<CampaignScript> = (0..8).map(|_| CampaignScript::new()).collect();
-            let lead = Uuid::new_v4();
-            let mut written = 0usize;
-            while !stop.load(Ordering::SeqCst) {
-                for script in &mut scripts {
-                    script.step(store.as_ref()).await;
-                }
-                let kind = if written == 0 {
-                    "LeadCreated"
-                } else {
-                    "LeadUpdated"
-                };
-                append_lead_event(store.as_ref(), lead, scripts[0].id, kind).await;
-                written += scripts.len() + 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            written
-        })
-    };
+    let writer = spawn_writer(&setup, stop_writing.clone());
 
     // Before: records flow.
     let brokers = broker.brokers();
@@ -123,6 +103,97 @@ async fn a_broker_crash_and_restart_delays_publishing_but_loses_nothing_unacknow
         before.len(),
         owed.len(),
         after.len()
+    );
+    running.stop(Duration::from_secs(10)).await;
+}
+
+/// Writes campaigns and a lead until `stop`; returns how many events it wrote.
+fn spawn_writer(setup: &Setup, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<usize> {
+    let store = setup.store.clone();
+    tokio::spawn(async move {
+        let mut scripts: Vec<CampaignScript> = (0..8).map(|_| CampaignScript::new()).collect();
+        let lead = Uuid::new_v4();
+        let mut written = 0usize;
+        while !stop.load(Ordering::SeqCst) {
+            for script in &mut scripts {
+                script.step(store.as_ref()).await;
+            }
+            let kind = if written == 0 {
+                "LeadCreated"
+            } else {
+                "LeadUpdated"
+            };
+            append_lead_event(store.as_ref(), lead, scripts[0].id, kind).await;
+            written += scripts.len() + 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        written
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_broker_delays_publishing_and_every_event_arrives_once_it_resumes() {
+    let setup = setup().await;
+    let broker = Tansu::start();
+    let config = config(&broker.brokers());
+    let name = config.checkpoint_name.clone();
+    let running = start(&setup, config.clone());
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(&setup, stop_writing.clone());
+    let brokers = broker.brokers();
+    let topics = [config.campaigns_topic.as_str(), config.leads_topic.as_str()];
+    block_in_place(|| {
+        let mut reader = Reader::new(&brokers, &topics);
+        reader.read_until(Duration::from_secs(30), |r| r.len() >= 100);
+    });
+
+    // Frozen mid-stream, longer than the stall timeout (3 s here): the publisher
+    // gives up on its producer and keeps trying with new ones meanwhile.
+    broker.freeze();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let frozen_at = checkpoint(&setup, &name).await;
+    let head_at_freeze = last_committed(&setup).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        checkpoint(&setup, &name).await,
+        frozen_at,
+        "nothing is acknowledged while the broker is frozen"
+    );
+    assert!(
+        last_committed(&setup).await > head_at_freeze,
+        "writes continue meanwhile"
+    );
+    broker.thaw();
+    let thawed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_writing.store(true, Ordering::SeqCst);
+    let written = writer.await.unwrap();
+    wait_until_published(&setup, &name, Duration::from_secs(90)).await;
+    eprintln!("caught up {:?} after the broker resumed", thawed.elapsed());
+
+    // The broker kept everything: every event is there, from the first.
+    let events = all_events(&setup).await;
+    assert_eq!(published_count(&events), written);
+    let records = block_in_place(|| {
+        let mut reader = Reader::new(&brokers, &topics);
+        reader.read_until(Duration::from_secs(30), |r| distinct_ids(r) >= written);
+        reader.read_for(Duration::from_millis(500)).to_vec()
+    });
+    let checked = check_records(&records, &events, &config);
+    assert_all_present(&checked, &events);
+    let positions: std::collections::HashMap<_, _> =
+        events.iter().map(|e| (e.event_id, e.position)).collect();
+    for id in checked.duplicated() {
+        assert!(
+            positions[&id] > frozen_at,
+            "event {id} was sent twice although acknowledged before the freeze"
+        );
+    }
+    eprintln!(
+        "{} events, {} records ({} duplicated, all after the checkpoint at the freeze)",
+        written,
+        records.len(),
+        checked.duplicated().len()
     );
     running.stop(Duration::from_secs(10)).await;
 }

@@ -117,9 +117,30 @@ impl Tansu {
     /// SIGKILL: the broker vanishes mid-whatever, as in a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A frozen process dies of SIGKILL too; no need to thaw it.
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the broker hangs with everything it holds; connections stay open
+    /// but nothing is answered, as with a stalled machine or a network partition.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: a frozen broker carries on where it was.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("broker running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
     }
 
     /// Starts it again on the same port, empty.

@@ -312,7 +312,7 @@ impl Checked {
 
 /// Every record read is one of `events`, on its topic, with its key, headers
 /// and value exactly as documented; per key, the first copies of the records
-/// follow the log order. Does not require every event to be present (see
+/// follow the log order (and so, per stream, the stream versions). Does not require every event to be present (see
 /// [`assert_all_present`]).
 pub fn check_records(records: &[ReadRecord], events: &[RecordedEvent], config: &PublisherConfig) -> Checked {
     let by_id: HashMap<Uuid, &RecordedEvent> = events.iter().map(|e| (e.event_id, e)).collect();
@@ -326,6 +326,7 @@ pub fn check_records(records: &[ReadRecord], events: &[RecordedEvent], config: &
             .push(record);
     }
     let mut first_seen_by_key: HashMap<(String, String), Vec<LogPosition>> = HashMap::new();
+    let mut first_seen_by_stream: HashMap<String, Vec<i64>> = HashMap::new();
     for ((topic, partition), mut in_partition) in partitions {
         in_partition.sort_by_key(|r| r.offset);
         for record in in_partition {
@@ -383,6 +384,10 @@ pub fn check_records(records: &[ReadRecord], events: &[RecordedEvent], config: &
                     .entry((topic.clone(), route.key.clone()))
                     .or_default()
                     .push(event.position);
+                first_seen_by_stream
+                    .entry(event.stream_id.clone())
+                    .or_default()
+                    .push(event.version);
             }
             let _ = partition;
         }
@@ -391,6 +396,12 @@ pub fn check_records(records: &[ReadRecord], events: &[RecordedEvent], config: &
         assert!(
             positions.windows(2).all(|w| w[0] < w[1]),
             "records of key {key} on {topic} are out of log order: {positions:?}"
+        );
+    }
+    for (stream, versions) in &first_seen_by_stream {
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "records of stream {stream} are out of version order: {versions:?}"
         );
     }
     Checked { copies }
