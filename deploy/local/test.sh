@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check CI runs, on a fresh machine or a warm one:
 #   1. starts Postgres if it is down;
-#   2. installs (once, cached) and starts the Kafka-protocol broker `tansu` on loopback;
-#   3. drops test databases left over from earlier runs;
-#   4. cargo fmt --check, cargo clippy -D warnings, and every test.
+#   2. installs the system packages the build needs if missing (librdkafka's);
+#   3. installs (once, cached) and starts the Kafka-protocol broker `tansu` on loopback;
+#   4. drops test databases left over from earlier runs;
+#   5. cargo fmt --check, cargo clippy -D warnings, and every test.
 # Build artefacts and the broker binary live in a cache outside the checkout
 # ($MARKETING_CACHE_DIR, default /var/tmp/marketing-cache), so a fresh clone
 # reuses a warm build.
@@ -29,6 +30,28 @@ if ! pg_isready -q -h "$PGHOST" -p "$PGPORT"; then
     fi
     for _ in $(seq 1 60); do pg_isready -q -h "$PGHOST" -p "$PGPORT" && break; sleep 1; done
     pg_isready -h "$PGHOST" -p "$PGPORT"
+fi
+
+# --- system packages for the build ------------------------------------------------
+# The publisher's rdkafka builds librdkafka from source (./configure && make): it
+# needs a C compiler, make, pkg-config and the OpenSSL headers (TLS to real
+# clusters); zlib is used from the system when present. No cmake needed.
+missing=()
+command -v cc >/dev/null || missing+=(build-essential)
+command -v make >/dev/null || missing+=(make)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+if command -v pkg-config >/dev/null; then
+    pkg-config --exists openssl || missing+=(libssl-dev)
+    pkg-config --exists zlib || missing+=(zlib1g-dev)
+else
+    missing+=(libssl-dev zlib1g-dev)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing build dependencies: ${missing[*]}"
+    SUDO=
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # --- Kafka-protocol broker (tansu) ---------------------------------------------

@@ -23,8 +23,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Everything in one process: both APIs on one listener and the projectors.
-    /// Creates the database if missing and applies migrations first.
+    /// Everything in one process: both APIs on one listener, the projectors, and
+    /// the Kafka publisher when KAFKA_BROKERS is set. Creates the database if
+    /// missing and applies migrations first.
     Serve,
     /// Only the write endpoints (plus health and metrics).
     CommandApi,
@@ -32,6 +33,9 @@ pub enum Command {
     QueryApi,
     /// Only the projectors (plus health and metrics on LISTEN_ADDR).
     Projector,
+    /// Only the Kafka publisher (plus health and metrics on LISTEN_ADDR); needs
+    /// KAFKA_BROKERS. Several may run: one publishes, the others stand by.
+    Publisher,
     /// Apply all schema migrations (idempotent).
     Migrate,
     /// Delete stored media files that no event references and abandoned
@@ -92,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CommandApi => Role::CommandApi,
         Command::QueryApi => Role::QueryApi,
         Command::Projector => Role::Projector,
+        Command::Publisher => Role::Publisher,
         Command::Migrate => {
             ensure_database(&config.database_url).await?;
             migrate(&config.database_url).await?;

@@ -31,6 +31,48 @@ pub struct Config {
     #[arg(long, env = "KAFKA_BROKERS", global = true)]
     pub kafka_brokers: Option<String>,
 
+    /// Topic for campaign-scoped events (campaigns, tasks, content, analytics).
+    #[arg(
+        long,
+        env = "KAFKA_TOPIC_CAMPAIGNS",
+        default_value = "marketing.campaigns",
+        global = true
+    )]
+    pub kafka_topic_campaigns: String,
+
+    /// Topic for lead events.
+    #[arg(
+        long,
+        env = "KAFKA_TOPIC_LEADS",
+        default_value = "marketing.leads",
+        global = true
+    )]
+    pub kafka_topic_leads: String,
+
+    /// Partitions of each topic the publisher creates (existing topics are kept as they are).
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6, global = true)]
+    pub kafka_partitions: i32,
+
+    /// Replication factor of each topic the publisher creates; -1 = the broker's default.
+    #[arg(
+        long,
+        env = "KAFKA_REPLICATION_FACTOR",
+        default_value_t = -1,
+        allow_negative_numbers = true,
+        global = true
+    )]
+    pub kafka_replication_factor: i32,
+
+    /// Extra librdkafka producer properties, `key=value;key=value` (security,
+    /// compression, batching). Properties the publisher's guarantees rest on are refused.
+    #[arg(long, env = "KAFKA_PRODUCER_CONFIG", default_value = "", global = true)]
+    pub kafka_producer_config: String,
+
+    /// How long the oldest unacknowledged record may go without a delivery report
+    /// before the publisher replaces its producer and sends again, in ms.
+    #[arg(long, env = "KAFKA_STALL_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    pub kafka_stall_timeout_ms: u64,
+
     /// `esdb://` or `kurrentdb://` URL selects that event-store backend.
     #[arg(long, env = "EVENT_STORE_URL", global = true)]
     pub event_store_url: Option<String>,
@@ -90,12 +132,37 @@ impl Config {
         Duration::from_millis(self.read_after_write_timeout_ms)
     }
 
+    /// The publisher's settings, if `KAFKA_BROKERS` is set; checked, so a bad
+    /// value stops start-up with a message naming the variable.
+    pub fn publisher(&self) -> Result<Option<publisher::PublisherConfig>, publisher::ConfigError> {
+        let Some(brokers) = &self.kafka_brokers else {
+            return Ok(None);
+        };
+        let config = publisher::PublisherConfig {
+            campaigns_topic: self.kafka_topic_campaigns.clone(),
+            leads_topic: self.kafka_topic_leads.clone(),
+            partitions: self.kafka_partitions,
+            replication_factor: self.kafka_replication_factor,
+            extra_properties: publisher::parse_properties(&self.kafka_producer_config)?,
+            stall_timeout: Duration::from_millis(self.kafka_stall_timeout_ms.max(1)),
+            ..publisher::PublisherConfig::new(brokers.clone())
+        };
+        config.validate()?;
+        Ok(Some(config))
+    }
+
     /// The configuration used when nothing is set, for tests and examples.
     pub fn for_database(database_url: &str) -> Self {
         Self {
             database_url: database_url.to_owned(),
             listen_addr: "127.0.0.1:0".parse().expect("valid address"),
             kafka_brokers: None,
+            kafka_topic_campaigns: publisher::PublisherConfig::DEFAULT_CAMPAIGNS_TOPIC.to_owned(),
+            kafka_topic_leads: publisher::PublisherConfig::DEFAULT_LEADS_TOPIC.to_owned(),
+            kafka_partitions: publisher::PublisherConfig::DEFAULT_PARTITIONS,
+            kafka_replication_factor: -1,
+            kafka_producer_config: String::new(),
+            kafka_stall_timeout_ms: 10_000,
             event_store_url: None,
             media_dir: PathBuf::from("./data/media"),
             media_store_url: None,

@@ -19,16 +19,21 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use web::ApiKeys;
 
-/// What a process does. `Serve` is everything in one process.
+/// What a process does. `Serve` is everything in one process (the publisher
+/// only when `KAFKA_BROKERS` is set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Serve,
     CommandApi,
     QueryApi,
     Projector,
+    Publisher,
 }
 
 impl Role {
+    fn may_publish(self) -> bool {
+        matches!(self, Role::Serve | Role::Publisher)
+    }
     fn runs_projectors(self) -> bool {
         matches!(self, Role::Serve | Role::Projector)
     }
@@ -39,6 +44,10 @@ impl Role {
         matches!(self, Role::Serve | Role::QueryApi)
     }
 }
+
+/// Postgres connections of the publisher: one holds its advisory lock, the others
+/// read the log and write the checkpoint.
+const PUBLISHER_POOL_SIZE: usize = 3;
 
 pub struct Application {
     port: u16,
@@ -116,8 +125,17 @@ impl Application {
             None
         };
 
+        let publisher_config = if role.may_publish() {
+            config.publisher().context("invalid Kafka settings")?
+        } else {
+            None
+        };
+        if role == Role::Publisher && publisher_config.is_none() {
+            anyhow::bail!("the publisher needs KAFKA_BROKERS (the Kafka bootstrap servers)");
+        }
+
         let mut progress_receivers = Vec::new();
-        if role.runs_projectors() {
+        if role.runs_projectors() || publisher_config.is_some() {
             let db_config: tokio_postgres::Config =
                 config.database_url.parse().context("invalid DATABASE_URL")?;
             let listener = spawn_listener(db_config, wakeups.clone());
@@ -126,6 +144,27 @@ impl Application {
                 stop.cancelled().await;
                 listener.abort();
             }));
+        }
+        if let Some(publisher_config) = publisher_config {
+            // Lead events go out as stored (personal data still encrypted) until
+            // the lead feature installs its gate: see publisher::gate.
+            // A pool of its own (lock connection, log reads, checkpoint writes):
+            // busy API requests must not delay publishing, nor the reverse.
+            let publisher_pool = connect_pool(&config.database_url, PUBLISHER_POOL_SIZE)?;
+            let publisher_store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
+                publisher_pool.clone(),
+                domain::upcast::ALL,
+                wakeups.clone(),
+            ));
+            let publisher = publisher::Publisher::new(
+                publisher_store,
+                publisher_pool,
+                publisher_config,
+                Arc::new(publisher::AsStored),
+            )?;
+            background.push(tokio::spawn(publisher.run(shutdown.clone())));
+        }
+        if role.runs_projectors() {
             for projection in all_projections() {
                 let runner =
                     ProjectionRunner::new(store.clone(), pool.clone(), projection, RunnerConfig::default());

@@ -6,11 +6,14 @@
 //!    projection's own code: its SQL names tables unqualified, and the replay
 //!    transactions put the replay schema first on the `search_path`. The live
 //!    tables keep serving, and the live runner keeps them current, meanwhile.
-//! 3. Once caught up, one short transaction locks the live tables, drops them,
-//!    moves the rebuilt ones into `public` under the same index names, and sets
-//!    the projection's checkpoint to where the rebuild got to. The live runner
-//!    continues from there onto the new tables. Readers wait for that lock for
-//!    the few milliseconds the swap takes; they never see a half-built table.
+//! 3. Once caught up, one short transaction locks the live tables and the
+//!    projection's checkpoint, applies to the rebuilt tables whatever the live
+//!    runner had applied beyond the rebuild (so nothing a client was told is
+//!    visible disappears), drops the live tables, moves the rebuilt ones into
+//!    `public` under the same index names, and keeps the checkpoint where it was
+//!    (or moves it forward). The live runner continues onto the new tables.
+//!    Readers wait for that lock for the few milliseconds the swap takes; they
+//!    never see a half-built table.
 
 use crate::{Projection, ProjectionError};
 use deadpool_postgres::Pool;
@@ -124,27 +127,59 @@ async fn rebuild(
         }
     }
     if options.swap {
-        swap(pool, projection, schema, position).await?;
+        applied += swap(store, pool, projection, options, schema, position).await?;
     }
     Ok((applied, position))
 }
 
+/// Swaps the rebuilt tables in. Returns how many events it applied to them on
+/// the way (those the live runner had applied after the rebuild's last batch).
 async fn swap(
+    store: &dyn EventStore,
     pool: &Pool,
     projection: &dyn Projection,
+    options: &ReplayOptions,
     schema: &str,
-    position: LogPosition,
-) -> Result<(), ProjectionError> {
+    rebuilt_to: LogPosition,
+) -> Result<u64, ProjectionError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.batch_execute("SET LOCAL lock_timeout = '30s'").await?;
     let tables = projection.tables();
     let live: Vec<String> = tables.iter().map(|t| format!("public.{t}")).collect();
+    // Tables first, then the checkpoint row: the live runner takes them in the
+    // same order (it writes its tables before its checkpoint), so no deadlock.
     tx.batch_execute(&format!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         live.join(", ")
     ))
     .await?;
+    let live_checkpoint = tx
+        .query_opt(
+            "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+            &[&projection.name()],
+        )
+        .await?
+        .map_or(LogPosition::START, |row| LogPosition {
+            tx_id: row.get(0),
+            position: row.get(1),
+        });
+    // The live tables may already hold events the rebuild has not applied, and a
+    // client may have been told its write is visible. Bring the rebuilt tables
+    // up to the live checkpoint inside this transaction, so the swap never takes
+    // the read model (or its checkpoint) backwards.
+    tx.batch_execute(&format!("SET LOCAL search_path TO {schema}, public"))
+        .await?;
+    let mut position = rebuilt_to;
+    let mut caught_up = 0u64;
+    while position < live_checkpoint {
+        let mut events = store.read_all(position, options.batch_size).await?;
+        events.retain(|e| e.position <= live_checkpoint);
+        let Some(last) = events.last() else { break };
+        position = last.position;
+        caught_up += events.len() as u64;
+        projection.apply(&tx, &events).await?;
+    }
     for table in tables {
         // Index names as the migrations made them, to restore on the new table:
         // matched by definition, since LIKE names its copies after the columns.
@@ -165,15 +200,16 @@ async fn swap(
             }
         }
     }
+    let checkpoint = position.max(live_checkpoint);
     tx.execute(
         "INSERT INTO projection_checkpoints (name, tx_id, position) VALUES ($1, $2, $3)
          ON CONFLICT (name) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, updated_at = now()",
-        &[&projection.name(), &position.tx_id, &position.position],
+        &[&projection.name(), &checkpoint.tx_id, &checkpoint.position],
     )
     .await?;
     tx.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(caught_up)
 }
 
 /// `(index name, shape)` of a table's indexes, where the shape is the

@@ -49,3 +49,7 @@ pub async fn fresh_database() -> TestDatabase {
         name,
     }
 }
+
+/// A Kafka-protocol broker and a consumer for tests (feature `kafka`).
+#[cfg(feature = "kafka")]
+pub mod kafka;

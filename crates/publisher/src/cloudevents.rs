@@ -1,0 +1,271 @@
+//! CloudEvents 1.0, Kafka protocol binding, binary content mode: the record value
+//! is the event data as JSON, every other attribute is a `ce_`-prefixed header
+//! (`content-type` carries `datacontenttype`). Header values are UTF-8 strings.
+//!
+//! The attribute values are part of the public contract (docs/events.md); the
+//! tests below pin them.
+
+use crate::route::Route;
+use chrono::SecondsFormat;
+use event_store::RecordedEvent;
+use serde_json::Value;
+
+pub const SPEC_VERSION: &str = "1.0";
+pub const CONTENT_TYPE: &str = "application/json";
+/// Reverse-DNS prefix of every `ce_type`.
+pub const TYPE_PREFIX: &str = "com.marketing";
+/// `ce_source` is `urn:marketing:project:<project slug>`; events without a
+/// project in their metadata get the bare prefix.
+pub const SOURCE_PREFIX: &str = "urn:marketing";
+
+/// Header names. Extension attributes must be lower-case letters and digits only
+/// (CloudEvents 1.0, "Attribute Naming Convention"), hence no inner underscores.
+pub mod header {
+    pub const SPEC_VERSION: &str = "ce_specversion";
+    pub const ID: &str = "ce_id";
+    pub const SOURCE: &str = "ce_source";
+    pub const TYPE: &str = "ce_type";
+    pub const SUBJECT: &str = "ce_subject";
+    pub const TIME: &str = "ce_time";
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// Extension: the stream (`campaign-<uuid>`, `lead-<uuid>`, ...).
+    pub const STREAM_ID: &str = "ce_streamid";
+    /// Extension: the event's 0-based version within its stream.
+    pub const STREAM_VERSION: &str = "ce_streamversion";
+    /// Extension: the event's global position in the log.
+    pub const POSITION: &str = "ce_position";
+    /// Extension: the project (tenant) the event belongs to.
+    pub const PROJECT: &str = "ce_project";
+    /// Extension: the campaign the event belongs to, when known.
+    pub const CAMPAIGN_ID: &str = "ce_campaignid";
+    /// Extension: the id correlating the event with the request that caused it.
+    pub const CORRELATION_ID: &str = "ce_correlationid";
+}
+
+/// `com.marketing.<aggregate>.<action>.v<schema version>`, e.g.
+/// `com.marketing.campaign.status_changed.v1`. The action is the event type
+/// without the aggregate's name, in snake case; an event type that does not start
+/// with the aggregate's name keeps all of it (`com.marketing.analytics.metrics_recorded.v1`
+/// for `MetricsRecorded`). Event types are never renamed (see `domain::DomainEvent`),
+/// so these names are stable; a new data shape gets a new `.v<n>`.
+pub fn event_type(route: &Route, event_type: &str, schema_version: i32) -> String {
+    let action = event_type
+        .strip_prefix(route.aggregate.event_prefix)
+        .filter(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
+        .unwrap_or(event_type);
+    format!(
+        "{TYPE_PREFIX}.{}.{}.v{schema_version}",
+        route.aggregate.name,
+        snake_case(action)
+    )
+}
+
+fn snake_case(pascal: &str) -> String {
+    let mut out = String::with_capacity(pascal.len() + 4);
+    for (i, c) in pascal.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A record ready for the producer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingRecord {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Encodes `event` as routed by `route`, with `data` as the value (the data as
+/// the personal-data gate let it out, see [`crate::DataGate`]).
+pub fn encode(event: &RecordedEvent, route: &Route, data: &Value) -> OutgoingRecord {
+    let project = event.metadata.get("project").and_then(Value::as_str);
+    let source = match project {
+        Some(project) => format!("{SOURCE_PREFIX}:project:{project}"),
+        None => SOURCE_PREFIX.to_owned(),
+    };
+    let mut headers = vec![
+        (header::SPEC_VERSION, SPEC_VERSION.to_owned()),
+        (header::ID, event.event_id.to_string()),
+        (header::SOURCE, source),
+        (
+            header::TYPE,
+            event_type(route, &event.event_type, event.schema_version),
+        ),
+        (header::SUBJECT, route.subject.clone()),
+        (
+            header::TIME,
+            event.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        ),
+        (header::CONTENT_TYPE, CONTENT_TYPE.to_owned()),
+        (header::STREAM_ID, event.stream_id.clone()),
+        (header::STREAM_VERSION, event.version.to_string()),
+        (header::POSITION, event.position.position.to_string()),
+    ];
+    if let Some(project) = project {
+        headers.push((header::PROJECT, project.to_owned()));
+    }
+    if let Some(campaign_id) = route.campaign_id {
+        headers.push((header::CAMPAIGN_ID, campaign_id.to_string()));
+    }
+    if let Some(correlation) = event.metadata.get("correlation_id").and_then(Value::as_str) {
+        headers.push((header::CORRELATION_ID, correlation.to_owned()));
+    }
+    OutgoingRecord {
+        key: route.key.clone(),
+        // Serializing a `Value` cannot fail: its keys are strings.
+        payload: serde_json::to_vec(data).expect("JSON values serialize"),
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::route;
+    use chrono::{TimeZone, Utc};
+    use event_store::LogPosition;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    fn campaign_route(event_type: &str) -> Route {
+        let id = "0b0c0a3e-7a51-4d2b-9a57-1f2f7d3c0a01";
+        route(
+            &format!("campaign-{id}"),
+            event_type,
+            &json!({ "campaign_id": id }),
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    #[test]
+    fn campaign_event_types_have_their_documented_names() {
+        for (event_type, expected) in [
+            ("CampaignCreated", "com.marketing.campaign.created.v1"),
+            ("CampaignUpdated", "com.marketing.campaign.updated.v1"),
+            (
+                "CampaignStatusChanged",
+                "com.marketing.campaign.status_changed.v1",
+            ),
+            ("CampaignDeleted", "com.marketing.campaign.deleted.v1"),
+        ] {
+            assert_eq!(
+                super::event_type(&campaign_route(event_type), event_type, 1),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn other_aggregates_and_versions_follow_the_same_rule() {
+        let task = route(
+            "task-1",
+            "TaskCreated",
+            &json!({ "campaign_id": "0b0c0a3e-7a51-4d2b-9a57-1f2f7d3c0a01" }),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            event_type(&task, "TaskCreated", 2),
+            "com.marketing.task.created.v2"
+        );
+        let analytics = route(
+            "analytics-1",
+            "MetricsRecorded",
+            &json!({ "campaign_id": "0b0c0a3e-7a51-4d2b-9a57-1f2f7d3c0a01" }),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            event_type(&analytics, "MetricsRecorded", 1),
+            "com.marketing.analytics.metrics_recorded.v1"
+        );
+        let lead = route("lead-1", "LeadStatusChanged", &json!({})).unwrap().unwrap();
+        assert_eq!(
+            event_type(&lead, "LeadStatusChanged", 1),
+            "com.marketing.lead.status_changed.v1"
+        );
+        // "Leads" is not "Lead" + an action.
+        assert_eq!(
+            event_type(&lead, "LeadsImported", 1),
+            "com.marketing.lead.leads_imported.v1"
+        );
+    }
+
+    #[test]
+    fn headers_carry_every_attribute_in_binary_mode() {
+        let event_id = Uuid::parse_str("11111111-2222-4333-8444-555555555555").unwrap();
+        let campaign = "0b0c0a3e-7a51-4d2b-9a57-1f2f7d3c0a01";
+        let event = RecordedEvent {
+            position: LogPosition {
+                tx_id: 900,
+                position: 42,
+            },
+            event_id,
+            stream_id: format!("campaign-{campaign}"),
+            version: 3,
+            event_type: "CampaignStatusChanged".into(),
+            schema_version: 1,
+            data: json!({ "campaign_id": campaign, "from": "draft", "to": "active" }),
+            metadata: json!({ "project": "acme", "correlation_id": "req-7", "api_key_id": "k" }),
+            recorded_at: Utc.with_ymd_and_hms(2024, 6, 1, 12, 30, 0).unwrap()
+                + chrono::TimeDelta::microseconds(250),
+        };
+        let route = campaign_route("CampaignStatusChanged");
+        let record = encode(&event, &route, &event.data);
+        assert_eq!(record.key, campaign);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&record.payload).unwrap(),
+            event.data
+        );
+        let headers: Vec<(&str, &str)> = record.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(
+            headers,
+            vec![
+                ("ce_specversion", "1.0"),
+                ("ce_id", "11111111-2222-4333-8444-555555555555"),
+                ("ce_source", "urn:marketing:project:acme"),
+                ("ce_type", "com.marketing.campaign.status_changed.v1"),
+                ("ce_subject", &*format!("campaigns/{campaign}")),
+                ("ce_time", "2024-06-01T12:30:00.000250Z"),
+                ("content-type", "application/json"),
+                ("ce_streamid", &*format!("campaign-{campaign}")),
+                ("ce_streamversion", "3"),
+                ("ce_position", "42"),
+                ("ce_project", "acme"),
+                ("ce_campaignid", campaign),
+                ("ce_correlationid", "req-7"),
+            ]
+        );
+    }
+
+    #[test]
+    fn extension_names_follow_the_cloudevents_naming_rule() {
+        for name in [
+            header::STREAM_ID,
+            header::STREAM_VERSION,
+            header::POSITION,
+            header::PROJECT,
+            header::CAMPAIGN_ID,
+            header::CORRELATION_ID,
+        ] {
+            let attribute = name.strip_prefix("ce_").unwrap();
+            assert!(
+                !attribute.is_empty()
+                    && attribute.len() <= 20
+                    && attribute
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+                "{name}"
+            );
+        }
+    }
+}
