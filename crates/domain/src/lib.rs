@@ -11,6 +11,7 @@ pub mod campaign;
 pub mod error;
 pub mod event;
 pub mod input;
+pub mod lead;
 pub mod money;
 pub mod project;
 pub mod upcast;
