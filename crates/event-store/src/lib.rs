@@ -19,7 +19,7 @@ mod listener;
 mod postgres;
 
 pub use listener::{spawn_listener, wait, Wakeups, EVENTS_CHANNEL};
-pub use postgres::{connect_pool, migrate, run_migrations, PgEventStore};
+pub use postgres::{append_in_transaction, connect_pool, migrate, run_migrations, PgEventStore};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
