@@ -5,6 +5,7 @@
 //! client's next GET sees them.
 
 pub mod campaigns;
+pub mod leads;
 
 use axum::extract::FromRef;
 use axum::routing::{patch, post, put};
@@ -25,6 +26,9 @@ pub struct CommandState {
     pub pool: Pool,
     /// How long a write waits for the read models before answering anyway.
     pub read_after_write_timeout: Duration,
+    /// Per-lead keys and email claims.
+    pub vault: lead_vault::LeadVault,
+    pub lead_import: leads::import::ImportLimits,
 }
 
 impl FromRef<CommandState> for ApiKeys {
@@ -46,9 +50,21 @@ pub fn router(state: CommandState) -> Router {
             put(campaigns::update).delete(campaigns::delete),
         )
         .route("/campaigns/{campaign_id}/status", patch(campaigns::change_status))
+        .route("/campaigns/{campaign_id}/leads", post(leads::create))
+        .route(
+            "/campaigns/{campaign_id}/leads/{lead_id}",
+            put(leads::update).delete(leads::delete),
+        )
         .layer(axum::middleware::from_fn_with_state(
             idempotency_state,
             idempotency,
         ))
+        // Added after the idempotency layer, so it is not wrapped: that layer
+        // buffers JSON bodies, and an import streams its upload. Imports are
+        // safe to retry without it (duplicates are skipped; see docs/leads.md).
+        .route(
+            "/campaigns/{campaign_id}/leads/import",
+            post(leads::import::import).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .with_state(state)
 }

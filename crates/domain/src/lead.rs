@@ -476,15 +476,7 @@ impl Lead {
                     return Err(LeadError::AlreadyExists);
                 }
                 let valid = validate_create(*input).map_err(LeadError::Invalid)?;
-                let plain = serde_json::to_vec(&valid.personal).expect("personal data serializes");
-                Ok(vec![LeadEvent::Created(LeadCreated {
-                    lead_id,
-                    campaign_id,
-                    project,
-                    status: valid.status,
-                    source: valid.source,
-                    personal: crypto::seal(key, nonce, &aad(lead_id, CREATED_PURPOSE), &plain),
-                })])
+                Ok(vec![created_event(lead_id, campaign_id, project, valid, key, nonce)])
             }
             LeadCommand::Update(input) => self.update(*input, key, nonce),
             LeadCommand::Delete => {
@@ -625,6 +617,27 @@ impl Lead {
         self.version = Some(version);
         Ok(())
     }
+}
+
+/// The `LeadCreated` of a new lead that passed [`validate_create`]. Bulk imports
+/// validate each row first (to report errors by line) and then call this.
+pub fn created_event(
+    lead_id: Uuid,
+    campaign_id: Uuid,
+    project: ProjectSlug,
+    valid: ValidLead,
+    key: &LeadKey,
+    nonce: [u8; crypto::NONCE_LEN],
+) -> LeadEvent {
+    let plain = serde_json::to_vec(&valid.personal).expect("personal data serializes");
+    LeadEvent::Created(LeadCreated {
+        lead_id,
+        campaign_id,
+        project,
+        status: valid.status,
+        source: valid.source,
+        personal: crypto::seal(key, nonce, &aad(lead_id, CREATED_PURPOSE), &plain),
+    })
 }
 
 /// A create (or a merged update) that passed validation, normalized.

@@ -19,9 +19,19 @@ use utoipa::{Modify, OpenApi};
         command_api::campaigns::delete,
         query_api::campaigns::list,
         query_api::campaigns::get_one,
+        command_api::leads::create,
+        command_api::leads::update,
+        command_api::leads::delete,
+        command_api::leads::import::import,
+        query_api::leads::list,
+        query_api::leads::get_one,
+        query_api::leads::export,
     ),
     modifiers(&BearerAuth),
-    tags((name = "campaigns", description = "Campaign management"))
+    tags(
+        (name = "campaigns", description = "Campaign management"),
+        (name = "leads", description = "Campaign leads: CRUD, search, CSV import and export; personal data crypto-shredded on delete")
+    )
 )]
 pub struct ApiDoc;
 

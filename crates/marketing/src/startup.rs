@@ -7,6 +7,7 @@ use crate::ops;
 use anyhow::Context;
 use axum::Router;
 use command_api::CommandState;
+use lead_vault::LeadVault;
 use event_store::{connect_pool, spawn_listener, EventStore, PgEventStore, Wakeups};
 use projector::{
     all_projections, InProcessProgress, PolledProgress, ProjectionRunner, ReadModelProgress, RunnerConfig,
@@ -56,6 +57,7 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     event_store::migrate(client).await?;
     projector::migrate(client).await?;
     web::migrate(client).await?;
+    lead_vault::migrate(client).await?;
     Ok(())
 }
 
@@ -107,6 +109,14 @@ impl Application {
         let shutdown = CancellationToken::new();
         let mut background = Vec::new();
         let keys = ApiKeys::new(pool.clone());
+        let vault = LeadVault::from_setting(config.lead_key_encryption_key.as_ref().map(|s| s.0.as_str()))
+            .map_err(anyhow::Error::msg)?;
+        if !vault.wraps_keys() && role != Role::QueryApi {
+            tracing::warn!(
+                "{} is not set: per-lead encryption keys are stored unwrapped (see docs/leads.md)",
+                lead_vault::KEK_ENV
+            );
+        }
 
         let mut progress_receivers = Vec::new();
         if role.runs_projectors() {
@@ -118,7 +128,7 @@ impl Application {
                 stop.cancelled().await;
                 listener.abort();
             }));
-            for projection in all_projections() {
+            for projection in all_projections(&vault) {
                 let runner =
                     ProjectionRunner::new(store.clone(), pool.clone(), projection, RunnerConfig::default());
                 progress_receivers.push(runner.progress());
@@ -131,7 +141,7 @@ impl Application {
             let progress: Arc<dyn ReadModelProgress> = if role.runs_projectors() {
                 Arc::new(InProcessProgress::new(progress_receivers))
             } else {
-                let names = all_projections().iter().map(|p| p.name().to_owned()).collect();
+                let names = all_projections(&vault).iter().map(|p| p.name().to_owned()).collect();
                 Arc::new(PolledProgress::new(pool.clone(), names))
             };
             api = api.merge(command_api::router(CommandState {
@@ -140,6 +150,11 @@ impl Application {
                 keys: keys.clone(),
                 pool: pool.clone(),
                 read_after_write_timeout: config.read_after_write_timeout(),
+                vault: vault.clone(),
+                lead_import: command_api::leads::import::ImportLimits {
+                    max_bytes: config.lead_import_max_bytes,
+                    max_rows: config.lead_import_max_rows,
+                },
             }));
             background.push(spawn_idempotency_purge(pool.clone(), shutdown.clone()));
         }
@@ -152,7 +167,12 @@ impl Application {
         let router = Router::new()
             .nest(web::BASE_PATH, api)
             .merge(ops::router(ops::OpsState { pool, store }));
-        let router = web::middleware::apply(router, config.request_timeout());
+        let timeouts = web::middleware::RequestTimeouts {
+            default: config.request_timeout(),
+            // Imports read the whole upload before answering.
+            overrides: vec![(command_api::leads::import::PATH_SUFFIX, config.lead_import_timeout())],
+        };
+        let router = web::middleware::apply_with_timeouts(router, timeouts);
 
         let listener = TcpListener::bind(config.listen_addr)
             .await

@@ -8,10 +8,12 @@
 //! active one and the others stand by to take over.
 
 mod campaigns;
+mod leads;
 mod progress;
 mod runner;
 
 pub use campaigns::CampaignsProjection;
+pub use leads::LeadsProjection;
 pub use progress::{InProcessProgress, PolledProgress, ReadModelProgress};
 pub use runner::{ProjectionRunner, RunnerConfig};
 
@@ -41,6 +43,14 @@ pub enum ProjectionError {
         #[source]
         source: domain::DecodeError,
     },
+    #[error("cannot open lead event at {position:?}: {source}")]
+    Decrypt {
+        position: event_store::LogPosition,
+        #[source]
+        source: domain::lead::LeadError,
+    },
+    #[error("lead vault: {0}")]
+    Vault(#[from] lead_vault::VaultError),
 }
 
 /// Folds events into read-model tables.
@@ -58,7 +68,11 @@ pub trait Projection: Send + Sync + 'static {
     ) -> Result<(), ProjectionError>;
 }
 
-/// Every projection the service runs, in a stable order.
-pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
-    vec![std::sync::Arc::new(CampaignsProjection)]
+/// Every projection the service runs, in a stable order. `vault` opens the
+/// personal data of lead events.
+pub fn all_projections(vault: &lead_vault::LeadVault) -> Vec<std::sync::Arc<dyn Projection>> {
+    vec![
+        std::sync::Arc::new(CampaignsProjection),
+        std::sync::Arc::new(LeadsProjection::new(vault.clone())),
+    ]
 }

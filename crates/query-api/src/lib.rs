@@ -2,6 +2,7 @@
 //! JSON is stored ready to send, so a read is one indexed query and no parsing.
 
 pub mod campaigns;
+pub mod leads;
 
 use axum::extract::FromRef;
 use axum::routing::get;
@@ -26,5 +27,9 @@ pub fn router(state: QueryState) -> Router {
     Router::new()
         .route("/campaigns", get(campaigns::list))
         .route("/campaigns/{campaign_id}", get(campaigns::get_one))
+        .route("/campaigns/{campaign_id}/leads", get(leads::list))
+        // A static segment wins over `{lead_id}`, so this is never read as a lead id.
+        .route("/campaigns/{campaign_id}/leads/export", get(leads::export))
+        .route("/campaigns/{campaign_id}/leads/{lead_id}", get(leads::get_one))
         .with_state(state)
 }
