@@ -4,5 +4,6 @@
 mod auth_and_errors;
 mod campaigns;
 mod concurrency;
+mod leads;
 mod ops;
 mod pagination;

@@ -71,6 +71,13 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
         ("PUT", "/v1/dev/marketing/campaigns/{campaign_id}"),
         ("DELETE", "/v1/dev/marketing/campaigns/{campaign_id}"),
         ("PATCH", "/v1/dev/marketing/campaigns/{campaign_id}/status"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/leads"),
+        ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/leads"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}"),
+        ("PUT", "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}"),
+        ("DELETE", "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}"),
+        ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/leads/import"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/leads/export"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
@@ -79,7 +86,9 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
     // Each documented operation really exists: unauthenticated, it is a 401
     // (a missing route would be 404/405).
     for (method, path) in &documented {
-        let path = path.replace("{campaign_id}", "00000000-0000-0000-0000-000000000000");
+        let path = path
+            .replace("{campaign_id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{lead_id}", "00000000-0000-0000-0000-000000000000");
         let response = app
             .client
             .request(

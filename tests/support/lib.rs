@@ -67,8 +67,15 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with the configuration adjusted first (limits, keys).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let db = fresh_database().await;
-    let app = RunningApp::start(&db.url, Role::Serve).await;
+    let mut config = Config::for_database(&db.url);
+    adjust(&mut config);
+    let app = RunningApp::start_with(config, Role::Serve).await;
     let client = reqwest::Client::new();
     let mut test_app = TestApp {
         app,

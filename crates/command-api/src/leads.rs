@@ -200,13 +200,17 @@ pub async fn create(
         .await
         .map_err(vault_error)?;
     if claimed.is_empty() {
+        // Release the connection first: the check takes another one, and a
+        // request holding one while waiting for a second can starve the pool.
         drop(tx);
+        drop(client);
         return replayed_create(&state, lead_id, first_event_id, || ApiError::Conflict(DUPLICATE_EMAIL.into())).await;
     }
     let outcome = match event_store::append_in_transaction(&tx, &appends).await {
         Ok(outcomes) => outcomes[0].clone(),
         Err(AppendError::Conflict { .. }) => {
             drop(tx);
+            drop(client);
             return replayed_create(&state, lead_id, first_event_id, || {
                 ApiError::Conflict("A lead with this id already exists".into())
             })
@@ -320,6 +324,7 @@ async fn execute(
             }
             Err(AppendError::Conflict { .. }) => {
                 drop(tx);
+                drop(client);
                 if matches!(if_match, Some(IfMatchVersion::Exact(_))) {
                     return Err(stale());
                 }

@@ -244,16 +244,18 @@ async fn stream_csv(
         .read_only(true)
         .start()
         .await?;
-    let custom: Vec<String> = tx
+    let mut custom: Vec<String> = tx
         .query(
             "SELECT DISTINCT k FROM leads, json_object_keys(body->'custom_fields') AS k
-             WHERE campaign_id = $1 ORDER BY k",
+             WHERE campaign_id = $1",
             &[&campaign_id],
         )
         .await?
         .iter()
         .map(|row| row.get(0))
         .collect();
+    // Byte order, whatever the database's collation: the same file every time.
+    custom.sort_unstable();
     // A writer per chunk: `into_inner` hands over its buffer.
     let chunk_writer = || {
         csv::WriterBuilder::new()

@@ -344,13 +344,60 @@ async fn forward(mut field: Field<'_>, chunks: mpsc::Sender<io::Result<Bytes>>, 
 }
 
 /// A `Read` over the forwarded chunks (blocking: runs on the parser's thread).
+///
 /// Also bounds each CSV record: `record_bytes` counts what was read since the
 /// parser last reset it, so one enormous quoted field cannot grow the record
-/// buffer without limit.
+/// buffer without limit. And it notes where line breaks are ([`Lines`]), since
+/// the `csv` crate's own line numbers do not count breaks inside quotes.
 struct ChunkReader {
     chunks: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
     record_bytes: Rc<Cell<usize>>,
+    lines: Rc<std::cell::RefCell<Lines>>,
+}
+
+/// Physical line numbers for records. The reader notes the byte offset of every
+/// `\r` and `\n` it hands to the CSV parser; the parser asks for the line of
+/// each record and so drops the offsets before it. Only the breaks in the
+/// parser's read-ahead are ever held: memory stays flat.
+#[derive(Default)]
+struct Lines {
+    read: u64,
+    /// `(offset, is_newline)` of line-break bytes not yet passed.
+    pending: std::collections::VecDeque<(u64, bool)>,
+    passed: u64,
+}
+
+impl Lines {
+    fn saw(&mut self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'\n' || *b == b'\r' {
+                self.pending.push_back((self.read + i as u64, *b == b'\n'));
+            }
+        }
+        self.read += bytes.len() as u64;
+    }
+
+    /// The 1-based line on which a record starts, given the offset the `csv`
+    /// crate reports for it (which may point at the line break, or blank lines,
+    /// before the record's first byte). Offsets must not go backwards.
+    fn line_of(&mut self, offset: u64) -> u64 {
+        let mut start = offset;
+        while let Some(&(at, newline)) = self.pending.front() {
+            if at < start {
+                self.pending.pop_front();
+                self.passed += u64::from(newline);
+            } else if at == start {
+                // A break at the record's reported start precedes its data.
+                self.pending.pop_front();
+                self.passed += u64::from(newline);
+                start += 1;
+            } else {
+                break;
+            }
+        }
+        self.passed + 1
+    }
 }
 
 /// The error a [`ChunkReader`] returns for an oversized record.
@@ -376,6 +423,7 @@ impl Read for ChunkReader {
         }
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current[..n]);
+        self.lines.borrow_mut().saw(&buf[..n]);
         let _ = self.current.split_to(n);
         let seen = self.record_bytes.get() + n;
         if seen > MAX_RECORD_BYTES + 64 * 1024 {
@@ -511,10 +559,12 @@ fn parse(
     context: &ImportContext,
 ) -> Result<ParseOutcome, ApiError> {
     let record_bytes = Rc::new(Cell::new(0));
+    let lines = Rc::new(std::cell::RefCell::new(Lines::default()));
     let source = ChunkReader {
         chunks,
         current: Bytes::new(),
         record_bytes: record_bytes.clone(),
+        lines: lines.clone(),
     };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -522,7 +572,9 @@ fn parse(
         .from_reader(source);
     let mut record = csv::ByteRecord::new();
     let unreadable = |e: csv::Error| -> String {
-        let line = e.position().map_or(String::new(), |p| format!("line {}: ", p.line()));
+        let line = e
+            .position()
+            .map_or(String::new(), |p| format!("line {}: ", lines.borrow_mut().line_of(p.byte())));
         format!("{line}cannot read the file: {}", io_cause(&e))
     };
     let has_header = reader.read_byte_record(&mut record).map_err(|e| {
@@ -564,7 +616,9 @@ fn parse(
             break;
         }
         outcome.report.rows += 1;
-        let line = record.position().map_or(0, |p| p.line());
+        let line = lines
+            .borrow_mut()
+            .line_of(record.position().map_or(0, |p| p.byte()));
         let input = match row_to_input(&columns, &record) {
             Ok(input) => input,
             Err((field, message)) => {
@@ -716,4 +770,87 @@ async fn write_batches(
         state.store.wakeups().notify();
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the parser over `csv` delivered in `chunk`-byte pieces.
+    fn parse_all(csv: &[u8], chunk: usize, max_rows: u64) -> (Result<ParseOutcome, ApiError>, Vec<(u64, String)>) {
+        let (chunk_tx, chunk_rx) = mpsc::channel(csv.len() / chunk + 2);
+        for piece in csv.chunks(chunk) {
+            chunk_tx.try_send(Ok(Bytes::copy_from_slice(piece))).unwrap();
+        }
+        drop(chunk_tx);
+        let (batch_tx, mut batch_rx) = mpsc::channel(1_000);
+        let context = ImportContext {
+            campaign_id: Uuid::from_u128(1),
+            project: ProjectSlug::parse("acme").unwrap(),
+            metadata: json!({}),
+            max_rows,
+        };
+        let outcome = parse(chunk_rx, batch_tx, &context);
+        let mut accepted = Vec::new();
+        while let Ok(batch) = batch_rx.try_recv() {
+            for lead in batch.leads {
+                accepted.push((lead.line, lead.event.event_type.clone()));
+            }
+        }
+        (outcome, accepted)
+    }
+
+    #[test]
+    fn line_numbers_count_breaks_inside_quotes_and_blank_lines() {
+        let csv = b"email,notes\r\na@example.com,\"one\r\ntwo\nthree\"\r\n\r\nb@example.com,x\nbad,\n";
+        for chunk in [1, 3, 7, 1024] {
+            let (outcome, accepted) = parse_all(csv, chunk, 10);
+            let outcome = outcome.unwrap();
+            let lines: Vec<u64> = accepted.iter().map(|(line, _)| *line).collect();
+            assert_eq!(lines, vec![2, 6], "chunk {chunk}");
+            assert_eq!(outcome.report.errors[0].line, 7, "chunk {chunk}");
+            assert_eq!(outcome.report.rows, 3);
+        }
+    }
+
+    #[test]
+    fn rows_beyond_the_limit_are_not_read() {
+        let (outcome, accepted) = parse_all(b"email\na@example.com\nb@example.com\nc@example.com\n", 5, 2);
+        let outcome = outcome.unwrap();
+        assert!(outcome.row_limit_reached);
+        assert_eq!((outcome.report.rows, accepted.len()), (2, 2));
+    }
+
+    #[test]
+    fn oversized_records_stop_the_import_with_a_reason() {
+        let mut csv = b"email,notes\na@example.com,\"".to_vec();
+        csv.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 100 * 1024));
+        csv.extend_from_slice(b"\"\nb@example.com,y\n");
+        let (outcome, accepted) = parse_all(&csv, 64 * 1024, 10);
+        let outcome = outcome.unwrap();
+        assert!(accepted.is_empty());
+        let reason = outcome.stopped.unwrap();
+        assert!(reason.contains("larger than"), "{reason}");
+    }
+
+    #[test]
+    fn headers_map_by_name_case_insensitively_and_keep_other_columns() {
+        let header = csv::ByteRecord::from(vec!["\u{feff}E-Mail", "EMAIL", " Name ", "Tier"]);
+        let columns = map_header(&header).unwrap();
+        assert_eq!(
+            columns,
+            vec![
+                Column::Custom("E-Mail".into()),
+                Column::Email,
+                Column::Name,
+                Column::Custom("Tier".into())
+            ]
+        );
+        assert!(map_header(&csv::ByteRecord::from(vec!["name", "phone"])).is_err());
+        assert!(map_header(&csv::ByteRecord::from(vec!["email", "Email"])).is_err());
+        let wide: Vec<String> = std::iter::once("email".to_owned())
+            .chain((0..MAX_COLUMNS).map(|i| format!("c{i}")))
+            .collect();
+        assert!(map_header(&csv::ByteRecord::from(wide)).is_err());
+    }
 }
