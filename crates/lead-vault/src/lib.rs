@@ -199,9 +199,15 @@ impl LeadVault {
         if lead_ids.is_empty() {
             return Ok(HashMap::new());
         }
+        // One primary-key probe per id, whatever the statistics say: a plain
+        // `= ANY($1)` may be planned as a scan of the whole table, which at a
+        // million leads would make every projection batch read every key.
         let rows = client
             .query(
-                "SELECT lead_id, key_material, kek_id FROM lead_keys WHERE lead_id = ANY($1)",
+                "SELECT k.lead_id, k.key_material, k.kek_id
+                 FROM unnest($1::uuid[]) AS wanted(id),
+                      LATERAL (SELECT lead_id, key_material, kek_id FROM lead_keys
+                               WHERE lead_id = wanted.id LIMIT 1) AS k",
                 &[&lead_ids],
             )
             .await?;

@@ -114,7 +114,10 @@ impl Projection for LeadsProjection {
             let ids: Vec<Uuid> = need_rows.into_iter().collect();
             for row in tx
                 .query(
-                    "SELECT id, project, body::text FROM leads WHERE id = ANY($1)",
+                    // A probe per id (see `LeadVault::keys` for why not `= ANY`).
+                    "SELECT l.id, l.project, l.body::text
+                     FROM unnest($1::uuid[]) AS wanted(id),
+                          LATERAL (SELECT id, project, body FROM leads WHERE id = wanted.id LIMIT 1) AS l",
                     &[&ids],
                 )
                 .await?

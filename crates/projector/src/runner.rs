@@ -22,7 +22,7 @@ pub struct RunnerConfig {
 impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
-            batch_size: 500,
+            batch_size: 2000,
             idle_poll: Duration::from_millis(500),
             standby_poll: Duration::from_secs(1),
         }

@@ -221,6 +221,7 @@ pub async fn import(
     })?;
     check_campaign(&state, &caller, campaign_id).await?;
 
+    let started = std::time::Instant::now();
     let field = loop {
         match multipart.next_field().await {
             Ok(Some(field)) if field.name() == Some("file") => break field,
@@ -243,7 +244,7 @@ pub async fn import(
         metadata: import_metadata,
         max_rows: limits.max_rows,
     };
-    let (chunk_tx, chunk_rx) = mpsc::channel::<io::Result<Bytes>>(8);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<io::Result<Chunk>>(8);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(2);
     let parser = tokio::task::spawn_blocking(move || parse(chunk_rx, batch_tx, &context));
     let writer = tokio::spawn(write_batches(state.clone(), batch_rx, campaign_id));
@@ -269,9 +270,20 @@ pub async fn import(
         );
     }
     report.duplicate_rows.sort_by_key(|row| row.line);
+    let written_after = started.elapsed();
     if let Some(position) = written.last_position {
         wait_for_read_models(&state, position, READ_MODEL_WAIT).await;
     }
+    tracing::info!(
+        %campaign_id,
+        rows = report.rows,
+        imported = report.imported,
+        duplicates = report.duplicates,
+        failed = report.failed,
+        writing_seconds = written_after.as_secs_f64(),
+        total_seconds = started.elapsed().as_secs_f64(),
+        "lead import finished"
+    );
     metrics::counter!("marketing_lead_import_rows_total", "outcome" => "imported").increment(report.imported);
     metrics::counter!("marketing_lead_import_rows_total", "outcome" => "duplicate").increment(report.duplicates);
     metrics::counter!("marketing_lead_import_rows_total", "outcome" => "failed").increment(report.failed);
@@ -316,19 +328,30 @@ fn too_large_file(limits: ImportLimits) -> ApiError {
     ))
 }
 
+/// What the handler passes the parser: data, then an explicit end. A channel
+/// that closes without [`Chunk::End`] means the request was abandoned (timeout,
+/// client gone): the parser must not take the cut-off text for a last row.
+enum Chunk {
+    Data(Bytes),
+    End,
+}
+
 /// Passes the file's chunks to the parser, counting bytes. Stops at the size
 /// limit, at a broken upload, or when the parser stops listening.
-async fn forward(mut field: Field<'_>, chunks: mpsc::Sender<io::Result<Bytes>>, max_bytes: u64) -> Option<UploadEnd> {
+async fn forward(mut field: Field<'_>, chunks: mpsc::Sender<io::Result<Chunk>>, max_bytes: u64) -> Option<UploadEnd> {
     let mut received: u64 = 0;
     loop {
         let (item, end) = match field.chunk().await {
-            Ok(None) => return None,
+            Ok(None) => {
+                let _ = chunks.send(Ok(Chunk::End)).await;
+                return None;
+            }
             Ok(Some(chunk)) => {
                 received += chunk.len() as u64;
                 if received > max_bytes {
                     (Err(io::Error::other("file too large")), Some(UploadEnd::TooLarge))
                 } else {
-                    (Ok(chunk), None)
+                    (Ok(Chunk::Data(chunk)), None)
                 }
             }
             Err(e) => {
@@ -350,8 +373,9 @@ async fn forward(mut field: Field<'_>, chunks: mpsc::Sender<io::Result<Bytes>>, 
 /// buffer without limit. And it notes where line breaks are ([`Lines`]), since
 /// the `csv` crate's own line numbers do not count breaks inside quotes.
 struct ChunkReader {
-    chunks: mpsc::Receiver<io::Result<Bytes>>,
+    chunks: mpsc::Receiver<io::Result<Chunk>>,
     current: Bytes,
+    ended: bool,
     record_bytes: Rc<Cell<usize>>,
     lines: Rc<std::cell::RefCell<Lines>>,
 }
@@ -415,10 +439,14 @@ impl std::error::Error for RecordTooLarge {}
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.chunks.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
+                Some(Ok(Chunk::Data(chunk))) => self.current = chunk,
+                Some(Ok(Chunk::End)) => self.ended = true,
                 Some(Err(e)) => return Err(e),
-                None => return Ok(0),
+                None => return Err(io::Error::other("the upload was abandoned")),
             }
         }
         let n = buf.len().min(self.current.len());
@@ -554,7 +582,7 @@ fn field_name(column: &Column) -> Option<String> {
 
 /// The parser thread: header, then rows, in batches to the writer.
 fn parse(
-    chunks: mpsc::Receiver<io::Result<Bytes>>,
+    chunks: mpsc::Receiver<io::Result<Chunk>>,
     batches: mpsc::Sender<Batch>,
     context: &ImportContext,
 ) -> Result<ParseOutcome, ApiError> {
@@ -563,6 +591,7 @@ fn parse(
     let source = ChunkReader {
         chunks,
         current: Bytes::new(),
+        ended: false,
         record_bytes: record_bytes.clone(),
         lines: lines.clone(),
     };
@@ -715,7 +744,10 @@ async fn write_batches(
     campaign_id: Uuid,
 ) -> Result<Written, ApiError> {
     let mut written = Written::default();
+    let mut waited = Duration::ZERO;
+    let mut wait_started = std::time::Instant::now();
     while let Some(Batch { leads }) = batches.recv().await {
+        waited += wait_started.elapsed();
         let recorded_at = event_store::now();
         let mut client = state.pool.get().await?;
         let tx = client.transaction().await?;
@@ -768,7 +800,9 @@ async fn write_batches(
         }
         tx.commit().await?;
         state.store.wakeups().notify();
+        wait_started = std::time::Instant::now();
     }
+    tracing::debug!(waited_for_parser_seconds = waited.as_secs_f64(), "lead import writer done");
     Ok(written)
 }
 
@@ -778,10 +812,13 @@ mod tests {
 
     /// Runs the parser over `csv` delivered in `chunk`-byte pieces.
     fn parse_all(csv: &[u8], chunk: usize, max_rows: u64) -> (Result<ParseOutcome, ApiError>, Vec<(u64, String)>) {
-        let (chunk_tx, chunk_rx) = mpsc::channel(csv.len() / chunk + 2);
+        let (chunk_tx, chunk_rx) = mpsc::channel(csv.len() / chunk + 3);
         for piece in csv.chunks(chunk) {
-            chunk_tx.try_send(Ok(Bytes::copy_from_slice(piece))).unwrap();
+            chunk_tx
+                .try_send(Ok(Chunk::Data(Bytes::copy_from_slice(piece))))
+                .unwrap();
         }
+        chunk_tx.try_send(Ok(Chunk::End)).unwrap();
         drop(chunk_tx);
         let (batch_tx, mut batch_rx) = mpsc::channel(1_000);
         let context = ImportContext {
@@ -811,6 +848,26 @@ mod tests {
             assert_eq!(outcome.report.errors[0].line, 7, "chunk {chunk}");
             assert_eq!(outcome.report.rows, 3);
         }
+    }
+
+    #[test]
+    fn an_abandoned_upload_does_not_import_its_cut_off_last_row() {
+        let (chunk_tx, chunk_rx) = mpsc::channel(4);
+        chunk_tx
+            .try_send(Ok(Chunk::Data(Bytes::from_static(b"email,notes\na@example.com,complete\nb@example.com,cut of"))))
+            .unwrap();
+        drop(chunk_tx);
+        let (batch_tx, mut batch_rx) = mpsc::channel(4);
+        let context = ImportContext {
+            campaign_id: Uuid::from_u128(1),
+            project: ProjectSlug::parse("acme").unwrap(),
+            metadata: json!({}),
+            max_rows: 10,
+        };
+        let outcome = parse(chunk_rx, batch_tx, &context).unwrap();
+        assert!(outcome.stopped.unwrap().contains("abandoned"));
+        let batch = batch_rx.try_recv().unwrap();
+        assert_eq!(batch.leads.len(), 1, "only the complete row");
     }
 
     #[test]
