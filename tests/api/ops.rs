@@ -75,7 +75,10 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
         ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/leads"),
         ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}"),
         ("PUT", "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}"),
-        ("DELETE", "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}"),
+        (
+            "DELETE",
+            "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}",
+        ),
         ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/leads/import"),
         ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/leads/export"),
     ]

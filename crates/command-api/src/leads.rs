@@ -62,7 +62,11 @@ pub(crate) fn metadata(caller: &Caller, request_id: &str) -> Value {
 
 /// A lead request's campaign must exist, be live and belong to the caller's
 /// project; checked at command time from the campaign's own stream.
-pub(crate) async fn check_campaign(state: &CommandState, caller: &Caller, campaign_id: Uuid) -> Result<(), ApiError> {
+pub(crate) async fn check_campaign(
+    state: &CommandState,
+    caller: &Caller,
+    campaign_id: Uuid,
+) -> Result<(), ApiError> {
     let campaign = crate::campaigns::load(state, campaign_id).await?;
     match campaign.state() {
         Some(live) if live.project == caller.project => Ok(()),
@@ -78,12 +82,7 @@ async fn load(state: &CommandState, lead_id: Uuid) -> Result<Option<(Lead, LeadK
         return Ok(None);
     }
     let client = state.pool.get().await?;
-    let Some(key) = state
-        .vault
-        .key(&**client, lead_id)
-        .await
-        .map_err(vault_error)?
-    else {
+    let Some(key) = state.vault.key(&**client, lead_id).await.map_err(vault_error)? else {
         return Ok(None);
     };
     let mut lead = Lead::default();
@@ -95,7 +94,12 @@ async fn load(state: &CommandState, lead_id: Uuid) -> Result<Option<(Lead, LeadK
     Ok(Some((lead, key)))
 }
 
-fn new_events(events: &[LeadEvent], ids: &IdSource, metadata: &Value, recorded_at: chrono::DateTime<chrono::Utc>) -> Vec<NewEvent> {
+fn new_events(
+    events: &[LeadEvent],
+    ids: &IdSource,
+    metadata: &Value,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+) -> Vec<NewEvent> {
     events
         .iter()
         .enumerate()
@@ -113,10 +117,17 @@ fn new_events(events: &[LeadEvent], ids: &IdSource, metadata: &Value, recorded_a
 /// Read-after-write: hold the answer until the projections have the events,
 /// within `timeout`. If they are far behind, the write still succeeded, so it
 /// is answered anyway, counted and logged.
-pub(crate) async fn wait_for_read_models(state: &CommandState, position: LogPosition, timeout: std::time::Duration) {
+pub(crate) async fn wait_for_read_models(
+    state: &CommandState,
+    position: LogPosition,
+    timeout: std::time::Duration,
+) {
     if !state.progress.wait_for(position, timeout).await {
         metrics::counter!("marketing_read_after_write_timeouts_total").increment(1);
-        tracing::warn!(?position, "read models did not catch up before the write answered");
+        tracing::warn!(
+            ?position,
+            "read models did not catch up before the write answered"
+        );
     }
 }
 
@@ -204,7 +215,10 @@ pub async fn create(
         // request holding one while waiting for a second can starve the pool.
         drop(tx);
         drop(client);
-        return replayed_create(&state, lead_id, first_event_id, || ApiError::Conflict(DUPLICATE_EMAIL.into())).await;
+        return replayed_create(&state, lead_id, first_event_id, || {
+            ApiError::Conflict(DUPLICATE_EMAIL.into())
+        })
+        .await;
     }
     let outcome = match event_store::append_in_transaction(&tx, &appends).await {
         Ok(outcomes) => outcomes[0].clone(),
@@ -243,21 +257,26 @@ async fn replayed_create(
     Ok(resource_response(StatusCode::CREATED, live, true))
 }
 
+/// Who is writing, for the event metadata and for deriving ids.
+struct WriteContext<'a> {
+    caller: &'a Caller,
+    request_id: &'a str,
+    ids: &'a IdSource,
+}
+
 /// Runs an update or a delete against one lead of one campaign: load, check
 /// tenancy and If-Match, decide, then append together with the vault change
 /// (email claim moved, or everything erased) in one transaction; retry on a
 /// concurrent write unless the client pinned a version.
 async fn execute(
     state: &CommandState,
-    caller: &Caller,
-    request_id: &str,
-    ids: &IdSource,
+    ctx: &WriteContext<'_>,
     campaign_id: Uuid,
     lead_id: Uuid,
     if_match: Option<IfMatchVersion>,
     command: LeadCommand,
 ) -> Result<Lead, ApiError> {
-    check_campaign(state, caller, campaign_id).await?;
+    check_campaign(state, ctx.caller, campaign_id).await?;
     for _ in 0..MAX_ATTEMPTS {
         let Some((lead, key)) = load(state, lead_id).await? else {
             return Err(ApiError::NotFound(NOT_FOUND));
@@ -287,7 +306,12 @@ async fn execute(
         let appends = [StreamAppend {
             stream_id: stream_id(lead_id),
             expected: ExpectedVersion::Exact(current.version),
-            events: new_events(&events, ids, &metadata(caller, request_id), recorded_at),
+            events: new_events(
+                &events,
+                ctx.ids,
+                &metadata(ctx.caller, ctx.request_id),
+                recorded_at,
+            ),
         }];
 
         let mut client = state.pool.get().await?;
@@ -308,11 +332,7 @@ async fn execute(
                     return Err(ApiError::Conflict(DUPLICATE_EMAIL.into()));
                 }
             }
-            None => state
-                .vault
-                .erase_lead(&*tx, lead_id)
-                .await
-                .map_err(vault_error)?,
+            None => state.vault.erase_lead(&*tx, lead_id).await.map_err(vault_error)?,
         }
         match event_store::append_in_transaction(&tx, &appends).await {
             Ok(outcomes) => {
@@ -371,9 +391,11 @@ pub async fn update(
     let lead_id = parse_id(&lead_id, NOT_FOUND)?;
     let lead = execute(
         &state,
-        &caller,
-        &request_id,
-        &ids,
+        &WriteContext {
+            caller: &caller,
+            request_id: &request_id,
+            ids: &ids,
+        },
         campaign_id,
         lead_id,
         if_match,
@@ -409,9 +431,11 @@ pub async fn delete(
     let lead_id = parse_id(&lead_id, NOT_FOUND)?;
     execute(
         &state,
-        &caller,
-        &request_id,
-        &ids,
+        &WriteContext {
+            caller: &caller,
+            request_id: &request_id,
+            ids: &ids,
+        },
         campaign_id,
         lead_id,
         if_match,

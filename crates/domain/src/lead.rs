@@ -476,7 +476,14 @@ impl Lead {
                     return Err(LeadError::AlreadyExists);
                 }
                 let valid = validate_create(*input).map_err(LeadError::Invalid)?;
-                Ok(vec![created_event(lead_id, campaign_id, project, valid, key, nonce)])
+                Ok(vec![created_event(
+                    lead_id,
+                    campaign_id,
+                    project,
+                    valid,
+                    key,
+                    nonce,
+                )])
             }
             LeadCommand::Update(input) => self.update(*input, key, nonce),
             LeadCommand::Delete => {
@@ -686,9 +693,7 @@ pub fn normalized_email(email: &str) -> String {
 }
 
 fn clean(value: Option<String>) -> Option<String> {
-    value
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 fn check_line(errors: &mut ValidationErrors, field: &str, value: Option<&str>, max: usize) {
@@ -741,7 +746,10 @@ fn check_email(errors: &mut ValidationErrors, email: &str) {
         return;
     }
     if !is_valid_email(email) {
-        errors.add("email", "email must be a valid email address, like name@example.com");
+        errors.add(
+            "email",
+            "email must be a valid email address, like name@example.com",
+        );
     }
 }
 
@@ -789,7 +797,10 @@ fn clean_custom_fields(errors: &mut ValidationErrors, fields: CustomFields) -> C
             continue;
         }
         if trimmed_key.chars().any(char::is_control) {
-            errors.add("custom_fields", "custom field names must not contain control characters");
+            errors.add(
+                "custom_fields",
+                "custom field names must not contain control characters",
+            );
             continue;
         }
         if STANDARD_FIELDS
@@ -807,10 +818,7 @@ fn clean_custom_fields(errors: &mut ValidationErrors, fields: CustomFields) -> C
             continue;
         }
         check_multiline(errors, &path, Some(value), CUSTOM_VALUE_MAX);
-        if cleaned
-            .insert(trimmed_key.to_owned(), value.to_owned())
-            .is_some()
-        {
+        if cleaned.insert(trimmed_key.to_owned(), value.to_owned()).is_some() {
             errors.add(path, format!("custom field {trimmed_key:?} is given twice"));
         }
     }

@@ -376,10 +376,7 @@ pub async fn append_in_transaction(
         return Err(AppendError::Empty);
     }
     let mut resolved = appends.to_vec();
-    for append in resolved
-        .iter_mut()
-        .filter(|a| a.expected == ExpectedVersion::Any)
-    {
+    for append in resolved.iter_mut().filter(|a| a.expected == ExpectedVersion::Any) {
         let current: Option<i64> = tx
             .query_one(
                 "SELECT max(version) FROM events WHERE stream_id = $1",
@@ -391,10 +388,7 @@ pub async fn append_in_transaction(
         append.expected = current.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
     }
     let rows = AppendRows::new(&resolved);
-    let statement = tx
-        .prepare_cached(APPEND_SQL)
-        .await
-        .map_err(StoreError::from)?;
+    let statement = tx.prepare_cached(APPEND_SQL).await.map_err(StoreError::from)?;
     match tx.query(&statement, &rows.params()).await {
         Ok(rows) if rows.is_empty() => Err(conflict(appends, guarded_stream(&resolved))),
         Ok(rows) => Ok(outcomes(&resolved, rows)),

@@ -460,7 +460,10 @@ async fn appends_in_a_caller_transaction_are_all_or_nothing_with_its_other_write
     for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(5)] {
         let tx = client.transaction().await.unwrap();
         let result = event_store::append_in_transaction(&tx, &appends(expected)).await;
-        assert!(matches!(result, Err(AppendError::Conflict { .. })), "{expected:?}: {result:?}");
+        assert!(
+            matches!(result, Err(AppendError::Conflict { .. })),
+            "{expected:?}: {result:?}"
+        );
         tx.rollback().await.unwrap();
     }
     // `Any` is resolved inside the transaction.

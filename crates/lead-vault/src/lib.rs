@@ -166,7 +166,9 @@ impl LeadVault {
             reason: reason.to_owned(),
         };
         match (kek_id, &self.kek) {
-            (None, _) => SecretKey::from_slice(material).ok_or_else(|| unusable("stored key has the wrong length")),
+            (None, _) => {
+                SecretKey::from_slice(material).ok_or_else(|| unusable("stored key has the wrong length"))
+            }
             (Some(_), None) => Err(unusable(&format!(
                 "it is wrapped with a key-encryption key, but {KEK_ENV} is not set"
             ))),
@@ -221,7 +223,11 @@ impl LeadVault {
         Ok(keys)
     }
 
-    pub async fn key<C: GenericClient + Sync>(&self, client: &C, lead_id: Uuid) -> Result<Option<LeadKey>, VaultError> {
+    pub async fn key<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        lead_id: Uuid,
+    ) -> Result<Option<LeadKey>, VaultError> {
         Ok(self.keys(client, &[lead_id]).await?.remove(&lead_id))
     }
 
@@ -333,7 +339,11 @@ impl LeadVault {
 
     /// Erases every lead of a deleted campaign (see [`LeadVault::erase_lead`]).
     /// Returns how many keys were destroyed.
-    pub async fn erase_campaign<C: GenericClient + Sync>(&self, tx: &C, campaign_id: Uuid) -> Result<u64, VaultError> {
+    pub async fn erase_campaign<C: GenericClient + Sync>(
+        &self,
+        tx: &C,
+        campaign_id: Uuid,
+    ) -> Result<u64, VaultError> {
         tx.execute(
             "DELETE FROM lead_email_claims WHERE campaign_id = $1",
             &[&campaign_id],
@@ -372,7 +382,10 @@ mod tests {
         let key = LeadKey::from_bytes([5; KEY_LEN]);
         let vault = LeadVault::new(Some(kek(1)));
         let (material, kek_id) = vault.wrap(lead, &key);
-        assert_ne!(&material[NONCE_LEN..NONCE_LEN + KEY_LEN], key.as_bytes().as_slice());
+        assert_ne!(
+            &material[NONCE_LEN..NONCE_LEN + KEY_LEN],
+            key.as_bytes().as_slice()
+        );
         assert_eq!(vault.unwrap(lead, &material, kek_id.as_deref()).unwrap(), key);
         // Another lead's row, another KEK, or no KEK: explicit errors.
         assert!(vault
@@ -404,8 +417,17 @@ mod tests {
     fn email_digests_ignore_case_and_spaces_but_not_the_campaign() {
         let a = Uuid::from_u128(1);
         let b = Uuid::from_u128(2);
-        assert_eq!(email_digest(a, "John@Example.com "), email_digest(a, "john@example.com"));
-        assert_ne!(email_digest(a, "john@example.com"), email_digest(b, "john@example.com"));
-        assert_ne!(email_digest(a, "john@example.com"), email_digest(a, "jon@example.com"));
+        assert_eq!(
+            email_digest(a, "John@Example.com "),
+            email_digest(a, "john@example.com")
+        );
+        assert_ne!(
+            email_digest(a, "john@example.com"),
+            email_digest(b, "john@example.com")
+        );
+        assert_ne!(
+            email_digest(a, "john@example.com"),
+            email_digest(a, "jon@example.com")
+        );
     }
 }

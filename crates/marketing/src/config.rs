@@ -71,7 +71,12 @@ pub struct Config {
     pub lead_key_encryption_key: Option<Secret>,
 
     /// Longest time a CSV lead import may take, in milliseconds (10 minutes).
-    #[arg(long, env = "LEAD_IMPORT_TIMEOUT_MS", default_value_t = 600_000, global = true)]
+    #[arg(
+        long,
+        env = "LEAD_IMPORT_TIMEOUT_MS",
+        default_value_t = 600_000,
+        global = true
+    )]
     pub lead_import_timeout_ms: u64,
 
     /// Largest CSV file a lead import accepts, in bytes (512 MiB).
@@ -79,7 +84,12 @@ pub struct Config {
     pub lead_import_max_bytes: u64,
 
     /// Most data rows a lead import accepts (header excluded).
-    #[arg(long, env = "LEAD_IMPORT_MAX_ROWS", default_value_t = 1_000_000, global = true)]
+    #[arg(
+        long,
+        env = "LEAD_IMPORT_MAX_ROWS",
+        default_value_t = 1_000_000,
+        global = true
+    )]
     pub lead_import_max_rows: u64,
 }
 

@@ -7,8 +7,8 @@ use crate::ops;
 use anyhow::Context;
 use axum::Router;
 use command_api::CommandState;
-use lead_vault::LeadVault;
 use event_store::{connect_pool, spawn_listener, EventStore, PgEventStore, Wakeups};
+use lead_vault::LeadVault;
 use projector::{
     all_projections, InProcessProgress, PolledProgress, ProjectionRunner, ReadModelProgress, RunnerConfig,
 };
@@ -141,7 +141,10 @@ impl Application {
             let progress: Arc<dyn ReadModelProgress> = if role.runs_projectors() {
                 Arc::new(InProcessProgress::new(progress_receivers))
             } else {
-                let names = all_projections(&vault).iter().map(|p| p.name().to_owned()).collect();
+                let names = all_projections(&vault)
+                    .iter()
+                    .map(|p| p.name().to_owned())
+                    .collect();
                 Arc::new(PolledProgress::new(pool.clone(), names))
             };
             api = api.merge(command_api::router(CommandState {
@@ -170,7 +173,10 @@ impl Application {
         let timeouts = web::middleware::RequestTimeouts {
             default: config.request_timeout(),
             // Imports read the whole upload before answering.
-            overrides: vec![(command_api::leads::import::PATH_SUFFIX, config.lead_import_timeout())],
+            overrides: vec![(
+                command_api::leads::import::PATH_SUFFIX,
+                config.lead_import_timeout(),
+            )],
         };
         let router = web::middleware::apply_with_timeouts(router, timeouts);
 

@@ -60,14 +60,17 @@ impl Projection for LeadsProjection {
         let mut changes = Vec::new();
         for event in events {
             if event.stream_id.starts_with(lead::STREAM_PREFIX) {
-                let decoded = LeadEvent::from_data(&event.event_type, event.data.clone()).map_err(|source| {
-                    ProjectionError::Decode {
-                        position: event.position,
-                        source,
-                    }
-                })?;
+                let decoded =
+                    LeadEvent::from_data(&event.event_type, event.data.clone()).map_err(|source| {
+                        ProjectionError::Decode {
+                            position: event.position,
+                            source,
+                        }
+                    })?;
                 changes.push(Change::Lead(event, decoded));
-            } else if event.stream_id.starts_with(campaign::STREAM_PREFIX) && event.event_type == "CampaignDeleted" {
+            } else if event.stream_id.starts_with(campaign::STREAM_PREFIX)
+                && event.event_type == "CampaignDeleted"
+            {
                 match CampaignEvent::from_data(&event.event_type, event.data.clone()) {
                     Ok(CampaignEvent::Deleted(e)) => changes.push(Change::CampaignDeleted(e.campaign_id)),
                     Ok(_) => {}

@@ -37,7 +37,11 @@ fn json_response(body: String) -> Response {
 
 /// The campaign must be live and the caller's: another project's campaign, or
 /// a deleted one, is a 404 for its leads too.
-async fn check_campaign(client: &deadpool_postgres::Client, caller: &Caller, campaign_id: Uuid) -> Result<(), ApiError> {
+async fn check_campaign(
+    client: &deadpool_postgres::Client,
+    caller: &Caller,
+    campaign_id: Uuid,
+) -> Result<(), ApiError> {
     let statement = client
         .prepare_cached("SELECT 1 FROM campaigns WHERE id = $1 AND project = $2")
         .await?;
@@ -133,7 +137,10 @@ pub async fn list(
         ));
     }
     args.push(&fetch);
-    sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${}", args.len()));
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT ${}",
+        args.len()
+    ));
     let rows = client.query(sql.as_str(), &args).await?;
 
     let has_more = rows.len() as i64 > limit;
@@ -170,7 +177,9 @@ pub async fn get_one(
     let client = state.pool.get().await?;
     check_campaign(&client, &caller, campaign_id).await?;
     let statement = client
-        .prepare_cached("SELECT body::text, version FROM leads WHERE id = $1 AND campaign_id = $2 AND project = $3")
+        .prepare_cached(
+            "SELECT body::text, version FROM leads WHERE id = $1 AND campaign_id = $2 AND project = $3",
+        )
         .await?;
     let row = client
         .query_opt(&statement, &[&lead_id, &campaign_id, &caller.project.as_str()])
@@ -214,9 +223,7 @@ pub async fn export(
                 tracing::error!(error = format!("{error:#}"), %campaign_id, "lead export failed midway");
                 // Ends the response body with an error, so the client sees a
                 // broken download rather than a silently short file.
-                let _ = sender
-                    .send(Err(std::io::Error::other("export failed")))
-                    .await;
+                let _ = sender.send(Err(std::io::Error::other("export failed"))).await;
             }
         }
     });
@@ -263,7 +270,12 @@ async fn stream_csv(
             .from_writer(Vec::with_capacity(128 * 1024))
     };
     let mut writer = chunk_writer();
-    writer.write_record(STANDARD_FIELDS.iter().copied().chain(custom.iter().map(String::as_str)))?;
+    writer.write_record(
+        STANDARD_FIELDS
+            .iter()
+            .copied()
+            .chain(custom.iter().map(String::as_str)),
+    )?;
 
     let statement = tx
         .prepare(

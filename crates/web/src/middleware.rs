@@ -153,3 +153,28 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_chosen_by_path_suffix() {
+        let timeouts = RequestTimeouts {
+            default: Duration::from_secs(30),
+            overrides: vec![("/leads/import", Duration::from_secs(600))],
+        };
+        assert_eq!(
+            timeouts.for_path("/v1/dev/marketing/campaigns/x/leads/import"),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            timeouts.for_path("/v1/dev/marketing/campaigns/x/leads"),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            timeouts.for_path("/v1/dev/marketing/campaigns/x/leads/import/extra"),
+            Duration::from_secs(30)
+        );
+    }
+}

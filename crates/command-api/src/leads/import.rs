@@ -27,7 +27,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use domain::lead::{self, created_event, validate_create, CreateLead, LeadKey, LeadStatus, CUSTOM_FIELDS_MAX};
+use domain::lead::{
+    self, created_event, validate_create, CreateLead, LeadKey, LeadStatus, CUSTOM_FIELDS_MAX,
+};
 use domain::{DomainEvent, ProjectSlug};
 use event_store::{ExpectedVersion, LogPosition, NewEvent, StreamAppend};
 use lead_vault::{email_digest, generate_key, generate_nonce, NewLeadEntry};
@@ -102,7 +104,11 @@ pub struct RowError {
 impl ImportReport {
     fn fail(&mut self, line: u64, field: Option<String>, message: String) {
         self.failed += 1;
-        push_bounded(&mut self.errors, &mut self.truncated, RowError { line, field, message });
+        push_bounded(
+            &mut self.errors,
+            &mut self.truncated,
+            RowError { line, field, message },
+        );
     }
 
     fn duplicate(&mut self, line: u64, message: String) {
@@ -232,7 +238,12 @@ pub async fn import(
                     "file is required: send the CSV as the multipart field `file`",
                 ))
             }
-            Err(e) => return Err(ApiError::bad_request("file", format!("cannot read the upload: {e}"))),
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "file",
+                    format!("cannot read the upload: {e}"),
+                ))
+            }
         }
     };
 
@@ -285,14 +296,20 @@ pub async fn import(
         "lead import finished"
     );
     metrics::counter!("marketing_lead_import_rows_total", "outcome" => "imported").increment(report.imported);
-    metrics::counter!("marketing_lead_import_rows_total", "outcome" => "duplicate").increment(report.duplicates);
+    metrics::counter!("marketing_lead_import_rows_total", "outcome" => "duplicate")
+        .increment(report.duplicates);
     metrics::counter!("marketing_lead_import_rows_total", "outcome" => "failed").increment(report.failed);
 
     let (status, message) = match (upload_end, parsed.row_limit_reached, parsed.stopped) {
-        (Some(UploadEnd::TooLarge), _, _) => (StatusCode::PAYLOAD_TOO_LARGE, Some(too_large_file(limits).to_string())),
+        (Some(UploadEnd::TooLarge), _, _) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some(too_large_file(limits).to_string()),
+        ),
         (Some(UploadEnd::Broken(reason)), _, _) => (
             StatusCode::BAD_REQUEST,
-            Some(format!("the upload broke off ({reason}); the rows before it were processed")),
+            Some(format!(
+                "the upload broke off ({reason}); the rows before it were processed"
+            )),
         ),
         (None, true, _) => (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -338,7 +355,11 @@ enum Chunk {
 
 /// Passes the file's chunks to the parser, counting bytes. Stops at the size
 /// limit, at a broken upload, or when the parser stops listening.
-async fn forward(mut field: Field<'_>, chunks: mpsc::Sender<io::Result<Chunk>>, max_bytes: u64) -> Option<UploadEnd> {
+async fn forward(
+    mut field: Field<'_>,
+    chunks: mpsc::Sender<io::Result<Chunk>>,
+    max_bytes: u64,
+) -> Option<UploadEnd> {
     let mut received: u64 = 0;
     loop {
         let (item, end) = match field.chunk().await {
@@ -356,7 +377,10 @@ async fn forward(mut field: Field<'_>, chunks: mpsc::Sender<io::Result<Chunk>>, 
             }
             Err(e) => {
                 let reason = e.body_text();
-                (Err(io::Error::other(reason.clone())), Some(UploadEnd::Broken(reason)))
+                (
+                    Err(io::Error::other(reason.clone())),
+                    Some(UploadEnd::Broken(reason)),
+                )
             }
         };
         // The parser hangs up when it is done (or refused the header).
@@ -481,7 +505,9 @@ enum Column {
 fn map_header(header: &csv::ByteRecord) -> Result<Vec<Column>, ApiError> {
     let not_csv = |why: &str| ApiError::bad_request("file", format!("the file is not a lead CSV: {why}"));
     if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-        return Err(not_csv("it is empty; expected a header row with an `email` column"));
+        return Err(not_csv(
+            "it is empty; expected a header row with an `email` column",
+        ));
     }
     if header.len() > MAX_COLUMNS {
         return Err(not_csv(&format!(
@@ -529,7 +555,10 @@ fn map_header(header: &csv::ByteRecord) -> Result<Vec<Column>, ApiError> {
 }
 
 /// Turns one record into a create command, or says why it cannot be one.
-fn row_to_input(columns: &[Column], record: &csv::ByteRecord) -> Result<CreateLead, (Option<String>, String)> {
+fn row_to_input(
+    columns: &[Column],
+    record: &csv::ByteRecord,
+) -> Result<CreateLead, (Option<String>, String)> {
     if record.len() != columns.len() {
         return Err((
             None,
@@ -601,14 +630,14 @@ fn parse(
         .from_reader(source);
     let mut record = csv::ByteRecord::new();
     let unreadable = |e: csv::Error| -> String {
-        let line = e
-            .position()
-            .map_or(String::new(), |p| format!("line {}: ", lines.borrow_mut().line_of(p.byte())));
+        let line = e.position().map_or(String::new(), |p| {
+            format!("line {}: ", lines.borrow_mut().line_of(p.byte()))
+        });
         format!("{line}cannot read the file: {}", io_cause(&e))
     };
-    let has_header = reader.read_byte_record(&mut record).map_err(|e| {
-        ApiError::bad_request("file", unreadable(e))
-    })?;
+    let has_header = reader
+        .read_byte_record(&mut record)
+        .map_err(|e| ApiError::bad_request("file", unreadable(e)))?;
     if !has_header {
         return Err(ApiError::bad_request(
             "file",
@@ -782,7 +811,8 @@ async fn write_batches(
                 if written.duplicates.len() < MAX_REPORTED_ROWS {
                     written.duplicates.push((
                         lead.line,
-                        "duplicate email: a lead of this campaign (or an earlier row of this file) has it".into(),
+                        "duplicate email: a lead of this campaign (or an earlier row of this file) has it"
+                            .into(),
                     ));
                 }
             }
@@ -802,7 +832,10 @@ async fn write_batches(
         state.store.wakeups().notify();
         wait_started = std::time::Instant::now();
     }
-    tracing::debug!(waited_for_parser_seconds = waited.as_secs_f64(), "lead import writer done");
+    tracing::debug!(
+        waited_for_parser_seconds = waited.as_secs_f64(),
+        "lead import writer done"
+    );
     Ok(written)
 }
 
@@ -811,7 +844,11 @@ mod tests {
     use super::*;
 
     /// Runs the parser over `csv` delivered in `chunk`-byte pieces.
-    fn parse_all(csv: &[u8], chunk: usize, max_rows: u64) -> (Result<ParseOutcome, ApiError>, Vec<(u64, String)>) {
+    fn parse_all(
+        csv: &[u8],
+        chunk: usize,
+        max_rows: u64,
+    ) -> (Result<ParseOutcome, ApiError>, Vec<(u64, String)>) {
         let (chunk_tx, chunk_rx) = mpsc::channel(csv.len() / chunk + 3);
         for piece in csv.chunks(chunk) {
             chunk_tx
@@ -854,7 +891,9 @@ mod tests {
     fn an_abandoned_upload_does_not_import_its_cut_off_last_row() {
         let (chunk_tx, chunk_rx) = mpsc::channel(4);
         chunk_tx
-            .try_send(Ok(Chunk::Data(Bytes::from_static(b"email,notes\na@example.com,complete\nb@example.com,cut of"))))
+            .try_send(Ok(Chunk::Data(Bytes::from_static(
+                b"email,notes\na@example.com,complete\nb@example.com,cut of",
+            ))))
             .unwrap();
         drop(chunk_tx);
         let (batch_tx, mut batch_rx) = mpsc::channel(4);

@@ -144,10 +144,7 @@ mod tests {
     fn sealed_values_open_only_with_the_same_key_and_associated_data() {
         let key = SecretKey::from_bytes([7; KEY_LEN]);
         let sealed = seal(&key, [1; NONCE_LEN], b"lead-1", b"john@example.com");
-        assert!(!sealed
-            .ciphertext
-            .windows(4)
-            .any(|w| w == b"john".as_slice()));
+        assert!(!sealed.ciphertext.windows(4).any(|w| w == b"john".as_slice()));
         assert_eq!(open(&key, &sealed, b"lead-1").unwrap(), b"john@example.com");
         assert_eq!(
             open(&SecretKey::from_bytes([8; KEY_LEN]), &sealed, b"lead-1"),

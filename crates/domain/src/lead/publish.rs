@@ -33,7 +33,11 @@ pub enum PublishError {
 
 /// The JSON value to publish for a stored lead event (`event_type` and `data` as
 /// read from the log, already upcast). Pure: no I/O.
-pub fn publishable_event(event_type: &str, data: &Value, key: Option<&LeadKey>) -> Result<Value, PublishError> {
+pub fn publishable_event(
+    event_type: &str,
+    data: &Value,
+    key: Option<&LeadKey>,
+) -> Result<Value, PublishError> {
     let event = LeadEvent::from_data(event_type, data.clone())?;
     let mut out = Map::new();
     out.insert("lead_id".into(), json!(event.lead_id()));

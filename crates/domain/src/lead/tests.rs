@@ -73,7 +73,14 @@ fn seed_create_records_one_event_with_the_personal_data_sealed() {
     assert_eq!(e.source.as_deref(), Some("facebook"));
     // Nothing personal is readable in what goes to the log.
     let data = event.to_data().to_string();
-    for secret in ["John", "john@example.com", "1234567890", "Interested", "SUMMER2024", "referral_code"] {
+    for secret in [
+        "John",
+        "john@example.com",
+        "1234567890",
+        "Interested",
+        "SUMMER2024",
+        "referral_code",
+    ] {
         assert!(!data.contains(secret), "{secret} leaked into {data}");
     }
     let lead = given(&[event]);
@@ -250,7 +257,10 @@ fn inputs_are_normalized_the_same_way_on_every_path() {
     assert_eq!(valid.personal.email, "ann@example.com");
     assert_eq!(valid.personal.phone, None);
     assert_eq!(valid.personal.notes.as_deref(), Some("line 1\nline 2"));
-    assert_eq!(valid.personal.custom_fields, CustomFields::from([("tier".into(), "gold".into())]));
+    assert_eq!(
+        valid.personal.custom_fields,
+        CustomFields::from([("tier".into(), "gold".into())])
+    );
     // Normalizing again changes nothing: that is what makes CSV round trips exact.
     let again = validate_create(CreateLead {
         name: valid.personal.name.clone(),
@@ -278,7 +288,13 @@ fn custom_fields_are_limited() {
     assert_eq!(result.unwrap_err().first().unwrap().field, "custom_fields");
     let result = validate_create(CreateLead {
         email: "a@example.com".into(),
-        custom_fields: Some([("a".to_owned(), "1".to_owned()), (" a".to_owned(), "2".to_owned())].into()),
+        custom_fields: Some(
+            [
+                ("a".to_owned(), "1".to_owned()),
+                (" a".to_owned(), "2".to_owned()),
+            ]
+            .into(),
+        ),
         ..CreateLead::default()
     });
     assert_eq!(result.unwrap_err().first().unwrap().field, "custom_fields.a");
@@ -304,8 +320,14 @@ fn deleted_leads_refuse_every_command() {
     );
     let gone = given(&[created(), events[0].clone()]);
     assert!(gone.is_deleted() && gone.state().is_none());
-    assert_eq!(gone.handle(LeadCommand::Delete, &key(), [0; 24]), Err(LeadError::NotFound));
-    assert_eq!(gone.handle(update(SEED_UPDATE), &key(), [0; 24]), Err(LeadError::NotFound));
+    assert_eq!(
+        gone.handle(LeadCommand::Delete, &key(), [0; 24]),
+        Err(LeadError::NotFound)
+    );
+    assert_eq!(
+        gone.handle(update(SEED_UPDATE), &key(), [0; 24]),
+        Err(LeadError::NotFound)
+    );
     assert_eq!(
         gone.handle(create(SEED_CREATE), &key(), [0; 24]),
         Err(LeadError::AlreadyExists)
@@ -332,7 +354,10 @@ fn published_events_carry_personal_data_only_while_the_key_exists() {
     assert!(!text.contains("john") && !text.contains("ciphertext"), "{text}");
 
     let lead = given(&[created()]);
-    let updated = lead.handle(update(SEED_UPDATE), &key(), [2; 24]).unwrap().remove(0);
+    let updated = lead
+        .handle(update(SEED_UPDATE), &key(), [2; 24])
+        .unwrap()
+        .remove(0);
     let with_key = publishable_event(updated.event_type(), &updated.to_data(), Some(&key())).unwrap();
     assert_eq!(with_key["status"], "contacted");
     assert_eq!(with_key["notes"], "Follow up scheduled");
