@@ -1174,3 +1174,29 @@ async fn replaying_the_log_never_brings_an_erased_lead_back() {
     assert_eq!(count(&app, "SELECT count(*) FROM leads").await, 2);
     assert_eq!(count(&app, "SELECT count(*) FROM lead_erased_campaigns").await, 1);
 }
+
+/// An export has a column per custom field name used by any lead, which can
+/// be more than one lead may have: the file still imports back.
+#[tokio::test]
+async fn exports_with_more_custom_columns_than_a_lead_may_have_import_back() {
+    let app = spawn_app().await;
+    let source = campaign(&app).await;
+    let mut csv = String::from("email");
+    for i in 0..60 {
+        csv.push_str(&format!(",field{i:02}"));
+    }
+    csv.push('\n');
+    for row in 0..60 {
+        csv.push_str(&format!("wide{row}@example.com"));
+        for column in 0..60 {
+            csv.push_str(if column == row { ",x" } else { "," });
+        }
+        csv.push('\n');
+    }
+    assert_eq!(import_ok(&app, &source, csv).await["imported"], 60);
+    let exported = export(&app, &source).await;
+    assert_eq!(exported.lines().next().unwrap().split(',').count(), 66);
+    let target = campaign(&app).await;
+    assert_eq!(import_ok(&app, &target, exported.clone()).await["imported"], 60);
+    assert_eq!(export(&app, &target).await, exported);
+}

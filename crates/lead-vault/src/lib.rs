@@ -290,7 +290,8 @@ impl LeadVault {
     }
 
     /// Moves a lead's claim from one email to another inside the caller's
-    /// transaction. False if another lead of the campaign holds the new one.
+    /// transaction. False if another lead of the campaign holds the new one
+    /// (the caller must then roll back).
     pub async fn move_email<C: GenericClient + Sync>(
         &self,
         tx: &C,
@@ -299,6 +300,15 @@ impl LeadVault {
         old_digest: &[u8],
         new_digest: &[u8],
     ) -> Result<bool, VaultError> {
+        // Both rows are touched in digest order, the order imports insert in:
+        // every writer then locks claims in one global order, so a move racing
+        // an import that holds both addresses cannot deadlock with it.
+        const RELEASE: &str =
+            "DELETE FROM lead_email_claims WHERE campaign_id = $1 AND email_digest = $2 AND lead_id = $3";
+        if old_digest < new_digest {
+            tx.execute(RELEASE, &[&campaign_id, &old_digest, &lead_id])
+                .await?;
+        }
         let claimed = tx
             .query_opt(
                 "INSERT INTO lead_email_claims (campaign_id, email_digest, lead_id) VALUES ($1, $2, $3)
@@ -307,13 +317,13 @@ impl LeadVault {
             )
             .await?;
         if claimed.is_none() {
+            // The caller rolls back, which restores the released claim.
             return Ok(false);
         }
-        tx.execute(
-            "DELETE FROM lead_email_claims WHERE campaign_id = $1 AND email_digest = $2 AND lead_id = $3",
-            &[&campaign_id, &old_digest, &lead_id],
-        )
-        .await?;
+        if old_digest > new_digest {
+            tx.execute(RELEASE, &[&campaign_id, &old_digest, &lead_id])
+                .await?;
+        }
         Ok(true)
     }
 

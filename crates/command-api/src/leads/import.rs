@@ -27,9 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use domain::lead::{
-    self, created_event, validate_create, CreateLead, LeadKey, LeadStatus, CUSTOM_FIELDS_MAX,
-};
+use domain::lead::{self, created_event, validate_create, CreateLead, LeadKey, LeadStatus};
 use domain::{DomainEvent, ProjectSlug};
 use event_store::{ExpectedVersion, LogPosition, NewEvent, StreamAppend};
 use lead_vault::{email_digest, generate_key, generate_nonce, NewLeadEntry};
@@ -54,9 +52,13 @@ pub const BATCH_ROWS: usize = 1_000;
 pub const MAX_REPORTED_ROWS: usize = 1_000;
 /// Largest single CSV record (one row, quoted newlines included).
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
-/// Columns beyond the six standard ones become custom fields, of which a lead
-/// has at most [`CUSTOM_FIELDS_MAX`].
-pub const MAX_COLUMNS: usize = lead::STANDARD_FIELDS.len() + CUSTOM_FIELDS_MAX;
+/// Most distinct custom columns in a file. Each row still holds at most
+/// [`lead::CUSTOM_FIELDS_MAX`] non-empty custom values, but an export has one column
+/// per custom field name used by *any* lead, so a file must be allowed many
+/// more columns than a lead has fields, or exports would not import back.
+pub const MAX_CUSTOM_COLUMNS: usize = 1_000;
+/// The six standard columns and the custom ones.
+pub const MAX_COLUMNS: usize = lead::STANDARD_FIELDS.len() + MAX_CUSTOM_COLUMNS;
 /// How long an import waits, after its last batch, for its leads to be
 /// listable (read-after-write); it answers anyway when that passes.
 pub const READ_MODEL_WAIT: Duration = Duration::from_secs(60);
@@ -511,7 +513,7 @@ fn map_header(header: &csv::ByteRecord) -> Result<Vec<Column>, ApiError> {
     }
     if header.len() > MAX_COLUMNS {
         return Err(not_csv(&format!(
-            "it has {} columns; at most {MAX_COLUMNS} (the 6 standard ones and {CUSTOM_FIELDS_MAX} custom fields)",
+            "it has {} columns; at most {MAX_COLUMNS} (the 6 standard ones and {MAX_CUSTOM_COLUMNS} custom ones)",
             header.len()
         )));
     }
