@@ -186,6 +186,21 @@ pub trait EventStore: Send + Sync + 'static {
     /// returns an event that a later call could place before one already returned.
     async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// Like [`EventStore::read_all`], for a reader that only needs the events
+    /// of streams whose id starts with one of `stream_prefixes`: every event
+    /// is still returned, in the same order (so the reader's position moves
+    /// past all of them), but the others come with `data` and `metadata` set
+    /// to `null`. A backend that cannot leave them out returns them whole.
+    async fn read_all_matching(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        stream_prefixes: &[&str],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let _ = stream_prefixes;
+        self.read_all(after, limit).await
+    }
+
     /// The position of the newest readable event, if any.
     async fn head(&self) -> Result<Option<LogPosition>, StoreError>;
 

@@ -474,3 +474,40 @@ async fn appends_in_a_caller_transaction_are_all_or_nothing_with_its_other_write
     tx.commit().await.unwrap();
     assert_eq!(outcome[0].last_version, 1);
 }
+
+/// A reader that names its streams gets every event in the same order, with
+/// other streams' bodies left out.
+#[tokio::test]
+async fn read_all_matching_returns_every_position_but_only_matching_bodies() {
+    let (store, _db) = store().await;
+    store
+        .append("lead-1", ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    store
+        .append("campaign-1", ExpectedVersion::NoStream, vec![event(2)])
+        .await
+        .unwrap();
+    store
+        .append("lead_x-1", ExpectedVersion::NoStream, vec![event(3)])
+        .await
+        .unwrap();
+    let all = store.read_all(LogPosition::START, 10).await.unwrap();
+    let matching = store
+        .read_all_matching(LogPosition::START, 10, &["campaign-", "lead-"])
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        matching.iter().map(|e| e.position).collect::<Vec<_>>()
+    );
+    assert_eq!(matching[0].data, all[0].data);
+    assert_eq!(matching[1].data, all[1].data);
+    assert_ne!(matching[0].metadata, Value::Null);
+    // Other streams come with their position and type, without their bodies.
+    assert_eq!(
+        (matching[2].data.clone(), matching[2].metadata.clone()),
+        (Value::Null, Value::Null)
+    );
+    assert_eq!(matching[2].event_type, "Thing");
+}

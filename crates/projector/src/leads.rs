@@ -49,6 +49,11 @@ impl Projection for LeadsProjection {
         "leads"
     }
 
+    /// Lead streams, and campaign streams for `CampaignDeleted`.
+    fn stream_prefixes(&self) -> Option<&'static [&'static str]> {
+        Some(&[lead::STREAM_PREFIX, campaign::STREAM_PREFIX])
+    }
+
     /// Loads what the batch needs (keys, touched rows, erased campaigns) with
     /// three queries, folds every event in memory, then writes back with one
     /// upsert and one delete, however many events the batch holds.

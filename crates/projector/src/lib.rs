@@ -59,6 +59,15 @@ pub trait Projection: Send + Sync + 'static {
     /// Stable name; keys the checkpoint row and the advisory lock.
     fn name(&self) -> &'static str;
 
+    /// The stream id prefixes whose events this projection reads, or `None`
+    /// for every stream. Events of other streams still reach `apply` (so the
+    /// checkpoint moves past them) but with `null` data: a projection that
+    /// names its streams must look only at those. Saves every projection from
+    /// decoding, say, a million imported lead events it does not use.
+    fn stream_prefixes(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
     /// Applies a batch, in log order, inside `tx`. The runner commits `tx` together
     /// with the new checkpoint, or rolls both back.
     async fn apply(

@@ -37,6 +37,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -47,6 +48,9 @@ use web::{ApiError, Caller};
 pub const PATH_SUFFIX: &str = "/leads/import";
 /// Leads written per transaction.
 pub const BATCH_ROWS: usize = 1_000;
+/// Batch transactions in flight at once. Two keep the database busy while a
+/// writer serializes its next batch or waits for a commit; more only contend.
+pub const WRITERS: usize = 2;
 /// Row errors (and, separately, duplicate rows) listed in the report; the
 /// counts always cover every row.
 pub const MAX_REPORTED_ROWS: usize = 1_000;
@@ -260,11 +264,17 @@ pub async fn import(
     let (chunk_tx, chunk_rx) = mpsc::channel::<io::Result<Chunk>>(8);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(2);
     let parser = tokio::task::spawn_blocking(move || parse(chunk_rx, batch_tx, &context));
-    let writer = tokio::spawn(write_batches(state.clone(), batch_rx, campaign_id));
+    let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| tokio::spawn(write_batches(state.clone(), batch_rx.clone(), campaign_id)))
+        .collect();
     let upload_end = forward(field, chunk_tx, limits.max_bytes).await;
 
     let parsed = parser.await.map_err(ApiError::internal)??;
-    let written = writer.await.map_err(ApiError::internal)??;
+    let mut written = Written::default();
+    for writer in writers {
+        written.merge(writer.await.map_err(ApiError::internal)??);
+    }
     let mut report = parsed.report;
     report.imported = written.imported;
     report.duplicates += written.duplicate_count;
@@ -768,18 +778,36 @@ struct Written {
     last_position: Option<LogPosition>,
 }
 
-/// The writer task: one transaction per batch (claims, keys, events).
+impl Written {
+    fn merge(&mut self, other: Written) {
+        self.imported += other.imported;
+        self.duplicate_count += other.duplicate_count;
+        let room = MAX_REPORTED_ROWS.saturating_sub(self.duplicates.len());
+        self.duplicates.extend(other.duplicates.into_iter().take(room));
+        self.last_position = self.last_position.max(other.last_position);
+    }
+}
+
+/// A writer task: one transaction per batch (claims, keys, events). Several
+/// share the parser's channel; each takes the next batch when it is free.
+/// Batches are taken in file order and stamped when taken, so leads keep the
+/// file's order in lists and exports even when two commit out of order.
 async fn write_batches(
     state: CommandState,
-    mut batches: mpsc::Receiver<Batch>,
+    batches: Arc<tokio::sync::Mutex<mpsc::Receiver<Batch>>>,
     campaign_id: Uuid,
 ) -> Result<Written, ApiError> {
     let mut written = Written::default();
     let mut waited = Duration::ZERO;
     let mut wait_started = std::time::Instant::now();
-    while let Some(Batch { leads }) = batches.recv().await {
+    loop {
+        let (next, recorded_at) = {
+            let mut receiver = batches.lock().await;
+            let next = receiver.recv().await;
+            (next, event_store::now())
+        };
+        let Some(Batch { leads }) = next else { break };
         waited += wait_started.elapsed();
-        let recorded_at = event_store::now();
         let mut client = state.pool.get().await?;
         let tx = client.transaction().await?;
         let entries: Vec<NewLeadEntry<'_>> = leads
@@ -813,7 +841,7 @@ async fn write_batches(
                 if written.duplicates.len() < MAX_REPORTED_ROWS {
                     written.duplicates.push((
                         lead.line,
-                        "duplicate email: a lead of this campaign (or an earlier row of this file) has it"
+                        "duplicate email: a lead of this campaign (or another row of this file) has it"
                             .into(),
                     ));
                 }
