@@ -1200,3 +1200,22 @@ async fn exports_with_more_custom_columns_than_a_lead_may_have_import_back() {
     assert_eq!(import_ok(&app, &target, exported.clone()).await["imported"], 60);
     assert_eq!(export(&app, &target).await, exported);
 }
+
+/// The report lists at most 1,000 failed rows; the counts still cover all.
+#[tokio::test]
+async fn import_reports_are_bounded_but_count_every_row() {
+    let app = spawn_app().await;
+    let campaign = campaign(&app).await;
+    let mut csv = String::from("email\n");
+    for i in 0..1_100 {
+        csv.push_str(&format!("not-an-address-{i}\n"));
+    }
+    csv.push_str("fine@example.com\n");
+    let report = import_ok(&app, &campaign, csv).await;
+    assert_eq!(report["rows"], 1_101);
+    assert_eq!(report["failed"], 1_100);
+    assert_eq!(report["imported"], 1);
+    assert_eq!(report["errors"].as_array().unwrap().len(), 1_000);
+    assert_eq!(report["errors"][999]["line"], 1_001);
+    assert_eq!(report["truncated"], true);
+}

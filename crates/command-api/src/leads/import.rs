@@ -4,16 +4,16 @@
 //! whatever the file size and the stages overlap:
 //!
 //! ```text
-//! multipart field ──chunks (≤ 8)──► parser thread ──batches (≤ 2)──► writer task ──► Postgres
+//! multipart field ──chunks (≤ 8)──► parser thread ──batches (≤ 2)──► 2 writer tasks ──► Postgres
 //!   (this handler)                  (csv reader, validation,          (one transaction per batch:
 //!                                    keys, encryption)                 claims + keys + events)
 //! ```
 //!
 //! The handler forwards the upload's chunks as they arrive; a blocking thread
 //! parses them with the `csv` crate's incremental reader, validates each row,
-//! and seals it with a fresh key; an async task writes each batch of
-//! [`BATCH_ROWS`] leads in one transaction: the email claims (duplicates against
-//! the campaign, and against earlier batches of the same file, fail their claim
+//! and seals it with a fresh key; [`WRITERS`] async tasks write the batches of
+//! [`BATCH_ROWS`] leads, each batch in one transaction: the email claims (duplicates against
+//! the campaign, and against other batches of the same file, fail their claim
 //! and are skipped), the keys, and the events (`append_in_transaction`, one
 //! statement for the whole batch). A slow stage slows the others down instead
 //! of queueing data.
@@ -85,7 +85,7 @@ pub struct ImportReport {
     /// Leads created.
     pub imported: u64,
     /// Rows skipped because their email already belongs to a lead of the
-    /// campaign, or to an earlier row of the file.
+    /// campaign, or to another row of the file.
     pub duplicates: u64,
     /// Rows refused because they are invalid.
     pub failed: u64,
@@ -191,7 +191,7 @@ struct ImportContext {
 /// Import leads from a CSV file.
 ///
 /// Valid rows are imported, invalid rows are reported by line with the reason,
-/// and rows whose email is already in the campaign (or earlier in the file) are
+/// and rows whose email is already in the campaign (or elsewhere in the file) are
 /// skipped and reported. A file that is not CSV, or has no `email` column, is a
 /// 400 with nothing imported. Streams: memory stays flat whatever the size.
 #[utoipa::path(
