@@ -39,7 +39,7 @@ const MAX_ATTEMPTS: usize = 5;
 fn to_api_error(error: LeadError) -> ApiError {
     match error {
         LeadError::Invalid(errors) => ApiError::Validation(errors),
-        LeadError::NotFound | LeadError::Erased => ApiError::NotFound(NOT_FOUND),
+        LeadError::NotFound => ApiError::NotFound(NOT_FOUND),
         LeadError::AlreadyExists => ApiError::Conflict("A lead with this id already exists".into()),
         crypto @ LeadError::Crypto(_) => ApiError::internal(crypto),
     }

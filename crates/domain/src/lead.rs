@@ -408,9 +408,6 @@ pub enum LeadError {
     /// corrupted data. Never a client's fault.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-    /// The lead's key was destroyed: its personal data no longer exists.
-    #[error("the lead's personal data was erased")]
-    Erased,
 }
 
 #[derive(Debug, Clone)]
