@@ -275,3 +275,68 @@ async fn history_covers_every_aggregate_of_a_campaign_in_order() {
     }
     assert_eq!(types, expected);
 }
+
+/// The audit trail keeps that a lead existed and was deleted, but shows the
+/// person's data only while the lead exists.
+#[tokio::test]
+async fn history_shows_lead_personal_data_only_while_the_lead_exists() {
+    let app = spawn_app().await;
+    let campaign = app.create_campaign(&app.key, SEED_CREATE).await;
+    let base = format!("/campaigns/{}", campaign["id"].as_str().unwrap());
+    let lead =
+        r#"{"name": "John Doe", "email": "john@example.com", "phone": "+1234567890", "status": "new"}"#;
+    let created: Value = app
+        .json(Method::POST, &format!("{base}/leads"), &app.key, lead)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let history_text = || async {
+        for _ in 0..300 {
+            let text = app
+                .get(&format!("{base}/history"), &app.key)
+                .await
+                .text()
+                .await
+                .unwrap();
+            if text.contains("LeadCreated") {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("LeadCreated never showed up in the history");
+    };
+    let before = history_text().await;
+    assert!(before.contains("john@example.com"), "{before}");
+    let lead_path = format!("{base}/leads/{}", created["id"].as_str().unwrap());
+    let deleted = app
+        .request(Method::DELETE, &lead_path, &app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let mut after = String::new();
+    for _ in 0..300 {
+        after = app
+            .get(&format!("{base}/history"), &app.key)
+            .await
+            .text()
+            .await
+            .unwrap();
+        if after.contains("LeadDeleted") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        after.contains("LeadCreated") && after.contains("LeadDeleted"),
+        "{after}"
+    );
+    assert!(
+        !after.contains("john@example.com") && !after.contains("John Doe"),
+        "{after}"
+    );
+    assert!(after.contains("erased"), "{after}");
+}

@@ -241,3 +241,86 @@ async fn the_publisher_role_refuses_to_start_without_or_with_bad_kafka_settings(
         .expect("refused");
     assert!(format!("{error:#}").contains("enable.idempotence"), "{error:#}");
 }
+
+/// Lead personal data goes out decrypted while the lead exists, and never after
+/// its deletion: a re-publication from position zero carries it erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lead_personal_data_is_published_only_while_the_lead_exists() {
+    let broker = Tansu::start();
+    let db = fresh_database().await;
+    let config = kafka_config(&db.url, &broker.brokers());
+    let topic = config.kafka_topic_leads.clone();
+    let app = test_app(config.clone(), Role::Serve).await;
+    let campaign: Value = app
+        .json(Method::POST, "/campaigns", &app.key, SEED_CREATE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let leads = format!("/campaigns/{}/leads", campaign["id"].as_str().unwrap());
+    let lead = json!({ "name": "John Doe", "email": "john@example.com", "phone": "+1234567890",
+                       "source": "facebook", "status": "new", "notes": "Interested in product" });
+    let created = app
+        .json(Method::POST, &leads, &app.key, &lead.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let lead_id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let brokers = broker.brokers();
+    let first = block_in_place(|| {
+        let mut reader = Reader::new(&brokers, &[&topic]);
+        reader
+            .read_until(Duration::from_secs(30), |r| !r.is_empty())
+            .to_vec()
+    });
+    assert!(
+        first[0].json().to_string().contains("john@example.com"),
+        "{}",
+        first[0].json()
+    );
+    assert_eq!(first[0].key.as_deref(), Some(lead_id.as_str()));
+
+    let deleted = app
+        .request(Method::DELETE, &format!("{leads}/{lead_id}"), &app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    block_in_place(|| {
+        let mut reader = Reader::new(&brokers, &[&topic]);
+        reader.read_until(Duration::from_secs(30), |r| r.len() >= 2);
+    });
+    app.app.stop().await;
+
+    // Publish everything again from the start, as after losing the checkpoint.
+    let client = db.connect().await;
+    client
+        .execute(
+            "UPDATE projection_checkpoints SET tx_id = 0, position = 0 WHERE name = 'publisher'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let again = RunningApp::start_with(config, Role::Publisher).await;
+    let records = block_in_place(|| {
+        let mut reader = Reader::new(&brokers, &[&topic]);
+        reader
+            .read_until(Duration::from_secs(30), |r| r.len() >= 4)
+            .to_vec()
+    });
+    let republished = records[2].json().to_string();
+    assert_eq!(
+        records[2].header("ce_id"),
+        first[0].header("ce_id"),
+        "the same event again"
+    );
+    assert!(!republished.contains("john@example.com"), "{republished}");
+    assert!(!republished.contains("John Doe"), "{republished}");
+    again.stop().await;
+}

@@ -8,6 +8,7 @@ mod campaigns;
 mod concurrency;
 mod content;
 mod kafka;
+mod leads;
 mod ops;
 mod pagination;
 mod tasks;

@@ -104,6 +104,16 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
             "GET",
             "/v1/dev/marketing/campaigns/{campaign_id}/analytics/summary",
         ),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/leads"),
+        ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/leads"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}"),
+        ("PUT", "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}"),
+        (
+            "DELETE",
+            "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}",
+        ),
+        ("POST", "/v1/dev/marketing/campaigns/{campaign_id}/leads/import"),
+        ("GET", "/v1/dev/marketing/campaigns/{campaign_id}/leads/export"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
@@ -122,7 +132,8 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
         let path = path
             .replace("{campaign_id}", "00000000-0000-0000-0000-000000000000")
             .replace("{task_id}", "00000000-0000-0000-0000-000000000000")
-            .replace("{content_id}", "00000000-0000-0000-0000-000000000000");
+            .replace("{content_id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{lead_id}", "00000000-0000-0000-0000-000000000000");
         let response = app
             .client
             .request(

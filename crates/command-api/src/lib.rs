@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod campaigns;
 mod children;
 pub mod content;
+pub mod leads;
 pub mod tasks;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
@@ -31,6 +32,9 @@ pub struct CommandState {
     pub read_after_write_timeout: Duration,
     /// Where content media files are stored.
     pub media: media::MediaStore,
+    /// Per-lead keys and email claims.
+    pub vault: lead_vault::LeadVault,
+    pub lead_import: leads::import::ImportLimits,
 }
 
 impl FromRef<CommandState> for ApiKeys {
@@ -79,10 +83,22 @@ pub fn router(state: CommandState) -> Router {
             put(tasks::update).delete(tasks::delete),
         )
         .route("/campaigns/{campaign_id}/analytics", post(analytics::track))
+        .route("/campaigns/{campaign_id}/leads", post(leads::create))
+        .route(
+            "/campaigns/{campaign_id}/leads/{lead_id}",
+            put(leads::update).delete(leads::delete),
+        )
         .layer(axum::middleware::from_fn_with_state(
             idempotency_state,
             idempotency,
         ))
         .merge(uploads)
+        // Added after the idempotency layer, so it is not wrapped: that layer
+        // buffers JSON bodies, and an import streams its upload. Imports are
+        // safe to retry without it (duplicates are skipped; see docs/leads.md).
+        .route(
+            "/campaigns/{campaign_id}/leads/import",
+            post(leads::import::import).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .with_state(state)
 }

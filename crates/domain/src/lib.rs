@@ -13,6 +13,7 @@ pub mod content;
 pub mod error;
 pub mod event;
 pub mod input;
+pub mod lead;
 pub mod money;
 pub mod project;
 pub mod task;

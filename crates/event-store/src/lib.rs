@@ -22,7 +22,7 @@ mod verify;
 
 pub use history::{read_correlated, HistoryFilter};
 pub use listener::{spawn_listener, wait, Wakeups, EVENTS_CHANNEL};
-pub use postgres::{connect_pool, migrate, run_migrations, PgEventStore};
+pub use postgres::{append_in_transaction, connect_pool, migrate, run_migrations, PgEventStore};
 pub use verify::{verify, ChainBreak, VerifyReport};
 
 use async_trait::async_trait;
@@ -189,6 +189,21 @@ pub trait EventStore: Send + Sync + 'static {
     /// Up to `limit` events strictly after `after` in whole-log order. Never
     /// returns an event that a later call could place before one already returned.
     async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Like [`EventStore::read_all`], for a reader that only needs the events
+    /// of streams whose id starts with one of `stream_prefixes`: every event
+    /// is still returned, in the same order (so the reader's position moves
+    /// past all of them), but the others come with `data` and `metadata` set
+    /// to `null`. A backend that cannot leave them out returns them whole.
+    async fn read_all_matching(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        stream_prefixes: &[&str],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let _ = stream_prefixes;
+        self.read_all(after, limit).await
+    }
 
     /// The position of the newest readable event, if any.
     async fn head(&self) -> Result<Option<LogPosition>, StoreError>;

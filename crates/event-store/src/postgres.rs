@@ -103,77 +103,14 @@ impl PgEventStore {
 
     /// One attempt at an atomic multi-stream append; `Any` must already be resolved.
     async fn try_append(&self, appends: &[StreamAppend]) -> Result<Vec<AppendOutcome>, AppendError> {
-        let total: usize = appends.iter().map(|a| a.events.len()).sum();
-        let mut event_ids = Vec::with_capacity(total);
-        let mut stream_ids = Vec::with_capacity(total);
-        let mut versions = Vec::with_capacity(total);
-        let mut types = Vec::with_capacity(total);
-        let mut schema_versions = Vec::with_capacity(total);
-        let mut data = Vec::with_capacity(total);
-        let mut metadata = Vec::with_capacity(total);
-        let mut recorded_at: Vec<DateTime<Utc>> = Vec::with_capacity(total);
-        // Streams appended at an exact version must have that version already:
-        // the unique index stops two writers taking the same next version, and
-        // this guard stops a writer leaving a gap.
-        let mut guard_streams = Vec::new();
-        let mut guard_versions = Vec::new();
-        for append in appends {
-            let first = match append.expected {
-                ExpectedVersion::NoStream => 0,
-                ExpectedVersion::Exact(v) => {
-                    guard_streams.push(append.stream_id.as_str());
-                    guard_versions.push(v);
-                    v + 1
-                }
-                ExpectedVersion::Any => unreachable!("resolved by append_many"),
-            };
-            for (offset, event) in append.events.iter().enumerate() {
-                event_ids.push(event.event_id);
-                stream_ids.push(append.stream_id.as_str());
-                versions.push(first + offset as i64);
-                types.push(event.event_type.as_str());
-                schema_versions.push(event.schema_version);
-                data.push(&event.data);
-                metadata.push(&event.metadata);
-                recorded_at.push(event.recorded_at);
-            }
-        }
+        let rows = AppendRows::new(appends);
         let client = self.pool.get().await.map_err(StoreError::from)?;
         // One statement, so one implicit transaction and one round trip.
         let statement = client
-            .prepare_cached(
-                "WITH guard AS (
-                     SELECT count(*) AS missing
-                     FROM unnest($9::text[], $10::int8[]) AS g(stream_id, version)
-                     WHERE NOT EXISTS (
-                         SELECT 1 FROM events e WHERE e.stream_id = g.stream_id AND e.version = g.version)
-                 )
-                 INSERT INTO events
-                     (event_id, stream_id, version, event_type, schema_version, data, metadata, recorded_at)
-                 SELECT u.* FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::int4[],
-                                        $6::jsonb[], $7::jsonb[], $8::timestamptz[]) AS u, guard
-                 WHERE guard.missing = 0
-                 RETURNING stream_id, version, tx_id, position",
-            )
+            .prepare_cached(APPEND_SQL)
             .await
             .map_err(StoreError::from)?;
-        let result = client
-            .query(
-                &statement,
-                &[
-                    &event_ids,
-                    &stream_ids,
-                    &versions,
-                    &types,
-                    &schema_versions,
-                    &data,
-                    &metadata,
-                    &recorded_at,
-                    &guard_streams,
-                    &guard_versions,
-                ],
-            )
-            .await;
+        let result = client.query(&statement, &rows.params()).await;
         let rows = match result {
             Ok(rows) if rows.is_empty() => {
                 // The guard found a stream behind its expected version. It may
@@ -181,7 +118,7 @@ impl PgEventStore {
                 drop(client);
                 return match self.already_stored(appends).await? {
                     Some(outcomes) => Ok(outcomes),
-                    None => Err(conflict(appends, guard_streams.first().copied())),
+                    None => Err(conflict(appends, guarded_stream(appends))),
                 };
             }
             Ok(rows) => rows,
@@ -189,46 +126,13 @@ impl PgEventStore {
                 drop(client);
                 return match self.already_stored(appends).await? {
                     Some(outcomes) => Ok(outcomes),
-                    None => {
-                        let stream = e
-                            .as_db_error()
-                            .and_then(|db| db.detail())
-                            .and_then(|detail| {
-                                appends
-                                    .iter()
-                                    .find(|a| detail.contains(&format!("({}, ", a.stream_id)))
-                            })
-                            .map(|a| a.stream_id.as_str());
-                        Err(conflict(appends, stream))
-                    }
+                    None => Err(conflict(appends, violated_stream(appends, &e))),
                 };
             }
             Err(e) => return Err(StoreError::from(e).into()),
         };
         self.wakeups.notify();
-        let mut last: HashMap<String, (i64, LogPosition)> = HashMap::new();
-        for row in rows {
-            let position = LogPosition {
-                tx_id: row.get("tx_id"),
-                position: row.get("position"),
-            };
-            let version: i64 = row.get("version");
-            let entry = last.entry(row.get("stream_id")).or_insert((version, position));
-            if version >= entry.0 {
-                *entry = (version, position);
-            }
-        }
-        Ok(appends
-            .iter()
-            .map(|a| {
-                let (last_version, last_position) = last[&a.stream_id];
-                AppendOutcome {
-                    last_version,
-                    last_position,
-                    already_stored: false,
-                }
-            })
-            .collect())
+        Ok(outcomes(appends, rows))
     }
 
     /// If every event of `appends` is already in the log, in the streams named,
@@ -299,12 +203,12 @@ impl PgEventStore {
 /// A row of `events` (all columns but `hash`) as an upcast [`RecordedEvent`].
 pub(crate) fn decode_row(upcasters: &[Upcaster], row: &Row) -> RecordedEvent {
     let event_type: String = row.get("event_type");
-    let (schema_version, data) = upcast(
-        upcasters,
-        &event_type,
-        row.get("schema_version"),
-        row.get::<_, Value>("data"),
-    );
+    // `data` is NULL only for an event left out by `read_all_matching`:
+    // nothing to upcast.
+    let (schema_version, data) = match row.get::<_, Option<Value>>("data") {
+        Some(data) => upcast(upcasters, &event_type, row.get("schema_version"), data),
+        None => (row.get("schema_version"), Value::Null),
+    };
     RecordedEvent {
         position: LogPosition {
             tx_id: row.get("tx_id"),
@@ -316,9 +220,201 @@ pub(crate) fn decode_row(upcasters: &[Upcaster], row: &Row) -> RecordedEvent {
         event_type,
         schema_version,
         data,
-        metadata: row.get("metadata"),
+        metadata: row.get::<_, Option<Value>>("metadata").unwrap_or(Value::Null),
         recorded_at: row.get("recorded_at"),
     }
+}
+
+/// The append statement: inserts every event of every stream with `unnest`,
+/// guarded so that a stream appended at an exact version must be at that version
+/// (the unique `(stream_id, version)` index stops two writers taking the same
+/// next version; the guard stops a writer leaving a gap).
+const APPEND_SQL: &str = "WITH guard AS (
+         SELECT count(*) AS missing
+         FROM unnest($9::text[], $10::int8[]) AS g(stream_id, version)
+         WHERE NOT EXISTS (
+             SELECT 1 FROM events e WHERE e.stream_id = g.stream_id AND e.version = g.version)
+     )
+     INSERT INTO events
+         (event_id, stream_id, version, event_type, schema_version, data, metadata, recorded_at)
+     SELECT u.* FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::int4[],
+                            $6::jsonb[], $7::jsonb[], $8::timestamptz[]) AS u, guard
+     WHERE guard.missing = 0
+     RETURNING stream_id, version, tx_id, position";
+
+/// The parameters of [`APPEND_SQL`], column by column.
+struct AppendRows<'a> {
+    event_ids: Vec<Uuid>,
+    stream_ids: Vec<&'a str>,
+    versions: Vec<i64>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    data: Vec<&'a Value>,
+    metadata: Vec<&'a Value>,
+    recorded_at: Vec<DateTime<Utc>>,
+    guard_streams: Vec<&'a str>,
+    guard_versions: Vec<i64>,
+}
+
+impl<'a> AppendRows<'a> {
+    /// `Any` must already be resolved to `NoStream` or `Exact`.
+    fn new(appends: &'a [StreamAppend]) -> Self {
+        let total: usize = appends.iter().map(|a| a.events.len()).sum();
+        let mut rows = AppendRows {
+            event_ids: Vec::with_capacity(total),
+            stream_ids: Vec::with_capacity(total),
+            versions: Vec::with_capacity(total),
+            types: Vec::with_capacity(total),
+            schema_versions: Vec::with_capacity(total),
+            data: Vec::with_capacity(total),
+            metadata: Vec::with_capacity(total),
+            recorded_at: Vec::with_capacity(total),
+            guard_streams: Vec::new(),
+            guard_versions: Vec::new(),
+        };
+        for append in appends {
+            let first = match append.expected {
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Exact(v) => {
+                    rows.guard_streams.push(append.stream_id.as_str());
+                    rows.guard_versions.push(v);
+                    v + 1
+                }
+                ExpectedVersion::Any => unreachable!("resolved before building rows"),
+            };
+            for (offset, event) in append.events.iter().enumerate() {
+                rows.event_ids.push(event.event_id);
+                rows.stream_ids.push(append.stream_id.as_str());
+                rows.versions.push(first + offset as i64);
+                rows.types.push(event.event_type.as_str());
+                rows.schema_versions.push(event.schema_version);
+                rows.data.push(&event.data);
+                rows.metadata.push(&event.metadata);
+                rows.recorded_at.push(event.recorded_at);
+            }
+        }
+        rows
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            &self.event_ids,
+            &self.stream_ids,
+            &self.versions,
+            &self.types,
+            &self.schema_versions,
+            &self.data,
+            &self.metadata,
+            &self.recorded_at,
+            &self.guard_streams,
+            &self.guard_versions,
+        ]
+    }
+}
+
+/// The last version and position of each stream of an append, from the
+/// statement's `RETURNING` rows.
+fn outcomes(appends: &[StreamAppend], rows: Vec<Row>) -> Vec<AppendOutcome> {
+    let mut last: HashMap<String, (i64, LogPosition)> = HashMap::new();
+    for row in rows {
+        let position = LogPosition {
+            tx_id: row.get("tx_id"),
+            position: row.get("position"),
+        };
+        let version: i64 = row.get("version");
+        let entry = last.entry(row.get("stream_id")).or_insert((version, position));
+        if version >= entry.0 {
+            *entry = (version, position);
+        }
+    }
+    appends
+        .iter()
+        .map(|a| {
+            let (last_version, last_position) = last[&a.stream_id];
+            AppendOutcome {
+                last_version,
+                last_position,
+                already_stored: false,
+            }
+        })
+        .collect()
+}
+
+/// The first stream appended at an exact version: the one a failed guard blames.
+fn guarded_stream(appends: &[StreamAppend]) -> Option<&str> {
+    appends
+        .iter()
+        .find(|a| matches!(a.expected, ExpectedVersion::Exact(_)))
+        .map(|a| a.stream_id.as_str())
+}
+
+/// The stream named in a unique violation's detail, if it names one of ours.
+fn violated_stream<'a>(appends: &'a [StreamAppend], error: &tokio_postgres::Error) -> Option<&'a str> {
+    error
+        .as_db_error()
+        .and_then(|db| db.detail())
+        .and_then(|detail| {
+            appends
+                .iter()
+                .find(|a| detail.contains(&format!("({}, ", a.stream_id)))
+        })
+        .map(|a| a.stream_id.as_str())
+}
+
+/// Appends inside the caller's transaction, so that rows the caller writes to
+/// other tables (uniqueness claims, encryption keys) commit or roll back
+/// together with the events. Postgres-only by nature: it is what lets the lead
+/// write side keep "one email per campaign" without a reservation that could
+/// outlive a failed append.
+///
+/// `ExpectedVersion::Any` is resolved inside the transaction. Any failure
+/// (version conflict, an event id already stored) leaves the transaction
+/// aborted: roll it back and decide whether to retry. Unlike [`EventStore::append_many`]
+/// this does not recognise a retried append; callers that derive event ids
+/// check the stream themselves. After commit, call `Wakeups::notify` for
+/// in-process readers (the `NOTIFY` trigger covers other processes).
+pub async fn append_in_transaction(
+    tx: &deadpool_postgres::Transaction<'_>,
+    appends: &[StreamAppend],
+) -> Result<Vec<AppendOutcome>, AppendError> {
+    if appends.is_empty() || appends.iter().any(|a| a.events.is_empty()) {
+        return Err(AppendError::Empty);
+    }
+    let mut resolved = appends.to_vec();
+    for append in resolved.iter_mut().filter(|a| a.expected == ExpectedVersion::Any) {
+        let current: Option<i64> = tx
+            .query_one(
+                "SELECT max(version) FROM events WHERE stream_id = $1",
+                &[&append.stream_id],
+            )
+            .await
+            .map_err(StoreError::from)?
+            .get(0);
+        append.expected = current.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+    }
+    let rows = AppendRows::new(&resolved);
+    let statement = tx.prepare_cached(APPEND_SQL).await.map_err(StoreError::from)?;
+    match tx.query(&statement, &rows.params()).await {
+        Ok(rows) if rows.is_empty() => Err(conflict(appends, guarded_stream(&resolved))),
+        Ok(rows) => Ok(outcomes(&resolved, rows)),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err(conflict(appends, violated_stream(appends, &e)))
+        }
+        Err(e) => Err(StoreError::from(e).into()),
+    }
+}
+
+/// A `LIKE` pattern matching strings that start with `prefix`.
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 fn conflict(appends: &[StreamAppend], stream: Option<&str>) -> AppendError {
@@ -424,6 +520,37 @@ impl EventStore for PgEventStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
             .query(&statement, &[&after.tx_id, &after.position, &limit])
+            .await?;
+        Ok(rows.iter().map(|row| self.decode(row)).collect())
+    }
+
+    /// [`PgEventStore::read_all`]'s query, with the bodies of other streams'
+    /// events replaced by NULL in the database: they still advance the reader,
+    /// but cost neither the jsonb output nor the transfer nor the parse.
+    async fn read_all_matching(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        stream_prefixes: &[&str],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version,
+                        CASE WHEN stream_id LIKE ANY($4) THEN data END AS data,
+                        CASE WHEN stream_id LIKE ANY($4) THEN metadata END AS metadata,
+                        recorded_at
+                 FROM events
+                 WHERE (tx_id, position) > ($1, $2)
+                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                 ORDER BY tx_id, position
+                 LIMIT $3",
+            )
+            .await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let patterns: Vec<String> = stream_prefixes.iter().map(|p| like_prefix(p)).collect();
+        let rows = client
+            .query(&statement, &[&after.tx_id, &after.position, &limit, &patterns])
             .await?;
         Ok(rows.iter().map(|row| self.decode(row)).collect())
     }

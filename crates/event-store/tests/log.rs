@@ -432,3 +432,104 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
         }
     }
 }
+
+/// Events appended inside a caller's transaction commit or vanish together with
+/// the caller's other rows, and versions are still enforced.
+#[tokio::test]
+async fn appends_in_a_caller_transaction_are_all_or_nothing_with_its_other_writes() {
+    let (store, _db) = store().await;
+    let mut client = store.pool().get().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE side (n int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let appends = |expected| {
+        vec![StreamAppend {
+            stream_id: "tx-1".into(),
+            expected,
+            events: vec![event(0)],
+        }]
+    };
+
+    // Rolled back: neither the side row nor the event exists.
+    let tx = client.transaction().await.unwrap();
+    tx.execute("INSERT INTO side VALUES (1)", &[]).await.unwrap();
+    event_store::append_in_transaction(&tx, &appends(ExpectedVersion::NoStream))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(count(&store).await, 0);
+
+    // Committed: both exist, with the positions the outcome reported.
+    let tx = client.transaction().await.unwrap();
+    tx.execute("INSERT INTO side VALUES (2)", &[]).await.unwrap();
+    let outcome = event_store::append_in_transaction(&tx, &appends(ExpectedVersion::NoStream))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(outcome[0].last_version, 0);
+    let stored = store.read_stream("tx-1").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].position, outcome[0].last_position);
+    let side: i64 = client
+        .query_one("SELECT count(*) FROM side", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(side, 1);
+
+    // A stale expected version is a conflict, and so is a version ahead.
+    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(5)] {
+        let tx = client.transaction().await.unwrap();
+        let result = event_store::append_in_transaction(&tx, &appends(expected)).await;
+        assert!(
+            matches!(result, Err(AppendError::Conflict { .. })),
+            "{expected:?}: {result:?}"
+        );
+        tx.rollback().await.unwrap();
+    }
+    // `Any` is resolved inside the transaction.
+    let tx = client.transaction().await.unwrap();
+    let outcome = event_store::append_in_transaction(&tx, &appends(ExpectedVersion::Any))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(outcome[0].last_version, 1);
+}
+
+/// A reader that names its streams gets every event in the same order, with
+/// other streams' bodies left out.
+#[tokio::test]
+async fn read_all_matching_returns_every_position_but_only_matching_bodies() {
+    let (store, _db) = store().await;
+    store
+        .append("lead-1", ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    store
+        .append("campaign-1", ExpectedVersion::NoStream, vec![event(2)])
+        .await
+        .unwrap();
+    store
+        .append("lead_x-1", ExpectedVersion::NoStream, vec![event(3)])
+        .await
+        .unwrap();
+    let all = store.read_all(LogPosition::START, 10).await.unwrap();
+    let matching = store
+        .read_all_matching(LogPosition::START, 10, &["campaign-", "lead-"])
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        matching.iter().map(|e| e.position).collect::<Vec<_>>()
+    );
+    assert_eq!(matching[0].data, all[0].data);
+    assert_eq!(matching[1].data, all[1].data);
+    assert_ne!(matching[0].metadata, Value::Null);
+    // Other streams come with their position and type, without their bodies.
+    assert_eq!(
+        (matching[2].data.clone(), matching[2].metadata.clone()),
+        (Value::Null, Value::Null)
+    );
+    assert_eq!(matching[2].event_type, "Thing");
+}

@@ -18,12 +18,13 @@ pub async fn replay(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
         domain::upcast::ALL,
         Wakeups::new(),
     ));
-    let projections: Vec<_> = all_projections()
+    let vault = config.lead_vault()?;
+    let projections: Vec<_> = all_projections(&vault)
         .into_iter()
         .filter(|p| only.is_none_or(|name| p.name() == name))
         .collect();
     if projections.is_empty() {
-        let known: Vec<_> = all_projections().iter().map(|p| p.name()).collect();
+        let known: Vec<_> = all_projections(&vault).iter().map(|p| p.name()).collect();
         anyhow::bail!(
             "no projection named {:?}; known: {}",
             only.unwrap_or_default(),

@@ -112,6 +112,51 @@ pub struct Config {
         global = true
     )]
     pub read_after_write_timeout_ms: u64,
+
+    /// Key-encryption key for the per-lead keys: 32 bytes, base64
+    /// (`openssl rand -base64 32`). Unset: lead keys are stored unwrapped.
+    /// See docs/leads.md for the threat model.
+    #[arg(long, env = "LEAD_KEY_ENCRYPTION_KEY", hide_env_values = true, global = true)]
+    pub lead_key_encryption_key: Option<Secret>,
+
+    /// Longest time a CSV lead import may take, in milliseconds (10 minutes).
+    #[arg(
+        long,
+        env = "LEAD_IMPORT_TIMEOUT_MS",
+        default_value_t = 600_000,
+        global = true
+    )]
+    pub lead_import_timeout_ms: u64,
+
+    /// Largest CSV file a lead import accepts, in bytes (512 MiB).
+    #[arg(long, env = "LEAD_IMPORT_MAX_BYTES", default_value_t = 512 * 1024 * 1024, global = true)]
+    pub lead_import_max_bytes: u64,
+
+    /// Most data rows a lead import accepts (header excluded).
+    #[arg(
+        long,
+        env = "LEAD_IMPORT_MAX_ROWS",
+        default_value_t = 1_000_000,
+        global = true
+    )]
+    pub lead_import_max_rows: u64,
+}
+
+/// A setting that must never be printed (`Debug` shows `Secret(..)`).
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 impl Config {
@@ -151,6 +196,16 @@ impl Config {
         Ok(Some(config))
     }
 
+    /// The vault that opens lead personal data, with `LEAD_KEY_ENCRYPTION_KEY`.
+    pub fn lead_vault(&self) -> anyhow::Result<lead_vault::LeadVault> {
+        lead_vault::LeadVault::from_setting(self.lead_key_encryption_key.as_ref().map(|s| s.0.as_str()))
+            .map_err(anyhow::Error::msg)
+    }
+
+    pub fn lead_import_timeout(&self) -> Duration {
+        Duration::from_millis(self.lead_import_timeout_ms)
+    }
+
     /// The configuration used when nothing is set, for tests and examples.
     pub fn for_database(database_url: &str) -> Self {
         Self {
@@ -174,6 +229,10 @@ impl Config {
             // in it (another test's migrations, say) holds back the commit
             // horizon that projectors read up to. Slower, never a false 404.
             read_after_write_timeout_ms: 30_000,
+            lead_key_encryption_key: None,
+            lead_import_timeout_ms: 600_000,
+            lead_import_max_bytes: 512 * 1024 * 1024,
+            lead_import_max_rows: 1_000_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod lead_gate;
 pub mod media_gc;
 pub mod openapi;
 pub mod ops;

@@ -34,6 +34,13 @@ use utoipa::{Modify, OpenApi};
         command_api::analytics::track,
         query_api::analytics::rows,
         query_api::analytics::summary,
+        command_api::leads::create,
+        command_api::leads::update,
+        command_api::leads::delete,
+        command_api::leads::import::import,
+        query_api::leads::list,
+        query_api::leads::get_one,
+        query_api::leads::export,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -41,7 +48,8 @@ use utoipa::{Modify, OpenApi};
         (name = "audit", description = "The event history behind every resource"),
         (name = "tasks", description = "Campaign tasks"),
         (name = "content", description = "Content calendar, with media upload and download"),
-        (name = "analytics", description = "Tracking and querying campaign metrics")
+        (name = "analytics", description = "Tracking and querying campaign metrics"),
+        (name = "leads", description = "Campaign leads: CRUD, search, CSV import and export; personal data crypto-shredded on delete")
     )
 )]
 pub struct ApiDoc;

@@ -65,6 +65,7 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     event_store::migrate(client).await?;
     projector::migrate(client).await?;
     web::migrate(client).await?;
+    lead_vault::migrate(client).await?;
     Ok(())
 }
 
@@ -133,6 +134,13 @@ impl Application {
         if role == Role::Publisher && publisher_config.is_none() {
             anyhow::bail!("the publisher needs KAFKA_BROKERS (the Kafka bootstrap servers)");
         }
+        let vault = config.lead_vault()?;
+        if !vault.wraps_keys() && role != Role::QueryApi {
+            tracing::warn!(
+                "{} is not set: per-lead encryption keys are stored unwrapped (see docs/leads.md)",
+                lead_vault::KEK_ENV
+            );
+        }
 
         let mut progress_receivers = Vec::new();
         if role.runs_projectors() || publisher_config.is_some() {
@@ -146,11 +154,12 @@ impl Application {
             }));
         }
         if let Some(publisher_config) = publisher_config {
-            // Lead events go out as stored (personal data still encrypted) until
-            // the lead feature installs its gate: see publisher::gate.
+            // Lead personal data goes out decrypted only while the lead's key
+            // exists (crate::lead_gate; the rule is in publisher::gate).
             // A pool of its own (lock connection, log reads, checkpoint writes):
             // busy API requests must not delay publishing, nor the reverse.
             let publisher_pool = connect_pool(&config.database_url, PUBLISHER_POOL_SIZE)?;
+            let publisher_pool_for_gate = publisher_pool.clone();
             let publisher_store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
                 publisher_pool.clone(),
                 domain::upcast::ALL,
@@ -160,12 +169,15 @@ impl Application {
                 publisher_store,
                 publisher_pool,
                 publisher_config,
-                Arc::new(publisher::AsStored),
+                Arc::new(crate::lead_gate::LeadDataGate::new(
+                    publisher_pool_for_gate,
+                    vault.clone(),
+                )),
             )?;
             background.push(tokio::spawn(publisher.run(shutdown.clone())));
         }
         if role.runs_projectors() {
-            for projection in all_projections() {
+            for projection in all_projections(&vault) {
                 let runner =
                     ProjectionRunner::new(store.clone(), pool.clone(), projection, RunnerConfig::default());
                 progress_receivers.push(runner.progress());
@@ -178,7 +190,10 @@ impl Application {
             let progress: Arc<dyn ReadModelProgress> = if role.runs_projectors() {
                 Arc::new(InProcessProgress::new(progress_receivers))
             } else {
-                let names = all_projections().iter().map(|p| p.name().to_owned()).collect();
+                let names = all_projections(&vault)
+                    .iter()
+                    .map(|p| p.name().to_owned())
+                    .collect();
                 Arc::new(PolledProgress::new(pool.clone(), names))
             };
             api = api.merge(command_api::router(CommandState {
@@ -188,6 +203,11 @@ impl Application {
                 pool: pool.clone(),
                 read_after_write_timeout: config.read_after_write_timeout(),
                 media: media.clone().context("media store")?,
+                vault: vault.clone(),
+                lead_import: command_api::leads::import::ImportLimits {
+                    max_bytes: config.lead_import_max_bytes,
+                    max_rows: config.lead_import_max_rows,
+                },
             }));
             background.push(spawn_idempotency_purge(pool.clone(), shutdown.clone()));
         }
@@ -196,12 +216,21 @@ impl Application {
                 pool: pool.clone(),
                 keys: keys.clone(),
                 media: media.clone().context("media store")?,
+                vault: vault.clone(),
             }));
         }
         let router = Router::new()
             .nest(web::BASE_PATH, api)
             .merge(ops::router(ops::OpsState { pool, store }));
-        let router = web::middleware::apply(router, config.request_timeout());
+        let timeouts = web::middleware::RequestTimeouts {
+            default: config.request_timeout(),
+            // Imports read the whole upload before answering.
+            overrides: vec![(
+                command_api::leads::import::PATH_SUFFIX,
+                config.lead_import_timeout(),
+            )],
+        };
+        let router = web::middleware::apply_with_timeouts(router, timeouts);
 
         let listener = TcpListener::bind(config.listen_addr)
             .await

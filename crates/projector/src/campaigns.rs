@@ -24,6 +24,10 @@ impl Projection for CampaignsProjection {
         &["campaigns"]
     }
 
+    fn stream_prefixes(&self) -> Option<&'static [&'static str]> {
+        Some(&[STREAM_PREFIX])
+    }
+
     /// Loads the rows the batch touches, folds every event in memory, then writes
     /// the results back with one upsert and one delete: two statements per batch
     /// however many events it holds.

@@ -10,6 +10,7 @@
 mod analytics;
 mod campaigns;
 mod content;
+mod leads;
 mod progress;
 mod replay;
 mod runner;
@@ -18,6 +19,7 @@ mod tasks;
 pub use analytics::AnalyticsProjection;
 pub use campaigns::CampaignsProjection;
 pub use content::ContentProjection;
+pub use leads::LeadsProjection;
 pub use progress::{InProcessProgress, PolledProgress, ReadModelProgress};
 pub use replay::{replay, ReplayOptions, ReplayOutcome};
 pub use runner::{ProjectionRunner, RunnerConfig};
@@ -51,6 +53,14 @@ pub enum ProjectionError {
     },
     #[error("read-model row is corrupt: {0}")]
     Corrupt(String),
+    #[error("cannot open lead event at {position:?}: {source}")]
+    Decrypt {
+        position: event_store::LogPosition,
+        #[source]
+        source: domain::lead::LeadError,
+    },
+    #[error("lead vault: {0}")]
+    Vault(#[from] lead_vault::VaultError),
 }
 
 /// Folds events into read-model tables.
@@ -64,6 +74,15 @@ pub trait Projection: Send + Sync + 'static {
     /// names to fresh copies through `search_path`).
     fn tables(&self) -> &'static [&'static str];
 
+    /// The stream id prefixes whose events this projection reads, or `None`
+    /// for every stream. Events of other streams still reach `apply` (so the
+    /// checkpoint moves past them) but with `null` data: a projection that
+    /// names its streams must look only at those. Saves every projection from
+    /// decoding, say, a million imported lead events it does not use.
+    fn stream_prefixes(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
     /// Applies a batch, in log order, inside `tx`. The runner commits `tx` together
     /// with the new checkpoint, or rolls both back.
     async fn apply(
@@ -73,12 +92,14 @@ pub trait Projection: Send + Sync + 'static {
     ) -> Result<(), ProjectionError>;
 }
 
-/// Every projection the service runs, in a stable order.
-pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
+/// Every projection the service runs, in a stable order. `vault` opens the
+/// personal data of lead events.
+pub fn all_projections(vault: &lead_vault::LeadVault) -> Vec<std::sync::Arc<dyn Projection>> {
     vec![
         std::sync::Arc::new(CampaignsProjection),
         std::sync::Arc::new(TasksProjection),
         std::sync::Arc::new(ContentProjection),
         std::sync::Arc::new(AnalyticsProjection),
+        std::sync::Arc::new(LeadsProjection::new(vault.clone())),
     ]
 }

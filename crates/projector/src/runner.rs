@@ -22,7 +22,7 @@ pub struct RunnerConfig {
 impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
-            batch_size: 500,
+            batch_size: 2000,
             idle_poll: Duration::from_millis(500),
             standby_poll: Duration::from_secs(1),
         }
@@ -132,7 +132,14 @@ impl ProjectionRunner {
                 return Ok(());
             }
             wakeups.borrow_and_update();
-            let events = self.store.read_all(checkpoint, self.config.batch_size).await?;
+            let events = match self.projection.stream_prefixes() {
+                Some(prefixes) => {
+                    self.store
+                        .read_all_matching(checkpoint, self.config.batch_size, prefixes)
+                        .await?
+                }
+                None => self.store.read_all(checkpoint, self.config.batch_size).await?,
+            };
             if events.is_empty() {
                 // Nothing readable. A wake-up means a commit happened; its events
                 // may still sit behind an older open transaction, so re-poll

@@ -56,6 +56,35 @@ pub fn entry(event: RecordedEvent) -> HistoryEntry {
     }
 }
 
+/// Lead events hold personal data encrypted with the lead's key: show it
+/// decrypted while the lead exists, and erased once its key was destroyed
+/// (the same rule as for Kafka). Other events are shown as stored.
+pub async fn reveal_personal_data(
+    pool: &deadpool_postgres::Pool,
+    vault: &lead_vault::LeadVault,
+    events: &mut [RecordedEvent],
+) -> Result<(), ApiError> {
+    let lead_id = |e: &RecordedEvent| {
+        e.stream_id
+            .strip_prefix(domain::lead::STREAM_PREFIX)
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+    };
+    let lead_ids: Vec<uuid::Uuid> = events.iter().filter_map(lead_id).collect();
+    if lead_ids.is_empty() {
+        return Ok(());
+    }
+    let client = pool.get().await?;
+    let client: &tokio_postgres::Client = &client;
+    let keys = vault.keys(client, &lead_ids).await.map_err(ApiError::internal)?;
+    for event in events.iter_mut() {
+        if let Some(id) = lead_id(event) {
+            event.data = domain::lead::publishable_event(&event.event_type, &event.data, keys.get(&id))
+                .map_err(ApiError::internal)?;
+        }
+    }
+    Ok(())
+}
+
 /// The project that created a campaign, from its first event: history stays
 /// readable by its project after the campaign is deleted.
 pub async fn campaign_owner(
@@ -133,6 +162,7 @@ pub async fn history(
     .await?;
     let has_more = events.len() as i64 > limit;
     events.truncate(limit as usize);
+    reveal_personal_data(&state.pool, &state.vault, &mut events).await?;
     let next_cursor = has_more.then(|| encode_cursor(&events.last().expect("non-empty page").position));
     let data: Vec<HistoryEntry> = events.into_iter().map(entry).collect();
     Ok(axum::Json(json!({ "data": data, "has_more": has_more, "next_cursor": next_cursor })).into_response())

@@ -5,6 +5,7 @@ pub mod analytics;
 pub mod campaigns;
 pub mod content;
 pub mod history;
+pub mod leads;
 pub mod tasks;
 
 use axum::extract::FromRef;
@@ -19,6 +20,8 @@ pub struct QueryState {
     pub keys: ApiKeys,
     /// Where content media files are stored, for downloads.
     pub media: media::MediaStore,
+    /// Opens lead personal data in the audit history while a lead exists.
+    pub vault: lead_vault::LeadVault,
 }
 
 impl FromRef<QueryState> for ApiKeys {
@@ -49,5 +52,9 @@ pub fn router(state: QueryState) -> Router {
             "/campaigns/{campaign_id}/analytics/summary",
             get(analytics::summary),
         )
+        .route("/campaigns/{campaign_id}/leads", get(leads::list))
+        // A static segment wins over `{lead_id}`, so this is never read as a lead id.
+        .route("/campaigns/{campaign_id}/leads/export", get(leads::export))
+        .route("/campaigns/{campaign_id}/leads/{lead_id}", get(leads::get_one))
         .with_state(state)
 }

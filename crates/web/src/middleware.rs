@@ -2,6 +2,10 @@
 //! request id → propagate it to the response → trace span carrying it →
 //! catch panics (JSON 500) → JSON bodies for any bare error → timeout.
 //! Route-level metrics sit inside routing, where the matched path is known.
+//!
+//! The timeout is one for every route except those given a longer one in
+//! [`RequestTimeouts`] (CSV imports read a whole upload before answering).
+//! It sits outside routing, so it chooses by path suffix.
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -15,10 +19,38 @@ use std::time::{Duration, Instant};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+/// How long a request may take before it is answered `503`.
+#[derive(Debug, Clone)]
+pub struct RequestTimeouts {
+    pub default: Duration,
+    /// `(path suffix, timeout)`: requests whose path ends with the suffix get
+    /// this timeout instead of the default.
+    pub overrides: Vec<(&'static str, Duration)>,
+}
+
+impl RequestTimeouts {
+    pub fn uniform(timeout: Duration) -> Self {
+        Self {
+            default: timeout,
+            overrides: Vec::new(),
+        }
+    }
+
+    pub fn for_path(&self, path: &str) -> Duration {
+        self.overrides
+            .iter()
+            .find(|(suffix, _)| path.ends_with(suffix))
+            .map_or(self.default, |(_, timeout)| *timeout)
+    }
+}
+
 pub fn apply(router: Router, request_timeout: Duration) -> Router {
+    apply_with_timeouts(router, RequestTimeouts::uniform(request_timeout))
+}
+
+pub fn apply_with_timeouts(router: Router, timeouts: RequestTimeouts) -> Router {
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request| {
         let request_id = req
             .headers()
@@ -39,11 +71,22 @@ pub fn apply(router: Router, request_timeout: Duration) -> Router {
             .layer(trace)
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(middleware::map_response(json_error_bodies))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                request_timeout,
-            )),
+            .layer(middleware::from_fn_with_state(timeouts, timeout)),
     )
+}
+
+/// Answers `503` when the handler has not produced a response in time. A
+/// streamed response body (CSV export) is not cut: only its start is timed.
+async fn timeout(
+    axum::extract::State(timeouts): axum::extract::State<RequestTimeouts>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = timeouts.for_path(req.uri().path());
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
@@ -109,4 +152,29 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_chosen_by_path_suffix() {
+        let timeouts = RequestTimeouts {
+            default: Duration::from_secs(30),
+            overrides: vec![("/leads/import", Duration::from_secs(600))],
+        };
+        assert_eq!(
+            timeouts.for_path("/v1/dev/marketing/campaigns/x/leads/import"),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            timeouts.for_path("/v1/dev/marketing/campaigns/x/leads"),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            timeouts.for_path("/v1/dev/marketing/campaigns/x/leads/import/extra"),
+            Duration::from_secs(30)
+        );
+    }
 }

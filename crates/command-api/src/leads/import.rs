@@ -1,0 +1,982 @@
+//! `POST /campaigns/{id}/leads/import`: CSV upload, streamed end to end.
+//!
+//! Three stages connected by small bounded channels, so memory stays flat
+//! whatever the file size and the stages overlap:
+//!
+//! ```text
+//! multipart field ──chunks (≤ 8)──► parser thread ──batches (≤ 2)──► 2 writer tasks ──► Postgres
+//!   (this handler)                  (csv reader, validation,          (one transaction per batch:
+//!                                    keys, encryption)                 claims + keys + events)
+//! ```
+//!
+//! The handler forwards the upload's chunks as they arrive; a blocking thread
+//! parses them with the `csv` crate's incremental reader, validates each row,
+//! and seals it with a fresh key; [`WRITERS`] async tasks write the batches of
+//! [`BATCH_ROWS`] leads, each batch in one transaction: the email claims (duplicates against
+//! the campaign, and against other batches of the same file, fail their claim
+//! and are skipped), the keys, and the events (`append_in_transaction`, one
+//! statement for the whole batch). A slow stage slows the others down instead
+//! of queueing data.
+
+use super::{check_campaign, metadata, wait_for_read_models, CAMPAIGN_NOT_FOUND};
+use crate::CommandState;
+use axum::extract::multipart::{Field, MultipartRejection};
+use axum::extract::{Multipart, Path, State};
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use domain::lead::{self, created_event, validate_create, CreateLead, LeadKey, LeadStatus};
+use domain::{DomainEvent, ProjectSlug};
+use event_store::{ExpectedVersion, LogPosition, NewEvent, StreamAppend};
+use lead_vault::{email_digest, generate_key, generate_nonce, NewLeadEntry};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+use web::extract::{parse_id, RequestId};
+use web::{ApiError, Caller};
+
+/// The route's path suffix, for its own request timeout (see `web::middleware`).
+pub const PATH_SUFFIX: &str = "/leads/import";
+/// Leads written per transaction.
+pub const BATCH_ROWS: usize = 1_000;
+/// Batch transactions in flight at once. Two keep the database busy while a
+/// writer serializes its next batch or waits for a commit; more only contend.
+pub const WRITERS: usize = 2;
+/// Row errors (and, separately, duplicate rows) listed in the report; the
+/// counts always cover every row.
+pub const MAX_REPORTED_ROWS: usize = 1_000;
+/// Largest single CSV record (one row, quoted newlines included).
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Most distinct custom columns in a file. Each row still holds at most
+/// [`lead::CUSTOM_FIELDS_MAX`] non-empty custom values, but an export has one column
+/// per custom field name used by *any* lead, so a file must be allowed many
+/// more columns than a lead has fields, or exports would not import back.
+pub const MAX_CUSTOM_COLUMNS: usize = 1_000;
+/// The six standard columns and the custom ones.
+pub const MAX_COLUMNS: usize = lead::STANDARD_FIELDS.len() + MAX_CUSTOM_COLUMNS;
+/// How long an import waits, after its last batch, for its leads to be
+/// listable (read-after-write); it answers anyway when that passes.
+pub const READ_MODEL_WAIT: Duration = Duration::from_secs(60);
+/// Slack for the multipart framing around the file when checking Content-Length.
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ImportLimits {
+    /// Largest file, in bytes.
+    pub max_bytes: u64,
+    /// Most data rows (header excluded).
+    pub max_rows: u64,
+}
+
+/// The answer to an import: what happened to every row.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct ImportReport {
+    /// Data rows read (the header row excluded).
+    pub rows: u64,
+    /// Leads created.
+    pub imported: u64,
+    /// Rows skipped because their email already belongs to a lead of the
+    /// campaign, or to another row of the file.
+    pub duplicates: u64,
+    /// Rows refused because they are invalid.
+    pub failed: u64,
+    /// Why rows failed, by line (the first 1,000).
+    pub errors: Vec<RowError>,
+    /// Which rows were duplicates, by line (the first 1,000).
+    pub duplicate_rows: Vec<RowError>,
+    /// True when `errors` or `duplicate_rows` were cut at 1,000 entries.
+    pub truncated: bool,
+}
+
+/// One row's problem. `line` is the physical line where the row starts (the
+/// header is line 1; a quoted field may span lines).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RowError {
+    pub line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl ImportReport {
+    fn fail(&mut self, line: u64, field: Option<String>, message: String) {
+        self.failed += 1;
+        push_bounded(
+            &mut self.errors,
+            &mut self.truncated,
+            RowError { line, field, message },
+        );
+    }
+
+    fn duplicate(&mut self, line: u64, message: String) {
+        self.duplicates += 1;
+        push_bounded(
+            &mut self.duplicate_rows,
+            &mut self.truncated,
+            RowError {
+                line,
+                field: Some("email".into()),
+                message,
+            },
+        );
+    }
+}
+
+fn push_bounded(list: &mut Vec<RowError>, truncated: &mut bool, error: RowError) {
+    if list.len() < MAX_REPORTED_ROWS {
+        list.push(error);
+    } else {
+        *truncated = true;
+    }
+}
+
+/// The multipart form, for the OpenAPI document.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct ImportForm {
+    /// A CSV file with a header row. Columns `name`, `email` (required),
+    /// `phone`, `source`, `status`, `notes` are matched case-insensitively;
+    /// every other column becomes a custom field.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+/// A row that passed validation, sealed and ready to write.
+struct PreparedLead {
+    lead_id: Uuid,
+    line: u64,
+    email_digest: Vec<u8>,
+    key: LeadKey,
+    event: NewEvent,
+}
+
+/// What the parser hands the writer.
+struct Batch {
+    leads: Vec<PreparedLead>,
+}
+
+/// How reading the upload ended, besides normally.
+#[derive(Debug)]
+enum UploadEnd {
+    TooLarge,
+    Broken(String),
+}
+
+/// What the parser found, apart from the rows it handed on.
+struct ParseOutcome {
+    report: ImportReport,
+    /// The file has more rows than allowed: reading stopped there.
+    row_limit_reached: bool,
+    /// Reading stopped at an unreadable record (or a broken upload).
+    stopped: Option<String>,
+}
+
+/// Everything about the request the parser needs, owned (it runs on a thread).
+struct ImportContext {
+    campaign_id: Uuid,
+    project: ProjectSlug,
+    metadata: Value,
+    max_rows: u64,
+}
+
+/// Import leads from a CSV file.
+///
+/// Valid rows are imported, invalid rows are reported by line with the reason,
+/// and rows whose email is already in the campaign (or elsewhere in the file) are
+/// skipped and reported. A file that is not CSV, or has no `email` column, is a
+/// 400 with nothing imported. Streams: memory stays flat whatever the size.
+#[utoipa::path(
+    post, path = "/v1/dev/marketing/campaigns/{campaign_id}/leads/import", tag = "leads",
+    request_body(content = ImportForm, content_type = "multipart/form-data"),
+    params(("campaign_id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Report of the import", body = ImportReport),
+        (status = 400, description = "Not a CSV file, no email column, no `file` field, or an unreadable record (with the report so far)", body = web::error::ErrorBody),
+        (status = 401, body = web::error::ErrorBody),
+        (status = 404, description = "Campaign not found", body = web::error::ErrorBody),
+        (status = 413, description = "File larger than LEAD_IMPORT_MAX_BYTES or with more rows than LEAD_IMPORT_MAX_ROWS (with the report of what was imported before the limit)", body = web::error::ErrorBody),
+        (status = 415, description = "Not multipart/form-data", body = web::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn import(
+    State(state): State<CommandState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(campaign_id): Path<String>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+    let limits = state.lead_import;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_bytes.saturating_add(MULTIPART_OVERHEAD)) {
+        return Err(too_large_file(limits));
+    }
+    let mut multipart = multipart.map_err(|rejection| {
+        ApiError::UnsupportedMediaType(format!(
+            "Content-Type must be multipart/form-data with a `file` field ({})",
+            rejection.body_text()
+        ))
+    })?;
+    check_campaign(&state, &caller, campaign_id).await?;
+
+    let started = std::time::Instant::now();
+    let field = loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => break field,
+            Ok(Some(_)) => continue,
+            Ok(None) => {
+                return Err(ApiError::bad_request(
+                    "file",
+                    "file is required: send the CSV as the multipart field `file`",
+                ))
+            }
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "file",
+                    format!("cannot read the upload: {e}"),
+                ))
+            }
+        }
+    };
+
+    let mut import_metadata = metadata(&caller, &request_id);
+    import_metadata["import_id"] = json!(Uuid::now_v7());
+    let context = ImportContext {
+        campaign_id,
+        project: caller.project.clone(),
+        metadata: import_metadata,
+        max_rows: limits.max_rows,
+    };
+    let (chunk_tx, chunk_rx) = mpsc::channel::<io::Result<Chunk>>(8);
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(2);
+    let parser = tokio::task::spawn_blocking(move || parse(chunk_rx, batch_tx, &context));
+    let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| tokio::spawn(write_batches(state.clone(), batch_rx.clone(), campaign_id)))
+        .collect();
+    let upload_end = forward(field, chunk_tx, limits.max_bytes).await;
+
+    let parsed = parser.await.map_err(ApiError::internal)??;
+    let mut written = Written::default();
+    for writer in writers {
+        written.merge(writer.await.map_err(ApiError::internal)??);
+    }
+    let mut report = parsed.report;
+    report.imported = written.imported;
+    report.duplicates += written.duplicate_count;
+    if written.duplicate_count > written.duplicates.len() as u64 {
+        report.truncated = true;
+    }
+    for (line, message) in written.duplicates {
+        push_bounded(
+            &mut report.duplicate_rows,
+            &mut report.truncated,
+            RowError {
+                line,
+                field: Some("email".into()),
+                message,
+            },
+        );
+    }
+    report.duplicate_rows.sort_by_key(|row| row.line);
+    let written_after = started.elapsed();
+    if let Some(position) = written.last_position {
+        wait_for_read_models(&state, position, READ_MODEL_WAIT).await;
+    }
+    tracing::info!(
+        %campaign_id,
+        rows = report.rows,
+        imported = report.imported,
+        duplicates = report.duplicates,
+        failed = report.failed,
+        writing_seconds = written_after.as_secs_f64(),
+        total_seconds = started.elapsed().as_secs_f64(),
+        "lead import finished"
+    );
+    metrics::counter!("marketing_lead_import_rows_total", "outcome" => "imported").increment(report.imported);
+    metrics::counter!("marketing_lead_import_rows_total", "outcome" => "duplicate")
+        .increment(report.duplicates);
+    metrics::counter!("marketing_lead_import_rows_total", "outcome" => "failed").increment(report.failed);
+
+    let (status, message) = match (upload_end, parsed.row_limit_reached, parsed.stopped) {
+        (Some(UploadEnd::TooLarge), _, _) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some(too_large_file(limits).to_string()),
+        ),
+        (Some(UploadEnd::Broken(reason)), _, _) => (
+            StatusCode::BAD_REQUEST,
+            Some(format!(
+                "the upload broke off ({reason}); the rows before it were processed"
+            )),
+        ),
+        (None, true, _) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some(format!(
+                "the file has more than {} rows; the rows after that were not imported",
+                limits.max_rows
+            )),
+        ),
+        (None, false, Some(reason)) => (StatusCode::BAD_REQUEST, Some(reason)),
+        (None, false, None) => (StatusCode::OK, None),
+    };
+    Ok(match message {
+        None => (status, Json(report)).into_response(),
+        Some(message) => {
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "payload_too_large"
+            } else {
+                "bad_request"
+            };
+            (
+                status,
+                Json(json!({ "message": message, "code": code, "field": "file", "report": report })),
+            )
+                .into_response()
+        }
+    })
+}
+
+fn too_large_file(limits: ImportLimits) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "The file is larger than the import limit of {} bytes",
+        limits.max_bytes
+    ))
+}
+
+/// What the handler passes the parser: data, then an explicit end. A channel
+/// that closes without [`Chunk::End`] means the request was abandoned (timeout,
+/// client gone): the parser must not take the cut-off text for a last row.
+enum Chunk {
+    Data(Bytes),
+    End,
+}
+
+/// Passes the file's chunks to the parser, counting bytes. Stops at the size
+/// limit, at a broken upload, or when the parser stops listening.
+async fn forward(
+    mut field: Field<'_>,
+    chunks: mpsc::Sender<io::Result<Chunk>>,
+    max_bytes: u64,
+) -> Option<UploadEnd> {
+    let mut received: u64 = 0;
+    loop {
+        let (item, end) = match field.chunk().await {
+            Ok(None) => {
+                let _ = chunks.send(Ok(Chunk::End)).await;
+                return None;
+            }
+            Ok(Some(chunk)) => {
+                received += chunk.len() as u64;
+                if received > max_bytes {
+                    (Err(io::Error::other("file too large")), Some(UploadEnd::TooLarge))
+                } else {
+                    (Ok(Chunk::Data(chunk)), None)
+                }
+            }
+            Err(e) => {
+                let reason = e.body_text();
+                (
+                    Err(io::Error::other(reason.clone())),
+                    Some(UploadEnd::Broken(reason)),
+                )
+            }
+        };
+        // The parser hangs up when it is done (or refused the header).
+        if chunks.send(item).await.is_err() || end.is_some() {
+            return end;
+        }
+    }
+}
+
+/// A `Read` over the forwarded chunks (blocking: runs on the parser's thread).
+///
+/// Also bounds each CSV record: `record_bytes` counts what was read since the
+/// parser last reset it, so one enormous quoted field cannot grow the record
+/// buffer without limit. And it notes where line breaks are ([`Lines`]), since
+/// the `csv` crate's own line numbers do not count breaks inside quotes.
+struct ChunkReader {
+    chunks: mpsc::Receiver<io::Result<Chunk>>,
+    current: Bytes,
+    ended: bool,
+    record_bytes: Rc<Cell<usize>>,
+    lines: Rc<std::cell::RefCell<Lines>>,
+}
+
+/// Physical line numbers for records. The reader notes the byte offset of every
+/// `\r` and `\n` it hands to the CSV parser; the parser asks for the line of
+/// each record and so drops the offsets before it. Only the breaks in the
+/// parser's read-ahead are ever held: memory stays flat.
+#[derive(Default)]
+struct Lines {
+    read: u64,
+    /// `(offset, is_newline)` of line-break bytes not yet passed.
+    pending: std::collections::VecDeque<(u64, bool)>,
+    passed: u64,
+}
+
+impl Lines {
+    fn saw(&mut self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'\n' || *b == b'\r' {
+                self.pending.push_back((self.read + i as u64, *b == b'\n'));
+            }
+        }
+        self.read += bytes.len() as u64;
+    }
+
+    /// The 1-based line on which a record starts, given the offset the `csv`
+    /// crate reports for it (which may point at the line break, or blank lines,
+    /// before the record's first byte). Offsets must not go backwards.
+    fn line_of(&mut self, offset: u64) -> u64 {
+        let mut start = offset;
+        while let Some(&(at, newline)) = self.pending.front() {
+            if at < start {
+                self.pending.pop_front();
+                self.passed += u64::from(newline);
+            } else if at == start {
+                // A break at the record's reported start precedes its data.
+                self.pending.pop_front();
+                self.passed += u64::from(newline);
+                start += 1;
+            } else {
+                break;
+            }
+        }
+        self.passed + 1
+    }
+}
+
+/// The error a [`ChunkReader`] returns for an oversized record.
+#[derive(Debug)]
+struct RecordTooLarge;
+
+impl std::fmt::Display for RecordTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a row is larger than {MAX_RECORD_BYTES} bytes")
+    }
+}
+
+impl std::error::Error for RecordTooLarge {}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.chunks.blocking_recv() {
+                Some(Ok(Chunk::Data(chunk))) => self.current = chunk,
+                Some(Ok(Chunk::End)) => self.ended = true,
+                Some(Err(e)) => return Err(e),
+                None => return Err(io::Error::other("the upload was abandoned")),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.lines.borrow_mut().saw(&buf[..n]);
+        let _ = self.current.split_to(n);
+        let seen = self.record_bytes.get() + n;
+        if seen > MAX_RECORD_BYTES + 64 * 1024 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, RecordTooLarge));
+        }
+        self.record_bytes.set(seen);
+        Ok(n)
+    }
+}
+
+/// Where each column goes.
+#[derive(Debug, Clone, PartialEq)]
+enum Column {
+    Name,
+    Email,
+    Phone,
+    Source,
+    Status,
+    Notes,
+    Custom(String),
+}
+
+/// Maps the header row: standard columns by name, case-insensitively; every
+/// other column is a custom field under its (trimmed) header. A header that
+/// is not UTF-8 text, or has no `email` column, means the file is not a lead
+/// CSV: 400, before anything is imported.
+fn map_header(header: &csv::ByteRecord) -> Result<Vec<Column>, ApiError> {
+    let not_csv = |why: &str| ApiError::bad_request("file", format!("the file is not a lead CSV: {why}"));
+    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+        return Err(not_csv(
+            "it is empty; expected a header row with an `email` column",
+        ));
+    }
+    if header.len() > MAX_COLUMNS {
+        return Err(not_csv(&format!(
+            "it has {} columns; at most {MAX_COLUMNS} (the 6 standard ones and {MAX_CUSTOM_COLUMNS} custom ones)",
+            header.len()
+        )));
+    }
+    let mut columns = Vec::with_capacity(header.len());
+    for (i, raw) in header.iter().enumerate() {
+        let raw = if i == 0 {
+            raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
+        } else {
+            raw
+        };
+        let text = std::str::from_utf8(raw).map_err(|_| not_csv("the header row is not UTF-8 text"))?;
+        let name = text.trim();
+        if name.is_empty() {
+            return Err(not_csv(&format!("header column {} is empty", i + 1)));
+        }
+        if name.chars().any(char::is_control) || name.chars().count() > lead::CUSTOM_KEY_MAX {
+            return Err(not_csv(&format!(
+                "header column {} is not a column name (control characters, or longer than {} characters)",
+                i + 1,
+                lead::CUSTOM_KEY_MAX
+            )));
+        }
+        let column = match name.to_lowercase().as_str() {
+            "name" => Column::Name,
+            "email" => Column::Email,
+            "phone" => Column::Phone,
+            "source" => Column::Source,
+            "status" => Column::Status,
+            "notes" => Column::Notes,
+            _ => Column::Custom(name.to_owned()),
+        };
+        if columns.contains(&column) {
+            return Err(not_csv(&format!("column {name:?} appears twice")));
+        }
+        columns.push(column);
+    }
+    if !columns.contains(&Column::Email) {
+        return Err(ApiError::bad_request("file", "the CSV has no `email` column"));
+    }
+    Ok(columns)
+}
+
+/// Turns one record into a create command, or says why it cannot be one.
+fn row_to_input(
+    columns: &[Column],
+    record: &csv::ByteRecord,
+) -> Result<CreateLead, (Option<String>, String)> {
+    if record.len() != columns.len() {
+        return Err((
+            None,
+            format!("expected {} fields, found {}", columns.len(), record.len()),
+        ));
+    }
+    let mut input = CreateLead::default();
+    let mut custom = lead::CustomFields::new();
+    for (column, raw) in columns.iter().zip(record.iter()) {
+        let value = std::str::from_utf8(raw)
+            .map_err(|_| (field_name(column), "is not valid UTF-8 text".to_owned()))?
+            .to_owned();
+        match column {
+            Column::Name => input.name = Some(value),
+            Column::Email => input.email = value,
+            Column::Phone => input.phone = Some(value),
+            Column::Source => input.source = Some(value),
+            Column::Notes => input.notes = Some(value),
+            Column::Status => {
+                let trimmed = value.trim();
+                if !trimmed.is_empty() {
+                    input.status = Some(LeadStatus::parse(&trimmed.to_lowercase()).ok_or_else(|| {
+                        (
+                            Some("status".to_owned()),
+                            format!("status must be one of {}", LeadStatus::CHOICES),
+                        )
+                    })?);
+                }
+            }
+            Column::Custom(name) => {
+                custom.insert(name.clone(), value);
+            }
+        }
+    }
+    input.custom_fields = Some(custom);
+    Ok(input)
+}
+
+fn field_name(column: &Column) -> Option<String> {
+    Some(match column {
+        Column::Name => "name".to_owned(),
+        Column::Email => "email".to_owned(),
+        Column::Phone => "phone".to_owned(),
+        Column::Source => "source".to_owned(),
+        Column::Status => "status".to_owned(),
+        Column::Notes => "notes".to_owned(),
+        Column::Custom(name) => format!("custom_fields.{name}"),
+    })
+}
+
+/// The parser thread: header, then rows, in batches to the writer.
+fn parse(
+    chunks: mpsc::Receiver<io::Result<Chunk>>,
+    batches: mpsc::Sender<Batch>,
+    context: &ImportContext,
+) -> Result<ParseOutcome, ApiError> {
+    let record_bytes = Rc::new(Cell::new(0));
+    let lines = Rc::new(std::cell::RefCell::new(Lines::default()));
+    let source = ChunkReader {
+        chunks,
+        current: Bytes::new(),
+        ended: false,
+        record_bytes: record_bytes.clone(),
+        lines: lines.clone(),
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(source);
+    let mut record = csv::ByteRecord::new();
+    let unreadable = |e: csv::Error| -> String {
+        let line = e.position().map_or(String::new(), |p| {
+            format!("line {}: ", lines.borrow_mut().line_of(p.byte()))
+        });
+        format!("{line}cannot read the file: {}", io_cause(&e))
+    };
+    let has_header = reader
+        .read_byte_record(&mut record)
+        .map_err(|e| ApiError::bad_request("file", unreadable(e)))?;
+    if !has_header {
+        return Err(ApiError::bad_request(
+            "file",
+            "the file is not a lead CSV: it is empty; expected a header row with an `email` column",
+        ));
+    }
+    let columns = map_header(&record)?;
+
+    let mut outcome = ParseOutcome {
+        report: ImportReport::default(),
+        row_limit_reached: false,
+        stopped: None,
+    };
+    let mut batch: Vec<PreparedLead> = Vec::with_capacity(BATCH_ROWS);
+    // Duplicates inside one batch are caught here; across batches, the claim
+    // index catches them when the later batch is written.
+    let mut batch_emails: HashMap<Vec<u8>, u64> = HashMap::with_capacity(BATCH_ROWS);
+    loop {
+        record_bytes.set(0);
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                outcome.stopped = Some(unreadable(e));
+                break;
+            }
+        }
+        // A line with nothing on it is not a row.
+        if record.len() == 1 && record[0].is_empty() {
+            continue;
+        }
+        if outcome.report.rows == context.max_rows {
+            outcome.row_limit_reached = true;
+            break;
+        }
+        outcome.report.rows += 1;
+        let line = lines
+            .borrow_mut()
+            .line_of(record.position().map_or(0, |p| p.byte()));
+        let input = match row_to_input(&columns, &record) {
+            Ok(input) => input,
+            Err((field, message)) => {
+                let message = match &field {
+                    Some(f) if !message.starts_with(f.as_str()) => format!("{f} {message}"),
+                    _ => message,
+                };
+                outcome.report.fail(line, field, message);
+                continue;
+            }
+        };
+        let valid = match validate_create(input) {
+            Ok(valid) => valid,
+            Err(errors) => {
+                let field = errors.first().map(|e| e.field.clone());
+                let message = errors
+                    .0
+                    .iter()
+                    .map(|e| e.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                outcome.report.fail(line, field, message);
+                continue;
+            }
+        };
+        let digest = email_digest(context.campaign_id, &valid.personal.email);
+        if let Some(first) = batch_emails.get(&digest) {
+            outcome
+                .report
+                .duplicate(line, format!("duplicate email: the same as line {first}"));
+            continue;
+        }
+        batch_emails.insert(digest.clone(), line);
+        let lead_id = Uuid::now_v7();
+        let key = generate_key();
+        let event = created_event(
+            lead_id,
+            context.campaign_id,
+            context.project.clone(),
+            valid,
+            &key,
+            generate_nonce(),
+        );
+        batch.push(PreparedLead {
+            lead_id,
+            line,
+            email_digest: digest,
+            key,
+            event: NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: event.event_type().to_owned(),
+                schema_version: event.schema_version(),
+                data: event.to_data(),
+                metadata: context.metadata.clone(),
+                // Set by the writer when the batch is appended.
+                recorded_at: chrono::DateTime::<chrono::Utc>::MIN_UTC,
+            },
+        });
+        if batch.len() == BATCH_ROWS {
+            batch_emails.clear();
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
+            if batches.blocking_send(Batch { leads: full }).is_err() {
+                // The writer stopped (it failed); its error is the answer.
+                return Ok(outcome);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = batches.blocking_send(Batch { leads: batch });
+    }
+    Ok(outcome)
+}
+
+fn io_cause(error: &csv::Error) -> String {
+    match error.kind() {
+        csv::ErrorKind::Io(e) => e.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[derive(Default)]
+struct Written {
+    imported: u64,
+    duplicate_count: u64,
+    /// `(line, message)` of duplicates, the first [`MAX_REPORTED_ROWS`].
+    duplicates: Vec<(u64, String)>,
+    last_position: Option<LogPosition>,
+}
+
+impl Written {
+    fn merge(&mut self, other: Written) {
+        self.imported += other.imported;
+        self.duplicate_count += other.duplicate_count;
+        let room = MAX_REPORTED_ROWS.saturating_sub(self.duplicates.len());
+        self.duplicates.extend(other.duplicates.into_iter().take(room));
+        self.last_position = self.last_position.max(other.last_position);
+    }
+}
+
+/// A writer task: one transaction per batch (claims, keys, events). Several
+/// share the parser's channel; each takes the next batch when it is free.
+/// Batches are taken in file order and stamped when taken, so leads keep the
+/// file's order in lists and exports even when two commit out of order.
+async fn write_batches(
+    state: CommandState,
+    batches: Arc<tokio::sync::Mutex<mpsc::Receiver<Batch>>>,
+    campaign_id: Uuid,
+) -> Result<Written, ApiError> {
+    let mut written = Written::default();
+    let mut waited = Duration::ZERO;
+    let mut wait_started = std::time::Instant::now();
+    loop {
+        let (next, recorded_at) = {
+            let mut receiver = batches.lock().await;
+            let next = receiver.recv().await;
+            (next, event_store::now())
+        };
+        let Some(Batch { leads }) = next else { break };
+        waited += wait_started.elapsed();
+        let mut client = state.pool.get().await?;
+        let tx = client.transaction().await?;
+        let entries: Vec<NewLeadEntry<'_>> = leads
+            .iter()
+            .map(|lead| NewLeadEntry {
+                lead_id: lead.lead_id,
+                campaign_id,
+                email_digest: lead.email_digest.clone(),
+                key: &lead.key,
+                idempotency: None,
+            })
+            .collect();
+        let accepted = state
+            .vault
+            .register(&*tx, &entries)
+            .await
+            .map_err(ApiError::internal)?;
+        drop(entries);
+        let mut appends = Vec::with_capacity(accepted.len());
+        for lead in leads {
+            if accepted.contains(&lead.lead_id) {
+                let mut event = lead.event;
+                event.recorded_at = recorded_at;
+                appends.push(StreamAppend {
+                    stream_id: lead::stream_id(lead.lead_id),
+                    expected: ExpectedVersion::NoStream,
+                    events: vec![event],
+                });
+            } else {
+                written.duplicate_count += 1;
+                if written.duplicates.len() < MAX_REPORTED_ROWS {
+                    written.duplicates.push((
+                        lead.line,
+                        "duplicate email: a lead of this campaign (or another row of this file) has it"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if !appends.is_empty() {
+            let outcomes = event_store::append_in_transaction(&tx, &appends)
+                .await
+                .map_err(ApiError::internal)?;
+            written.last_position = outcomes
+                .iter()
+                .map(|o| o.last_position)
+                .chain(written.last_position)
+                .max();
+            written.imported += appends.len() as u64;
+        }
+        tx.commit().await?;
+        state.store.wakeups().notify();
+        wait_started = std::time::Instant::now();
+    }
+    tracing::debug!(
+        waited_for_parser_seconds = waited.as_secs_f64(),
+        "lead import writer done"
+    );
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the parser over `csv` delivered in `chunk`-byte pieces.
+    fn parse_all(
+        csv: &[u8],
+        chunk: usize,
+        max_rows: u64,
+    ) -> (Result<ParseOutcome, ApiError>, Vec<(u64, String)>) {
+        let (chunk_tx, chunk_rx) = mpsc::channel(csv.len() / chunk + 3);
+        for piece in csv.chunks(chunk) {
+            chunk_tx
+                .try_send(Ok(Chunk::Data(Bytes::copy_from_slice(piece))))
+                .unwrap();
+        }
+        chunk_tx.try_send(Ok(Chunk::End)).unwrap();
+        drop(chunk_tx);
+        let (batch_tx, mut batch_rx) = mpsc::channel(1_000);
+        let context = ImportContext {
+            campaign_id: Uuid::from_u128(1),
+            project: ProjectSlug::parse("acme").unwrap(),
+            metadata: json!({}),
+            max_rows,
+        };
+        let outcome = parse(chunk_rx, batch_tx, &context);
+        let mut accepted = Vec::new();
+        while let Ok(batch) = batch_rx.try_recv() {
+            for lead in batch.leads {
+                accepted.push((lead.line, lead.event.event_type.clone()));
+            }
+        }
+        (outcome, accepted)
+    }
+
+    #[test]
+    fn line_numbers_count_breaks_inside_quotes_and_blank_lines() {
+        let csv = b"email,notes\r\na@example.com,\"one\r\ntwo\nthree\"\r\n\r\nb@example.com,x\nbad,\n";
+        for chunk in [1, 3, 7, 1024] {
+            let (outcome, accepted) = parse_all(csv, chunk, 10);
+            let outcome = outcome.unwrap();
+            let lines: Vec<u64> = accepted.iter().map(|(line, _)| *line).collect();
+            assert_eq!(lines, vec![2, 6], "chunk {chunk}");
+            assert_eq!(outcome.report.errors[0].line, 7, "chunk {chunk}");
+            assert_eq!(outcome.report.rows, 3);
+        }
+    }
+
+    #[test]
+    fn an_abandoned_upload_does_not_import_its_cut_off_last_row() {
+        let (chunk_tx, chunk_rx) = mpsc::channel(4);
+        chunk_tx
+            .try_send(Ok(Chunk::Data(Bytes::from_static(
+                b"email,notes\na@example.com,complete\nb@example.com,cut of",
+            ))))
+            .unwrap();
+        drop(chunk_tx);
+        let (batch_tx, mut batch_rx) = mpsc::channel(4);
+        let context = ImportContext {
+            campaign_id: Uuid::from_u128(1),
+            project: ProjectSlug::parse("acme").unwrap(),
+            metadata: json!({}),
+            max_rows: 10,
+        };
+        let outcome = parse(chunk_rx, batch_tx, &context).unwrap();
+        assert!(outcome.stopped.unwrap().contains("abandoned"));
+        let batch = batch_rx.try_recv().unwrap();
+        assert_eq!(batch.leads.len(), 1, "only the complete row");
+    }
+
+    #[test]
+    fn rows_beyond_the_limit_are_not_read() {
+        let (outcome, accepted) = parse_all(b"email\na@example.com\nb@example.com\nc@example.com\n", 5, 2);
+        let outcome = outcome.unwrap();
+        assert!(outcome.row_limit_reached);
+        assert_eq!((outcome.report.rows, accepted.len()), (2, 2));
+    }
+
+    #[test]
+    fn oversized_records_stop_the_import_with_a_reason() {
+        let mut csv = b"email,notes\na@example.com,\"".to_vec();
+        csv.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 100 * 1024));
+        csv.extend_from_slice(b"\"\nb@example.com,y\n");
+        let (outcome, accepted) = parse_all(&csv, 64 * 1024, 10);
+        let outcome = outcome.unwrap();
+        assert!(accepted.is_empty());
+        let reason = outcome.stopped.unwrap();
+        assert!(reason.contains("larger than"), "{reason}");
+    }
+
+    #[test]
+    fn headers_map_by_name_case_insensitively_and_keep_other_columns() {
+        let header = csv::ByteRecord::from(vec!["\u{feff}E-Mail", "EMAIL", " Name ", "Tier"]);
+        let columns = map_header(&header).unwrap();
+        assert_eq!(
+            columns,
+            vec![
+                Column::Custom("E-Mail".into()),
+                Column::Email,
+                Column::Name,
+                Column::Custom("Tier".into())
+            ]
+        );
+        assert!(map_header(&csv::ByteRecord::from(vec!["name", "phone"])).is_err());
+        assert!(map_header(&csv::ByteRecord::from(vec!["email", "Email"])).is_err());
+        let wide: Vec<String> = std::iter::once("email".to_owned())
+            .chain((0..MAX_COLUMNS).map(|i| format!("c{i}")))
+            .collect();
+        assert!(map_header(&csv::ByteRecord::from(wide)).is_err());
+    }
+}

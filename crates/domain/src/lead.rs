@@ -1,0 +1,853 @@
+//! The lead aggregate: one event stream per lead (`lead-<uuid>`), every event
+//! carrying its `campaign_id`.
+//!
+//! A lead's personal data (name, email, phone, notes, custom fields) never enters
+//! the log in clear: events carry it sealed with the lead's own key
+//! ([`crypto`]), which lives outside the log and is destroyed when the lead is
+//! deleted (crypto-shredding). What stays readable in the log forever is only the
+//! fact of the lead: its id, campaign, project, status, source and timestamps.
+//!
+//! As for campaigns, `handle` decides and `apply` folds, both pure. The key and
+//! the nonce are passed in, so the domain still does no I/O and tests are
+//! deterministic. Email uniqueness per campaign is not decided here: it needs
+//! every other lead of the campaign, so the write side guarantees it with a
+//! unique index (see the `lead-vault` crate); the domain defines what "the same
+//! email" means ([`normalized_email`]).
+
+pub mod crypto;
+mod publish;
+
+pub use crypto::{CryptoError, LeadKey, Sealed};
+pub use publish::{publishable_event, PublishError};
+
+use crate::input::double_option;
+use crate::{DecodeError, DomainEvent, ProjectSlug, ValidationErrors};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Every lead event stream is named `lead-<uuid>`.
+pub const STREAM_PREFIX: &str = "lead-";
+
+pub fn stream_id(lead_id: Uuid) -> String {
+    format!("{STREAM_PREFIX}{lead_id}")
+}
+
+pub const NAME_MAX: usize = 200;
+/// RFC 5321: 254 characters for a whole address, 64 for the local part.
+pub const EMAIL_MAX: usize = 254;
+const EMAIL_LOCAL_MAX: usize = 64;
+pub const PHONE_MAX: usize = 50;
+pub const SOURCE_MAX: usize = 100;
+pub const NOTES_MAX: usize = 10_000;
+pub const CUSTOM_FIELDS_MAX: usize = 50;
+pub const CUSTOM_KEY_MAX: usize = 100;
+pub const CUSTOM_VALUE_MAX: usize = 2_000;
+
+/// The columns of a lead, in CSV order. A custom field may not use one of
+/// these names (case-insensitively), or a CSV export could not be imported back.
+pub const STANDARD_FIELDS: [&str; 6] = ["name", "email", "phone", "source", "status", "notes"];
+
+/// Free-form extra attributes: text keys to text values, sorted by key so every
+/// serialization of a lead is the same.
+pub type CustomFields = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum LeadStatus {
+    New,
+    Contacted,
+    Qualified,
+    Converted,
+    Lost,
+}
+
+impl LeadStatus {
+    pub const ALL: [LeadStatus; 5] = [
+        Self::New,
+        Self::Contacted,
+        Self::Qualified,
+        Self::Converted,
+        Self::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Contacted => "contacted",
+            Self::Qualified => "qualified",
+            Self::Converted => "converted",
+            Self::Lost => "lost",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub const CHOICES: &'static str = "new, contacted, qualified, converted, lost";
+}
+
+/// A lead's personal data: what is encrypted in events and erased on deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalData {
+    pub name: Option<String>,
+    pub email: String,
+    pub phone: Option<String>,
+    pub notes: Option<String>,
+    pub custom_fields: CustomFields,
+}
+
+/// The personal fields an update changed (absent = unchanged, `null` = cleared).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PersonalChanges {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub name: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub phone: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub notes: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_fields: Option<CustomFields>,
+}
+
+impl PersonalChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn apply_to(&self, personal: &mut PersonalData) {
+        fn set<T: Clone>(target: &mut T, change: &Option<T>) {
+            if let Some(value) = change {
+                *target = value.clone();
+            }
+        }
+        set(&mut personal.name, &self.name);
+        set(&mut personal.email, &self.email);
+        set(&mut personal.phone, &self.phone);
+        set(&mut personal.notes, &self.notes);
+        set(&mut personal.custom_fields, &self.custom_fields);
+    }
+}
+
+/// Body of `POST /campaigns/{id}/leads`, and what each CSV row is turned into.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateLead {
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "John Doe"))]
+    pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(example = "john@example.com"))]
+    pub email: String,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "+1234567890"))]
+    pub phone: Option<String>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "facebook"))]
+    pub source: Option<String>,
+    /// Defaults to `new`.
+    #[serde(default)]
+    pub status: Option<LeadStatus>,
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// Text values only; an empty value is the same as an absent key.
+    #[serde(default)]
+    pub custom_fields: Option<CustomFields>,
+}
+
+/// Body of `PUT /campaigns/{id}/leads/{lead_id}`: a partial update. Absent fields
+/// stay; `null` clears an optional field (`email` and `status` cannot be null);
+/// `custom_fields` replaces the whole map. Read-only fields echoed from a GET
+/// are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateLead {
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub source: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<LeadStatus>))]
+    pub status: Option<Option<LeadStatus>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub notes: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<BTreeMap<String, String>>))]
+    pub custom_fields: Option<Option<CustomFields>>,
+    #[serde(default, rename = "id")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_id: Option<Value>,
+    #[serde(default, rename = "campaign_id")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_campaign_id: Option<Value>,
+    #[serde(default, rename = "created_at")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_created_at: Option<Value>,
+    #[serde(default, rename = "updated_at")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_updated_at: Option<Value>,
+    #[serde(default, rename = "version")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub read_only_version: Option<Value>,
+}
+
+/// A lead as the API returns it. The field order is the resource's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadState {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    pub name: Option<String>,
+    pub email: String,
+    pub phone: Option<String>,
+    pub source: Option<String>,
+    pub status: LeadStatus,
+    pub notes: Option<String>,
+    pub custom_fields: CustomFields,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Stream version; also the `ETag`.
+    pub version: i64,
+}
+
+impl LeadState {
+    pub fn personal(&self) -> PersonalData {
+        PersonalData {
+            name: self.name.clone(),
+            email: self.email.clone(),
+            phone: self.phone.clone(),
+            notes: self.notes.clone(),
+            custom_fields: self.custom_fields.clone(),
+        }
+    }
+
+    fn set_personal(&mut self, personal: PersonalData) {
+        self.name = personal.name;
+        self.email = personal.email;
+        self.phone = personal.phone;
+        self.notes = personal.notes;
+        self.custom_fields = personal.custom_fields;
+    }
+
+    /// The text that `search` matches: name, email and phone, lowercased, one
+    /// per line (so a query never matches across two fields).
+    pub fn search_text(&self) -> String {
+        let mut text = String::new();
+        text.push_str(&self.name.as_deref().unwrap_or_default().to_lowercase());
+        text.push('\n');
+        text.push_str(&self.email.to_lowercase());
+        text.push('\n');
+        text.push_str(&self.phone.as_deref().unwrap_or_default().to_lowercase());
+        text
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Events
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadCreated {
+    pub lead_id: Uuid,
+    pub campaign_id: Uuid,
+    pub project: ProjectSlug,
+    pub status: LeadStatus,
+    pub source: Option<String>,
+    /// [`PersonalData`], sealed with the lead's key.
+    pub personal: Sealed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadUpdated {
+    pub lead_id: Uuid,
+    pub campaign_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<LeadStatus>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
+    pub source: Option<Option<String>>,
+    /// [`PersonalChanges`], sealed with the lead's key; absent when no personal
+    /// field changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<Sealed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadDeleted {
+    pub lead_id: Uuid,
+    pub campaign_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeadEvent {
+    Created(LeadCreated),
+    Updated(LeadUpdated),
+    Deleted(LeadDeleted),
+}
+
+impl LeadEvent {
+    pub fn lead_id(&self) -> Uuid {
+        match self {
+            Self::Created(e) => e.lead_id,
+            Self::Updated(e) => e.lead_id,
+            Self::Deleted(e) => e.lead_id,
+        }
+    }
+
+    pub fn campaign_id(&self) -> Uuid {
+        match self {
+            Self::Created(e) => e.campaign_id,
+            Self::Updated(e) => e.campaign_id,
+            Self::Deleted(e) => e.campaign_id,
+        }
+    }
+}
+
+impl DomainEvent for LeadEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Created(_) => "LeadCreated",
+            Self::Updated(_) => "LeadUpdated",
+            Self::Deleted(_) => "LeadDeleted",
+        }
+    }
+
+    fn schema_version(&self) -> i32 {
+        1
+    }
+
+    fn to_data(&self) -> Value {
+        let data = match self {
+            Self::Created(e) => serde_json::to_value(e),
+            Self::Updated(e) => serde_json::to_value(e),
+            Self::Deleted(e) => serde_json::to_value(e),
+        };
+        data.expect("lead events serialize")
+    }
+
+    fn from_data(event_type: &str, data: Value) -> Result<Self, DecodeError> {
+        let malformed = |e| DecodeError::malformed(event_type, e);
+        match event_type {
+            "LeadCreated" => serde_json::from_value(data).map(Self::Created).map_err(malformed),
+            "LeadUpdated" => serde_json::from_value(data).map(Self::Updated).map_err(malformed),
+            "LeadDeleted" => serde_json::from_value(data).map(Self::Deleted).map_err(malformed),
+            other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+/// Associated data of a sealed value: the lead and what the value is, so a
+/// ciphertext cannot be replayed into another lead or another kind of event.
+fn aad(lead_id: Uuid, purpose: &str) -> Vec<u8> {
+    let mut aad = b"marketing/lead/v1/".to_vec();
+    aad.extend_from_slice(lead_id.as_bytes());
+    aad.push(b'/');
+    aad.extend_from_slice(purpose.as_bytes());
+    aad
+}
+
+const CREATED_PURPOSE: &str = "created";
+const UPDATED_PURPOSE: &str = "updated";
+
+/// Decrypts the personal data of a `LeadCreated`.
+pub fn open_created(event: &LeadCreated, key: &LeadKey) -> Result<PersonalData, LeadError> {
+    let plain = crypto::open(key, &event.personal, &aad(event.lead_id, CREATED_PURPOSE))?;
+    serde_json::from_slice(&plain).map_err(|_| LeadError::Crypto(CryptoError::Authentication))
+}
+
+/// Decrypts the personal changes of a `LeadUpdated` (`None` if it has none).
+pub fn open_updated(event: &LeadUpdated, key: &LeadKey) -> Result<Option<PersonalChanges>, LeadError> {
+    let Some(sealed) = &event.personal else {
+        return Ok(None);
+    };
+    let plain = crypto::open(key, sealed, &aad(event.lead_id, UPDATED_PURPOSE))?;
+    serde_json::from_slice(&plain)
+        .map(Some)
+        .map_err(|_| LeadError::Crypto(CryptoError::Authentication))
+}
+
+/// Why a command was refused, or an event could not be folded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LeadError {
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error("Lead not found")]
+    NotFound,
+    #[error("lead already exists")]
+    AlreadyExists,
+    /// The lead's key does not open its events: a wrong key-encryption key or
+    /// corrupted data. Never a client's fault.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+#[derive(Debug, Clone)]
+pub enum LeadCommand {
+    Create {
+        lead_id: Uuid,
+        campaign_id: Uuid,
+        project: ProjectSlug,
+        input: Box<CreateLead>,
+    },
+    Update(Box<UpdateLead>),
+    Delete,
+}
+
+/// The aggregate: folded state plus whether the stream was ever created or deleted.
+#[derive(Debug, Clone, Default)]
+pub struct Lead {
+    state: Option<LeadState>,
+    deleted: bool,
+    /// Version of the last applied event; `None` for a stream that does not exist.
+    version: Option<i64>,
+}
+
+impl Lead {
+    /// A live lead as stored in a read model, ready to fold further events.
+    pub fn from_state(state: LeadState) -> Self {
+        Self {
+            version: Some(state.version),
+            state: Some(state),
+            deleted: false,
+        }
+    }
+
+    pub fn state(&self) -> Option<&LeadState> {
+        self.state.as_ref()
+    }
+
+    pub fn version(&self) -> Option<i64> {
+        self.version
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// Decides what a command does. `key` seals the personal data of the events
+    /// it returns, with `nonce` (fresh and random for every command: each
+    /// command seals at most one value).
+    pub fn handle(
+        &self,
+        command: LeadCommand,
+        key: &LeadKey,
+        nonce: [u8; crypto::NONCE_LEN],
+    ) -> Result<Vec<LeadEvent>, LeadError> {
+        match command {
+            LeadCommand::Create {
+                lead_id,
+                campaign_id,
+                project,
+                input,
+            } => {
+                if self.version.is_some() {
+                    return Err(LeadError::AlreadyExists);
+                }
+                let valid = validate_create(*input).map_err(LeadError::Invalid)?;
+                Ok(vec![created_event(
+                    lead_id,
+                    campaign_id,
+                    project,
+                    valid,
+                    key,
+                    nonce,
+                )])
+            }
+            LeadCommand::Update(input) => self.update(*input, key, nonce),
+            LeadCommand::Delete => {
+                let state = self.live()?;
+                Ok(vec![LeadEvent::Deleted(LeadDeleted {
+                    lead_id: state.id,
+                    campaign_id: state.campaign_id,
+                })])
+            }
+        }
+    }
+
+    fn live(&self) -> Result<&LeadState, LeadError> {
+        self.state.as_ref().ok_or(LeadError::NotFound)
+    }
+
+    fn update(
+        &self,
+        input: UpdateLead,
+        key: &LeadKey,
+        nonce: [u8; crypto::NONCE_LEN],
+    ) -> Result<Vec<LeadEvent>, LeadError> {
+        let state = self.live()?;
+        let mut errors = ValidationErrors::new();
+        let email = match input.email {
+            Some(None) => {
+                errors.add("email", "email must not be null");
+                None
+            }
+            Some(Some(email)) => Some(email),
+            None => None,
+        };
+        let status = match input.status {
+            Some(None) => {
+                errors.add("status", "status must not be null");
+                None
+            }
+            other => other.flatten(),
+        };
+        if !errors.is_empty() {
+            return Err(LeadError::Invalid(errors));
+        }
+        // Merge, then validate the whole: every lead that exists is valid.
+        let current = state.personal();
+        let merged_input = CreateLead {
+            name: input.name.unwrap_or_else(|| current.name.clone()),
+            email: email.unwrap_or_else(|| current.email.clone()),
+            phone: input.phone.unwrap_or_else(|| current.phone.clone()),
+            source: input.source.unwrap_or_else(|| state.source.clone()),
+            status: Some(status.unwrap_or(state.status)),
+            notes: input.notes.unwrap_or_else(|| current.notes.clone()),
+            custom_fields: Some(
+                input
+                    .custom_fields
+                    .unwrap_or_else(|| Some(current.custom_fields.clone()))
+                    .unwrap_or_default(),
+            ),
+        };
+        let merged = validate_create(merged_input).map_err(LeadError::Invalid)?;
+        fn changed<T: PartialEq + Clone>(new: &T, current: &T) -> Option<T> {
+            (new != current).then(|| new.clone())
+        }
+        let personal = PersonalChanges {
+            name: changed(&merged.personal.name, &current.name),
+            email: changed(&merged.personal.email, &current.email),
+            phone: changed(&merged.personal.phone, &current.phone),
+            notes: changed(&merged.personal.notes, &current.notes),
+            custom_fields: changed(&merged.personal.custom_fields, &current.custom_fields),
+        };
+        let event = LeadUpdated {
+            lead_id: state.id,
+            campaign_id: state.campaign_id,
+            status: changed(&merged.status, &state.status),
+            source: changed(&merged.source, &state.source),
+            personal: (!personal.is_empty()).then(|| {
+                let plain = serde_json::to_vec(&personal).expect("changes serialize");
+                crypto::seal(key, nonce, &aad(state.id, UPDATED_PURPOSE), &plain)
+            }),
+        };
+        if event.status.is_none() && event.source.is_none() && event.personal.is_none() {
+            return Ok(vec![]);
+        }
+        Ok(vec![LeadEvent::Updated(event)])
+    }
+
+    /// Folds one event recorded at `recorded_at` as stream version `version`,
+    /// opening its personal data with `key`.
+    pub fn apply(
+        &mut self,
+        event: &LeadEvent,
+        key: &LeadKey,
+        recorded_at: DateTime<Utc>,
+        version: i64,
+    ) -> Result<(), LeadError> {
+        match event {
+            LeadEvent::Created(e) => {
+                let personal = open_created(e, key)?;
+                let mut state = LeadState {
+                    id: e.lead_id,
+                    campaign_id: e.campaign_id,
+                    name: None,
+                    email: String::new(),
+                    phone: None,
+                    source: e.source.clone(),
+                    status: e.status,
+                    notes: None,
+                    custom_fields: CustomFields::new(),
+                    created_at: recorded_at,
+                    updated_at: recorded_at,
+                    version,
+                };
+                state.set_personal(personal);
+                self.state = Some(state);
+            }
+            LeadEvent::Updated(e) => {
+                let changes = open_updated(e, key)?;
+                if let Some(state) = self.state.as_mut() {
+                    if let Some(status) = e.status {
+                        state.status = status;
+                    }
+                    if let Some(source) = &e.source {
+                        state.source = source.clone();
+                    }
+                    if let Some(changes) = changes {
+                        let mut personal = state.personal();
+                        changes.apply_to(&mut personal);
+                        state.set_personal(personal);
+                    }
+                    state.updated_at = recorded_at;
+                    state.version = version;
+                }
+            }
+            LeadEvent::Deleted(_) => {
+                self.state = None;
+                self.deleted = true;
+            }
+        }
+        self.version = Some(version);
+        Ok(())
+    }
+}
+
+/// The `LeadCreated` of a new lead that passed [`validate_create`]. Bulk imports
+/// validate each row first (to report errors by line) and then call this.
+pub fn created_event(
+    lead_id: Uuid,
+    campaign_id: Uuid,
+    project: ProjectSlug,
+    valid: ValidLead,
+    key: &LeadKey,
+    nonce: [u8; crypto::NONCE_LEN],
+) -> LeadEvent {
+    let plain = serde_json::to_vec(&valid.personal).expect("personal data serializes");
+    LeadEvent::Created(LeadCreated {
+        lead_id,
+        campaign_id,
+        project,
+        status: valid.status,
+        source: valid.source,
+        personal: crypto::seal(key, nonce, &aad(lead_id, CREATED_PURPOSE), &plain),
+    })
+}
+
+/// A create (or a merged update) that passed validation, normalized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidLead {
+    pub status: LeadStatus,
+    pub source: Option<String>,
+    pub personal: PersonalData,
+}
+
+/// Trims every text, turns empty ones into "absent", and checks every rule.
+/// Normalizing the same way on every path (JSON, CSV) is what makes an export
+/// import back unchanged.
+pub fn validate_create(input: CreateLead) -> Result<ValidLead, ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    let name = clean(input.name);
+    let email = input.email.trim().to_owned();
+    let phone = clean(input.phone);
+    let source = clean(input.source);
+    let notes = clean(input.notes);
+    check_line(&mut errors, "name", name.as_deref(), NAME_MAX);
+    check_email(&mut errors, &email);
+    check_line(&mut errors, "phone", phone.as_deref(), PHONE_MAX);
+    if let Some(phone) = &phone {
+        check_phone(&mut errors, phone);
+    }
+    check_line(&mut errors, "source", source.as_deref(), SOURCE_MAX);
+    check_multiline(&mut errors, "notes", notes.as_deref(), NOTES_MAX);
+    let custom_fields = clean_custom_fields(&mut errors, input.custom_fields.unwrap_or_default());
+    errors.into_result(ValidLead {
+        status: input.status.unwrap_or(LeadStatus::New),
+        source,
+        personal: PersonalData {
+            name,
+            email,
+            phone,
+            notes,
+            custom_fields,
+        },
+    })
+}
+
+/// What "the same email" means for uniqueness: trimmed and lowercased.
+pub fn normalized_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn clean(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn check_line(errors: &mut ValidationErrors, field: &str, value: Option<&str>, max: usize) {
+    let Some(value) = value else { return };
+    if value.chars().count() > max {
+        errors.add(field, format!("{field} must be at most {max} characters"));
+    } else if value.chars().any(char::is_control) {
+        errors.add(field, format!("{field} must not contain control characters"));
+    }
+}
+
+fn check_multiline(errors: &mut ValidationErrors, field: &str, value: Option<&str>, max: usize) {
+    let Some(value) = value else { return };
+    if value.chars().count() > max {
+        errors.add(field, format!("{field} must be at most {max} characters"));
+    } else if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        errors.add(
+            field,
+            format!("{field} must not contain control characters other than line breaks and tabs"),
+        );
+    }
+}
+
+fn check_phone(errors: &mut ValidationErrors, phone: &str) {
+    let allowed = |c: char| c.is_ascii_digit() || " +-().#/xXeEtT".contains(c);
+    if !phone.chars().all(allowed) || !phone.chars().any(|c| c.is_ascii_digit()) {
+        errors.add(
+            "phone",
+            "phone must contain digits and only the characters + - ( ) . / # space, and x or ext for an extension",
+        );
+    }
+}
+
+/// A deliberately practical check (not the full RFC 5322 grammar, whose quoted
+/// local parts and comments real mail systems reject anyway): one `@`, a local
+/// part of 1–64 visible characters without dots at its ends or in a row, and a
+/// domain of at least two dot-separated labels of letters, digits and hyphens.
+/// Messages never repeat the address: responses may be stored (idempotency) and
+/// must not hold personal data of anything but the lead itself.
+fn check_email(errors: &mut ValidationErrors, email: &str) {
+    if email.is_empty() {
+        errors.add("email", "email is required");
+        return;
+    }
+    if email.chars().count() > EMAIL_MAX {
+        errors.add("email", format!("email must be at most {EMAIL_MAX} characters"));
+        return;
+    }
+    if !is_valid_email(email) {
+        errors.add(
+            "email",
+            "email must be a valid email address, like name@example.com",
+        );
+    }
+}
+
+pub fn is_valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.chars().count() <= EMAIL_LOCAL_MAX
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && !"\"(),:;<>@[\\]".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.chars().count() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+        && !labels
+            .last()
+            .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()));
+    local_ok && domain_ok
+}
+
+fn clean_custom_fields(errors: &mut ValidationErrors, fields: CustomFields) -> CustomFields {
+    let mut cleaned = CustomFields::new();
+    for (key, value) in fields {
+        let trimmed_key = key.trim();
+        let path = format!("custom_fields.{trimmed_key}");
+        if trimmed_key.is_empty() {
+            errors.add("custom_fields", "custom field names must not be empty");
+            continue;
+        }
+        if trimmed_key.chars().count() > CUSTOM_KEY_MAX {
+            errors.add(
+                "custom_fields",
+                format!("custom field names must be at most {CUSTOM_KEY_MAX} characters"),
+            );
+            continue;
+        }
+        if trimmed_key.chars().any(char::is_control) {
+            errors.add(
+                "custom_fields",
+                "custom field names must not contain control characters",
+            );
+            continue;
+        }
+        if STANDARD_FIELDS
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(trimmed_key))
+        {
+            errors.add(
+                path,
+                format!("custom field {trimmed_key:?} has the name of a standard lead field; use the field itself"),
+            );
+            continue;
+        }
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        check_multiline(errors, &path, Some(value), CUSTOM_VALUE_MAX);
+        if cleaned.insert(trimmed_key.to_owned(), value.to_owned()).is_some() {
+            errors.add(path, format!("custom field {trimmed_key:?} is given twice"));
+        }
+    }
+    if cleaned.len() > CUSTOM_FIELDS_MAX {
+        errors.add(
+            "custom_fields",
+            format!("custom_fields must have at most {CUSTOM_FIELDS_MAX} entries"),
+        );
+    }
+    cleaned
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The resource's shape for the OpenAPI document only.
+#[cfg(feature = "openapi")]
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Lead)]
+pub struct LeadResource {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    pub name: Option<String>,
+    pub email: String,
+    pub phone: Option<String>,
+    pub source: Option<String>,
+    pub status: LeadStatus,
+    pub notes: Option<String>,
+    pub custom_fields: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Stream version; also the `ETag`.
+    pub version: i64,
+}
