@@ -77,6 +77,11 @@ impl Projection for AnalyticsProjection {
         ]
     }
 
+    /// Its own events, and campaign deletions (which hide its rows).
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("Analytics") || event_type == "CampaignDeleted"
+    }
+
     /// Folds the batch in memory into one delta per row, then writes it with at
     /// most six statements, however many events the batch holds.
     async fn apply(

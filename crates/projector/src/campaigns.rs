@@ -24,6 +24,10 @@ impl Projection for CampaignsProjection {
         &["campaigns"]
     }
 
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("Campaign")
+    }
+
     fn stream_prefixes(&self) -> Option<&'static [&'static str]> {
         Some(&[STREAM_PREFIX])
     }

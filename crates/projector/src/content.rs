@@ -21,6 +21,11 @@ impl Projection for ContentProjection {
         &["content_items", "content_deleted_campaigns", "content_media"]
     }
 
+    /// Its own events, and campaign deletions (which hide its rows).
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("Content") || event_type == "CampaignDeleted"
+    }
+
     async fn apply(
         &self,
         tx: &tokio_postgres::Transaction<'_>,

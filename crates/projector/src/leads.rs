@@ -53,6 +53,11 @@ impl Projection for LeadsProjection {
         &["leads", "lead_erased_campaigns"]
     }
 
+    /// Its own events, and campaign deletions (which hide its rows).
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("Lead") || event_type == "CampaignDeleted"
+    }
+
     /// Lead streams, and campaign streams for `CampaignDeleted`.
     fn stream_prefixes(&self) -> Option<&'static [&'static str]> {
         Some(&[lead::STREAM_PREFIX, campaign::STREAM_PREFIX])

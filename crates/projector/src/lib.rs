@@ -83,6 +83,14 @@ pub trait Projection: Send + Sync + 'static {
         None
     }
 
+    /// Whether events of this type change this projection's tables. A batch
+    /// with none of them is skipped without a transaction (the runner still
+    /// moves past it, and read-after-write waits do not pay for it). Must be
+    /// `true` for every type `apply` acts on; the default handles everything.
+    fn handles(&self, _event_type: &str) -> bool {
+        true
+    }
+
     /// Applies a batch, in log order, inside `tx`. The runner commits `tx` together
     /// with the new checkpoint, or rolls both back.
     async fn apply(

@@ -49,6 +49,10 @@ impl<E: Into<ProjectionError>> From<E> for BatchError {
     }
 }
 
+/// Longest a runner goes without recording skipped events in its checkpoint row
+/// while busy (it records them at once when idle).
+const SKIP_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The advisory-lock key of a projection: stable across processes and versions.
 fn lock_key(name: &str) -> i64 {
     // FNV-1a, folded into the high bits with a fixed tag so keys do not collide
@@ -122,7 +126,15 @@ impl ProjectionRunner {
             return Ok(());
         }
         tracing::info!(projection = name, "became the active instance");
+        // `checkpoint`: how far this instance has got. `persisted`: what the
+        // checkpoint row says. They differ only after batches with nothing this
+        // projection handles, which are skipped without a transaction and
+        // recorded with the next batch that writes, after SKIP_PERSIST_INTERVAL,
+        // or as soon as the runner is idle. A crash loses only skipped events,
+        // which are skipped again: no effect is lost or doubled.
         let mut checkpoint = self.load_checkpoint().await?;
+        let mut persisted = checkpoint;
+        let mut persisted_at = Instant::now();
         self.progress.send_replace(checkpoint);
         let mut wakeups = self.store.wakeups().subscribe();
         let mut backoff = Duration::from_millis(1);
@@ -141,6 +153,22 @@ impl ProjectionRunner {
                 None => self.store.read_all(checkpoint, self.config.batch_size).await?,
             };
             if events.is_empty() {
+                if checkpoint != persisted {
+                    // Idle: record the skipped events now, so processes that
+                    // poll the checkpoint table (a separate command API) see them.
+                    match self.move_checkpoint(persisted, checkpoint).await? {
+                        true => {
+                            persisted = checkpoint;
+                            persisted_at = Instant::now();
+                        }
+                        false => {
+                            checkpoint = self.load_checkpoint().await?;
+                            persisted = checkpoint;
+                            self.progress.send_replace(checkpoint);
+                        }
+                    }
+                    continue;
+                }
                 // Nothing readable. A wake-up means a commit happened; its events
                 // may still sit behind an older open transaction, so re-poll
                 // quickly at first and back off towards the idle interval.
@@ -156,11 +184,22 @@ impl ProjectionRunner {
                 continue;
             }
             backoff = Duration::from_millis(1);
+            let last = events.last().expect("batch is not empty").position;
+            let relevant = events.iter().any(|e| self.projection.handles(&e.event_type));
+            if !relevant && persisted_at.elapsed() < SKIP_PERSIST_INTERVAL {
+                checkpoint = last;
+                self.progress.send_replace(checkpoint);
+                metrics::counter!("marketing_projection_events_skipped_total", "projection" => name)
+                    .increment(events.len() as u64);
+                continue;
+            }
             let started = Instant::now();
-            match self.apply_batch(checkpoint, &events).await {
+            match self.apply_batch(persisted, &events).await {
                 Ok(next) => {
                     failures = 0;
                     checkpoint = next;
+                    persisted = next;
+                    persisted_at = Instant::now();
                     self.progress.send_replace(checkpoint);
                     metrics::counter!("marketing_projection_events_total", "projection" => name)
                         .increment(events.len() as u64);
@@ -170,6 +209,7 @@ impl ProjectionRunner {
                 Err(BatchError::CheckpointMoved(actual)) => {
                     tracing::warn!(projection = name, ?actual, "checkpoint moved by another instance");
                     checkpoint = actual;
+                    persisted = actual;
                     self.progress.send_replace(checkpoint);
                 }
                 Err(BatchError::Failed(error)) => {
@@ -185,10 +225,32 @@ impl ProjectionRunner {
                     // made it fail here, e.g. on a unique key): resume from where
                     // the committed checkpoint really is.
                     checkpoint = self.load_checkpoint().await?;
+                    persisted = checkpoint;
                     self.progress.send_replace(checkpoint);
                 }
             }
         }
+    }
+
+    /// Moves the checkpoint row from `from` to `to` by compare-and-set, for
+    /// skipped events only (no read-model writes). False if another instance
+    /// moved it first.
+    async fn move_checkpoint(&self, from: LogPosition, to: LogPosition) -> Result<bool, ProjectionError> {
+        let client = self.pool.get().await?;
+        let moved = client
+            .execute(
+                "UPDATE projection_checkpoints SET tx_id = $4, position = $5, updated_at = now()
+                 WHERE name = $1 AND tx_id = $2 AND position = $3",
+                &[
+                    &self.projection.name(),
+                    &from.tx_id,
+                    &from.position,
+                    &to.tx_id,
+                    &to.position,
+                ],
+            )
+            .await?;
+        Ok(moved == 1)
     }
 
     async fn load_checkpoint(&self) -> Result<LogPosition, ProjectionError> {

@@ -55,6 +55,11 @@ impl Projection for TasksProjection {
         &["tasks", "tasks_deleted_campaigns"]
     }
 
+    /// Its own events, and campaign deletions (which hide its rows).
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("Task") || event_type == "CampaignDeleted"
+    }
+
     /// Loads the rows the batch touches, folds every event in memory with the
     /// domain's own `apply`, then writes back with a few set-based statements.
     async fn apply(

@@ -321,3 +321,76 @@ async fn campaigns_read_model_matches_the_domain_fold_and_progress_reports_it() 
     stop.cancel();
     task.await.unwrap();
 }
+
+/// Handles only `Thing` events; everything else is skipped without a write.
+struct Picky;
+
+#[async_trait]
+impl Projection for Picky {
+    fn name(&self) -> &'static str {
+        "picky"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["applied"]
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "Thing"
+    }
+
+    async fn apply(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let ids: Vec<Uuid> = events
+            .iter()
+            .filter(|e| e.event_type == "Thing")
+            .map(|e| e.event_id)
+            .collect();
+        tx.execute(
+            "INSERT INTO applied (event_id, batch) SELECT unnest($1::uuid[]), 0",
+            &[&ids],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn batches_a_projection_does_not_handle_are_skipped_and_still_checkpointed() {
+    let setup = setup().await;
+    let mut last = LogPosition::START;
+    for i in 0..40 {
+        let event = NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: "Other".into(),
+            schema_version: 1,
+            data: json!({ "i": i }),
+            metadata: json!({}),
+            recorded_at: Utc::now(),
+        };
+        last = setup
+            .store
+            .append("other-1", ExpectedVersion::Any, vec![event])
+            .await
+            .unwrap()
+            .last_position;
+    }
+    let (runner, stop) = start(&setup, Arc::new(Picky));
+    let polled = PolledProgress::new(setup.pool.clone(), vec!["picky".into()]);
+    let task = tokio::spawn(runner.run(stop.clone()));
+    // Recorded in the checkpoint row once the runner is idle, for other processes.
+    assert!(polled.wait_for(last, Duration::from_secs(30)).await);
+    assert_eq!(
+        applied(&setup.pool).await,
+        (0, 0),
+        "skipped batches write nothing"
+    );
+    let ids = append_events(&setup.store, 3).await;
+    wait_until_applied(&setup.pool, 3).await;
+    assert_eq!(applied(&setup.pool).await, (ids.len() as i64, 3));
+    stop.cancel();
+    task.await.unwrap();
+}
