@@ -234,7 +234,7 @@ pub async fn create(
     };
     tx.commit().await?;
     drop(client);
-    state.store.wakeups().notify();
+    state.store.notify_committed();
     wait_for_read_models(&state, outcome.last_position, state.read_after_write_timeout).await;
     Ok(resource_response(StatusCode::CREATED, &state_now, true))
 }
@@ -338,7 +338,7 @@ async fn execute(
             Ok(outcomes) => {
                 tx.commit().await?;
                 drop(client);
-                state.store.wakeups().notify();
+                state.store.notify_committed();
                 wait_for_read_models(state, outcomes[0].last_position, state.read_after_write_timeout).await;
                 return Ok(after);
             }

@@ -210,6 +210,13 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// A hint channel that ticks when new events may be readable.
     fn wakeups(&self) -> Wakeups;
+
+    /// Tells readers, in this process and others, that events were committed.
+    /// `append` does it; a caller that appends inside its own transaction calls
+    /// it after committing.
+    fn notify_committed(&self) {
+        self.wakeups().notify();
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
@@ -73,6 +74,45 @@ pub struct PgEventStore {
     pool: Pool,
     upcasters: &'static [Upcaster],
     wakeups: Wakeups,
+    notifier: Arc<Notifier>,
+}
+
+/// Wakes readers in other processes after commits: one `NOTIFY` on its own
+/// connection, outside the appending transactions, coalescing every append that
+/// happens while one is being sent. (A NOTIFY inside an append would hold the
+/// global notification lock through that append's WAL flush, serialising all
+/// commits.) A hint only: readers also poll.
+struct Notifier {
+    signal: tokio::sync::Notify,
+    started: std::sync::Once,
+}
+
+impl Notifier {
+    fn hint(self: &Arc<Self>, pool: &Pool) {
+        self.started.call_once(|| {
+            let notifier = Arc::clone(self);
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                loop {
+                    notifier.signal.notified().await;
+                    match pool.get().await {
+                        Ok(client) => {
+                            let sent = client
+                                .execute(&format!("NOTIFY {}", crate::EVENTS_CHANNEL), &[])
+                                .await;
+                            if let Err(error) = sent {
+                                tracing::warn!(%error, "cannot send NOTIFY; readers fall back to polling");
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot send NOTIFY; readers fall back to polling")
+                        }
+                    }
+                }
+            });
+        });
+        self.signal.notify_one();
+    }
 }
 
 impl PgEventStore {
@@ -82,6 +122,10 @@ impl PgEventStore {
             pool,
             upcasters,
             wakeups,
+            notifier: Arc::new(Notifier {
+                signal: tokio::sync::Notify::new(),
+                started: std::sync::Once::new(),
+            }),
         }
     }
 
@@ -131,7 +175,7 @@ impl PgEventStore {
             }
             Err(e) => return Err(StoreError::from(e).into()),
         };
-        self.wakeups.notify();
+        self.notify_committed();
         Ok(outcomes(appends, rows))
     }
 
@@ -572,5 +616,10 @@ impl EventStore for PgEventStore {
 
     fn wakeups(&self) -> Wakeups {
         self.wakeups.clone()
+    }
+
+    fn notify_committed(&self) {
+        self.wakeups.notify();
+        self.notifier.hint(&self.pool);
     }
 }

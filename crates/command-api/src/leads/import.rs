@@ -859,7 +859,7 @@ async fn write_batches(
             written.imported += appends.len() as u64;
         }
         tx.commit().await?;
-        state.store.wakeups().notify();
+        state.store.notify_committed();
         wait_started = std::time::Instant::now();
     }
     tracing::debug!(
