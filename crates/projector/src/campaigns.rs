@@ -67,25 +67,60 @@ impl Projection for CampaignsProjection {
         for (recorded, event) in &decoded {
             fold(&mut rows, recorded, event);
         }
+        // The filter columns go as arrays of their own, so Postgres does not
+        // re-parse each body once per column (`json ->>` parses the whole text).
+        let mut ids = Vec::new();
+        let mut projects = Vec::new();
+        let mut statuses = Vec::new();
+        let mut types = Vec::new();
+        let mut created_at: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+        let mut versions = Vec::new();
         let mut bodies = Vec::new();
         let mut deleted = Vec::new();
         for (id, row) in rows {
-            match row {
-                // Sent as text: a jsonb parameter would reorder the keys.
-                Some(body) => bodies.push(Value::Object(body).to_string()),
-                None => deleted.push(id),
-            }
+            let Some(body) = row else {
+                deleted.push(id);
+                continue;
+            };
+            let text = |key: &str| {
+                body.get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let created = body
+                .get("created_at")
+                .cloned()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .ok_or_else(|| ProjectionError::Corrupt(format!("campaign {id} has no created_at")))?;
+            ids.push(id);
+            projects.push(text("project"));
+            statuses.push(text("status"));
+            types.push(text("type"));
+            created_at.push(created);
+            versions.push(body.get("version").and_then(Value::as_i64).unwrap_or_default());
+            // Sent as text: a jsonb parameter would reorder the keys.
+            bodies.push(Value::Object(body).to_string());
         }
         if !bodies.is_empty() {
             tx.execute(
                 "INSERT INTO campaigns (id, project, status, campaign_type, created_at, version, body)
-                 SELECT (b->>'id')::uuid, b->>'project', b->>'status', b->>'type',
-                        (b->>'created_at')::timestamptz, (b->>'version')::bigint, b
-                 FROM unnest($1::text[]) AS t, LATERAL (SELECT t::json AS b) AS parsed
+                 SELECT id, project, status, campaign_type, created_at, version, body::json
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                             $6::int8[], $7::text[])
+                      AS u(id, project, status, campaign_type, created_at, version, body)
                  ON CONFLICT (id) DO UPDATE SET
                      status = excluded.status, campaign_type = excluded.campaign_type,
                      version = excluded.version, body = excluded.body",
-                &[&bodies],
+                &[
+                    &ids,
+                    &projects,
+                    &statuses,
+                    &types,
+                    &created_at,
+                    &versions,
+                    &bodies,
+                ],
             )
             .await?;
         }
