@@ -1,7 +1,8 @@
 //! Content-calendar reads: the calendar (filtered, windowed, sorted by
 //! `scheduled_date`, paginated), one item, and its media file.
 
-use crate::tasks::{ensure_campaign, json_response, CAMPAIGN_NOT_FOUND};
+use crate::json_response;
+use crate::tasks::{ensure_campaign, CAMPAIGN_NOT_FOUND};
 use crate::QueryState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
 use web::extract::{etag, parse_id};
-use web::pagination::{decode_cursor, encode_cursor, list_body, parse_limit};
+use web::pagination::{decode_cursor, parse_limit};
 use web::{ApiError, Caller};
 
 const NOT_FOUND: &str = "Content not found";
@@ -174,17 +175,10 @@ pub async fn list(
             ],
         )
         .await?;
-    let has_more = rows.len() as i64 > limit;
-    let page = &rows[..rows.len().min(limit as usize)];
-    let next_cursor = has_more.then(|| {
-        let last = page.last().expect("a page with more has a last row");
-        encode_cursor(&Cursor {
-            scheduled_date: last.get(1),
-            id: last.get(2),
-        })
-    });
-    let items: Vec<String> = page.iter().map(|row| row.get(0)).collect();
-    Ok(json_response(list_body(&items, next_cursor)))
+    Ok(crate::page_response(&rows, limit, |row| Cursor {
+        scheduled_date: row.get(1),
+        id: row.get(2),
+    }))
 }
 
 /// Get one content item.

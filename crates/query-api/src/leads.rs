@@ -1,5 +1,6 @@
 //! Lead reads: list (filters `status`, `search`), one lead, CSV export.
 
+use crate::json_response;
 use crate::QueryState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 use web::extract::{etag, parse_id};
-use web::pagination::{decode_cursor, encode_cursor, list_body, parse_limit};
+use web::pagination::{decode_cursor, parse_limit};
 use web::{ApiError, Caller};
 
 const CAMPAIGN_NOT_FOUND: &str = "Campaign not found";
@@ -29,10 +30,6 @@ pub const EXPORT_FETCH_ROWS: i32 = 1_000;
 struct Cursor {
     created_at: DateTime<Utc>,
     id: Uuid,
-}
-
-fn json_response(body: String) -> Response {
-    ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The campaign must be live and the caller's: another project's campaign, or
@@ -143,17 +140,10 @@ pub async fn list(
     ));
     let rows = client.query(sql.as_str(), &args).await?;
 
-    let has_more = rows.len() as i64 > limit;
-    let page = &rows[..rows.len().min(limit as usize)];
-    let next_cursor = has_more.then(|| {
-        let last = page.last().expect("a page with more has a last row");
-        encode_cursor(&Cursor {
-            created_at: last.get(1),
-            id: last.get(2),
-        })
-    });
-    let items: Vec<String> = page.iter().map(|row| row.get(0)).collect();
-    Ok(json_response(list_body(&items, next_cursor)))
+    Ok(crate::page_response(&rows, limit, |row| Cursor {
+        created_at: row.get(1),
+        id: row.get(2),
+    }))
 }
 
 /// Get one lead (where a create's `Location` points).

@@ -14,6 +14,33 @@ use axum::Router;
 use deadpool_postgres::Pool;
 use web::ApiKeys;
 
+/// A response whose body is JSON text already serialized: stored resources go
+/// from the read model to the client without being parsed.
+pub(crate) fn json_response(body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A list page from rows fetched with `LIMIT limit + 1` whose first column is
+/// the resource's JSON text: the extra row only tells that there is more, and
+/// `cursor_of` turns the page's last row into the keyset cursor for the next.
+pub(crate) fn page_response<C: serde::Serialize>(
+    rows: &[tokio_postgres::Row],
+    limit: i64,
+    cursor_of: impl Fn(&tokio_postgres::Row) -> C,
+) -> axum::response::Response {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let page = &rows[..rows.len().min(limit)];
+    let next_cursor = (rows.len() > limit)
+        .then(|| {
+            page.last()
+                .map(|last| web::pagination::encode_cursor(&cursor_of(last)))
+        })
+        .flatten();
+    let items: Vec<String> = page.iter().map(|row| row.get(0)).collect();
+    json_response(web::pagination::list_body(&items, next_cursor))
+}
+
 #[derive(Clone)]
 pub struct QueryState {
     pub pool: Pool,

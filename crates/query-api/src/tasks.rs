@@ -1,16 +1,17 @@
 //! Task reads: a campaign's tasks (filtered, paginated) and one task.
 
+use crate::json_response;
 use crate::QueryState;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{CONTENT_TYPE, ETAG};
-use axum::response::{IntoResponse, Response};
+use axum::http::header::ETAG;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::task::TaskStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
 use web::extract::{etag, parse_id};
-use web::pagination::{decode_cursor, encode_cursor, list_body, parse_limit};
+use web::pagination::{decode_cursor, parse_limit};
 use web::{ApiError, Caller};
 
 pub(crate) const CAMPAIGN_NOT_FOUND: &str = "Campaign not found";
@@ -21,10 +22,6 @@ const NOT_FOUND: &str = "Task not found";
 struct Cursor {
     created_at: DateTime<Utc>,
     id: Uuid,
-}
-
-pub(crate) fn json_response(body: String) -> Response {
-    ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The campaign is live and the caller's; `Campaign not found` otherwise.
@@ -112,17 +109,10 @@ pub async fn list(
             ],
         )
         .await?;
-    let has_more = rows.len() as i64 > limit;
-    let page = &rows[..rows.len().min(limit as usize)];
-    let next_cursor = has_more.then(|| {
-        let last = page.last().expect("a page with more has a last row");
-        encode_cursor(&Cursor {
-            created_at: last.get(1),
-            id: last.get(2),
-        })
-    });
-    let items: Vec<String> = page.iter().map(|row| row.get(0)).collect();
-    Ok(json_response(list_body(&items, next_cursor)))
+    Ok(crate::page_response(&rows, limit, |row| Cursor {
+        created_at: row.get(1),
+        id: row.get(2),
+    }))
 }
 
 /// Get one task of a campaign.
