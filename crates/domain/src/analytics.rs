@@ -14,11 +14,13 @@
 
 use crate::campaign::{Campaign, Goals, Kpi};
 use crate::input::double_option;
-use crate::{DecodeError, DomainEvent, Money, ProjectSlug, ValidationErrors};
+use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::{domain_events, Money, ProjectSlug, ValidationErrors};
+use std::convert::Infallible;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
-use serde_json::{Number, Value};
+use serde_json::Number;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -371,35 +373,11 @@ pub struct AnalyticsRecorded {
     pub metrics: Metrics,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AnalyticsEvent {
-    Recorded(AnalyticsRecorded),
-}
-
-impl DomainEvent for AnalyticsEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Recorded(_) => "AnalyticsRecorded",
-        }
-    }
-
-    fn schema_version(&self) -> i32 {
-        1
-    }
-
-    fn to_data(&self) -> Value {
-        match self {
-            Self::Recorded(e) => serde_json::to_value(e).expect("analytics events serialize"),
-        }
-    }
-
-    fn from_data(event_type: &str, data: Value) -> Result<Self, DecodeError> {
-        match event_type {
-            "AnalyticsRecorded" => serde_json::from_value(data)
-                .map(Self::Recorded)
-                .map_err(|e| DecodeError::malformed(event_type, e)),
-            other => Err(DecodeError::UnknownType(other.to_owned())),
-        }
+domain_events! {
+    /// What tracking records: one event per record, never changed.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum AnalyticsEvent: "analytics events" {
+        Recorded(AnalyticsRecorded) = "AnalyticsRecorded",
     }
 }
 
@@ -432,41 +410,37 @@ pub enum AnalyticsError {
 
 /// Record one day's metrics for one source of `campaign`, on behalf of `project`.
 #[derive(Debug, Clone)]
-pub struct Track<'a> {
+pub struct Track {
     pub record_id: Uuid,
-    pub project: &'a ProjectSlug,
+    pub project: ProjectSlug,
     /// The campaign as folded from its stream just before.
-    pub campaign: &'a Campaign,
+    pub campaign: Campaign,
     pub input: TrackAnalytics,
 }
 
-/// One analytics record: written once, never changed.
-#[derive(Debug, Clone, Default)]
-pub struct AnalyticsRecord {
-    state: Option<AnalyticsRecordState>,
-    version: Option<i64>,
-}
+/// One analytics record: written once, never changed (see [`Root`]).
+pub type AnalyticsRecord = Root<AnalyticsRecordState>;
 
-impl AnalyticsRecord {
-    pub fn state(&self) -> Option<&AnalyticsRecordState> {
-        self.state.as_ref()
-    }
-
-    pub fn version(&self) -> Option<i64> {
-        self.version
-    }
+impl Aggregate for AnalyticsRecordState {
+    const KIND: &'static str = "analytics";
+    const STREAM_PREFIX: &'static str = STREAM_PREFIX;
+    type Event = AnalyticsEvent;
+    type Command = Track;
+    type Error = AnalyticsError;
+    type Context = ();
+    type FoldError = Infallible;
 
     /// Decides what tracking produces. A campaign that does not exist, was
     /// deleted, or belongs to another project is "not found" (checked before the
     /// body, so nothing about another project's campaign leaks through 400s).
-    pub fn handle(&self, command: Track<'_>) -> Result<Vec<AnalyticsEvent>, AnalyticsError> {
-        if self.version.is_some() {
+    fn decide(root: &AnalyticsRecord, command: Track, _: &()) -> Result<Vec<AnalyticsEvent>, AnalyticsError> {
+        if root.exists() {
             return Err(AnalyticsError::AlreadyRecorded);
         }
         let campaign = command
             .campaign
             .state()
-            .filter(|c| c.project == *command.project)
+            .filter(|c| c.project == command.project)
             .ok_or(AnalyticsError::CampaignNotFound)?;
         let valid = command.input.validate().map_err(AnalyticsError::Invalid)?;
         Ok(vec![AnalyticsEvent::Recorded(AnalyticsRecorded {
@@ -479,20 +453,22 @@ impl AnalyticsRecord {
         })])
     }
 
-    pub fn apply(&mut self, event: &AnalyticsEvent, recorded_at: DateTime<Utc>, version: i64) {
-        self.version = Some(version);
-        match event {
-            AnalyticsEvent::Recorded(e) => {
-                self.state = Some(AnalyticsRecordState {
-                    id: e.record_id,
-                    campaign_id: e.campaign_id,
-                    date: e.date,
-                    source: e.source.clone(),
-                    metrics: e.metrics.clone(),
-                    recorded_at,
-                });
-            }
-        }
+    fn evolve(state: &mut Option<Self>, event: &AnalyticsEvent, at: Recorded, _: &()) -> Result<(), Infallible> {
+        let AnalyticsEvent::Recorded(e) = event;
+        *state = Some(AnalyticsRecordState {
+            id: e.record_id,
+            campaign_id: e.campaign_id,
+            date: e.date,
+            source: e.source.clone(),
+            metrics: e.metrics.clone(),
+            recorded_at: at.at,
+        });
+        Ok(())
+    }
+
+    /// A record is one event: always version 0.
+    fn version(&self) -> i64 {
+        0
     }
 }
 

@@ -1,11 +1,13 @@
 //! The campaign aggregate: one event stream per campaign (`campaign-<uuid>`).
 //!
-//! `Campaign::handle` decides which events a command produces (or why it is
-//! refused); `Campaign::apply` folds events into state. Both are pure, so the
+//! `CampaignState`'s [`Aggregate`] impl decides which events a command produces
+//! (or why it is refused) and folds events into state. Both are pure, so the
 //! rules are tested without a database (given events, when command, then events).
 
+use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::input::{check_optional_text, check_text, double_option};
-use crate::{DecodeError, DomainEvent, Money, ProjectSlug, ValidationErrors};
+use std::convert::Infallible;
+use crate::{domain_events, Money, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::ser::SerializeMap;
@@ -424,47 +426,14 @@ pub struct CampaignDeleted {
     pub campaign_id: Uuid,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum CampaignEvent {
-    Created(CampaignCreated),
-    Updated(CampaignUpdated),
-    StatusChanged(CampaignStatusChanged),
-    Deleted(CampaignDeleted),
-}
-
-impl DomainEvent for CampaignEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Created(_) => "CampaignCreated",
-            Self::Updated(_) => "CampaignUpdated",
-            Self::StatusChanged(_) => "CampaignStatusChanged",
-            Self::Deleted(_) => "CampaignDeleted",
-        }
-    }
-
-    fn schema_version(&self) -> i32 {
-        1
-    }
-
-    fn to_data(&self) -> Value {
-        let data = match self {
-            Self::Created(e) => serde_json::to_value(e),
-            Self::Updated(e) => serde_json::to_value(e),
-            Self::StatusChanged(e) => serde_json::to_value(e),
-            Self::Deleted(e) => serde_json::to_value(e),
-        };
-        data.expect("campaign events serialize to JSON")
-    }
-
-    fn from_data(event_type: &str, data: Value) -> Result<Self, DecodeError> {
-        let malformed = |e| DecodeError::malformed(event_type, e);
-        Ok(match event_type {
-            "CampaignCreated" => Self::Created(serde_json::from_value(data).map_err(malformed)?),
-            "CampaignUpdated" => Self::Updated(serde_json::from_value(data).map_err(malformed)?),
-            "CampaignStatusChanged" => Self::StatusChanged(serde_json::from_value(data).map_err(malformed)?),
-            "CampaignDeleted" => Self::Deleted(serde_json::from_value(data).map_err(malformed)?),
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
-        })
+domain_events! {
+    /// Everything that happens to a campaign.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum CampaignEvent: "campaign events" {
+        Created(CampaignCreated) = "CampaignCreated",
+        Updated(CampaignUpdated) = "CampaignUpdated",
+        StatusChanged(CampaignStatusChanged) = "CampaignStatusChanged",
+        Deleted(CampaignDeleted) = "CampaignDeleted",
     }
 }
 
@@ -551,42 +520,29 @@ pub enum CampaignCommand {
     Delete,
 }
 
-/// The aggregate: folded state plus whether the stream was ever created or deleted.
-#[derive(Debug, Clone, Default)]
-pub struct Campaign {
-    state: Option<CampaignState>,
-    deleted: bool,
-    /// Version of the last applied event; `None` for a stream that does not exist.
-    version: Option<i64>,
-}
+/// The aggregate: a campaign folded from its stream (see [`Root`]).
+pub type Campaign = Root<CampaignState>;
 
-impl Campaign {
-    /// The live campaign; `None` if it never existed or was deleted.
-    pub fn state(&self) -> Option<&CampaignState> {
-        self.state.as_ref()
-    }
+impl Aggregate for CampaignState {
+    const KIND: &'static str = "campaign";
+    const STREAM_PREFIX: &'static str = STREAM_PREFIX;
+    type Event = CampaignEvent;
+    type Command = CampaignCommand;
+    type Error = CampaignError;
+    type Context = ();
+    type FoldError = Infallible;
 
-    pub fn version(&self) -> Option<i64> {
-        self.version
-    }
-
-    pub fn is_deleted(&self) -> bool {
-        self.deleted
-    }
-
-    /// Decides what a command does. Never mutates: the caller appends the events
-    /// and then folds them with [`Campaign::apply`].
-    pub fn handle(&self, command: CampaignCommand) -> Result<Vec<CampaignEvent>, CampaignError> {
+    fn decide(root: &Campaign, command: CampaignCommand, _: &()) -> Result<Vec<CampaignEvent>, CampaignError> {
         match command {
             CampaignCommand::Create {
                 campaign_id,
                 project,
                 input,
-            } => self.create(campaign_id, project, *input),
-            CampaignCommand::Update(input) => self.update(*input),
-            CampaignCommand::ChangeStatus(to) => self.change_status(to),
+            } => create(root, campaign_id, project, *input),
+            CampaignCommand::Update(input) => update(root.live_or(CampaignError::NotFound)?, *input),
+            CampaignCommand::ChangeStatus(to) => change_status(root.live_or(CampaignError::NotFound)?, to),
             CampaignCommand::Delete => {
-                let state = self.live()?;
+                let state = root.live_or(CampaignError::NotFound)?;
                 Ok(vec![CampaignEvent::Deleted(CampaignDeleted {
                     campaign_id: state.id,
                 })])
@@ -594,155 +550,154 @@ impl Campaign {
         }
     }
 
-    fn live(&self) -> Result<&CampaignState, CampaignError> {
-        self.state.as_ref().ok_or(CampaignError::NotFound)
-    }
-
-    fn create(
-        &self,
-        campaign_id: Uuid,
-        project: ProjectSlug,
-        input: CreateCampaign,
-    ) -> Result<Vec<CampaignEvent>, CampaignError> {
-        if self.version.is_some() {
-            return Err(CampaignError::AlreadyExists);
-        }
-        let status = input.status.unwrap_or(CampaignStatus::Draft);
-        let details = CampaignDetails {
-            name: input.name,
-            description: input.description,
-            campaign_type: input.campaign_type.unwrap_or(CampaignType::Other),
-            start_date: input.start_date,
-            end_date: input.end_date,
-            total_budget: input.total_budget,
-            target_audience: input.target_audience,
-            goals: input.goals,
-            channels: input.channels,
-            kpis: input.kpis,
-        };
-        validate_details(&details).map_err(CampaignError::Invalid)?;
-        if !status.is_initial() {
-            return Err(CampaignError::IllegalTransition {
-                from: None,
-                to: status,
-            });
-        }
-        Ok(vec![CampaignEvent::Created(CampaignCreated {
-            campaign_id,
-            project,
-            status,
-            details,
-        })])
-    }
-
-    fn update(&self, input: UpdateCampaign) -> Result<Vec<CampaignEvent>, CampaignError> {
-        let state = self.live()?;
-        if let Some(status) = input.status {
-            if status != state.status {
-                return Err(CampaignError::Invalid(ValidationErrors::single(
-                    "status",
-                    "status cannot be changed with PUT; use PATCH /campaigns/{id}/status",
-                )));
-            }
-        }
-        let mut invalid = ValidationErrors::new();
-        let current = &state.details;
-        // Only fields whose value differs become part of the event.
-        fn changed<T: PartialEq + Clone>(new: Option<T>, current: &T) -> Option<T> {
-            new.filter(|value| value != current)
-        }
-        let name = match input.name {
-            Some(None) => {
-                invalid.add("name", "name must not be null");
-                None
-            }
-            Some(Some(name)) => changed(Some(name), &current.name),
-            None => None,
-        };
-        let campaign_type = match input.campaign_type {
-            Some(None) => {
-                invalid.add("type", "type must not be null");
-                None
-            }
-            other => changed(other.flatten(), &current.campaign_type),
-        };
-        if !invalid.is_empty() {
-            return Err(CampaignError::Invalid(invalid));
-        }
-        let changes = CampaignChanges {
-            name,
-            description: changed(input.description, &current.description),
-            campaign_type,
-            start_date: changed(input.start_date, &current.start_date),
-            end_date: changed(input.end_date, &current.end_date),
-            total_budget: changed(input.total_budget, &current.total_budget),
-            target_audience: changed(input.target_audience, &current.target_audience),
-            goals: changed(input.goals, &current.goals),
-            channels: changed(input.channels.map(Option::unwrap_or_default), &current.channels),
-            kpis: changed(input.kpis.map(Option::unwrap_or_default), &current.kpis),
-        };
-        let mut merged = current.clone();
-        changes.apply_to(&mut merged);
-        validate_details(&merged).map_err(CampaignError::Invalid)?;
-        if changes.is_empty() {
-            return Ok(vec![]);
-        }
-        Ok(vec![CampaignEvent::Updated(CampaignUpdated {
-            campaign_id: state.id,
-            changes,
-        })])
-    }
-
-    fn change_status(&self, to: CampaignStatus) -> Result<Vec<CampaignEvent>, CampaignError> {
-        let state = self.live()?;
-        if !state.status.can_become(to) {
-            return Err(CampaignError::IllegalTransition {
-                from: Some(state.status),
-                to,
-            });
-        }
-        Ok(vec![CampaignEvent::StatusChanged(CampaignStatusChanged {
-            campaign_id: state.id,
-            from: state.status,
-            to,
-        })])
-    }
-
-    /// Folds one event recorded at `recorded_at` as stream version `version`.
-    pub fn apply(&mut self, event: &CampaignEvent, recorded_at: DateTime<Utc>, version: i64) {
-        self.version = Some(version);
+    fn evolve(state: &mut Option<Self>, event: &CampaignEvent, at: Recorded, _: &()) -> Result<(), Infallible> {
         match event {
             CampaignEvent::Created(e) => {
-                self.state = Some(CampaignState {
+                *state = Some(CampaignState {
                     id: e.campaign_id,
                     project: e.project.clone(),
                     status: e.status,
                     details: e.details.clone(),
-                    created_at: recorded_at,
-                    updated_at: recorded_at,
-                    version,
+                    created_at: at.at,
+                    updated_at: at.at,
+                    version: at.version,
                 });
             }
             CampaignEvent::Updated(e) => {
-                if let Some(state) = self.state.as_mut() {
+                if let Some(state) = state.as_mut() {
                     e.changes.apply_to(&mut state.details);
-                    state.updated_at = recorded_at;
-                    state.version = version;
+                    state.touch(at);
                 }
             }
             CampaignEvent::StatusChanged(e) => {
-                if let Some(state) = self.state.as_mut() {
+                if let Some(state) = state.as_mut() {
                     state.status = e.to;
-                    state.updated_at = recorded_at;
-                    state.version = version;
+                    state.touch(at);
                 }
             }
-            CampaignEvent::Deleted(_) => {
-                self.state = None;
-                self.deleted = true;
-            }
+            CampaignEvent::Deleted(_) => *state = None,
+        }
+        Ok(())
+    }
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+impl CampaignState {
+    fn touch(&mut self, at: Recorded) {
+        self.updated_at = at.at;
+        self.version = at.version;
+    }
+}
+
+fn create(
+    root: &Campaign,
+    campaign_id: Uuid,
+    project: ProjectSlug,
+    input: CreateCampaign,
+) -> Result<Vec<CampaignEvent>, CampaignError> {
+    if root.exists() {
+        return Err(CampaignError::AlreadyExists);
+    }
+    let status = input.status.unwrap_or(CampaignStatus::Draft);
+    let details = CampaignDetails {
+        name: input.name,
+        description: input.description,
+        campaign_type: input.campaign_type.unwrap_or(CampaignType::Other),
+        start_date: input.start_date,
+        end_date: input.end_date,
+        total_budget: input.total_budget,
+        target_audience: input.target_audience,
+        goals: input.goals,
+        channels: input.channels,
+        kpis: input.kpis,
+    };
+    validate_details(&details).map_err(CampaignError::Invalid)?;
+    if !status.is_initial() {
+        return Err(CampaignError::IllegalTransition {
+            from: None,
+            to: status,
+        });
+    }
+    Ok(vec![CampaignEvent::Created(CampaignCreated {
+        campaign_id,
+        project,
+        status,
+        details,
+    })])
+}
+
+fn update(state: &CampaignState, input: UpdateCampaign) -> Result<Vec<CampaignEvent>, CampaignError> {
+    if let Some(status) = input.status {
+        if status != state.status {
+            return Err(CampaignError::Invalid(ValidationErrors::single(
+                "status",
+                "status cannot be changed with PUT; use PATCH /campaigns/{id}/status",
+            )));
         }
     }
+    let mut invalid = ValidationErrors::new();
+    let current = &state.details;
+    // Only fields whose value differs become part of the event.
+    fn changed<T: PartialEq + Clone>(new: Option<T>, current: &T) -> Option<T> {
+        new.filter(|value| value != current)
+    }
+    let name = match input.name {
+        Some(None) => {
+            invalid.add("name", "name must not be null");
+            None
+        }
+        Some(Some(name)) => changed(Some(name), &current.name),
+        None => None,
+    };
+    let campaign_type = match input.campaign_type {
+        Some(None) => {
+            invalid.add("type", "type must not be null");
+            None
+        }
+        other => changed(other.flatten(), &current.campaign_type),
+    };
+    if !invalid.is_empty() {
+        return Err(CampaignError::Invalid(invalid));
+    }
+    let changes = CampaignChanges {
+        name,
+        description: changed(input.description, &current.description),
+        campaign_type,
+        start_date: changed(input.start_date, &current.start_date),
+        end_date: changed(input.end_date, &current.end_date),
+        total_budget: changed(input.total_budget, &current.total_budget),
+        target_audience: changed(input.target_audience, &current.target_audience),
+        goals: changed(input.goals, &current.goals),
+        channels: changed(input.channels.map(Option::unwrap_or_default), &current.channels),
+        kpis: changed(input.kpis.map(Option::unwrap_or_default), &current.kpis),
+    };
+    let mut merged = current.clone();
+    changes.apply_to(&mut merged);
+    validate_details(&merged).map_err(CampaignError::Invalid)?;
+    if changes.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(vec![CampaignEvent::Updated(CampaignUpdated {
+        campaign_id: state.id,
+        changes,
+    })])
+}
+
+fn change_status(state: &CampaignState, to: CampaignStatus) -> Result<Vec<CampaignEvent>, CampaignError> {
+    if !state.status.can_become(to) {
+        return Err(CampaignError::IllegalTransition {
+            from: Some(state.status),
+            to,
+        });
+    }
+    Ok(vec![CampaignEvent::StatusChanged(CampaignStatusChanged {
+        campaign_id: state.id,
+        from: state.status,
+        to,
+    })])
 }
 
 /// Every rule on a campaign's core attributes, checked after create and after

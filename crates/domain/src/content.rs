@@ -10,7 +10,9 @@ use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
     optional_datetime, optional_uuid,
 };
-use crate::{DecodeError, DomainEvent, ProjectSlug, ValidationErrors};
+use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::{domain_events, ProjectSlug, ValidationErrors};
+use std::convert::Infallible;
 use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -246,12 +248,15 @@ pub struct ContentDeleted {
     pub campaign_id: Uuid,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum ContentEvent {
-    Created(ContentCreated),
-    Updated(ContentUpdated),
-    StatusChanged(ContentStatusChanged),
-    Deleted(ContentDeleted),
+domain_events! {
+    /// Everything that happens to a content item.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum ContentEvent: "content events" {
+        Created(ContentCreated) = "ContentCreated",
+        Updated(ContentUpdated) = "ContentUpdated",
+        StatusChanged(ContentStatusChanged) = "ContentStatusChanged",
+        Deleted(ContentDeleted) = "ContentDeleted",
+    }
 }
 
 impl ContentEvent {
@@ -283,42 +288,6 @@ impl ContentEvent {
     }
 }
 
-impl DomainEvent for ContentEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Created(_) => "ContentCreated",
-            Self::Updated(_) => "ContentUpdated",
-            Self::StatusChanged(_) => "ContentStatusChanged",
-            Self::Deleted(_) => "ContentDeleted",
-        }
-    }
-
-    fn schema_version(&self) -> i32 {
-        1
-    }
-
-    fn to_data(&self) -> Value {
-        let data = match self {
-            Self::Created(e) => serde_json::to_value(e),
-            Self::Updated(e) => serde_json::to_value(e),
-            Self::StatusChanged(e) => serde_json::to_value(e),
-            Self::Deleted(e) => serde_json::to_value(e),
-        };
-        data.expect("content events serialize to JSON")
-    }
-
-    fn from_data(event_type: &str, data: Value) -> Result<Self, DecodeError> {
-        let malformed = |e| DecodeError::malformed(event_type, e);
-        Ok(match event_type {
-            "ContentCreated" => Self::Created(serde_json::from_value(data).map_err(malformed)?),
-            "ContentUpdated" => Self::Updated(serde_json::from_value(data).map_err(malformed)?),
-            "ContentStatusChanged" => Self::StatusChanged(serde_json::from_value(data).map_err(malformed)?),
-            "ContentDeleted" => Self::Deleted(serde_json::from_value(data).map_err(malformed)?),
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
-        })
-    }
-}
-
 // ---------------------------------------------------------------------------
 // State
 
@@ -343,6 +312,11 @@ pub struct ContentState {
 }
 
 impl ContentState {
+    fn touch(&mut self, at: Recorded) {
+        self.updated_at = at.at;
+        self.version = at.version;
+    }
+
     fn details(&self) -> ContentDetails {
         ContentDetails {
             title: self.title.clone(),
@@ -436,40 +410,19 @@ pub struct ContentUpdateInput {
     pub new_media: Option<MediaRef>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Content {
-    state: Option<ContentState>,
-    deleted: bool,
-    version: Option<i64>,
-}
+/// The aggregate: a content item folded from its stream (see [`Root`]).
+pub type Content = Root<ContentState>;
 
-impl Content {
-    /// Rebuilds the aggregate from a stored resource (see `Task::from_state`).
-    pub fn from_state(state: ContentState) -> Self {
-        Self {
-            version: Some(state.version),
-            state: Some(state),
-            deleted: false,
-        }
-    }
+impl Aggregate for ContentState {
+    const KIND: &'static str = "content";
+    const STREAM_PREFIX: &'static str = STREAM_PREFIX;
+    type Event = ContentEvent;
+    type Command = ContentCommand;
+    type Error = ContentError;
+    type Context = ();
+    type FoldError = Infallible;
 
-    pub fn state(&self) -> Option<&ContentState> {
-        self.state.as_ref()
-    }
-
-    pub fn version(&self) -> Option<i64> {
-        self.version
-    }
-
-    pub fn is_deleted(&self) -> bool {
-        self.deleted
-    }
-
-    fn live(&self) -> Result<&ContentState, ContentError> {
-        self.state.as_ref().ok_or(ContentError::NotFound)
-    }
-
-    pub fn handle(&self, command: ContentCommand) -> Result<Vec<ContentEvent>, ContentError> {
+    fn decide(root: &Content, command: ContentCommand, _: &()) -> Result<Vec<ContentEvent>, ContentError> {
         match command {
             ContentCommand::Create {
                 content_id,
@@ -477,7 +430,7 @@ impl Content {
                 project,
                 input,
             } => {
-                if self.version.is_some() {
+                if root.exists() {
                     return Err(ContentError::AlreadyExists);
                 }
                 let ContentInput { fields, media } = *input;
@@ -500,9 +453,9 @@ impl Content {
                     media,
                 })])
             }
-            ContentCommand::Update(input) => self.update(*input),
+            ContentCommand::Update(input) => update(root.live_or(ContentError::NotFound)?, *input),
             ContentCommand::Delete => {
-                let state = self.live()?;
+                let state = root.live_or(ContentError::NotFound)?;
                 Ok(vec![ContentEvent::Deleted(ContentDeleted {
                     content_id: state.id,
                     campaign_id: state.campaign_id,
@@ -511,95 +464,10 @@ impl Content {
         }
     }
 
-    fn update(&self, input: ContentUpdateInput) -> Result<Vec<ContentEvent>, ContentError> {
-        let state = self.live()?;
-        let ContentUpdateInput { fields, new_media } = input;
-        let current = state.details();
-        let mut invalid = ValidationErrors::new();
-        fn changed<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
-            new.filter(|value| value != current)
-        }
-        let mut required = |field: &str, value: Option<Option<String>>, current: &String| match value {
-            Some(None) => {
-                invalid.add(field, format!("{field} must not be null"));
-                None
-            }
-            other => changed(other.flatten(), current),
-        };
-        let title = required("title", fields.title, &current.title);
-        let content_type = required("content_type", fields.content_type, &current.content_type);
-        let status = match fields.status {
-            Some(None) => {
-                invalid.add("status", "status must not be null");
-                None
-            }
-            other => changed(other.flatten(), &state.status),
-        };
-        let media = match (new_media, fields.media) {
-            (Some(_), Some(_)) => {
-                invalid.add("media", "send either a media file or \"media\": null, not both");
-                None
-            }
-            (Some(uploaded), None) => changed(Some(Some(uploaded)), &state.media),
-            (None, Some(None)) => changed(Some(None), &state.media),
-            (None, Some(Some(echo))) => {
-                // An echoed resource names the current file: no change. Anything
-                // else would be a file reference we never checked.
-                let current_sha = state.media.as_ref().map(|m| m.sha256.as_str());
-                if echo.get("sha256").and_then(Value::as_str) != current_sha || current_sha.is_none() {
-                    invalid.add(
-                        "media",
-                        "media can only be uploaded as the multipart file field `media`, or removed with null",
-                    );
-                }
-                None
-            }
-            (None, None) => None,
-        };
-        if !invalid.is_empty() {
-            return Err(ContentError::Invalid(invalid));
-        }
-        let changes = ContentChanges {
-            title,
-            content_type,
-            scheduled_date: changed(fields.scheduled_date, &current.scheduled_date),
-            platform: changed(fields.platform, &current.platform),
-            content: changed(fields.content, &current.content),
-            assigned_to: changed(fields.assigned_to, &current.assigned_to),
-            media,
-        };
-        let mut merged = state.clone();
-        apply_changes(&mut merged, &changes);
-        validate(
-            &merged.details(),
-            status.unwrap_or(state.status),
-            merged.media.as_ref(),
-        )
-        .map_err(ContentError::Invalid)?;
-        let mut events = Vec::new();
-        if !changes.is_empty() {
-            events.push(ContentEvent::Updated(ContentUpdated {
-                content_id: state.id,
-                campaign_id: state.campaign_id,
-                changes,
-            }));
-        }
-        if let Some(to) = status {
-            events.push(ContentEvent::StatusChanged(ContentStatusChanged {
-                content_id: state.id,
-                campaign_id: state.campaign_id,
-                from: state.status,
-                to,
-            }));
-        }
-        Ok(events)
-    }
-
-    pub fn apply(&mut self, event: &ContentEvent, recorded_at: DateTime<Utc>, version: i64) {
-        self.version = Some(version);
+    fn evolve(state: &mut Option<Self>, event: &ContentEvent, at: Recorded, _: &()) -> Result<(), Infallible> {
         match event {
             ContentEvent::Created(e) => {
-                self.state = Some(ContentState {
+                *state = Some(ContentState {
                     id: e.content_id,
                     campaign_id: e.campaign_id,
                     title: e.details.title.clone(),
@@ -610,31 +478,114 @@ impl Content {
                     content: e.details.content.clone(),
                     assigned_to: e.details.assigned_to,
                     media: e.media.clone(),
-                    created_at: recorded_at,
-                    updated_at: recorded_at,
-                    version,
+                    created_at: at.at,
+                    updated_at: at.at,
+                    version: at.version,
                 });
             }
             ContentEvent::Updated(e) => {
-                if let Some(state) = self.state.as_mut() {
+                if let Some(state) = state.as_mut() {
                     apply_changes(state, &e.changes);
-                    state.updated_at = recorded_at;
-                    state.version = version;
+                    state.touch(at);
                 }
             }
             ContentEvent::StatusChanged(e) => {
-                if let Some(state) = self.state.as_mut() {
+                if let Some(state) = state.as_mut() {
                     state.status = e.to;
-                    state.updated_at = recorded_at;
-                    state.version = version;
+                    state.touch(at);
                 }
             }
-            ContentEvent::Deleted(_) => {
-                self.state = None;
-                self.deleted = true;
-            }
+            ContentEvent::Deleted(_) => *state = None,
         }
+        Ok(())
     }
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+fn update(state: &ContentState, input: ContentUpdateInput) -> Result<Vec<ContentEvent>, ContentError> {
+    let ContentUpdateInput { fields, new_media } = input;
+    let current = state.details();
+    let mut invalid = ValidationErrors::new();
+    fn changed<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
+        new.filter(|value| value != current)
+    }
+    let mut required = |field: &str, value: Option<Option<String>>, current: &String| match value {
+        Some(None) => {
+            invalid.add(field, format!("{field} must not be null"));
+            None
+        }
+        other => changed(other.flatten(), current),
+    };
+    let title = required("title", fields.title, &current.title);
+    let content_type = required("content_type", fields.content_type, &current.content_type);
+    let status = match fields.status {
+        Some(None) => {
+            invalid.add("status", "status must not be null");
+            None
+        }
+        other => changed(other.flatten(), &state.status),
+    };
+    let media = match (new_media, fields.media) {
+        (Some(_), Some(_)) => {
+            invalid.add("media", "send either a media file or \"media\": null, not both");
+            None
+        }
+        (Some(uploaded), None) => changed(Some(Some(uploaded)), &state.media),
+        (None, Some(None)) => changed(Some(None), &state.media),
+        (None, Some(Some(echo))) => {
+            // An echoed resource names the current file: no change. Anything
+            // else would be a file reference we never checked.
+            let current_sha = state.media.as_ref().map(|m| m.sha256.as_str());
+            if echo.get("sha256").and_then(Value::as_str) != current_sha || current_sha.is_none() {
+                invalid.add(
+                    "media",
+                    "media can only be uploaded as the multipart file field `media`, or removed with null",
+                );
+            }
+            None
+        }
+        (None, None) => None,
+    };
+    if !invalid.is_empty() {
+        return Err(ContentError::Invalid(invalid));
+    }
+    let changes = ContentChanges {
+        title,
+        content_type,
+        scheduled_date: changed(fields.scheduled_date, &current.scheduled_date),
+        platform: changed(fields.platform, &current.platform),
+        content: changed(fields.content, &current.content),
+        assigned_to: changed(fields.assigned_to, &current.assigned_to),
+        media,
+    };
+    let mut merged = state.clone();
+    apply_changes(&mut merged, &changes);
+    validate(
+        &merged.details(),
+        status.unwrap_or(state.status),
+        merged.media.as_ref(),
+    )
+    .map_err(ContentError::Invalid)?;
+    let mut events = Vec::new();
+    if !changes.is_empty() {
+        events.push(ContentEvent::Updated(ContentUpdated {
+            content_id: state.id,
+            campaign_id: state.campaign_id,
+            changes,
+        }));
+    }
+    if let Some(to) = status {
+        events.push(ContentEvent::StatusChanged(ContentStatusChanged {
+            content_id: state.id,
+            campaign_id: state.campaign_id,
+            from: state.status,
+            to,
+        }));
+    }
+    Ok(events)
 }
 
 fn apply_changes(state: &mut ContentState, changes: &ContentChanges) {

@@ -7,8 +7,8 @@
 //! deleted (crypto-shredding). What stays readable in the log forever is only the
 //! fact of the lead: its id, campaign, project, status, source and timestamps.
 //!
-//! As for campaigns, `handle` decides and `apply` folds, both pure. The key and
-//! the nonce are passed in, so the domain still does no I/O and tests are
+//! As for every aggregate, `decide` and `evolve` are pure. The key and the
+//! nonce are passed in ([`LeadKeys`]), so the domain still does no I/O and tests are
 //! deterministic. Email uniqueness per campaign is not decided here: it needs
 //! every other lead of the campaign, so the write side guarantees it with a
 //! unique index (see the `lead-vault` crate); the domain defines what "the same
@@ -21,7 +21,8 @@ pub use crypto::{CryptoError, LeadKey, Sealed};
 pub use publish::{publishable_event, PublishError};
 
 use crate::input::double_option;
-use crate::{DecodeError, DomainEvent, ProjectSlug, ValidationErrors};
+use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::{domain_events, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -307,11 +308,14 @@ pub struct LeadDeleted {
     pub campaign_id: Uuid,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum LeadEvent {
-    Created(LeadCreated),
-    Updated(LeadUpdated),
-    Deleted(LeadDeleted),
+domain_events! {
+    /// Everything that happens to a lead.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum LeadEvent: "lead events" {
+        Created(LeadCreated) = "LeadCreated",
+        Updated(LeadUpdated) = "LeadUpdated",
+        Deleted(LeadDeleted) = "LeadDeleted",
+    }
 }
 
 impl LeadEvent {
@@ -328,39 +332,6 @@ impl LeadEvent {
             Self::Created(e) => e.campaign_id,
             Self::Updated(e) => e.campaign_id,
             Self::Deleted(e) => e.campaign_id,
-        }
-    }
-}
-
-impl DomainEvent for LeadEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Created(_) => "LeadCreated",
-            Self::Updated(_) => "LeadUpdated",
-            Self::Deleted(_) => "LeadDeleted",
-        }
-    }
-
-    fn schema_version(&self) -> i32 {
-        1
-    }
-
-    fn to_data(&self) -> Value {
-        let data = match self {
-            Self::Created(e) => serde_json::to_value(e),
-            Self::Updated(e) => serde_json::to_value(e),
-            Self::Deleted(e) => serde_json::to_value(e),
-        };
-        data.expect("lead events serialize")
-    }
-
-    fn from_data(event_type: &str, data: Value) -> Result<Self, DecodeError> {
-        let malformed = |e| DecodeError::malformed(event_type, e);
-        match event_type {
-            "LeadCreated" => serde_json::from_value(data).map(Self::Created).map_err(malformed),
-            "LeadUpdated" => serde_json::from_value(data).map(Self::Updated).map_err(malformed),
-            "LeadDeleted" => serde_json::from_value(data).map(Self::Deleted).map_err(malformed),
-            other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
 }
@@ -422,46 +393,30 @@ pub enum LeadCommand {
     Delete,
 }
 
-/// The aggregate: folded state plus whether the stream was ever created or deleted.
-#[derive(Debug, Clone, Default)]
-pub struct Lead {
-    state: Option<LeadState>,
-    deleted: bool,
-    /// Version of the last applied event; `None` for a stream that does not exist.
-    version: Option<i64>,
+/// What deciding and folding a lead need: its key, which seals and opens the
+/// personal data, and for a decision a nonce, fresh and random for every command
+/// (each command seals at most one value). Passed in, so the domain does no I/O
+/// and tests are deterministic.
+#[derive(Clone)]
+pub struct LeadKeys {
+    pub key: LeadKey,
+    pub nonce: [u8; crypto::NONCE_LEN],
 }
 
-impl Lead {
-    /// A live lead as stored in a read model, ready to fold further events.
-    pub fn from_state(state: LeadState) -> Self {
-        Self {
-            version: Some(state.version),
-            state: Some(state),
-            deleted: false,
-        }
-    }
+/// The aggregate: a lead folded from its stream (see [`Root`]).
+pub type Lead = Root<LeadState>;
 
-    pub fn state(&self) -> Option<&LeadState> {
-        self.state.as_ref()
-    }
+impl Aggregate for LeadState {
+    const KIND: &'static str = "lead";
+    const STREAM_PREFIX: &'static str = STREAM_PREFIX;
+    type Event = LeadEvent;
+    type Command = LeadCommand;
+    type Error = LeadError;
+    type Context = LeadKeys;
+    type FoldError = LeadError;
 
-    pub fn version(&self) -> Option<i64> {
-        self.version
-    }
-
-    pub fn is_deleted(&self) -> bool {
-        self.deleted
-    }
-
-    /// Decides what a command does. `key` seals the personal data of the events
-    /// it returns, with `nonce` (fresh and random for every command: each
-    /// command seals at most one value).
-    pub fn handle(
-        &self,
-        command: LeadCommand,
-        key: &LeadKey,
-        nonce: [u8; crypto::NONCE_LEN],
-    ) -> Result<Vec<LeadEvent>, LeadError> {
+    fn decide(root: &Lead, command: LeadCommand, keys: &LeadKeys) -> Result<Vec<LeadEvent>, LeadError> {
+        let (key, nonce) = (&keys.key, keys.nonce);
         match command {
             LeadCommand::Create {
                 lead_id,
@@ -469,7 +424,7 @@ impl Lead {
                 project,
                 input,
             } => {
-                if self.version.is_some() {
+                if root.exists() {
                     return Err(LeadError::AlreadyExists);
                 }
                 let valid = validate_create(*input).map_err(LeadError::Invalid)?;
@@ -482,9 +437,9 @@ impl Lead {
                     nonce,
                 )])
             }
-            LeadCommand::Update(input) => self.update(*input, key, nonce),
+            LeadCommand::Update(input) => update(root.live_or(LeadError::NotFound)?, *input, key, nonce),
             LeadCommand::Delete => {
-                let state = self.live()?;
+                let state = root.live_or(LeadError::NotFound)?;
                 Ok(vec![LeadEvent::Deleted(LeadDeleted {
                     lead_id: state.id,
                     campaign_id: state.campaign_id,
@@ -493,92 +448,11 @@ impl Lead {
         }
     }
 
-    fn live(&self) -> Result<&LeadState, LeadError> {
-        self.state.as_ref().ok_or(LeadError::NotFound)
-    }
-
-    fn update(
-        &self,
-        input: UpdateLead,
-        key: &LeadKey,
-        nonce: [u8; crypto::NONCE_LEN],
-    ) -> Result<Vec<LeadEvent>, LeadError> {
-        let state = self.live()?;
-        let mut errors = ValidationErrors::new();
-        let email = match input.email {
-            Some(None) => {
-                errors.add("email", "email must not be null");
-                None
-            }
-            Some(Some(email)) => Some(email),
-            None => None,
-        };
-        let status = match input.status {
-            Some(None) => {
-                errors.add("status", "status must not be null");
-                None
-            }
-            other => other.flatten(),
-        };
-        if !errors.is_empty() {
-            return Err(LeadError::Invalid(errors));
-        }
-        // Merge, then validate the whole: every lead that exists is valid.
-        let current = state.personal();
-        let merged_input = CreateLead {
-            name: input.name.unwrap_or_else(|| current.name.clone()),
-            email: email.unwrap_or_else(|| current.email.clone()),
-            phone: input.phone.unwrap_or_else(|| current.phone.clone()),
-            source: input.source.unwrap_or_else(|| state.source.clone()),
-            status: Some(status.unwrap_or(state.status)),
-            notes: input.notes.unwrap_or_else(|| current.notes.clone()),
-            custom_fields: Some(
-                input
-                    .custom_fields
-                    .unwrap_or_else(|| Some(current.custom_fields.clone()))
-                    .unwrap_or_default(),
-            ),
-        };
-        let merged = validate_create(merged_input).map_err(LeadError::Invalid)?;
-        fn changed<T: PartialEq + Clone>(new: &T, current: &T) -> Option<T> {
-            (new != current).then(|| new.clone())
-        }
-        let personal = PersonalChanges {
-            name: changed(&merged.personal.name, &current.name),
-            email: changed(&merged.personal.email, &current.email),
-            phone: changed(&merged.personal.phone, &current.phone),
-            notes: changed(&merged.personal.notes, &current.notes),
-            custom_fields: changed(&merged.personal.custom_fields, &current.custom_fields),
-        };
-        let event = LeadUpdated {
-            lead_id: state.id,
-            campaign_id: state.campaign_id,
-            status: changed(&merged.status, &state.status),
-            source: changed(&merged.source, &state.source),
-            personal: (!personal.is_empty()).then(|| {
-                let plain = serde_json::to_vec(&personal).expect("changes serialize");
-                crypto::seal(key, nonce, &aad(state.id, UPDATED_PURPOSE), &plain)
-            }),
-        };
-        if event.status.is_none() && event.source.is_none() && event.personal.is_none() {
-            return Ok(vec![]);
-        }
-        Ok(vec![LeadEvent::Updated(event)])
-    }
-
-    /// Folds one event recorded at `recorded_at` as stream version `version`,
-    /// opening its personal data with `key`.
-    pub fn apply(
-        &mut self,
-        event: &LeadEvent,
-        key: &LeadKey,
-        recorded_at: DateTime<Utc>,
-        version: i64,
-    ) -> Result<(), LeadError> {
+    fn evolve(state: &mut Option<Self>, event: &LeadEvent, at: Recorded, keys: &LeadKeys) -> Result<(), LeadError> {
         match event {
             LeadEvent::Created(e) => {
-                let personal = open_created(e, key)?;
-                let mut state = LeadState {
+                let personal = open_created(e, &keys.key)?;
+                let mut created = LeadState {
                     id: e.lead_id,
                     campaign_id: e.campaign_id,
                     name: None,
@@ -588,16 +462,16 @@ impl Lead {
                     status: e.status,
                     notes: None,
                     custom_fields: CustomFields::new(),
-                    created_at: recorded_at,
-                    updated_at: recorded_at,
-                    version,
+                    created_at: at.at,
+                    updated_at: at.at,
+                    version: at.version,
                 };
-                state.set_personal(personal);
-                self.state = Some(state);
+                created.set_personal(personal);
+                *state = Some(created);
             }
             LeadEvent::Updated(e) => {
-                let changes = open_updated(e, key)?;
-                if let Some(state) = self.state.as_mut() {
+                let changes = open_updated(e, &keys.key)?;
+                if let Some(state) = state.as_mut() {
                     if let Some(status) = e.status {
                         state.status = status;
                     }
@@ -609,18 +483,116 @@ impl Lead {
                         changes.apply_to(&mut personal);
                         state.set_personal(personal);
                     }
-                    state.updated_at = recorded_at;
-                    state.version = version;
+                    state.updated_at = at.at;
+                    state.version = at.version;
                 }
             }
-            LeadEvent::Deleted(_) => {
-                self.state = None;
-                self.deleted = true;
-            }
+            LeadEvent::Deleted(_) => *state = None,
         }
-        self.version = Some(version);
         Ok(())
     }
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+/// The lead's own calling convention: the key and nonce as separate arguments.
+impl Lead {
+    /// Decides what a command does. `key` seals the personal data of the events
+    /// it returns, with `nonce`.
+    pub fn handle(
+        &self,
+        command: LeadCommand,
+        key: &LeadKey,
+        nonce: [u8; crypto::NONCE_LEN],
+    ) -> Result<Vec<LeadEvent>, LeadError> {
+        self.decide(command, &LeadKeys { key: key.clone(), nonce })
+    }
+
+    /// Folds one event recorded at `recorded_at` as stream version `version`,
+    /// opening its personal data with `key`.
+    pub fn apply(
+        &mut self,
+        event: &LeadEvent,
+        key: &LeadKey,
+        recorded_at: DateTime<Utc>,
+        version: i64,
+    ) -> Result<(), LeadError> {
+        let keys = LeadKeys {
+            key: key.clone(),
+            nonce: [0; crypto::NONCE_LEN],
+        };
+        self.fold(event, recorded_at, version, &keys)
+    }
+}
+
+fn update(
+    state: &LeadState,
+    input: UpdateLead,
+    key: &LeadKey,
+    nonce: [u8; crypto::NONCE_LEN],
+) -> Result<Vec<LeadEvent>, LeadError> {
+    let mut errors = ValidationErrors::new();
+    let email = match input.email {
+        Some(None) => {
+            errors.add("email", "email must not be null");
+            None
+        }
+        Some(Some(email)) => Some(email),
+        None => None,
+    };
+    let status = match input.status {
+        Some(None) => {
+            errors.add("status", "status must not be null");
+            None
+        }
+        other => other.flatten(),
+    };
+    if !errors.is_empty() {
+        return Err(LeadError::Invalid(errors));
+    }
+    // Merge, then validate the whole: every lead that exists is valid.
+    let current = state.personal();
+    let merged_input = CreateLead {
+        name: input.name.unwrap_or_else(|| current.name.clone()),
+        email: email.unwrap_or_else(|| current.email.clone()),
+        phone: input.phone.unwrap_or_else(|| current.phone.clone()),
+        source: input.source.unwrap_or_else(|| state.source.clone()),
+        status: Some(status.unwrap_or(state.status)),
+        notes: input.notes.unwrap_or_else(|| current.notes.clone()),
+        custom_fields: Some(
+            input
+                .custom_fields
+                .unwrap_or_else(|| Some(current.custom_fields.clone()))
+                .unwrap_or_default(),
+        ),
+    };
+    let merged = validate_create(merged_input).map_err(LeadError::Invalid)?;
+    fn changed<T: PartialEq + Clone>(new: &T, current: &T) -> Option<T> {
+        (new != current).then(|| new.clone())
+    }
+    let personal = PersonalChanges {
+        name: changed(&merged.personal.name, &current.name),
+        email: changed(&merged.personal.email, &current.email),
+        phone: changed(&merged.personal.phone, &current.phone),
+        notes: changed(&merged.personal.notes, &current.notes),
+        custom_fields: changed(&merged.personal.custom_fields, &current.custom_fields),
+    };
+    let event = LeadUpdated {
+        lead_id: state.id,
+        campaign_id: state.campaign_id,
+        status: changed(&merged.status, &state.status),
+        source: changed(&merged.source, &state.source),
+        personal: (!personal.is_empty()).then(|| {
+            let plain = serde_json::to_vec(&personal).expect("changes serialize");
+            crypto::seal(key, nonce, &aad(state.id, UPDATED_PURPOSE), &plain)
+        }),
+    };
+    if event.status.is_none() && event.source.is_none() && event.personal.is_none() {
+        return Ok(vec![]);
+    }
+    Ok(vec![LeadEvent::Updated(event)])
 }
 
 /// The `LeadCreated` of a new lead that passed [`validate_create`]. Bulk imports

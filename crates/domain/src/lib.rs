@@ -2,11 +2,16 @@
 //! and fold (`apply`: event → state), plus the validation that turns client input
 //! into values that are valid by construction ("parse, don't validate").
 //!
-//! Nothing here does I/O. The command API loads an aggregate by folding its stream,
-//! asks it to handle a command, and appends whatever events it returns; projectors
-//! fold the same events into read models. Because both sides use this one fold, the
-//! resource a write returns and the resource a read returns cannot drift apart.
+//! Nothing here does I/O. Every aggregate implements one trait,
+//! [`aggregate::Aggregate`] (decide: command → events; evolve: event → state),
+//! and is held in the generic [`aggregate::Root`] that tracks its stream version
+//! and deletion. The command API folds a stream into a `Root`, asks it to decide,
+//! and appends whatever events it returns. The projections of campaigns, tasks,
+//! content and leads fold with this same `evolve` (from the stored row onwards),
+//! so the resource a write returns and the one a read returns cannot drift apart;
+//! the analytics rollups are sums of their own, over the same events.
 
+pub mod aggregate;
 pub mod analytics;
 pub mod campaign;
 pub mod content;
@@ -19,6 +24,7 @@ pub mod project;
 pub mod task;
 pub mod upcast;
 
+pub use aggregate::{Aggregate, Recorded, Root};
 pub use error::{FieldError, ValidationErrors};
 pub use event::{DecodeError, DomainEvent};
 pub use money::Money;

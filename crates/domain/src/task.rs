@@ -10,7 +10,9 @@ use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
     optional_datetime, optional_uuid,
 };
-use crate::{DecodeError, DomainEvent, ProjectSlug, ValidationErrors};
+use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::{domain_events, ProjectSlug, ValidationErrors};
+use std::convert::Infallible;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -204,12 +206,15 @@ pub struct TaskDeleted {
     pub campaign_id: Uuid,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum TaskEvent {
-    Created(TaskCreated),
-    Updated(TaskUpdated),
-    StatusChanged(TaskStatusChanged),
-    Deleted(TaskDeleted),
+domain_events! {
+    /// Everything that happens to a task.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum TaskEvent: "task events" {
+        Created(TaskCreated) = "TaskCreated",
+        Updated(TaskUpdated) = "TaskUpdated",
+        StatusChanged(TaskStatusChanged) = "TaskStatusChanged",
+        Deleted(TaskDeleted) = "TaskDeleted",
+    }
 }
 
 impl TaskEvent {
@@ -229,42 +234,6 @@ impl TaskEvent {
             Self::StatusChanged(e) => e.campaign_id,
             Self::Deleted(e) => e.campaign_id,
         }
-    }
-}
-
-impl DomainEvent for TaskEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Created(_) => "TaskCreated",
-            Self::Updated(_) => "TaskUpdated",
-            Self::StatusChanged(_) => "TaskStatusChanged",
-            Self::Deleted(_) => "TaskDeleted",
-        }
-    }
-
-    fn schema_version(&self) -> i32 {
-        1
-    }
-
-    fn to_data(&self) -> Value {
-        let data = match self {
-            Self::Created(e) => serde_json::to_value(e),
-            Self::Updated(e) => serde_json::to_value(e),
-            Self::StatusChanged(e) => serde_json::to_value(e),
-            Self::Deleted(e) => serde_json::to_value(e),
-        };
-        data.expect("task events serialize to JSON")
-    }
-
-    fn from_data(event_type: &str, data: Value) -> Result<Self, DecodeError> {
-        let malformed = |e| DecodeError::malformed(event_type, e);
-        Ok(match event_type {
-            "TaskCreated" => Self::Created(serde_json::from_value(data).map_err(malformed)?),
-            "TaskUpdated" => Self::Updated(serde_json::from_value(data).map_err(malformed)?),
-            "TaskStatusChanged" => Self::StatusChanged(serde_json::from_value(data).map_err(malformed)?),
-            "TaskDeleted" => Self::Deleted(serde_json::from_value(data).map_err(malformed)?),
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
-        })
     }
 }
 
@@ -290,6 +259,11 @@ pub struct TaskState {
 }
 
 impl TaskState {
+    fn touch(&mut self, at: Recorded) {
+        self.updated_at = at.at;
+        self.version = at.version;
+    }
+
     fn details(&self) -> TaskDetails {
         TaskDetails {
             title: self.title.clone(),
@@ -323,44 +297,19 @@ pub enum TaskCommand {
     Delete,
 }
 
-/// The aggregate: folded state plus whether the stream exists.
-#[derive(Debug, Clone, Default)]
-pub struct Task {
-    state: Option<TaskState>,
-    deleted: bool,
-    version: Option<i64>,
-}
+/// The aggregate: a task folded from its stream (see [`Root`]).
+pub type Task = Root<TaskState>;
 
-impl Task {
-    /// Rebuilds the aggregate from a stored resource (a projection's row), so the
-    /// projection folds with [`Task::apply`] instead of its own copy of the rules.
-    pub fn from_state(state: TaskState) -> Self {
-        Self {
-            version: Some(state.version),
-            state: Some(state),
-            deleted: false,
-        }
-    }
+impl Aggregate for TaskState {
+    const KIND: &'static str = "task";
+    const STREAM_PREFIX: &'static str = STREAM_PREFIX;
+    type Event = TaskEvent;
+    type Command = TaskCommand;
+    type Error = TaskError;
+    type Context = ();
+    type FoldError = Infallible;
 
-    /// The live task; `None` if it never existed or was deleted.
-    pub fn state(&self) -> Option<&TaskState> {
-        self.state.as_ref()
-    }
-
-    pub fn version(&self) -> Option<i64> {
-        self.version
-    }
-
-    pub fn is_deleted(&self) -> bool {
-        self.deleted
-    }
-
-    fn live(&self) -> Result<&TaskState, TaskError> {
-        self.state.as_ref().ok_or(TaskError::NotFound)
-    }
-
-    /// Decides what a command does; never mutates.
-    pub fn handle(&self, command: TaskCommand) -> Result<Vec<TaskEvent>, TaskError> {
+    fn decide(root: &Task, command: TaskCommand, _: &()) -> Result<Vec<TaskEvent>, TaskError> {
         match command {
             TaskCommand::Create {
                 task_id,
@@ -368,7 +317,7 @@ impl Task {
                 project,
                 input,
             } => {
-                if self.version.is_some() {
+                if root.exists() {
                     return Err(TaskError::AlreadyExists);
                 }
                 let details = TaskDetails {
@@ -386,9 +335,9 @@ impl Task {
                     details,
                 })])
             }
-            TaskCommand::Update(input) => self.update(*input),
+            TaskCommand::Update(input) => update(root.live_or(TaskError::NotFound)?, *input),
             TaskCommand::Delete => {
-                let state = self.live()?;
+                let state = root.live_or(TaskError::NotFound)?;
                 Ok(vec![TaskEvent::Deleted(TaskDeleted {
                     task_id: state.id,
                     campaign_id: state.campaign_id,
@@ -397,64 +346,10 @@ impl Task {
         }
     }
 
-    fn update(&self, input: UpdateTask) -> Result<Vec<TaskEvent>, TaskError> {
-        let state = self.live()?;
-        let mut invalid = ValidationErrors::new();
-        let current = state.details();
-        fn changed<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
-            new.filter(|value| value != current)
-        }
-        let title = match input.title {
-            Some(None) => {
-                invalid.add("title", "title must not be null");
-                None
-            }
-            other => changed(other.flatten(), &current.title),
-        };
-        let status = match input.status {
-            Some(None) => {
-                invalid.add("status", "status must not be null");
-                None
-            }
-            other => changed(other.flatten(), &state.status),
-        };
-        if !invalid.is_empty() {
-            return Err(TaskError::Invalid(invalid));
-        }
-        let changes = TaskChanges {
-            title,
-            description: changed(input.description, &current.description),
-            assigned_to: changed(input.assigned_to, &current.assigned_to),
-            due_date: changed(input.due_date, &current.due_date),
-        };
-        let mut merged = current;
-        changes.apply_to(&mut merged);
-        validate_details(&merged).map_err(TaskError::Invalid)?;
-        let mut events = Vec::new();
-        if !changes.is_empty() {
-            events.push(TaskEvent::Updated(TaskUpdated {
-                task_id: state.id,
-                campaign_id: state.campaign_id,
-                changes,
-            }));
-        }
-        if let Some(to) = status {
-            events.push(TaskEvent::StatusChanged(TaskStatusChanged {
-                task_id: state.id,
-                campaign_id: state.campaign_id,
-                from: state.status,
-                to,
-            }));
-        }
-        Ok(events)
-    }
-
-    /// Folds one event recorded at `recorded_at` as stream version `version`.
-    pub fn apply(&mut self, event: &TaskEvent, recorded_at: DateTime<Utc>, version: i64) {
-        self.version = Some(version);
+    fn evolve(state: &mut Option<Self>, event: &TaskEvent, at: Recorded, _: &()) -> Result<(), Infallible> {
         match event {
             TaskEvent::Created(e) => {
-                self.state = Some(TaskState {
+                *state = Some(TaskState {
                     id: e.task_id,
                     campaign_id: e.campaign_id,
                     title: e.details.title.clone(),
@@ -462,36 +357,87 @@ impl Task {
                     assigned_to: e.details.assigned_to,
                     due_date: e.details.due_date,
                     status: e.status,
-                    created_at: recorded_at,
-                    updated_at: recorded_at,
-                    version,
+                    created_at: at.at,
+                    updated_at: at.at,
+                    version: at.version,
                 });
             }
             TaskEvent::Updated(e) => {
-                if let Some(state) = self.state.as_mut() {
+                if let Some(state) = state.as_mut() {
                     let mut details = state.details();
                     e.changes.apply_to(&mut details);
                     state.title = details.title;
                     state.description = details.description;
                     state.assigned_to = details.assigned_to;
                     state.due_date = details.due_date;
-                    state.updated_at = recorded_at;
-                    state.version = version;
+                    state.touch(at);
                 }
             }
             TaskEvent::StatusChanged(e) => {
-                if let Some(state) = self.state.as_mut() {
+                if let Some(state) = state.as_mut() {
                     state.status = e.to;
-                    state.updated_at = recorded_at;
-                    state.version = version;
+                    state.touch(at);
                 }
             }
-            TaskEvent::Deleted(_) => {
-                self.state = None;
-                self.deleted = true;
-            }
+            TaskEvent::Deleted(_) => *state = None,
         }
+        Ok(())
     }
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+fn update(state: &TaskState, input: UpdateTask) -> Result<Vec<TaskEvent>, TaskError> {
+    let mut invalid = ValidationErrors::new();
+    let current = state.details();
+    fn changed<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
+        new.filter(|value| value != current)
+    }
+    let title = match input.title {
+        Some(None) => {
+            invalid.add("title", "title must not be null");
+            None
+        }
+        other => changed(other.flatten(), &current.title),
+    };
+    let status = match input.status {
+        Some(None) => {
+            invalid.add("status", "status must not be null");
+            None
+        }
+        other => changed(other.flatten(), &state.status),
+    };
+    if !invalid.is_empty() {
+        return Err(TaskError::Invalid(invalid));
+    }
+    let changes = TaskChanges {
+        title,
+        description: changed(input.description, &current.description),
+        assigned_to: changed(input.assigned_to, &current.assigned_to),
+        due_date: changed(input.due_date, &current.due_date),
+    };
+    let mut merged = current;
+    changes.apply_to(&mut merged);
+    validate_details(&merged).map_err(TaskError::Invalid)?;
+    let mut events = Vec::new();
+    if !changes.is_empty() {
+        events.push(TaskEvent::Updated(TaskUpdated {
+            task_id: state.id,
+            campaign_id: state.campaign_id,
+            changes,
+        }));
+    }
+    if let Some(to) = status {
+        events.push(TaskEvent::StatusChanged(TaskStatusChanged {
+            task_id: state.id,
+            campaign_id: state.campaign_id,
+            from: state.status,
+            to,
+        }));
+    }
+    Ok(events)
 }
 
 /// Every rule on a task's attributes, checked on create and after merging an update.

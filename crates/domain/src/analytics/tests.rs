@@ -3,6 +3,7 @@
 //! No I/O anywhere.
 
 use super::*;
+use crate::DomainEvent;
 use crate::campaign::{CampaignCommand, CampaignEvent, CreateCampaign};
 use crate::input::from_json_slice;
 use chrono::TimeZone;
@@ -57,8 +58,8 @@ fn track(campaign: &Campaign, body: &str) -> Result<Vec<AnalyticsEvent>, Analyti
     let input = from_json_slice::<TrackAnalytics>(body.as_bytes()).map_err(AnalyticsError::Invalid)?;
     AnalyticsRecord::default().handle(Track {
         record_id: record_id(),
-        project: &acme(),
-        campaign,
+        project: acme(),
+        campaign: campaign.clone(),
         input,
     })
 }
@@ -296,8 +297,8 @@ fn a_campaign_that_is_missing_deleted_or_another_projects_is_not_found() {
             from_json_slice(br#"{"date": "x", "source": "", "metrics": {}}"#).unwrap();
         let result = AnalyticsRecord::default().handle(Track {
             record_id: record_id(),
-            project: &acme(),
-            campaign: &campaign,
+            project: acme(),
+            campaign: campaign.clone(),
             input,
         });
         assert_eq!(result, Err(AnalyticsError::CampaignNotFound));
@@ -316,8 +317,8 @@ fn a_record_is_written_once() {
     assert_eq!(state.metrics, event.metrics);
     let again = record.handle(Track {
         record_id: record_id(),
-        project: &acme(),
-        campaign: &campaign,
+        project: acme(),
+        campaign: campaign.clone(),
         input: from_json_slice(SEED_TRACK.as_bytes()).unwrap(),
     });
     assert_eq!(again, Err(AnalyticsError::AlreadyRecorded));

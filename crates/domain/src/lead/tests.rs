@@ -1,6 +1,7 @@
 //! Given events, when a command, then events (or an error). No I/O anywhere.
 
 use super::*;
+use crate::{DecodeError, DomainEvent};
 use crate::input::from_json_slice;
 use chrono::TimeZone;
 use proptest::prelude::*;

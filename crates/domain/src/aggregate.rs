@@ -1,0 +1,232 @@
+//! One shape for every aggregate.
+//!
+//! An aggregate is its live state type plus two pure functions: `decide` (a
+//! command against the current [`Root`] → the events it produces, or why it is
+//! refused) and `evolve` (one event → the next state). What every aggregate used
+//! to carry by hand, the stream version and whether the stream was deleted, lives
+//! once in the generic [`Root`], so an aggregate cannot get them wrong and the
+//! command side can run every aggregate through one executor.
+//!
+//! The event enums name each event type exactly once, in [`domain_events!`],
+//! which writes the `DomainEvent` impl (type names, JSON in and out) from it.
+
+use crate::DomainEvent;
+use chrono::{DateTime, Utc};
+use std::convert::Infallible;
+use uuid::Uuid;
+
+/// Where an event sits: when it was recorded and the stream version it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    pub at: DateTime<Utc>,
+    pub version: i64,
+}
+
+/// Implemented by each aggregate's live state (`CampaignState`, `TaskState`, ...).
+pub trait Aggregate: Clone + Send + Sync + Sized + 'static {
+    /// Lower-case name for messages and metric labels: `campaign`, `task`, ...
+    const KIND: &'static str;
+    /// Every stream of this aggregate is `<STREAM_PREFIX><uuid>`.
+    const STREAM_PREFIX: &'static str;
+
+    type Event: DomainEvent + Clone + Send + Sync;
+    type Command: Clone + Send + Sync;
+    type Error: Send;
+    /// What folding and deciding need beyond the events themselves: `()` for
+    /// most aggregates; a lead's key (its personal data is sealed with it).
+    type Context: Send + Sync;
+    /// Why an event could not be folded: [`Infallible`] unless folding needs
+    /// the context to succeed (a lead's key that does not open its data).
+    type FoldError: Send;
+
+    /// The command's events, or why it is refused. `root` is the aggregate as
+    /// folded so far (`root.version()` is `None` for a stream never written).
+    fn decide(
+        root: &Root<Self>,
+        command: Self::Command,
+        context: &Self::Context,
+    ) -> Result<Vec<Self::Event>, Self::Error>;
+
+    /// Folds one event into the state; setting it to `None` deletes the aggregate.
+    fn evolve(
+        state: &mut Option<Self>,
+        event: &Self::Event,
+        recorded: Recorded,
+        context: &Self::Context,
+    ) -> Result<(), Self::FoldError>;
+
+    /// The resource's version (its ETag), as stored in the state.
+    fn version(&self) -> i64;
+
+    /// The stream of the aggregate with this id.
+    fn stream_id(id: Uuid) -> String {
+        format!("{}{id}", Self::STREAM_PREFIX)
+    }
+}
+
+/// An aggregate as folded from its stream: the live state (`None` if the stream
+/// does not exist or the aggregate was deleted), the version of the last event,
+/// and whether a deletion was folded.
+#[derive(Debug, Clone)]
+pub struct Root<A> {
+    state: Option<A>,
+    version: Option<i64>,
+    deleted: bool,
+}
+
+impl<A> Default for Root<A> {
+    fn default() -> Self {
+        Self {
+            state: None,
+            version: None,
+            deleted: false,
+        }
+    }
+}
+
+impl<A: Aggregate> Root<A> {
+    /// Rebuilds the aggregate from a stored resource (a read model's row), so a
+    /// projection folds further events with the domain's own `evolve`.
+    pub fn from_state(state: A) -> Self {
+        Self {
+            version: Some(state.version()),
+            state: Some(state),
+            deleted: false,
+        }
+    }
+
+    /// The live aggregate; `None` if it never existed or was deleted.
+    pub fn state(&self) -> Option<&A> {
+        self.state.as_ref()
+    }
+
+    /// Version of the last folded event; `None` for a stream that does not exist.
+    pub fn version(&self) -> Option<i64> {
+        self.version
+    }
+
+    /// True once the stream has any event (a create must find it empty).
+    pub fn exists(&self) -> bool {
+        self.version.is_some()
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// The live state, or `not_found` when there is none.
+    pub fn live_or<E>(&self, not_found: E) -> Result<&A, E> {
+        self.state.as_ref().ok_or(not_found)
+    }
+
+    /// Decides what a command does. Never mutates: the caller appends the events
+    /// and then folds them with [`Root::fold`].
+    pub fn decide(&self, command: A::Command, context: &A::Context) -> Result<Vec<A::Event>, A::Error> {
+        A::decide(self, command, context)
+    }
+
+    /// Folds one event recorded at `recorded_at` as stream version `version`.
+    pub fn fold(
+        &mut self,
+        event: &A::Event,
+        recorded_at: DateTime<Utc>,
+        version: i64,
+        context: &A::Context,
+    ) -> Result<(), A::FoldError> {
+        let recorded = Recorded {
+            at: recorded_at,
+            version,
+        };
+        let was_live = self.state.is_some();
+        A::evolve(&mut self.state, event, recorded, context)?;
+        self.version = Some(version);
+        if was_live && self.state.is_none() {
+            self.deleted = true;
+        }
+        Ok(())
+    }
+}
+
+/// Aggregates that need no context and cannot fail to fold get the plain
+/// `handle` / `apply` pair.
+impl<A: Aggregate<Context = (), FoldError = Infallible>> Root<A> {
+    pub fn handle(&self, command: A::Command) -> Result<Vec<A::Event>, A::Error> {
+        self.decide(command, &())
+    }
+
+    pub fn apply(&mut self, event: &A::Event, recorded_at: DateTime<Utc>, version: i64) {
+        match self.fold(event, recorded_at, version, &()) {
+            Ok(()) => {}
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Declares an aggregate's event enum, each variant wrapping its payload struct
+/// and naming its stored event type once, and writes the [`DomainEvent`] impl:
+///
+/// ```ignore
+/// domain_events! {
+///     /// Everything that happens to a campaign.
+///     #[derive(Debug, Clone, PartialEq)]
+///     pub enum CampaignEvent: "campaign events" {
+///         Created(CampaignCreated) = "CampaignCreated",
+///         Deleted(CampaignDeleted) = "CampaignDeleted",
+///     }
+/// }
+/// ```
+///
+/// Every payload is at schema version 1 today. When one changes shape, bump its
+/// version here (`Created(CampaignCreated) = "CampaignCreated" @ 2`) and add an
+/// upcaster for the old one in [`crate::upcast`].
+#[macro_export]
+macro_rules! domain_events {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident: $what:literal {
+            $($variant:ident($payload:ty) = $type_name:literal $(@ $schema:literal)?),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $($variant($payload)),+
+        }
+
+        impl $name {
+            /// Every event type name this enum decodes, as stored in the log.
+            pub const TYPES: &'static [&'static str] = &[$($type_name),+];
+        }
+
+        impl $crate::DomainEvent for $name {
+            fn event_type(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $type_name),+
+                }
+            }
+
+            fn schema_version(&self) -> i32 {
+                match self {
+                    $(Self::$variant(_) => $crate::domain_events!(@schema $($schema)?)),+
+                }
+            }
+
+            fn to_data(&self) -> ::serde_json::Value {
+                let data = match self {
+                    $(Self::$variant(e) => ::serde_json::to_value(e)),+
+                };
+                data.expect(concat!($what, " serialize to JSON"))
+            }
+
+            fn from_data(event_type: &str, data: ::serde_json::Value) -> Result<Self, $crate::DecodeError> {
+                match event_type {
+                    $($type_name => ::serde_json::from_value(data)
+                        .map(Self::$variant)
+                        .map_err(|e| $crate::DecodeError::malformed(event_type, e)),)+
+                    other => Err($crate::DecodeError::UnknownType(other.to_owned())),
+                }
+            }
+        }
+    };
+    (@schema) => { 1 };
+    (@schema $schema:literal) => { $schema };
+}
