@@ -8,48 +8,56 @@
 //! its stream just before the append.
 //!
 //! Retries: the record id and event id derive from the `Idempotency-Key`
-//! ([`IdSource`]), so a retried request, even one whose first attempt crashed
+//! (`web::idempotency::IdSource`), so a retried request, even one whose first attempt crashed
 //! before the idempotency middleware stored its response, appends nothing new
 //! and answers with the record already stored.
 
-use crate::campaigns::{load, wait_for_read_models};
-use crate::CommandState;
-use axum::extract::{Path, State};
-use axum::http::header::{CONTENT_TYPE, LOCATION};
+use crate::kernel::{respond, Resource, Write, Writer, CAMPAIGN_NOT_FOUND};
+use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use domain::analytics::{
-    stream_id, AnalyticsError, AnalyticsEvent, AnalyticsRecord, AnalyticsRecordState, Track, TrackAnalytics,
-};
-use domain::DomainEvent;
-use event_store::{AppendError, ExpectedVersion, NewEvent};
-use serde_json::json;
+use axum::response::Response;
+use domain::analytics::{AnalyticsError, AnalyticsRecordState, Track, TrackAnalytics};
+use std::convert::Infallible;
 use uuid::Uuid;
-use web::extract::{parse_id, JsonBody, RequestId};
-use web::idempotency::IdSource;
-use web::{ApiError, Caller, BASE_PATH};
+use web::extract::{parse_id, JsonBody};
+use web::{ApiError, BASE_PATH};
 
-const NOT_FOUND: &str = "Campaign not found";
+impl Resource for AnalyticsRecordState {
+    const NOT_FOUND: &'static str = CAMPAIGN_NOT_FOUND;
+    // Namespaced apart from other resources' event ids: a key reused (after
+    // its 24 hours) for a track must not collide with, say, a campaign's event.
+    const EVENT_IDS: &'static str = "analytics-event";
 
-fn to_api_error(error: AnalyticsError) -> ApiError {
-    match error {
-        AnalyticsError::Invalid(errors) => ApiError::Validation(errors),
-        AnalyticsError::CampaignNotFound => ApiError::NotFound(NOT_FOUND),
-        AnalyticsError::AlreadyRecorded => {
-            ApiError::Conflict("An analytics record with this id already exists".into())
+    fn to_api_error(error: AnalyticsError) -> ApiError {
+        match error {
+            AnalyticsError::Invalid(errors) => ApiError::Validation(errors),
+            AnalyticsError::CampaignNotFound => ApiError::NotFound(CAMPAIGN_NOT_FOUND),
+            AnalyticsError::AlreadyRecorded => {
+                ApiError::Conflict("An analytics record with this id already exists".into())
+            }
         }
     }
-}
 
-/// Loads a record by folding its stream (used to answer a retried request).
-async fn load_record(state: &CommandState, record_id: Uuid) -> Result<AnalyticsRecord, ApiError> {
-    let mut record = AnalyticsRecord::default();
-    for recorded in state.store.read_stream(&stream_id(record_id)).await? {
-        let event =
-            AnalyticsEvent::from_data(&recorded.event_type, recorded.data).map_err(ApiError::internal)?;
-        record.apply(&event, recorded.recorded_at, recorded.version);
+    fn fold_error(never: Infallible) -> ApiError {
+        match never {}
     }
-    Ok(record)
+
+    fn is_create(_: &Track) -> bool {
+        true
+    }
+
+    fn campaign_id(&self) -> Uuid {
+        self.campaign_id
+    }
+
+    fn location(&self) -> String {
+        location(self)
+    }
+
+    /// Records never change: no versions, no ETag.
+    fn etag(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// `?start_date=D&end_date=D&source=S`: where the record shows up in reads.
@@ -94,85 +102,21 @@ fn percent_encode(raw: &str) -> String {
     security(("bearer" = []))
 )]
 pub async fn track(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ids: IdSource,
+    writer: Writer,
     Path(campaign_id): Path<String>,
     JsonBody(input): JsonBody<TrackAnalytics>,
 ) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
-    let campaign = load(&state, campaign_id).await?;
-    let record_id = ids.id("analytics", 0);
-    let mut record = AnalyticsRecord::default();
-    let events = record
-        .handle(Track {
-            record_id,
-            project: &caller.project,
-            campaign: &campaign,
-            input,
-        })
-        .map_err(to_api_error)?;
-    let recorded_at = event_store::now();
-    let metadata = json!({
-        "project": caller.project,
-        "api_key_id": caller.key_id,
-        "api_key_name": caller.key_name,
-        "request_id": request_id,
-        "correlation_id": request_id,
-        "campaign_id": campaign_id,
-    });
-    let new_events = events
-        .iter()
-        .enumerate()
-        .map(|(n, event)| NewEvent {
-            // Namespaced apart from other resources' event ids: a key reused (after
-            // its 24 hours) for a track must not collide with, say, a campaign's event.
-            event_id: ids.id("analytics-event", n),
-            event_type: event.event_type().to_owned(),
-            schema_version: event.schema_version(),
-            data: event.to_data(),
-            metadata: metadata.clone(),
-            recorded_at,
-        })
-        .collect();
-    let outcome = match state
-        .store
-        .append(&stream_id(record_id), ExpectedVersion::NoStream, new_events)
-        .await
-    {
-        Ok(outcome) => outcome,
-        // Retries are recognised as already stored; these only happen when an
-        // Idempotency-Key is reused for a different request after it expired.
-        Err(AppendError::Conflict { .. } | AppendError::EventIdReused(_)) => {
-            return Err(ApiError::Conflict(
-                "Idempotency-Key was already used with a different request".into(),
-            ))
-        }
-        Err(other) => return Err(ApiError::internal(other)),
+    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+    let campaign = writer.campaign(campaign_id).await?;
+    let record_id = writer.ids().id("analytics", 0);
+    let command = Track {
+        record_id,
+        project: writer.caller().project.clone(),
+        campaign: campaign.root().clone(),
+        input,
     };
-    if outcome.already_stored {
-        // A retry of a request that went through: answer with what is stored,
-        // counted once.
-        record = load_record(&state, record_id).await?;
-    } else {
-        for (n, event) in events.iter().enumerate() {
-            record.apply(event, recorded_at, n as i64);
-        }
-    }
-    wait_for_read_models(&state, outcome.last_position).await;
-    let resource = record
-        .state()
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("analytics record {record_id} is empty")))?;
-    let body = serde_json::to_vec(resource).expect("analytics record serializes");
-    let mut response = (StatusCode::CREATED, [(CONTENT_TYPE, "application/json")], body).into_response();
-    response.headers_mut().insert(
-        LOCATION,
-        location(resource)
-            .parse()
-            .expect("percent-encoded location is a valid header"),
-    );
-    Ok(response)
+    let write = Write::<AnalyticsRecordState>::new(record_id, command).under(&campaign);
+    respond(StatusCode::CREATED, &writer.execute(write).await?)
 }
 
 #[cfg(test)]

@@ -1,26 +1,18 @@
 //! Campaign writes: create, update, change status, delete.
 
-use crate::CommandState;
-use axum::extract::{Path, State};
-use axum::http::header::{CONTENT_TYPE, ETAG, LOCATION};
+use crate::kernel::{respond, Resource, Write, Writer, CAMPAIGN_NOT_FOUND};
+use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use domain::campaign::{
-    stream_id, Campaign, CampaignCommand, CampaignError, CampaignEvent, CampaignState, CampaignStatus,
-    CreateCampaign, UpdateCampaign,
+    CampaignCommand, CampaignError, CampaignState, CampaignStatus, CreateCampaign, UpdateCampaign,
 };
-use domain::DomainEvent;
-use event_store::{AppendError, ExpectedVersion, NewEvent};
+use domain::ProjectSlug;
 use serde::Deserialize;
-use serde_json::json;
+use std::convert::Infallible;
 use uuid::Uuid;
-use web::extract::{etag, parse_id, IfMatch, IfMatchVersion, JsonBody, RequestId};
-use web::idempotency::IdSource;
-use web::{ApiError, Caller, BASE_PATH};
-
-pub(crate) const NOT_FOUND: &str = "Campaign not found";
-/// Attempts at a write that keeps losing races before it answers 409.
-const MAX_ATTEMPTS: usize = 5;
+use web::extract::{parse_id, IfMatch, JsonBody};
+use web::{ApiError, BASE_PATH};
 
 /// Body of `PATCH /campaigns/{id}/status`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -29,166 +21,39 @@ pub struct StatusChange {
     pub status: CampaignStatus,
 }
 
-/// Who is writing, for the event metadata and for deriving ids.
-struct WriteContext<'a> {
-    caller: &'a Caller,
-    request_id: &'a str,
-    ids: &'a IdSource,
-}
+impl Resource for CampaignState {
+    const NOT_FOUND: &'static str = CAMPAIGN_NOT_FOUND;
 
-fn to_api_error(error: CampaignError) -> ApiError {
-    match error {
-        CampaignError::Invalid(errors) => ApiError::Validation(errors),
-        CampaignError::NotFound => ApiError::NotFound(NOT_FOUND),
-        CampaignError::AlreadyExists => ApiError::Conflict("A campaign with this id already exists".into()),
-        illegal @ CampaignError::IllegalTransition { .. } => ApiError::Conflict(illegal.to_string()),
-    }
-}
-
-/// Loads a campaign by folding its stream.
-pub async fn load(state: &CommandState, campaign_id: Uuid) -> Result<Campaign, ApiError> {
-    let mut campaign = Campaign::default();
-    for recorded in state.store.read_stream(&stream_id(campaign_id)).await? {
-        let event =
-            CampaignEvent::from_data(&recorded.event_type, recorded.data).map_err(ApiError::internal)?;
-        campaign.apply(&event, recorded.recorded_at, recorded.version);
-    }
-    Ok(campaign)
-}
-
-/// Runs one command against one campaign. See the crate docs for the steps.
-async fn execute(
-    state: &CommandState,
-    ctx: &WriteContext<'_>,
-    campaign_id: Uuid,
-    if_match: Option<IfMatchVersion>,
-    command: CampaignCommand,
-) -> Result<Campaign, ApiError> {
-    let creating = matches!(command, CampaignCommand::Create { .. });
-    for attempt in 0..MAX_ATTEMPTS {
-        // A new id cannot have history: skip the read on the first try.
-        let mut campaign = if creating && attempt == 0 {
-            Campaign::default()
-        } else {
-            load(state, campaign_id).await?
-        };
-        if let Some(live) = campaign.state() {
-            if live.project != ctx.caller.project {
-                return Err(ApiError::NotFound(NOT_FOUND));
+    fn to_api_error(error: CampaignError) -> ApiError {
+        match error {
+            CampaignError::Invalid(errors) => ApiError::Validation(errors),
+            CampaignError::NotFound => ApiError::NotFound(CAMPAIGN_NOT_FOUND),
+            CampaignError::AlreadyExists => {
+                ApiError::Conflict("A campaign with this id already exists".into())
             }
-        }
-        if !creating {
-            check_precondition(&campaign, if_match)?;
-        }
-        let events = campaign.handle(command.clone()).map_err(to_api_error)?;
-        if events.is_empty() {
-            return Ok(campaign);
-        }
-        let recorded_at = event_store::now();
-        let metadata = json!({
-            "project": ctx.caller.project,
-            "api_key_id": ctx.caller.key_id,
-            "api_key_name": ctx.caller.key_name,
-            "request_id": ctx.request_id,
-            "correlation_id": ctx.request_id,
-        });
-        let new_events = events
-            .iter()
-            .enumerate()
-            .map(|(n, event)| NewEvent {
-                event_id: ctx.ids.id("event", n),
-                event_type: event.event_type().to_owned(),
-                schema_version: event.schema_version(),
-                data: event.to_data(),
-                metadata: metadata.clone(),
-                recorded_at,
-            })
-            .collect();
-        let expected = campaign
-            .version()
-            .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-        match state
-            .store
-            .append(&stream_id(campaign_id), expected, new_events)
-            .await
-        {
-            Ok(outcome) => {
-                if outcome.already_stored {
-                    // A retry of a request that already went through: answer with
-                    // what is stored (the idempotent result), not a second change.
-                    campaign = load(state, campaign_id).await?;
-                } else {
-                    let first = outcome.last_version - events.len() as i64 + 1;
-                    for (n, event) in events.iter().enumerate() {
-                        campaign.apply(event, recorded_at, first + n as i64);
-                    }
-                }
-                wait_for_read_models(state, outcome.last_position).await;
-                return Ok(campaign);
-            }
-            Err(AppendError::Conflict { .. }) => {
-                if matches!(if_match, Some(IfMatchVersion::Exact(_))) {
-                    return Err(stale());
-                }
-                if creating {
-                    return Err(to_api_error(CampaignError::AlreadyExists));
-                }
-                metrics::counter!("marketing_write_conflicts_total", "aggregate" => "campaign").increment(1);
-            }
-            Err(other) => return Err(ApiError::internal(other)),
+            illegal @ CampaignError::IllegalTransition { .. } => ApiError::Conflict(illegal.to_string()),
         }
     }
-    Err(ApiError::Conflict(
-        "The campaign is being modified concurrently; retry the request".into(),
-    ))
-}
 
-fn stale() -> ApiError {
-    ApiError::PreconditionFailed("The campaign has changed since the version in If-Match".into())
-}
-
-fn check_precondition(campaign: &Campaign, if_match: Option<IfMatchVersion>) -> Result<(), ApiError> {
-    let Some(live) = campaign.state() else {
-        return Err(ApiError::NotFound(NOT_FOUND));
-    };
-    match if_match {
-        None | Some(IfMatchVersion::Any) => Ok(()),
-        Some(IfMatchVersion::Exact(v)) if v == live.version => Ok(()),
-        Some(_) => Err(stale()),
+    fn fold_error(never: Infallible) -> ApiError {
+        match never {}
     }
-}
 
-/// Read-after-write: hold the answer until the projections have the events.
-/// Bounded: if they are far behind (or down) the write still succeeded, so it is
-/// answered anyway, counted and logged.
-pub(crate) async fn wait_for_read_models(state: &CommandState, position: event_store::LogPosition) {
-    if !state
-        .progress
-        .wait_for(position, state.read_after_write_timeout)
-        .await
-    {
-        metrics::counter!("marketing_read_after_write_timeouts_total").increment(1);
-        tracing::warn!(
-            ?position,
-            "read models did not catch up before the write answered"
-        );
+    fn is_create(command: &CampaignCommand) -> bool {
+        matches!(command, CampaignCommand::Create { .. })
     }
-}
 
-fn resource_response(status: StatusCode, campaign: &CampaignState, location: bool) -> Response {
-    let body = serde_json::to_vec(campaign).expect("campaign serializes");
-    let mut response = (status, [(CONTENT_TYPE, "application/json")], body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(ETAG, etag(campaign.version).parse().expect("valid etag"));
-    if location {
-        let url = format!("{BASE_PATH}/campaigns/{}", campaign.id);
-        headers.insert(LOCATION, url.parse().expect("valid location"));
+    fn campaign_id(&self) -> Uuid {
+        self.id
     }
-    response
-}
 
-fn live(campaign: &Campaign) -> Result<&CampaignState, ApiError> {
-    campaign.state().ok_or(ApiError::NotFound(NOT_FOUND))
+    fn project(&self) -> Option<&ProjectSlug> {
+        Some(&self.project)
+    }
+
+    fn location(&self) -> String {
+        format!("{BASE_PATH}/campaigns/{}", self.id)
+    }
 }
 
 /// Create a campaign.
@@ -205,26 +70,17 @@ fn live(campaign: &Campaign) -> Result<&CampaignState, ApiError> {
     ),
     security(("bearer" = []))
 )]
-pub async fn create(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ids: IdSource,
-    JsonBody(input): JsonBody<CreateCampaign>,
-) -> Result<Response, ApiError> {
-    let campaign_id = ids.id("campaign", 0);
-    let ctx = WriteContext {
-        caller: &caller,
-        request_id: &request_id,
-        ids: &ids,
-    };
+pub async fn create(writer: Writer, JsonBody(input): JsonBody<CreateCampaign>) -> Result<Response, ApiError> {
+    let campaign_id = writer.ids().id("campaign", 0);
     let command = CampaignCommand::Create {
         campaign_id,
-        project: caller.project.clone(),
+        project: writer.caller().project.clone(),
         input: Box::new(input),
     };
-    let campaign = execute(&state, &ctx, campaign_id, None, command).await?;
-    Ok(resource_response(StatusCode::CREATED, live(&campaign)?, true))
+    let campaign = writer
+        .execute(Write::<CampaignState>::new(campaign_id, command))
+        .await?;
+    respond(StatusCode::CREATED, &campaign)
 }
 
 /// Update a campaign's core attributes (partial: absent fields stay, `null` clears).
@@ -240,29 +96,15 @@ pub async fn create(
     security(("bearer" = []))
 )]
 pub async fn update(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ids: IdSource,
+    writer: Writer,
     Path(campaign_id): Path<String>,
     IfMatch(if_match): IfMatch,
     JsonBody(input): JsonBody<UpdateCampaign>,
 ) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
-    let ctx = WriteContext {
-        caller: &caller,
-        request_id: &request_id,
-        ids: &ids,
-    };
-    let campaign = execute(
-        &state,
-        &ctx,
-        campaign_id,
-        if_match,
-        CampaignCommand::Update(Box::new(input)),
-    )
-    .await?;
-    Ok(resource_response(StatusCode::OK, live(&campaign)?, false))
+    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+    let command = CampaignCommand::Update(Box::new(input));
+    let write = Write::<CampaignState>::new(campaign_id, command).if_match(if_match);
+    respond(StatusCode::OK, &writer.execute(write).await?)
 }
 
 /// Change a campaign's status along the lifecycle.
@@ -280,23 +122,15 @@ pub async fn update(
     security(("bearer" = []))
 )]
 pub async fn change_status(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ids: IdSource,
+    writer: Writer,
     Path(campaign_id): Path<String>,
     IfMatch(if_match): IfMatch,
     JsonBody(change): JsonBody<StatusChange>,
 ) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
-    let ctx = WriteContext {
-        caller: &caller,
-        request_id: &request_id,
-        ids: &ids,
-    };
+    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
     let command = CampaignCommand::ChangeStatus(change.status);
-    let campaign = execute(&state, &ctx, campaign_id, if_match, command).await?;
-    Ok(resource_response(StatusCode::OK, live(&campaign)?, false))
+    let write = Write::<CampaignState>::new(campaign_id, command).if_match(if_match);
+    respond(StatusCode::OK, &writer.execute(write).await?)
 }
 
 /// Delete a campaign. Its history stays in the log.
@@ -311,19 +145,12 @@ pub async fn change_status(
     security(("bearer" = []))
 )]
 pub async fn delete(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ids: IdSource,
+    writer: Writer,
     Path(campaign_id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> Result<StatusCode, ApiError> {
-    let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
-    let ctx = WriteContext {
-        caller: &caller,
-        request_id: &request_id,
-        ids: &ids,
-    };
-    execute(&state, &ctx, campaign_id, if_match, CampaignCommand::Delete).await?;
+    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+    let write = Write::<CampaignState>::new(campaign_id, CampaignCommand::Delete).if_match(if_match);
+    writer.execute(write).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,25 +8,91 @@
 //! validated by the domain; only then is the file moved into place and the event
 //! appended. Any refusal on the way deletes the staged file.
 
-use crate::children::{ensure_campaign, execute, resource_response, WriteContext};
+use crate::kernel::{respond, CheckedCampaign, Hooks, Resource, Write, Writer, CAMPAIGN_NOT_FOUND};
 use crate::CommandState;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use async_trait::async_trait;
+use axum::extract::{FromRequest, Multipart, Path, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::StatusCode;
 use axum::response::Response;
 use domain::content::{
-    Content, ContentCommand, ContentInput, ContentState, ContentUpdateInput, CreateContent, UpdateContent,
+    ContentCommand, ContentError, ContentInput, ContentState, ContentUpdateInput, CreateContent,
+    UpdateContent,
 };
 use domain::ValidationErrors;
 use media::{MediaError, MediaStore, StagedMedia};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use web::extract::{is_json, parse_id, IfMatch, RequestId, JSON_BODY_LIMIT};
-use web::idempotency::IdSource;
-use web::{ApiError, Caller, BASE_PATH};
+use std::convert::Infallible;
+use uuid::Uuid;
+use web::extract::{is_json, parse_id, IfMatch, JSON_BODY_LIMIT};
+use web::{ApiError, BASE_PATH};
 
-const CAMPAIGN_NOT_FOUND: &str = "Campaign not found";
 const NOT_FOUND: &str = "Content not found";
+
+impl Resource for ContentState {
+    const NOT_FOUND: &'static str = NOT_FOUND;
+
+    fn to_api_error(error: ContentError) -> ApiError {
+        match error {
+            ContentError::Invalid(errors) => ApiError::Validation(errors),
+            ContentError::NotFound => ApiError::NotFound(NOT_FOUND),
+            ContentError::AlreadyExists => {
+                ApiError::Conflict("A content item with this id already exists".into())
+            }
+        }
+    }
+
+    fn fold_error(never: Infallible) -> ApiError {
+        match never {}
+    }
+
+    fn is_create(command: &ContentCommand) -> bool {
+        matches!(command, ContentCommand::Create { .. })
+    }
+
+    fn campaign_id(&self) -> Uuid {
+        self.campaign_id
+    }
+
+    fn location(&self) -> String {
+        format!("{BASE_PATH}/campaigns/{}/content/{}", self.campaign_id, self.id)
+    }
+}
+
+/// Moves an uploaded file into place once the command is accepted and just
+/// before its events are appended, so a refused command leaves no file behind
+/// and an appended event never names a missing one.
+struct MediaHook<'a>(Option<&'a mut StagedMedia>);
+
+#[async_trait]
+impl Hooks<ContentState> for MediaHook<'_> {
+    async fn context(&mut self, _: &CommandState, _: Uuid, _: bool) -> Result<Option<()>, ApiError> {
+        Ok(Some(()))
+    }
+
+    async fn before_append(&mut self) -> Result<(), ApiError> {
+        if let Some(media) = self.0.as_deref_mut() {
+            media.commit().await.map_err(ApiError::internal)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a create or update that may carry a file; the staged file is removed
+/// whatever the outcome (a no-op once committed).
+async fn execute_with_media(
+    writer: &Writer,
+    write: Write<'_, ContentState>,
+    media: Option<StagedMedia>,
+) -> Result<domain::content::Content, ApiError> {
+    let mut media = media;
+    let result = writer.execute_with(write, &mut MediaHook(media.as_mut())).await;
+    if let Some(media) = media {
+        media.discard().await;
+    }
+    result
+}
 
 /// Room for the text fields and multipart framing on top of the media limit:
 /// the whole request body may be at most `MEDIA_MAX_BYTES` plus this.
@@ -266,10 +332,6 @@ async fn stage_file(
     upload.finish().await.map_err(media_error)
 }
 
-fn live(content: &Content) -> Result<&ContentState, ApiError> {
-    content.state().ok_or(ApiError::NotFound(NOT_FOUND))
-}
-
 /// Create a content calendar entry, optionally with a media file.
 #[utoipa::path(
     post, path = "/v1/dev/marketing/campaigns/{campaign_id}/content", tag = "content",
@@ -299,53 +361,27 @@ fn live(content: &Content) -> Result<&ContentState, ApiError> {
     security(("bearer" = []))
 )]
 pub async fn create(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ids: IdSource,
+    writer: Writer,
     Path(campaign_id): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    ensure_campaign(&state, &caller, campaign_id).await?;
-    let Parsed { fields, mut media } = parse_body::<CreateContent>(req, &state.media).await?;
-    let content_id = ids.id("content", 0);
-    let ctx = WriteContext {
-        caller: &caller,
-        request_id: &request_id,
-        ids: &ids,
-    };
+    // Checked before the body is read: no point storing 25 MiB for a 404.
+    let campaign: CheckedCampaign = writer.campaign(campaign_id).await?;
+    let Parsed { fields, media } = parse_body::<CreateContent>(req, &writer.state().media).await?;
+    let content_id = writer.ids().id("content", 0);
     let command = ContentCommand::Create {
         content_id,
         campaign_id,
-        project: caller.project.clone(),
+        project: writer.caller().project.clone(),
         input: Box::new(ContentInput {
             fields,
             media: media.as_ref().map(|m| m.media().clone()),
         }),
     };
-    let result = execute::<Content>(
-        &state,
-        &ctx,
-        campaign_id,
-        content_id,
-        None,
-        command,
-        media.as_mut(),
-    )
-    .await;
-    if let Some(media) = media {
-        media.discard().await; // a no-op once committed
-    }
-    let content = result?;
-    let content = live(&content)?;
-    let location = format!("{BASE_PATH}/campaigns/{campaign_id}/content/{}", content.id);
-    Ok(resource_response(
-        StatusCode::CREATED,
-        content,
-        content.version,
-        Some(location),
-    ))
+    let write = Write::new(content_id, command).under(&campaign);
+    let content = execute_with_media(&writer, write, media).await?;
+    respond(StatusCode::CREATED, &content)
 }
 
 /// Update a content item (partial); a `media` file replaces the current one.
@@ -374,43 +410,24 @@ pub async fn create(
     security(("bearer" = []))
 )]
 pub async fn update(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ids: IdSource,
+    writer: Writer,
     Path((campaign_id, content_id)): Path<(String, String)>,
     IfMatch(if_match): IfMatch,
     req: Request,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
     let content_id = parse_id(&content_id, NOT_FOUND)?;
-    ensure_campaign(&state, &caller, campaign_id).await?;
-    let Parsed { fields, mut media } = parse_body::<UpdateContent>(req, &state.media).await?;
-    let ctx = WriteContext {
-        caller: &caller,
-        request_id: &request_id,
-        ids: &ids,
-    };
+    let campaign = writer.campaign(campaign_id).await?;
+    let Parsed { fields, media } = parse_body::<UpdateContent>(req, &writer.state().media).await?;
     let command = ContentCommand::Update(Box::new(ContentUpdateInput {
         fields,
         new_media: media.as_ref().map(|m| m.media().clone()),
     }));
-    let result = execute::<Content>(
-        &state,
-        &ctx,
-        campaign_id,
-        content_id,
-        if_match,
-        command,
-        media.as_mut(),
-    )
-    .await;
-    if let Some(media) = media {
-        media.discard().await;
-    }
-    let content = result?;
-    let content = live(&content)?;
-    Ok(resource_response(StatusCode::OK, content, content.version, None))
+    let write = Write::new(content_id, command)
+        .under(&campaign)
+        .if_match(if_match);
+    let content = execute_with_media(&writer, write, media).await?;
+    respond(StatusCode::OK, &content)
 }
 
 /// Delete a content item. Its history (and the media files it names) stay.
@@ -425,30 +442,17 @@ pub async fn update(
     security(("bearer" = []))
 )]
 pub async fn delete(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ids: IdSource,
+    writer: Writer,
     Path((campaign_id, content_id)): Path<(String, String)>,
     IfMatch(if_match): IfMatch,
 ) -> Result<StatusCode, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
     let content_id = parse_id(&content_id, NOT_FOUND)?;
-    let ctx = WriteContext {
-        caller: &caller,
-        request_id: &request_id,
-        ids: &ids,
-    };
-    execute::<Content>(
-        &state,
-        &ctx,
-        campaign_id,
-        content_id,
-        if_match,
-        ContentCommand::Delete,
-        None,
-    )
-    .await?;
+    let campaign = writer.campaign(campaign_id).await?;
+    let write = Write::new(content_id, ContentCommand::Delete)
+        .under(&campaign)
+        .if_match(if_match);
+    execute_with_media(&writer, write, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

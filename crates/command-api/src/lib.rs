@@ -1,24 +1,30 @@
-//! The command side. Each write: authenticate, parse, load the aggregate by
-//! folding its stream, let it decide, append with the version it was loaded at
-//! (retrying on a concurrent write unless the client pinned a version with
-//! `If-Match`), then wait until the read models include the new events so the
-//! client's next GET sees them.
+//! The command side. A handler parses its request and hands one command to the
+//! write kernel ([`kernel`]), which loads the aggregate by folding its stream,
+//! checks tenancy and `If-Match`, lets the domain decide, appends with the
+//! version it was loaded at (retrying on a concurrent write unless the client
+//! pinned a version), then waits until the read models include the new events so
+//! the client's next GET sees them. The resource files hold only what is theirs:
+//! parsing, the aggregate's [`kernel::Resource`] facts, and (for leads and
+//! content) the work that shares the append.
 
 pub mod analytics;
 pub mod campaigns;
-mod children;
 pub mod content;
+mod kernel;
 pub mod leads;
 pub mod tasks;
 
+pub use kernel::Writer;
+
 use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::routing::{patch, post, put};
 use axum::Router;
 use deadpool_postgres::Pool;
 use event_store::EventStore;
 use projector::ReadModelProgress;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use web::idempotency::{idempotency, idempotency_for_uploads, IdempotencyState, UploadIdempotencyState};
 use web::ApiKeys;
 
@@ -43,7 +49,48 @@ impl FromRef<CommandState> for ApiKeys {
     }
 }
 
-/// The write routes, relative to the base path.
+/// Each write route, declared once: `routes!` registers the handler at the path
+/// of its `#[utoipa::path]` and adds that entry to the OpenAPI document, so the
+/// router and the document cannot disagree. Three groups, because they take
+/// different middleware (see [`router`]).
+struct Routes {
+    /// JSON bodies, behind the buffering idempotency layer.
+    json: OpenApiRouter<CommandState>,
+    /// Content writes: uploads up to the media limit, spooled for idempotency.
+    uploads: OpenApiRouter<CommandState>,
+    /// The streamed lead import.
+    import: OpenApiRouter<CommandState>,
+}
+
+fn routes() -> Routes {
+    Routes {
+        json: OpenApiRouter::default()
+            .routes(routes!(campaigns::create))
+            .routes(routes!(campaigns::update, campaigns::delete))
+            .routes(routes!(campaigns::change_status))
+            .routes(routes!(tasks::create))
+            .routes(routes!(tasks::update, tasks::delete))
+            .routes(routes!(analytics::track))
+            .routes(routes!(leads::create))
+            .routes(routes!(leads::update, leads::delete)),
+        uploads: OpenApiRouter::default()
+            .routes(routes!(content::create))
+            .routes(routes!(content::update, content::delete)),
+        import: OpenApiRouter::default().routes(routes!(leads::import::import)),
+    }
+}
+
+/// The OpenAPI entries of every write route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let Routes {
+        json,
+        uploads,
+        import,
+    } = routes();
+    json.merge(uploads).merge(import).into_openapi()
+}
+
+/// The write routes, at their full paths.
 pub fn router(state: CommandState) -> Router {
     let idempotency_state = IdempotencyState {
         pool: state.pool.clone(),
@@ -57,12 +104,12 @@ pub fn router(state: CommandState) -> Router {
         spool_dir: std::env::temp_dir().join("marketing-upload-spool"),
         max_body: upload_limit,
     };
-    let uploads = Router::new()
-        .route("/campaigns/{campaign_id}/content", post(content::create))
-        .route(
-            "/campaigns/{campaign_id}/content/{content_id}",
-            put(content::update).delete(content::delete),
-        )
+    let Routes {
+        json,
+        uploads,
+        import,
+    } = routes();
+    let uploads = uploads
         .layer(DefaultBodyLimit::max(
             usize::try_from(upload_limit).unwrap_or(usize::MAX),
         ))
@@ -70,35 +117,14 @@ pub fn router(state: CommandState) -> Router {
             upload_idempotency,
             idempotency_for_uploads,
         ));
-    Router::new()
-        .route("/campaigns", post(campaigns::create))
-        .route(
-            "/campaigns/{campaign_id}",
-            put(campaigns::update).delete(campaigns::delete),
-        )
-        .route("/campaigns/{campaign_id}/status", patch(campaigns::change_status))
-        .route("/campaigns/{campaign_id}/tasks", post(tasks::create))
-        .route(
-            "/campaigns/{campaign_id}/tasks/{task_id}",
-            put(tasks::update).delete(tasks::delete),
-        )
-        .route("/campaigns/{campaign_id}/analytics", post(analytics::track))
-        .route("/campaigns/{campaign_id}/leads", post(leads::create))
-        .route(
-            "/campaigns/{campaign_id}/leads/{lead_id}",
-            put(leads::update).delete(leads::delete),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            idempotency_state,
-            idempotency,
-        ))
-        .merge(uploads)
-        // Added after the idempotency layer, so it is not wrapped: that layer
-        // buffers JSON bodies, and an import streams its upload. Imports are
-        // safe to retry without it (duplicates are skipped; see docs/leads.md).
-        .route(
-            "/campaigns/{campaign_id}/leads/import",
-            post(leads::import::import).layer(axum::extract::DefaultBodyLimit::disable()),
-        )
-        .with_state(state)
+    let json = json.layer(axum::middleware::from_fn_with_state(
+        idempotency_state,
+        idempotency,
+    ));
+    // Not behind an idempotency layer: that layer buffers bodies, and an
+    // import streams its upload. Imports are safe to retry without it
+    // (duplicates are skipped; see docs/leads.md).
+    let import = import.layer(DefaultBodyLimit::disable());
+    let (router, _) = json.merge(uploads).merge(import).split_for_parts();
+    router.with_state(state)
 }

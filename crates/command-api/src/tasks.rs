@@ -1,20 +1,43 @@
 //! Campaign task writes: create, update, delete.
 
-use crate::children::{execute, resource_response, WriteContext};
-use crate::CommandState;
-use axum::extract::{Path, State};
+use crate::kernel::{respond, Resource, Write, Writer, CAMPAIGN_NOT_FOUND};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
-use domain::task::{CreateTask, Task, TaskCommand, TaskState, UpdateTask};
-use web::extract::{parse_id, IfMatch, JsonBody, RequestId};
-use web::idempotency::IdSource;
-use web::{ApiError, Caller, BASE_PATH};
+use domain::task::{CreateTask, TaskCommand, TaskError, TaskState, UpdateTask};
+use std::convert::Infallible;
+use uuid::Uuid;
+use web::extract::{parse_id, IfMatch, JsonBody};
+use web::{ApiError, BASE_PATH};
 
-const CAMPAIGN_NOT_FOUND: &str = "Campaign not found";
 const NOT_FOUND: &str = "Task not found";
 
-fn live(task: &Task) -> Result<&TaskState, ApiError> {
-    task.state().ok_or(ApiError::NotFound(NOT_FOUND))
+impl Resource for TaskState {
+    const NOT_FOUND: &'static str = NOT_FOUND;
+
+    fn to_api_error(error: TaskError) -> ApiError {
+        match error {
+            TaskError::Invalid(errors) => ApiError::Validation(errors),
+            TaskError::NotFound => ApiError::NotFound(NOT_FOUND),
+            TaskError::AlreadyExists => ApiError::Conflict("A task with this id already exists".into()),
+        }
+    }
+
+    fn fold_error(never: Infallible) -> ApiError {
+        match never {}
+    }
+
+    fn is_create(command: &TaskCommand) -> bool {
+        matches!(command, TaskCommand::Create { .. })
+    }
+
+    fn campaign_id(&self) -> Uuid {
+        self.campaign_id
+    }
+
+    fn location(&self) -> String {
+        format!("{BASE_PATH}/campaigns/{}/tasks/{}", self.campaign_id, self.id)
+    }
 }
 
 /// Create a task for a campaign.
@@ -37,35 +60,21 @@ fn live(task: &Task) -> Result<&TaskState, ApiError> {
     security(("bearer" = []))
 )]
 pub async fn create(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ids: IdSource,
+    writer: Writer,
     Path(campaign_id): Path<String>,
     JsonBody(input): JsonBody<CreateTask>,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let task_id = ids.id("task", 0);
-    let ctx = WriteContext {
-        caller: &caller,
-        request_id: &request_id,
-        ids: &ids,
-    };
+    let campaign = writer.campaign(campaign_id).await?;
+    let task_id = writer.ids().id("task", 0);
     let command = TaskCommand::Create {
         task_id,
         campaign_id,
-        project: caller.project.clone(),
+        project: writer.caller().project.clone(),
         input: Box::new(input),
     };
-    let task: Task = execute(&state, &ctx, campaign_id, task_id, None, command, None).await?;
-    let task = live(&task)?;
-    let location = format!("{BASE_PATH}/campaigns/{campaign_id}/tasks/{}", task.id);
-    Ok(resource_response(
-        StatusCode::CREATED,
-        task,
-        task.version,
-        Some(location),
-    ))
+    let write = Write::<TaskState>::new(task_id, command).under(&campaign);
+    respond(StatusCode::CREATED, &writer.execute(write).await?)
 }
 
 /// Update a task (partial: absent fields stay, `null` clears).
@@ -85,25 +94,19 @@ pub async fn create(
     security(("bearer" = []))
 )]
 pub async fn update(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ids: IdSource,
+    writer: Writer,
     Path((campaign_id, task_id)): Path<(String, String)>,
     IfMatch(if_match): IfMatch,
     JsonBody(input): JsonBody<UpdateTask>,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
     let task_id = parse_id(&task_id, NOT_FOUND)?;
-    let ctx = WriteContext {
-        caller: &caller,
-        request_id: &request_id,
-        ids: &ids,
-    };
+    let campaign = writer.campaign(campaign_id).await?;
     let command = TaskCommand::Update(Box::new(input));
-    let task: Task = execute(&state, &ctx, campaign_id, task_id, if_match, command, None).await?;
-    let task = live(&task)?;
-    Ok(resource_response(StatusCode::OK, task, task.version, None))
+    let write = Write::<TaskState>::new(task_id, command)
+        .under(&campaign)
+        .if_match(if_match);
+    respond(StatusCode::OK, &writer.execute(write).await?)
 }
 
 /// Delete a task. Its history stays in the log.
@@ -118,29 +121,16 @@ pub async fn update(
     security(("bearer" = []))
 )]
 pub async fn delete(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ids: IdSource,
+    writer: Writer,
     Path((campaign_id, task_id)): Path<(String, String)>,
     IfMatch(if_match): IfMatch,
 ) -> Result<StatusCode, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
     let task_id = parse_id(&task_id, NOT_FOUND)?;
-    let ctx = WriteContext {
-        caller: &caller,
-        request_id: &request_id,
-        ids: &ids,
-    };
-    execute::<Task>(
-        &state,
-        &ctx,
-        campaign_id,
-        task_id,
-        if_match,
-        TaskCommand::Delete,
-        None,
-    )
-    .await?;
+    let campaign = writer.campaign(campaign_id).await?;
+    let write = Write::<TaskState>::new(task_id, TaskCommand::Delete)
+        .under(&campaign)
+        .if_match(if_match);
+    writer.execute(write).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,16 +12,16 @@
 //! The derived metrics (CTR, CPC, ...) are computed here from exact sums, so the
 //! query side and the tests share one definition.
 
+use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::campaign::{Campaign, Goals, Kpi};
 use crate::input::double_option;
-use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::{domain_events, Money, ProjectSlug, ValidationErrors};
-use std::convert::Infallible;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use uuid::Uuid;
 
 /// Every analytics record stream is named `analytics-<record uuid>`.
@@ -453,7 +453,12 @@ impl Aggregate for AnalyticsRecordState {
         })])
     }
 
-    fn evolve(state: &mut Option<Self>, event: &AnalyticsEvent, at: Recorded, _: &()) -> Result<(), Infallible> {
+    fn evolve(
+        state: &mut Option<Self>,
+        event: &AnalyticsEvent,
+        at: Recorded,
+        _: &(),
+    ) -> Result<(), Infallible> {
         let AnalyticsEvent::Recorded(e) = event;
         *state = Some(AnalyticsRecordState {
             id: e.record_id,

@@ -6,13 +6,13 @@
 
 use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::input::{check_optional_text, check_text, double_option};
-use std::convert::Infallible;
 use crate::{domain_events, Money, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
+use std::convert::Infallible;
 use uuid::Uuid;
 
 /// Every campaign event stream is named `campaign-<uuid>`.
@@ -532,7 +532,11 @@ impl Aggregate for CampaignState {
     type Context = ();
     type FoldError = Infallible;
 
-    fn decide(root: &Campaign, command: CampaignCommand, _: &()) -> Result<Vec<CampaignEvent>, CampaignError> {
+    fn decide(
+        root: &Campaign,
+        command: CampaignCommand,
+        _: &(),
+    ) -> Result<Vec<CampaignEvent>, CampaignError> {
         match command {
             CampaignCommand::Create {
                 campaign_id,
@@ -550,7 +554,12 @@ impl Aggregate for CampaignState {
         }
     }
 
-    fn evolve(state: &mut Option<Self>, event: &CampaignEvent, at: Recorded, _: &()) -> Result<(), Infallible> {
+    fn evolve(
+        state: &mut Option<Self>,
+        event: &CampaignEvent,
+        at: Recorded,
+        _: &(),
+    ) -> Result<(), Infallible> {
         match event {
             CampaignEvent::Created(e) => {
                 *state = Some(CampaignState {

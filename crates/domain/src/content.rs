@@ -6,17 +6,17 @@
 //! ([`MediaRef`]), so the log stays small and a file is stored once however
 //! many items or versions use it.
 
+use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
     optional_datetime, optional_uuid,
 };
-use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::{domain_events, ProjectSlug, ValidationErrors};
-use std::convert::Infallible;
 use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
+use std::convert::Infallible;
 use uuid::Uuid;
 
 /// Every content event stream is named `content-<uuid>`.
@@ -464,7 +464,12 @@ impl Aggregate for ContentState {
         }
     }
 
-    fn evolve(state: &mut Option<Self>, event: &ContentEvent, at: Recorded, _: &()) -> Result<(), Infallible> {
+    fn evolve(
+        state: &mut Option<Self>,
+        event: &ContentEvent,
+        at: Recorded,
+        _: &(),
+    ) -> Result<(), Infallible> {
         match event {
             ContentEvent::Created(e) => {
                 *state = Some(ContentState {

@@ -20,8 +20,8 @@ mod publish;
 pub use crypto::{CryptoError, LeadKey, Sealed};
 pub use publish::{publishable_event, PublishError};
 
-use crate::input::double_option;
 use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::input::double_option;
 use crate::{domain_events, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -448,7 +448,12 @@ impl Aggregate for LeadState {
         }
     }
 
-    fn evolve(state: &mut Option<Self>, event: &LeadEvent, at: Recorded, keys: &LeadKeys) -> Result<(), LeadError> {
+    fn evolve(
+        state: &mut Option<Self>,
+        event: &LeadEvent,
+        at: Recorded,
+        keys: &LeadKeys,
+    ) -> Result<(), LeadError> {
         match event {
             LeadEvent::Created(e) => {
                 let personal = open_created(e, &keys.key)?;
@@ -507,7 +512,13 @@ impl Lead {
         key: &LeadKey,
         nonce: [u8; crypto::NONCE_LEN],
     ) -> Result<Vec<LeadEvent>, LeadError> {
-        self.decide(command, &LeadKeys { key: key.clone(), nonce })
+        self.decide(
+            command,
+            &LeadKeys {
+                key: key.clone(),
+                nonce,
+            },
+        )
     }
 
     /// Folds one event recorded at `recorded_at` as stream version `version`,

@@ -6,16 +6,16 @@
 //! the command side before it asks the task to decide: that needs the campaign's
 //! stream, and the domain does no I/O.
 
+use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
     optional_datetime, optional_uuid,
 };
-use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::{domain_events, ProjectSlug, ValidationErrors};
-use std::convert::Infallible;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::convert::Infallible;
 use uuid::Uuid;
 
 /// Every task event stream is named `task-<uuid>`.

@@ -1,4 +1,6 @@
-//! The OpenAPI document, generated from the handlers' annotations.
+//! The OpenAPI document: the information and tags here, and every path from the
+//! routers themselves (`command_api::openapi`, `query_api::openapi`), where each
+//! route is declared once together with its entry.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -12,36 +14,6 @@ use utoipa::{Modify, OpenApi};
                        All endpoints take `Authorization: Bearer <key>`; errors are \
                        `{\"message\": ...}` JSON; lists are `{data, has_more, next_cursor}`."
     ),
-    paths(
-        command_api::campaigns::create,
-        command_api::campaigns::update,
-        command_api::campaigns::change_status,
-        command_api::campaigns::delete,
-        query_api::campaigns::list,
-        query_api::campaigns::get_one,
-        query_api::history::history,
-        command_api::tasks::create,
-        command_api::tasks::update,
-        command_api::tasks::delete,
-        query_api::tasks::list,
-        query_api::tasks::get_one,
-        command_api::content::create,
-        command_api::content::update,
-        command_api::content::delete,
-        query_api::content::list,
-        query_api::content::get_one,
-        query_api::content::download_media,
-        command_api::analytics::track,
-        query_api::analytics::rows,
-        query_api::analytics::summary,
-        command_api::leads::create,
-        command_api::leads::update,
-        command_api::leads::delete,
-        command_api::leads::import::import,
-        query_api::leads::list,
-        query_api::leads::get_one,
-        query_api::leads::export,
-    ),
     modifiers(&BearerAuth),
     tags(
         (name = "campaigns", description = "Campaign management"),
@@ -53,6 +25,15 @@ use utoipa::{Modify, OpenApi};
     )
 )]
 pub struct ApiDoc;
+
+/// The whole document, whatever role this process serves: a client of a split
+/// deployment sees one API.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(command_api::openapi());
+    doc.merge(query_api::openapi());
+    doc
+}
 
 struct BearerAuth;
 

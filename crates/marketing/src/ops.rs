@@ -1,6 +1,6 @@
 //! Endpoints outside the base path: health, readiness, metrics, OpenAPI.
 
-use crate::openapi::ApiDoc;
+use crate::openapi;
 use crate::telemetry::metrics_handle;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -12,7 +12,6 @@ use deadpool_postgres::Pool;
 use event_store::EventStore;
 use serde_json::json;
 use std::sync::Arc;
-use utoipa::OpenApi;
 
 #[derive(Clone)]
 pub struct OpsState {
@@ -93,5 +92,5 @@ async fn refresh_log_gauges(state: &OpsState) -> anyhow::Result<()> {
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(openapi::document())
 }

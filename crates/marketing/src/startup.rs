@@ -220,7 +220,7 @@ impl Application {
             }));
         }
         let router = Router::new()
-            .nest(web::BASE_PATH, api)
+            .merge(api)
             .merge(ops::router(ops::OpsState { pool, store }));
         let timeouts = web::middleware::RequestTimeouts {
             default: config.request_timeout(),

@@ -9,9 +9,10 @@ pub mod leads;
 pub mod tasks;
 
 use axum::extract::FromRef;
-use axum::routing::get;
 use axum::Router;
 use deadpool_postgres::Pool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use web::ApiKeys;
 
 /// A response whose body is JSON text already serialized: stored resources go
@@ -57,31 +58,33 @@ impl FromRef<QueryState> for ApiKeys {
     }
 }
 
-/// The read routes, relative to the base path.
-pub fn router(state: QueryState) -> Router {
-    Router::new()
-        .route("/campaigns", get(campaigns::list))
-        .route("/campaigns/{campaign_id}", get(campaigns::get_one))
-        .route("/campaigns/{campaign_id}/history", get(history::history))
-        .route("/campaigns/{campaign_id}/tasks", get(tasks::list))
-        .route("/campaigns/{campaign_id}/tasks/{task_id}", get(tasks::get_one))
-        .route("/campaigns/{campaign_id}/content", get(content::list))
-        .route(
-            "/campaigns/{campaign_id}/content/{content_id}",
-            get(content::get_one),
-        )
-        .route(
-            "/campaigns/{campaign_id}/content/{content_id}/media",
-            get(content::download_media),
-        )
-        .route("/campaigns/{campaign_id}/analytics", get(analytics::rows))
-        .route(
-            "/campaigns/{campaign_id}/analytics/summary",
-            get(analytics::summary),
-        )
-        .route("/campaigns/{campaign_id}/leads", get(leads::list))
+/// Each read route, declared once with its OpenAPI entry (see
+/// `command_api::router` for why `routes!`).
+fn routes() -> OpenApiRouter<QueryState> {
+    OpenApiRouter::default()
+        .routes(routes!(campaigns::list))
+        .routes(routes!(campaigns::get_one))
+        .routes(routes!(history::history))
+        .routes(routes!(tasks::list))
+        .routes(routes!(tasks::get_one))
+        .routes(routes!(content::list))
+        .routes(routes!(content::get_one))
+        .routes(routes!(content::download_media))
+        .routes(routes!(analytics::rows))
+        .routes(routes!(analytics::summary))
+        .routes(routes!(leads::list))
         // A static segment wins over `{lead_id}`, so this is never read as a lead id.
-        .route("/campaigns/{campaign_id}/leads/export", get(leads::export))
-        .route("/campaigns/{campaign_id}/leads/{lead_id}", get(leads::get_one))
-        .with_state(state)
+        .routes(routes!(leads::export))
+        .routes(routes!(leads::get_one))
+}
+
+/// The OpenAPI entries of every read route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// The read routes, at their full paths.
+pub fn router(state: QueryState) -> Router {
+    let (router, _) = routes().split_for_parts();
+    router.with_state(state)
 }

@@ -18,10 +18,10 @@
 //! statement for the whole batch). A slow stage slows the others down instead
 //! of queueing data.
 
-use super::{check_campaign, metadata, wait_for_read_models, CAMPAIGN_NOT_FOUND};
+use crate::kernel::{Writer, CAMPAIGN_NOT_FOUND};
 use crate::CommandState;
 use axum::extract::multipart::{Field, MultipartRejection};
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, Path};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,8 +41,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
-use web::extract::{parse_id, RequestId};
-use web::{ApiError, Caller};
+use web::extract::parse_id;
+use web::ApiError;
 
 /// The route's path suffix, for its own request timeout (see `web::middleware`).
 pub const PATH_SUFFIX: &str = "/leads/import";
@@ -209,14 +209,13 @@ struct ImportContext {
     security(("bearer" = []))
 )]
 pub async fn import(
-    State(state): State<CommandState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
+    writer: Writer,
     Path(campaign_id): Path<String>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+    let state = writer.state().clone();
     let limits = state.lead_import;
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -231,7 +230,7 @@ pub async fn import(
             rejection.body_text()
         ))
     })?;
-    check_campaign(&state, &caller, campaign_id).await?;
+    writer.campaign(campaign_id).await?;
 
     let started = std::time::Instant::now();
     let field = loop {
@@ -253,11 +252,11 @@ pub async fn import(
         }
     };
 
-    let mut import_metadata = metadata(&caller, &request_id);
+    let mut import_metadata = writer.metadata(campaign_id);
     import_metadata["import_id"] = json!(Uuid::now_v7());
     let context = ImportContext {
         campaign_id,
-        project: caller.project.clone(),
+        project: writer.caller().project.clone(),
         metadata: import_metadata,
         max_rows: limits.max_rows,
     };
@@ -295,7 +294,9 @@ pub async fn import(
     report.duplicate_rows.sort_by_key(|row| row.line);
     let written_after = started.elapsed();
     if let Some(position) = written.last_position {
-        wait_for_read_models(&state, position, READ_MODEL_WAIT).await;
+        writer
+            .wait_for_read_models_within(position, READ_MODEL_WAIT)
+            .await;
     }
     tracing::info!(
         %campaign_id,

@@ -3,9 +3,9 @@
 //! No I/O anywhere.
 
 use super::*;
-use crate::DomainEvent;
 use crate::campaign::{CampaignCommand, CampaignEvent, CreateCampaign};
 use crate::input::from_json_slice;
+use crate::DomainEvent;
 use chrono::TimeZone;
 use proptest::prelude::*;
 use std::str::FromStr;

@@ -1,8 +1,8 @@
 //! Given events, when a command, then events (or an error). No I/O anywhere.
 
 use super::*;
-use crate::{DecodeError, DomainEvent};
 use crate::input::from_json_slice;
+use crate::{DecodeError, DomainEvent};
 use chrono::TimeZone;
 use proptest::prelude::*;
 

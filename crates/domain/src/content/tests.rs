@@ -1,8 +1,8 @@
 //! Given events, when a command, then events (or an error). No I/O anywhere.
 
 use super::*;
-use crate::DomainEvent;
 use crate::input::{from_json_slice, from_json_value};
+use crate::DomainEvent;
 use chrono::TimeZone;
 use proptest::prelude::*;
 use serde_json::json;
