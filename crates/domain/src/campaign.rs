@@ -731,65 +731,61 @@ pub fn validate_details(d: &CampaignDetails) -> Result<(), ValidationErrors> {
         }
     }
     if let Some(audience) = &d.target_audience {
-        if let Some([min, max]) = audience.age_range {
-            if min > max || max > AGE_MAX {
-                errors.add(
-                    "target_audience.age_range",
-                    format!("target_audience.age_range must be [min, max] with min <= max <= {AGE_MAX}"),
-                );
-            }
-        }
-        check_labels(&mut errors, "target_audience.gender", &audience.gender);
-        check_labels(&mut errors, "target_audience.locations", &audience.locations);
-        check_labels(&mut errors, "target_audience.interests", &audience.interests);
+        check_audience(&mut errors, audience);
     }
     if let Some(goals) = &d.goals {
-        check_optional_text(
-            &mut errors,
-            "goals.primary",
-            goals.primary.as_deref(),
-            DESCRIPTION_MAX,
-        );
-        check_labels(&mut errors, "goals.secondary", &goals.secondary);
-        check_len(&mut errors, "goals.kpis", goals.kpis.len());
-        for (i, kpi) in goals.kpis.iter().enumerate() {
-            check_text(
-                &mut errors,
-                &format!("goals.kpis[{i}].metric"),
-                &kpi.metric,
-                LABEL_MAX,
+        check_goals(&mut errors, goals);
+    }
+    check_channels(&mut errors, &d.channels, d.total_budget);
+    check_kpis(&mut errors, &d.kpis);
+    errors.into_result(())
+}
+
+fn check_audience(errors: &mut ValidationErrors, audience: &TargetAudience) {
+    if let Some([min, max]) = audience.age_range {
+        if min > max || max > AGE_MAX {
+            errors.add(
+                "target_audience.age_range",
+                format!("target_audience.age_range must be [min, max] with min <= max <= {AGE_MAX}"),
             );
-            check_amount(&mut errors, &format!("goals.kpis[{i}].target"), kpi.target);
-            check_amount(&mut errors, &format!("goals.kpis[{i}].current"), kpi.current);
         }
     }
-    check_len(&mut errors, "channels", d.channels.len());
+    check_labels(errors, "target_audience.gender", &audience.gender);
+    check_labels(errors, "target_audience.locations", &audience.locations);
+    check_labels(errors, "target_audience.interests", &audience.interests);
+}
+
+fn check_goals(errors: &mut ValidationErrors, goals: &Goals) {
+    check_optional_text(errors, "goals.primary", goals.primary.as_deref(), DESCRIPTION_MAX);
+    check_labels(errors, "goals.secondary", &goals.secondary);
+    check_len(errors, "goals.kpis", goals.kpis.len());
+    for (i, kpi) in goals.kpis.iter().enumerate() {
+        check_text(errors, &format!("goals.kpis[{i}].metric"), &kpi.metric, LABEL_MAX);
+        check_amount(errors, &format!("goals.kpis[{i}].target"), kpi.target);
+        check_amount(errors, &format!("goals.kpis[{i}].current"), kpi.current);
+    }
+}
+
+/// Each channel, and that their budget allocations fit in the total budget.
+fn check_channels(errors: &mut ValidationErrors, channels: &[Channel], total: Option<Money>) {
+    check_len(errors, "channels", channels.len());
     let mut allocated = Decimal::ZERO;
-    for (i, channel) in d.channels.iter().enumerate() {
+    for (i, channel) in channels.iter().enumerate() {
+        check_text(errors, &format!("channels[{i}].name"), &channel.name, LABEL_MAX);
         check_text(
-            &mut errors,
-            &format!("channels[{i}].name"),
-            &channel.name,
-            LABEL_MAX,
-        );
-        check_text(
-            &mut errors,
+            errors,
             &format!("channels[{i}].type"),
             &channel.channel_type,
             LABEL_MAX,
         );
         check_optional_text(
-            &mut errors,
+            errors,
             &format!("channels[{i}].platform"),
             channel.platform.as_deref(),
             LABEL_MAX,
         );
         if let Some(allocation) = channel.budget_allocation {
-            check_amount(
-                &mut errors,
-                &format!("channels[{i}].budget_allocation"),
-                allocation,
-            );
+            check_amount(errors, &format!("channels[{i}].budget_allocation"), allocation);
             allocated += allocation.amount().min(crate::money::MAX_AMOUNT);
         }
         if let (Some(start), Some(end)) = (channel.start_date, channel.end_date) {
@@ -801,7 +797,7 @@ pub fn validate_details(d: &CampaignDetails) -> Result<(), ValidationErrors> {
             }
         }
     }
-    if let Some(total) = d.total_budget {
+    if let Some(total) = total {
         if allocated > total.amount() {
             errors.add(
                 "channels",
@@ -809,19 +805,16 @@ pub fn validate_details(d: &CampaignDetails) -> Result<(), ValidationErrors> {
             );
         }
     }
-    check_len(&mut errors, "kpis", d.kpis.len());
-    for (i, kpi) in d.kpis.iter().enumerate() {
-        check_text(&mut errors, &format!("kpis[{i}].name"), &kpi.name, LABEL_MAX);
-        check_amount(&mut errors, &format!("kpis[{i}].target"), kpi.target);
-        check_amount(&mut errors, &format!("kpis[{i}].current"), kpi.current);
-        check_optional_text(
-            &mut errors,
-            &format!("kpis[{i}].unit"),
-            kpi.unit.as_deref(),
-            LABEL_MAX,
-        );
+}
+
+fn check_kpis(errors: &mut ValidationErrors, kpis: &[Kpi]) {
+    check_len(errors, "kpis", kpis.len());
+    for (i, kpi) in kpis.iter().enumerate() {
+        check_text(errors, &format!("kpis[{i}].name"), &kpi.name, LABEL_MAX);
+        check_amount(errors, &format!("kpis[{i}].target"), kpi.target);
+        check_amount(errors, &format!("kpis[{i}].current"), kpi.current);
+        check_optional_text(errors, &format!("kpis[{i}].unit"), kpi.unit.as_deref(), LABEL_MAX);
     }
-    errors.into_result(())
 }
 
 fn check_amount(errors: &mut ValidationErrors, field: &str, amount: Money) {

@@ -533,27 +533,7 @@ fn update(state: &ContentState, input: ContentUpdateInput) -> Result<Vec<Content
         }
         other => changed(other.flatten(), &state.status),
     };
-    let media = match (new_media, fields.media) {
-        (Some(_), Some(_)) => {
-            invalid.add("media", "send either a media file or \"media\": null, not both");
-            None
-        }
-        (Some(uploaded), None) => changed(Some(Some(uploaded)), &state.media),
-        (None, Some(None)) => changed(Some(None), &state.media),
-        (None, Some(Some(echo))) => {
-            // An echoed resource names the current file: no change. Anything
-            // else would be a file reference we never checked.
-            let current_sha = state.media.as_ref().map(|m| m.sha256.as_str());
-            if echo.get("sha256").and_then(Value::as_str) != current_sha || current_sha.is_none() {
-                invalid.add(
-                    "media",
-                    "media can only be uploaded as the multipart file field `media`, or removed with null",
-                );
-            }
-            None
-        }
-        (None, None) => None,
-    };
+    let media = media_change(&mut invalid, state, new_media, fields.media);
     if !invalid.is_empty() {
         return Err(ContentError::Invalid(invalid));
     }
@@ -591,6 +571,38 @@ fn update(state: &ContentState, input: ContentUpdateInput) -> Result<Vec<Content
         }));
     }
     Ok(events)
+}
+
+/// What an update does to the media: a new upload, a removal (`null`), or
+/// nothing (absent, or the current file echoed back).
+fn media_change(
+    invalid: &mut ValidationErrors,
+    state: &ContentState,
+    uploaded: Option<MediaRef>,
+    field: Option<Option<Value>>,
+) -> Option<Option<MediaRef>> {
+    let changed = |new: Option<MediaRef>| (new != state.media).then_some(new);
+    match (uploaded, field) {
+        (Some(_), Some(_)) => {
+            invalid.add("media", "send either a media file or \"media\": null, not both");
+            None
+        }
+        (Some(uploaded), None) => changed(Some(uploaded)),
+        (None, Some(None)) => changed(None),
+        (None, Some(Some(echo))) => {
+            // An echoed resource names the current file: no change. Anything
+            // else would be a file reference we never checked.
+            let current_sha = state.media.as_ref().map(|m| m.sha256.as_str());
+            if echo.get("sha256").and_then(Value::as_str) != current_sha || current_sha.is_none() {
+                invalid.add(
+                    "media",
+                    "media can only be uploaded as the multipart file field `media`, or removed with null",
+                );
+            }
+            None
+        }
+        (None, None) => None,
+    }
 }
 
 fn apply_changes(state: &mut ContentState, changes: &ContentChanges) {

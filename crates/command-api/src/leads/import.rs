@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use domain::lead::{self, created_event, validate_create, CreateLead, LeadKey, LeadStatus};
+use domain::lead::{self, created_event, validate_create, CreateLead, LeadKey, LeadStatus, ValidLead};
 use domain::{DomainEvent, ProjectSlug};
 use event_store::{ExpectedVersion, LogPosition, NewEvent, StreamAppend};
 use lead_vault::{email_digest, generate_key, generate_nonce, NewLeadEntry};
@@ -215,8 +215,7 @@ pub async fn import(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let state = writer.state().clone();
-    let limits = state.lead_import;
+    let limits = writer.state().lead_import;
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -231,18 +230,12 @@ pub async fn import(
         ))
     })?;
     writer.campaign(campaign_id).await?;
-
     let started = std::time::Instant::now();
     let field = loop {
         match multipart.next_field().await {
             Ok(Some(field)) if field.name() == Some("file") => break field,
             Ok(Some(_)) => continue,
-            Ok(None) => {
-                return Err(ApiError::bad_request(
-                    "file",
-                    "file is required: send the CSV as the multipart field `file`",
-                ))
-            }
+            Ok(None) => return Err(ApiError::bad_request("file", NO_FILE)),
             Err(e) => {
                 return Err(ApiError::bad_request(
                     "file",
@@ -251,47 +244,21 @@ pub async fn import(
             }
         }
     };
-
-    let mut import_metadata = writer.metadata(campaign_id);
-    import_metadata["import_id"] = json!(Uuid::now_v7());
+    let mut metadata = writer.metadata(campaign_id);
+    metadata["import_id"] = json!(Uuid::now_v7());
     let context = ImportContext {
         campaign_id,
         project: writer.caller().project.clone(),
-        metadata: import_metadata,
+        metadata,
         max_rows: limits.max_rows,
     };
-    let (chunk_tx, chunk_rx) = mpsc::channel::<io::Result<Chunk>>(8);
-    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(2);
-    let parser = tokio::task::spawn_blocking(move || parse(chunk_rx, batch_tx, &context));
-    let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|_| tokio::spawn(write_batches(state.clone(), batch_rx.clone(), campaign_id)))
-        .collect();
-    let upload_end = forward(field, chunk_tx, limits.max_bytes).await;
-
-    let parsed = parser.await.map_err(ApiError::internal)??;
-    let mut written = Written::default();
-    for writer in writers {
-        written.merge(writer.await.map_err(ApiError::internal)??);
-    }
-    let mut report = parsed.report;
-    report.imported = written.imported;
-    report.duplicates += written.duplicate_count;
-    if written.duplicate_count > written.duplicates.len() as u64 {
-        report.truncated = true;
-    }
-    for (line, message) in written.duplicates {
-        push_bounded(
-            &mut report.duplicate_rows,
-            &mut report.truncated,
-            RowError {
-                line,
-                field: Some("email".into()),
-                message,
-            },
-        );
-    }
-    report.duplicate_rows.sort_by_key(|row| row.line);
+    let (upload_end, parsed, written) = run(writer.state(), field, context, limits.max_bytes).await?;
+    let report = merge_report(
+        parsed.report,
+        written.duplicates,
+        written.duplicate_count,
+        written.imported,
+    );
     let written_after = started.elapsed();
     if let Some(position) = written.last_position {
         writer
@@ -312,8 +279,79 @@ pub async fn import(
     metrics::counter!("marketing_lead_import_rows_total", "outcome" => "duplicate")
         .increment(report.duplicates);
     metrics::counter!("marketing_lead_import_rows_total", "outcome" => "failed").increment(report.failed);
+    let ending = Ending {
+        upload: upload_end,
+        row_limit_reached: parsed.row_limit_reached,
+        stopped: parsed.stopped,
+    };
+    Ok(respond(report, ending, limits))
+}
 
-    let (status, message) = match (upload_end, parsed.row_limit_reached, parsed.stopped) {
+const NO_FILE: &str = "file is required: send the CSV as the multipart field `file`";
+
+/// The pipeline: the upload forwarded in chunks to the parser thread, whose
+/// batches [`WRITERS`] writers append concurrently.
+async fn run(
+    state: &CommandState,
+    field: Field<'_>,
+    context: ImportContext,
+    max_bytes: u64,
+) -> Result<(Option<UploadEnd>, ParseOutcome, Written), ApiError> {
+    let campaign_id = context.campaign_id;
+    let (chunk_tx, chunk_rx) = mpsc::channel::<io::Result<Chunk>>(8);
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(2);
+    let parser = tokio::task::spawn_blocking(move || parse(chunk_rx, batch_tx, &context));
+    let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| tokio::spawn(write_batches(state.clone(), batch_rx.clone(), campaign_id)))
+        .collect();
+    let upload_end = forward(field, chunk_tx, max_bytes).await;
+    let parsed = parser.await.map_err(ApiError::internal)??;
+    let mut written = Written::default();
+    for writer in writers {
+        written.merge(writer.await.map_err(ApiError::internal)??);
+    }
+    Ok((upload_end, parsed, written))
+}
+
+/// The parser's report with the writers' duplicates (found by the claim index)
+/// merged in, in line order.
+fn merge_report(
+    mut report: ImportReport,
+    duplicates: Vec<(u64, String)>,
+    duplicate_count: u64,
+    imported: u64,
+) -> ImportReport {
+    report.imported = imported;
+    report.duplicates += duplicate_count;
+    if duplicate_count > duplicates.len() as u64 {
+        report.truncated = true;
+    }
+    for (line, message) in duplicates {
+        push_bounded(
+            &mut report.duplicate_rows,
+            &mut report.truncated,
+            RowError {
+                line,
+                field: Some("email".into()),
+                message,
+            },
+        );
+    }
+    report.duplicate_rows.sort_by_key(|row| row.line);
+    report
+}
+
+/// How the import ended, besides its rows.
+struct Ending {
+    upload: Option<UploadEnd>,
+    row_limit_reached: bool,
+    stopped: Option<String>,
+}
+
+/// The report, as a 200, or inside the error that ended the import early.
+fn respond(report: ImportReport, ending: Ending, limits: ImportLimits) -> Response {
+    let (status, message) = match (ending.upload, ending.row_limit_reached, ending.stopped) {
         (Some(UploadEnd::TooLarge), _, _) => (
             StatusCode::PAYLOAD_TOO_LARGE,
             Some(too_large_file(limits).to_string()),
@@ -334,7 +372,7 @@ pub async fn import(
         (None, false, Some(reason)) => (StatusCode::BAD_REQUEST, Some(reason)),
         (None, false, None) => (StatusCode::OK, None),
     };
-    Ok(match message {
+    match message {
         None => (status, Json(report)).into_response(),
         Some(message) => {
             let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -348,7 +386,7 @@ pub async fn import(
             )
                 .into_response()
         }
-    })
+    }
 }
 
 fn too_large_file(limits: ImportLimits) -> ApiError {
@@ -628,37 +666,8 @@ fn parse(
     batches: mpsc::Sender<Batch>,
     context: &ImportContext,
 ) -> Result<ParseOutcome, ApiError> {
-    let record_bytes = Rc::new(Cell::new(0));
-    let lines = Rc::new(std::cell::RefCell::new(Lines::default()));
-    let source = ChunkReader {
-        chunks,
-        current: Bytes::new(),
-        ended: false,
-        record_bytes: record_bytes.clone(),
-        lines: lines.clone(),
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(source);
-    let mut record = csv::ByteRecord::new();
-    let unreadable = |e: csv::Error| -> String {
-        let line = e.position().map_or(String::new(), |p| {
-            format!("line {}: ", lines.borrow_mut().line_of(p.byte()))
-        });
-        format!("{line}cannot read the file: {}", io_cause(&e))
-    };
-    let has_header = reader
-        .read_byte_record(&mut record)
-        .map_err(|e| ApiError::bad_request("file", unreadable(e)))?;
-    if !has_header {
-        return Err(ApiError::bad_request(
-            "file",
-            "the file is not a lead CSV: it is empty; expected a header row with an `email` column",
-        ));
-    }
-    let columns = map_header(&record)?;
-
+    let mut csv = CsvSource::new(chunks);
+    let columns = csv.header()?;
     let mut outcome = ParseOutcome {
         report: ImportReport::default(),
         row_limit_reached: false,
@@ -669,48 +678,22 @@ fn parse(
     // index catches them when the later batch is written.
     let mut batch_emails: HashMap<Vec<u8>, u64> = HashMap::with_capacity(BATCH_ROWS);
     loop {
-        record_bytes.set(0);
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                outcome.stopped = Some(unreadable(e));
+        let line = match csv.next_row() {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(reason) => {
+                outcome.stopped = Some(reason);
                 break;
             }
-        }
-        // A line with nothing on it is not a row.
-        if record.len() == 1 && record[0].is_empty() {
-            continue;
-        }
+        };
         if outcome.report.rows == context.max_rows {
             outcome.row_limit_reached = true;
             break;
         }
         outcome.report.rows += 1;
-        let line = lines
-            .borrow_mut()
-            .line_of(record.position().map_or(0, |p| p.byte()));
-        let input = match row_to_input(&columns, &record) {
-            Ok(input) => input,
-            Err((field, message)) => {
-                let message = match &field {
-                    Some(f) if !message.starts_with(f.as_str()) => format!("{f} {message}"),
-                    _ => message,
-                };
-                outcome.report.fail(line, field, message);
-                continue;
-            }
-        };
-        let valid = match validate_create(input) {
+        let valid = match valid_row(&columns, &csv.record) {
             Ok(valid) => valid,
-            Err(errors) => {
-                let field = errors.first().map(|e| e.field.clone());
-                let message = errors
-                    .0
-                    .iter()
-                    .map(|e| e.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ");
+            Err((field, message)) => {
                 outcome.report.fail(line, field, message);
                 continue;
             }
@@ -723,31 +706,7 @@ fn parse(
             continue;
         }
         batch_emails.insert(digest.clone(), line);
-        let lead_id = Uuid::now_v7();
-        let key = generate_key();
-        let event = created_event(
-            lead_id,
-            context.campaign_id,
-            context.project.clone(),
-            valid,
-            &key,
-            generate_nonce(),
-        );
-        batch.push(PreparedLead {
-            lead_id,
-            line,
-            email_digest: digest,
-            key,
-            event: NewEvent {
-                event_id: Uuid::now_v7(),
-                event_type: event.event_type().to_owned(),
-                schema_version: event.schema_version(),
-                data: event.to_data(),
-                metadata: context.metadata.clone(),
-                // Set by the writer when the batch is appended.
-                recorded_at: chrono::DateTime::<chrono::Utc>::MIN_UTC,
-            },
-        });
+        batch.push(prepare(context, line, digest, valid));
         if batch.len() == BATCH_ROWS {
             batch_emails.clear();
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
@@ -761,6 +720,129 @@ fn parse(
         let _ = batches.blocking_send(Batch { leads: batch });
     }
     Ok(outcome)
+}
+
+/// The upload as CSV records, each with the line it starts on.
+struct CsvSource {
+    reader: csv::Reader<ChunkReader>,
+    record: csv::ByteRecord,
+    record_bytes: Rc<Cell<usize>>,
+    lines: Rc<std::cell::RefCell<Lines>>,
+}
+
+impl CsvSource {
+    fn new(chunks: mpsc::Receiver<io::Result<Chunk>>) -> Self {
+        let record_bytes = Rc::new(Cell::new(0));
+        let lines = Rc::new(std::cell::RefCell::new(Lines::default()));
+        let source = ChunkReader {
+            chunks,
+            current: Bytes::new(),
+            ended: false,
+            record_bytes: record_bytes.clone(),
+            lines: lines.clone(),
+        };
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(source);
+        Self {
+            reader,
+            record: csv::ByteRecord::new(),
+            record_bytes,
+            lines,
+        }
+    }
+
+    fn unreadable(&self, e: csv::Error) -> String {
+        let line = e.position().map_or(String::new(), |p| {
+            format!("line {}: ", self.lines.borrow_mut().line_of(p.byte()))
+        });
+        format!("{line}cannot read the file: {}", io_cause(&e))
+    }
+
+    /// The header row, mapped to columns.
+    fn header(&mut self) -> Result<Vec<Column>, ApiError> {
+        let has_header = match self.reader.read_byte_record(&mut self.record) {
+            Ok(has) => has,
+            Err(e) => return Err(ApiError::bad_request("file", self.unreadable(e))),
+        };
+        if !has_header {
+            return Err(ApiError::bad_request(
+                "file",
+                "the file is not a lead CSV: it is empty; expected a header row with an `email` column",
+            ));
+        }
+        map_header(&self.record)
+    }
+
+    /// Reads the next non-blank record into `self.record`: its line, `None`
+    /// at the end, or why the file cannot be read further.
+    fn next_row(&mut self) -> Result<Option<u64>, String> {
+        loop {
+            self.record_bytes.set(0);
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(false) => return Ok(None),
+                Ok(true) => {}
+                Err(e) => return Err(self.unreadable(e)),
+            }
+            // A line with nothing on it is not a row.
+            if self.record.len() == 1 && self.record[0].is_empty() {
+                continue;
+            }
+            let offset = self.record.position().map_or(0, |p| p.byte());
+            return Ok(Some(self.lines.borrow_mut().line_of(offset)));
+        }
+    }
+}
+
+/// One record as a valid lead, or the field and message of the first problem.
+fn valid_row(columns: &[Column], record: &csv::ByteRecord) -> Result<ValidLead, (Option<String>, String)> {
+    let input = row_to_input(columns, record).map_err(|(field, message)| {
+        let message = match &field {
+            Some(f) if !message.starts_with(f.as_str()) => format!("{f} {message}"),
+            _ => message,
+        };
+        (field, message)
+    })?;
+    validate_create(input).map_err(|errors| {
+        let field = errors.first().map(|e| e.field.clone());
+        let message = errors
+            .0
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        (field, message)
+    })
+}
+
+/// A valid row sealed with a new key, ready for the writer.
+fn prepare(context: &ImportContext, line: u64, email_digest: Vec<u8>, valid: ValidLead) -> PreparedLead {
+    let lead_id = Uuid::now_v7();
+    let key = generate_key();
+    let event = created_event(
+        lead_id,
+        context.campaign_id,
+        context.project.clone(),
+        valid,
+        &key,
+        generate_nonce(),
+    );
+    PreparedLead {
+        lead_id,
+        line,
+        email_digest,
+        key,
+        event: NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: event.event_type().to_owned(),
+            schema_version: event.schema_version(),
+            data: event.to_data(),
+            metadata: context.metadata.clone(),
+            // Set by the writer when the batch is appended.
+            recorded_at: chrono::DateTime::<chrono::Utc>::MIN_UTC,
+        },
+    }
 }
 
 fn io_cause(error: &csv::Error) -> String {
