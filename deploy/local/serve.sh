@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole service on this machine, with no Docker: starts Postgres if it
 # is down, builds the release binary, and runs `marketing serve` (which creates
-# the database if needed and applies migrations). Defaults come from DESIGN.md:
+# the database if needed and applies migrations). Defaults (docs/operations.md):
 # DATABASE_URL=postgres://postgres@127.0.0.1:5432/marketing, LISTEN_ADDR=127.0.0.1:8080.
 # Set KAFKA_BROKERS to also publish events to Kafka.
 set -euo pipefail

@@ -72,7 +72,7 @@ impl CampaignStatus {
         matches!(self, Self::Completed | Self::Cancelled)
     }
 
-    /// The transition table of DESIGN.md section 6. Staying in the same status is
+    /// The transition table (docs/api-design.md, "Requests"). Staying in the same status is
     /// not a transition.
     pub fn can_become(self, next: Self) -> bool {
         use CampaignStatus::*;

@@ -2,7 +2,8 @@
 //!
 //! [`EventStore`] is what the rest of the system sees: append to a stream with an
 //! expected version, read one stream, and follow the whole log in a stable order.
-//! [`PgEventStore`] implements it on Postgres and upholds DESIGN.md section 3:
+//! [`PgEventStore`] implements it on Postgres and upholds the log's invariants
+//! (docs/architecture.md, "The event log"):
 //!
 //! * optimistic concurrency by a unique `(stream_id, version)` index, not locks;
 //! * idempotent appends by a unique `event_id`;

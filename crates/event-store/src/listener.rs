@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-/// The channel the events table's trigger notifies.
+/// The channel writers notify after they commit (`EventStore::notify_committed`).
 pub const EVENTS_CHANNEL: &str = "marketing_events";
 
 /// A ticking counter: every tick means "new events may be readable".

@@ -415,8 +415,10 @@ fn violated_stream<'a>(appends: &'a [StreamAppend], error: &tokio_postgres::Erro
 /// (version conflict, an event id already stored) leaves the transaction
 /// aborted: roll it back and decide whether to retry. Unlike [`EventStore::append_many`]
 /// this does not recognise a retried append; callers that derive event ids
-/// check the stream themselves. After commit, call `Wakeups::notify` for
-/// in-process readers (the `NOTIFY` trigger covers other processes).
+/// check the stream themselves. After commit, call
+/// [`EventStore::notify_committed`]: it wakes the readers in this process and
+/// sends the coalesced `NOTIFY` that wakes the others (nothing is sent from
+/// inside the transaction, see `Notifier`).
 pub async fn append_in_transaction(
     tx: &deadpool_postgres::Transaction<'_>,
     appends: &[StreamAppend],

@@ -1,4 +1,5 @@
-//! The event log's invariants (DESIGN.md section 3), against a real Postgres.
+//! The event log's invariants (docs/architecture.md, "The event log"), against a
+//! real Postgres.
 
 use chrono::Utc;
 use event_store::{

@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md section 8).
+//! The command line (docs/operations.md).
 
 use crate::config::Config;
 use crate::startup::{ensure_database, migrate, Application, Role};

@@ -1,4 +1,4 @@
-//! Typed configuration from the environment (DESIGN.md section 8), with
+//! Typed configuration from the environment (docs/operations.md), with
 //! defaults that work on a fresh machine.
 
 use clap::{Args, ValueEnum};
@@ -73,7 +73,8 @@ pub struct Config {
     #[arg(long, env = "KAFKA_STALL_TIMEOUT_MS", default_value_t = 10_000, global = true)]
     pub kafka_stall_timeout_ms: u64,
 
-    /// `esdb://` or `kurrentdb://` URL selects that event-store backend.
+    /// Reserved for the KurrentDB backend (`esdb://` or `kurrentdb://`), which
+    /// this build does not have yet: setting it is refused at start-up.
     #[arg(long, env = "EVENT_STORE_URL", global = true)]
     pub event_store_url: Option<String>,
 

@@ -3,7 +3,7 @@
 //!
 //! Lead events hold personal data (name, email, phone, notes, custom fields)
 //! encrypted with a per-lead key; deleting a lead destroys its key
-//! (crypto-shredding, DESIGN.md section 7). The rule for the publisher:
+//! (crypto-shredding, docs/leads.md). The rule for the publisher:
 //!
 //! > Personal data is published decrypted only if the lead's key still exists at
 //! > the moment the record is handed to the producer. Once the key is gone, every

@@ -1,4 +1,4 @@
-//! The Kafka relay (DESIGN.md section 5): follows the whole event log from its
+//! The Kafka relay (docs/kafka.md): follows the whole event log from its
 //! own checkpoint and produces every campaign-scoped event to the campaigns topic
 //! and every lead event to the leads topic, as CloudEvents in binary mode.
 //!

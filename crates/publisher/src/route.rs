@@ -5,7 +5,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-/// The two topic families of DESIGN.md section 5.
+/// The two topic families (docs/kafka.md, "Routing and keys").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TopicKind {
     /// Everything that happens to a campaign and what belongs to it: one key per

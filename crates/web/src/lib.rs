@@ -1,5 +1,5 @@
 //! HTTP plumbing shared by the command API and the query API, so both speak the
-//! same contract (DESIGN.md section 6): one error type with a JSON envelope,
+//! same contract (docs/api-design.md): one error type with a JSON envelope,
 //! bearer-key authentication scoped to a project, extractors whose rejections use
 //! that envelope, the middleware stack, cursors and idempotent POSTs.
 
