@@ -47,8 +47,10 @@ pub const CUSTOM_FIELDS_MAX: usize = 50;
 pub const CUSTOM_KEY_MAX: usize = 100;
 pub const CUSTOM_VALUE_MAX: usize = 2_000;
 
-/// The columns of a lead, in CSV order. A custom field may not use one of
-/// these names (case-insensitively), or a CSV export could not be imported back.
+/// The columns of a lead, in CSV order: the resource's field names, so the
+/// export reads them from the stored resource and the import sets them with
+/// [`CreateLead::set_field`]. A custom field may not use one of these names
+/// (case-insensitively), or a CSV export could not be imported back.
 pub const STANDARD_FIELDS: [&str; 6] = ["name", "email", "phone", "source", "status", "notes"];
 
 /// Free-form extra attributes: text keys to text values, sorted by key so every
@@ -172,6 +174,31 @@ pub struct CreateLead {
     /// Text values only; an empty value is the same as an absent key.
     #[serde(default)]
     pub custom_fields: Option<CustomFields>,
+}
+
+impl CreateLead {
+    /// Sets one of [`STANDARD_FIELDS`] from a text value (a CSV cell), or says
+    /// why the value cannot be that field. Empty optional values stay empty
+    /// and are cleaned by [`validate_create`].
+    pub fn set_field(&mut self, field: &str, value: String) -> Result<(), String> {
+        match field {
+            "name" => self.name = Some(value),
+            "email" => self.email = value,
+            "phone" => self.phone = Some(value),
+            "source" => self.source = Some(value),
+            "notes" => self.notes = Some(value),
+            "status" => {
+                let trimmed = value.trim();
+                if !trimmed.is_empty() {
+                    let status = LeadStatus::parse(&trimmed.to_lowercase())
+                        .ok_or_else(|| format!("status must be one of {}", LeadStatus::CHOICES))?;
+                    self.status = Some(status);
+                }
+            }
+            other => return Err(format!("{other} is not a lead field")),
+        }
+        Ok(())
+    }
 }
 
 /// Body of `PUT /campaigns/{id}/leads/{lead_id}`: a partial update. Absent fields

@@ -267,12 +267,14 @@ async fn stream_csv(
             .chain(custom.iter().map(String::as_str)),
     )?;
 
+    // The standard columns straight from the stored resource, by name.
+    let standard: Vec<String> = STANDARD_FIELDS.iter().map(|f| format!("body->>'{f}'")).collect();
     let statement = tx
-        .prepare(
-            "SELECT body->>'name', body->>'email', body->>'phone', body->>'source', status,
-                    body->>'notes', (body->'custom_fields')::text
+        .prepare(&format!(
+            "SELECT {}, (body->'custom_fields')::text
              FROM leads WHERE campaign_id = $1 ORDER BY created_at, id",
-        )
+            standard.join(", ")
+        ))
         .await?;
     let portal = tx.bind(&statement, &[&campaign_id]).await?;
     let mut fields: Vec<String> = Vec::with_capacity(STANDARD_FIELDS.len() + custom.len());
@@ -280,10 +282,10 @@ async fn stream_csv(
         let rows = tx.query_portal(&portal, EXPORT_FETCH_ROWS).await?;
         for row in &rows {
             fields.clear();
-            for i in 0..6 {
+            for i in 0..STANDARD_FIELDS.len() {
                 fields.push(row.get::<_, Option<String>>(i).unwrap_or_default());
             }
-            let values: CustomFields = match row.get::<_, Option<String>>(6) {
+            let values: CustomFields = match row.get::<_, Option<String>>(STANDARD_FIELDS.len()) {
                 Some(text) => serde_json::from_str(&text)?,
                 None => CustomFields::new(),
             };

@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use domain::lead::{self, created_event, validate_create, CreateLead, LeadKey, LeadStatus, ValidLead};
+use domain::lead::{self, created_event, validate_create, CreateLead, LeadKey, ValidLead};
 use domain::{DomainEvent, ProjectSlug};
 use event_store::{ExpectedVersion, LogPosition, NewEvent, StreamAppend};
 use lead_vault::{email_digest, generate_key, generate_nonce, NewLeadEntry};
@@ -537,15 +537,11 @@ impl Read for ChunkReader {
     }
 }
 
-/// Where each column goes.
+/// Where each column goes: a standard lead field (one of
+/// `lead::STANDARD_FIELDS`), or a custom field under the column's name.
 #[derive(Debug, Clone, PartialEq)]
 enum Column {
-    Name,
-    Email,
-    Phone,
-    Source,
-    Status,
-    Notes,
+    Standard(&'static str),
     Custom(String),
 }
 
@@ -585,21 +581,17 @@ fn map_header(header: &csv::ByteRecord) -> Result<Vec<Column>, ApiError> {
                 lead::CUSTOM_KEY_MAX
             )));
         }
-        let column = match name.to_lowercase().as_str() {
-            "name" => Column::Name,
-            "email" => Column::Email,
-            "phone" => Column::Phone,
-            "source" => Column::Source,
-            "status" => Column::Status,
-            "notes" => Column::Notes,
-            _ => Column::Custom(name.to_owned()),
+        let lower = name.to_lowercase();
+        let column = match lead::STANDARD_FIELDS.iter().find(|f| **f == lower) {
+            Some(field) => Column::Standard(field),
+            None => Column::Custom(name.to_owned()),
         };
         if columns.contains(&column) {
             return Err(not_csv(&format!("column {name:?} appears twice")));
         }
         columns.push(column);
     }
-    if !columns.contains(&Column::Email) {
+    if !columns.contains(&Column::Standard("email")) {
         return Err(ApiError::bad_request("file", "the CSV has no `email` column"));
     }
     Ok(columns)
@@ -623,22 +615,9 @@ fn row_to_input(
             .map_err(|_| (field_name(column), "is not valid UTF-8 text".to_owned()))?
             .to_owned();
         match column {
-            Column::Name => input.name = Some(value),
-            Column::Email => input.email = value,
-            Column::Phone => input.phone = Some(value),
-            Column::Source => input.source = Some(value),
-            Column::Notes => input.notes = Some(value),
-            Column::Status => {
-                let trimmed = value.trim();
-                if !trimmed.is_empty() {
-                    input.status = Some(LeadStatus::parse(&trimmed.to_lowercase()).ok_or_else(|| {
-                        (
-                            Some("status".to_owned()),
-                            format!("status must be one of {}", LeadStatus::CHOICES),
-                        )
-                    })?);
-                }
-            }
+            Column::Standard(field) => input
+                .set_field(field, value)
+                .map_err(|message| (Some((*field).to_owned()), message))?,
             Column::Custom(name) => {
                 custom.insert(name.clone(), value);
             }
@@ -650,12 +629,7 @@ fn row_to_input(
 
 fn field_name(column: &Column) -> Option<String> {
     Some(match column {
-        Column::Name => "name".to_owned(),
-        Column::Email => "email".to_owned(),
-        Column::Phone => "phone".to_owned(),
-        Column::Source => "source".to_owned(),
-        Column::Status => "status".to_owned(),
-        Column::Notes => "notes".to_owned(),
+        Column::Standard(field) => (*field).to_owned(),
         Column::Custom(name) => format!("custom_fields.{name}"),
     })
 }
@@ -1050,8 +1024,8 @@ mod tests {
             columns,
             vec![
                 Column::Custom("E-Mail".into()),
-                Column::Email,
-                Column::Name,
+                Column::Standard("email"),
+                Column::Standard("name"),
                 Column::Custom("Tier".into())
             ]
         );

@@ -7,8 +7,9 @@
 //! * look up the lead's key by `lead_id` (`lead_vault::LeadVault::keys`) at
 //!   publish time, and pass it here; `None` when it no longer exists;
 //! * with a key, the value carries the personal fields in clear, under the same
-//!   names as the REST resource (`name`, `email`, `phone`, `notes`,
-//!   `custom_fields`) plus `"personal_data": "present"`;
+//!   names as the REST resource (every field of [`super::PersonalData`]:
+//!   `name`, `email`, `phone`, `notes`, `custom_fields`, ...) plus
+//!   `"personal_data": "present"`;
 //! * without a key (the lead was deleted, so its data was crypto-shredded), the
 //!   value carries only the non-personal facts and `"personal_data": "erased"`.
 //!   Consumers treat `LeadDeleted` as "erase this lead" for what they kept.
@@ -49,12 +50,12 @@ pub fn publishable_event(
             out.insert("source".into(), json!(e.source));
             match key {
                 Some(key) => {
+                    // Every personal field, under its resource name: a field
+                    // added to `PersonalData` goes out with no change here.
                     let personal = open_created(e, key).map_err(PublishError::Decrypt)?;
-                    out.insert("name".into(), json!(personal.name));
-                    out.insert("email".into(), json!(personal.email));
-                    out.insert("phone".into(), json!(personal.phone));
-                    out.insert("notes".into(), json!(personal.notes));
-                    out.insert("custom_fields".into(), json!(personal.custom_fields));
+                    if let Value::Object(fields) = json!(personal) {
+                        out.extend(fields);
+                    }
                     out.insert("personal_data".into(), json!("present"));
                 }
                 None => {
