@@ -261,7 +261,8 @@ async fn lead_personal_data_is_published_only_while_the_lead_exists() {
         .unwrap();
     let leads = format!("/campaigns/{}/leads", campaign["id"].as_str().unwrap());
     let lead = json!({ "name": "John Doe", "email": "john@example.com", "phone": "+1234567890",
-                       "source": "facebook", "status": "new", "notes": "Interested in product" });
+                       "company": "Acme Inc.", "source": "facebook", "status": "new",
+                       "notes": "Interested in product" });
     let created = app
         .json(Method::POST, &leads, &app.key, &lead.to_string())
         .send()
@@ -285,6 +286,11 @@ async fn lead_personal_data_is_published_only_while_the_lead_exists() {
         first[0].json()
     );
     assert_eq!(first[0].key.as_deref(), Some(lead_id.as_str()));
+    assert!(
+        first[0].json().to_string().contains("Acme Inc."),
+        "{}",
+        first[0].json()
+    );
 
     let deleted = app
         .request(Method::DELETE, &format!("{leads}/{lead_id}"), &app.key)
@@ -322,5 +328,6 @@ async fn lead_personal_data_is_published_only_while_the_lead_exists() {
     );
     assert!(!republished.contains("john@example.com"), "{republished}");
     assert!(!republished.contains("John Doe"), "{republished}");
+    assert!(!republished.contains("Acme Inc."), "{republished}");
     again.stop().await;
 }

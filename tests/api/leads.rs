@@ -818,13 +818,13 @@ async fn export_streams_every_lead_and_imports_back_unchanged() {
     let mut lines = exported.split("\r\n");
     assert_eq!(
         lines.next().unwrap(),
-        "name,email,phone,source,status,notes,Tier,batch,referral_code"
+        "name,email,phone,company,source,status,notes,Tier,batch,referral_code"
     );
     assert!(exported.starts_with("name,email"));
     assert!(exported.contains(
-        "John Doe,john@example.com,+1234567890,facebook,new,Interested in product,,,SUMMER2024\r\n"
+        "John Doe,john@example.com,+1234567890,,facebook,new,Interested in product,,,SUMMER2024\r\n"
     ));
-    assert!(exported.contains("\"Quote \"\"Q\"\" O'Neil\",quote@example.com,,,new,\"a, b\r\nc\",gold,,\r\n"));
+    assert!(exported.contains("\"Quote \"\"Q\"\" O'Neil\",quote@example.com,,,,new,\"a, b\r\nc\",gold,,\r\n"));
     assert_eq!(exported.matches("@example.com").count(), 2_504);
 
     let target = campaign(&app).await;
@@ -852,7 +852,7 @@ async fn export_streams_every_lead_and_imports_back_unchanged() {
     let empty = campaign(&app).await;
     assert_eq!(
         export(&app, &empty).await,
-        "name,email,phone,source,status,notes\r\n"
+        "name,email,phone,company,source,status,notes\r\n"
     );
 }
 
@@ -1218,4 +1218,56 @@ async fn import_reports_are_bounded_but_count_every_row() {
     assert_eq!(report["errors"].as_array().unwrap().len(), 1_000);
     assert_eq!(report["errors"][999]["line"], 1_001);
     assert_eq!(report["truncated"], true);
+}
+
+/// `company`, an optional personal field added by following the recipe in
+/// docs/contributing.md: through the API (create, get, update, clear, a limit),
+/// the CSV import and export, and erased with the lead (the Kafka side is in
+/// `kafka::lead_personal_data_is_published_only_while_the_lead_exists`).
+#[tokio::test]
+async fn company_goes_through_the_api_and_the_csv_files() {
+    let app = spawn_app().await;
+    let campaign = campaign(&app).await;
+    let lead = create_lead(
+        &app,
+        &campaign,
+        r#"{"email": "ann@example.com", "company": "  Acme Inc.  "}"#,
+    )
+    .await;
+    assert_eq!(lead["company"], "Acme Inc.", "{lead}");
+    let path = format!("{}/{}", leads_path(&campaign), lead["id"].as_str().unwrap());
+    let read: Value = app.get(&path, &app.key).await.json().await.unwrap();
+    assert_eq!(read["company"], "Acme Inc.");
+    let sparse = create_lead(&app, &campaign, r#"{"email": "bob@example.com"}"#).await;
+    assert_eq!(sparse["company"], Value::Null);
+
+    let too_long = json!({"email": "c@example.com", "company": "x".repeat(201)}).to_string();
+    let refused = post_lead(&app, &campaign, &too_long).await;
+    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.json::<Value>().await.unwrap()["field"], "company");
+
+    let updated = app
+        .json(Method::PUT, &path, &app.key, r#"{"company": "Globex"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    assert_eq!(updated.json::<Value>().await.unwrap()["company"], "Globex");
+
+    let exported = export(&app, &campaign).await;
+    assert!(exported.starts_with("name,email,phone,company,"), "{exported}");
+    assert!(exported.contains(",ann@example.com,,Globex,"), "{exported}");
+    let target = self::campaign(&app).await;
+    let report = import_ok(&app, &target, exported.clone()).await;
+    assert_eq!(report["imported"], 2, "{report}");
+    assert_eq!(export(&app, &target).await, exported);
+    let imported = list(&app, &target, "search=ann").await;
+    assert_eq!(imported["data"][0]["company"], "Globex");
+
+    let cleared = app
+        .json(Method::PUT, &path, &app.key, r#"{"company": null}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.json::<Value>().await.unwrap()["company"], Value::Null);
 }

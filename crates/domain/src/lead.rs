@@ -41,6 +41,7 @@ pub const NAME_MAX: usize = 200;
 pub const EMAIL_MAX: usize = 254;
 const EMAIL_LOCAL_MAX: usize = 64;
 pub const PHONE_MAX: usize = 50;
+pub const COMPANY_MAX: usize = 200;
 pub const SOURCE_MAX: usize = 100;
 pub const NOTES_MAX: usize = 10_000;
 pub const CUSTOM_FIELDS_MAX: usize = 50;
@@ -51,7 +52,7 @@ pub const CUSTOM_VALUE_MAX: usize = 2_000;
 /// export reads them from the stored resource and the import sets them with
 /// [`CreateLead::set_field`]. A custom field may not use one of these names
 /// (case-insensitively), or a CSV export could not be imported back.
-pub const STANDARD_FIELDS: [&str; 6] = ["name", "email", "phone", "source", "status", "notes"];
+pub const STANDARD_FIELDS: [&str; 7] = ["name", "email", "phone", "company", "source", "status", "notes"];
 
 /// Free-form extra attributes: text keys to text values, sorted by key so every
 /// serialization of a lead is the same.
@@ -100,6 +101,9 @@ pub struct PersonalData {
     pub name: Option<String>,
     pub email: String,
     pub phone: Option<String>,
+    /// Absent from leads sealed before the field existed.
+    #[serde(default)]
+    pub company: Option<String>,
     pub notes: Option<String>,
     pub custom_fields: CustomFields,
 }
@@ -126,6 +130,12 @@ pub struct PersonalChanges {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "double_option"
     )]
+    pub company: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "double_option"
+    )]
     pub notes: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_fields: Option<CustomFields>,
@@ -145,6 +155,7 @@ impl PersonalChanges {
         set(&mut personal.name, &self.name);
         set(&mut personal.email, &self.email);
         set(&mut personal.phone, &self.phone);
+        set(&mut personal.company, &self.company);
         set(&mut personal.notes, &self.notes);
         set(&mut personal.custom_fields, &self.custom_fields);
     }
@@ -163,6 +174,9 @@ pub struct CreateLead {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(example = "+1234567890"))]
     pub phone: Option<String>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "Acme Inc."))]
+    pub company: Option<String>,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(example = "facebook"))]
     pub source: Option<String>,
@@ -185,6 +199,7 @@ impl CreateLead {
             "name" => self.name = Some(value),
             "email" => self.email = value,
             "phone" => self.phone = Some(value),
+            "company" => self.company = Some(value),
             "source" => self.source = Some(value),
             "notes" => self.notes = Some(value),
             "status" => {
@@ -218,6 +233,9 @@ pub struct UpdateLead {
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub company: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub source: Option<Option<String>>,
@@ -255,6 +273,9 @@ pub struct LeadState {
     pub name: Option<String>,
     pub email: String,
     pub phone: Option<String>,
+    /// Absent from read-model rows stored before the field existed.
+    #[serde(default)]
+    pub company: Option<String>,
     pub source: Option<String>,
     pub status: LeadStatus,
     pub notes: Option<String>,
@@ -271,6 +292,7 @@ impl LeadState {
             name: self.name.clone(),
             email: self.email.clone(),
             phone: self.phone.clone(),
+            company: self.company.clone(),
             notes: self.notes.clone(),
             custom_fields: self.custom_fields.clone(),
         }
@@ -280,6 +302,7 @@ impl LeadState {
         self.name = personal.name;
         self.email = personal.email;
         self.phone = personal.phone;
+        self.company = personal.company;
         self.notes = personal.notes;
         self.custom_fields = personal.custom_fields;
     }
@@ -490,6 +513,7 @@ impl Aggregate for LeadState {
                     name: None,
                     email: String::new(),
                     phone: None,
+                    company: None,
                     source: e.source.clone(),
                     status: e.status,
                     notes: None,
@@ -596,6 +620,7 @@ fn update(
         name: input.name.unwrap_or_else(|| current.name.clone()),
         email: email.unwrap_or_else(|| current.email.clone()),
         phone: input.phone.unwrap_or_else(|| current.phone.clone()),
+        company: input.company.unwrap_or_else(|| current.company.clone()),
         source: input.source.unwrap_or_else(|| state.source.clone()),
         status: Some(status.unwrap_or(state.status)),
         notes: input.notes.unwrap_or_else(|| current.notes.clone()),
@@ -614,6 +639,7 @@ fn update(
         name: changed(&merged.personal.name, &current.name),
         email: changed(&merged.personal.email, &current.email),
         phone: changed(&merged.personal.phone, &current.phone),
+        company: changed(&merged.personal.company, &current.company),
         notes: changed(&merged.personal.notes, &current.notes),
         custom_fields: changed(&merged.personal.custom_fields, &current.custom_fields),
     };
@@ -670,11 +696,13 @@ pub fn validate_create(input: CreateLead) -> Result<ValidLead, ValidationErrors>
     let name = clean(input.name);
     let email = input.email.trim().to_owned();
     let phone = clean(input.phone);
+    let company = clean(input.company);
     let source = clean(input.source);
     let notes = clean(input.notes);
     check_line(&mut errors, "name", name.as_deref(), NAME_MAX);
     check_email(&mut errors, &email);
     check_line(&mut errors, "phone", phone.as_deref(), PHONE_MAX);
+    check_line(&mut errors, "company", company.as_deref(), COMPANY_MAX);
     if let Some(phone) = &phone {
         check_phone(&mut errors, phone);
     }
@@ -688,6 +716,7 @@ pub fn validate_create(input: CreateLead) -> Result<ValidLead, ValidationErrors>
             name,
             email,
             phone,
+            company,
             notes,
             custom_fields,
         },
@@ -852,6 +881,7 @@ pub struct LeadResource {
     pub name: Option<String>,
     pub email: String,
     pub phone: Option<String>,
+    pub company: Option<String>,
     pub source: Option<String>,
     pub status: LeadStatus,
     pub notes: Option<String>,

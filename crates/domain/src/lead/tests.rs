@@ -240,6 +240,7 @@ fn inputs_are_normalized_the_same_way_on_every_path() {
         name: Some("  Ann  ".into()),
         email: " ann@example.com ".into(),
         phone: Some("   ".into()),
+        company: Some("  Acme Inc.  ".into()),
         source: Some("".into()),
         status: None,
         notes: Some(" line 1\nline 2 ".into()),
@@ -257,6 +258,7 @@ fn inputs_are_normalized_the_same_way_on_every_path() {
     assert_eq!(valid.personal.name.as_deref(), Some("Ann"));
     assert_eq!(valid.personal.email, "ann@example.com");
     assert_eq!(valid.personal.phone, None);
+    assert_eq!(valid.personal.company.as_deref(), Some("Acme Inc."));
     assert_eq!(valid.personal.notes.as_deref(), Some("line 1\nline 2"));
     assert_eq!(
         valid.personal.custom_fields,
@@ -267,6 +269,7 @@ fn inputs_are_normalized_the_same_way_on_every_path() {
         name: valid.personal.name.clone(),
         email: valid.personal.email.clone(),
         phone: valid.personal.phone.clone(),
+        company: valid.personal.company.clone(),
         source: valid.source.clone(),
         status: Some(valid.status),
         notes: valid.personal.notes.clone(),
