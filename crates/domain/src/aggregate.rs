@@ -165,7 +165,7 @@ impl<A: Aggregate<Context = (), FoldError = Infallible>> Root<A> {
 /// Declares an aggregate's event enum, each variant wrapping its payload struct
 /// and naming its stored event type once, and writes the [`DomainEvent`] impl:
 ///
-/// ```ignore
+/// ```text
 /// domain_events! {
 ///     /// Everything that happens to a campaign.
 ///     #[derive(Debug, Clone, PartialEq)]
@@ -229,4 +229,31 @@ macro_rules! domain_events {
     };
     (@schema) => { 1 };
     (@schema $schema:literal) => { $schema };
+}
+
+/// The given/when/then harness every aggregate's tests share: given a history,
+/// fold it exactly as the command side and the projections do.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Aggregate, Root};
+    use chrono::{DateTime, TimeZone, Utc};
+
+    /// When the harness records event number `n`: a fixed time plus `n` seconds.
+    pub fn at(n: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + n, 0).unwrap()
+    }
+
+    /// The aggregate after `events`, stream versions from 0, one second apart.
+    pub fn given<A: Aggregate>(events: &[A::Event], context: &A::Context) -> Root<A>
+    where
+        A::FoldError: std::fmt::Debug,
+    {
+        let mut root = Root::default();
+        for (version, event) in events.iter().enumerate() {
+            let version = version as i64;
+            root.fold(event, at(version), version, context)
+                .expect("the given history folds");
+        }
+        root
+    }
 }

@@ -29,11 +29,7 @@ fn at(sec: i64) -> DateTime<Utc> {
 }
 
 fn given_campaign(events: &[CampaignEvent]) -> Campaign {
-    let mut campaign = Campaign::default();
-    for (version, event) in events.iter().enumerate() {
-        campaign.apply(event, at(version as i64), version as i64);
-    }
-    campaign
+    crate::aggregate::testing::given(events, &())
 }
 
 fn created(project: ProjectSlug) -> CampaignEvent {

@@ -21,11 +21,7 @@ fn project() -> ProjectSlug {
 }
 
 fn given(events: &[CampaignEvent]) -> Campaign {
-    let mut campaign = Campaign::default();
-    for (version, event) in events.iter().enumerate() {
-        campaign.apply(event, at(version as i64), version as i64);
-    }
-    campaign
+    crate::aggregate::testing::given(events, &())
 }
 
 fn create_input(json: &str) -> Box<CreateCampaign> {

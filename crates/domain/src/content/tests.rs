@@ -43,11 +43,7 @@ fn seed_fields() -> Value {
 }
 
 fn given(events: &[ContentEvent]) -> Content {
-    let mut content = Content::default();
-    for (version, event) in events.iter().enumerate() {
-        content.apply(event, at(version as i64), version as i64);
-    }
-    content
+    crate::aggregate::testing::given(events, &())
 }
 
 fn create_with(fields: Value, media: Option<MediaRef>) -> Result<Vec<ContentEvent>, ContentError> {

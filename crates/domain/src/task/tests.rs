@@ -23,11 +23,7 @@ fn at(sec: i64) -> DateTime<Utc> {
 }
 
 fn given(events: &[TaskEvent]) -> Task {
-    let mut task = Task::default();
-    for (version, event) in events.iter().enumerate() {
-        task.apply(event, at(version as i64), version as i64);
-    }
-    task
+    crate::aggregate::testing::given(events, &())
 }
 
 fn create(json: &str) -> Result<Vec<TaskEvent>, TaskError> {
