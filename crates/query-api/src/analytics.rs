@@ -13,6 +13,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{Days, Months, NaiveDate};
+use deadpool_postgres::Transaction;
 use domain::analytics::{
     kpi_progress, normalize_source, parse_day, BudgetUsage, DerivedMetrics, KpiProgress, Quantity, Totals,
 };
@@ -326,90 +327,19 @@ pub async fn rows(
     let limit = parse_limit(params.get("limit").map(String::as_str))?;
     let cursor: Option<Cursor> = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
 
+    let page = Page {
+        campaign_id,
+        granularity,
+        filter,
+        cursor,
+        limit,
+    };
     let mut client = state.pool.get().await?;
     let tx = snapshot(&mut client).await?;
     campaign_facts(&tx, campaign_id, &caller).await?;
-    // `day::timestamp`: date_trunc on a bare date would pick the timestamptz
-    // variant and depend on the session's time zone.
-    let statement = tx
-        .prepare_cached(&format!(
-            "SELECT date_trunc($2, day::timestamp)::date AS period, source, {CORE_SUMS}
-             FROM analytics_daily
-             WHERE campaign_id = $1
-               AND ($3::date IS NULL OR day >= $3)
-               AND ($4::date IS NULL OR day <= $4)
-               AND ($5::text IS NULL OR source = $5)
-               AND ($6::date IS NULL OR day >= $6)
-               AND ($6::date IS NULL OR (date_trunc($2, day::timestamp)::date, source) > ($6, $7))
-             GROUP BY period, source
-             ORDER BY period, source
-             LIMIT $8"
-        ))
-        .await?;
-    let rows = tx
-        .query(
-            &statement,
-            &[
-                &campaign_id,
-                &granularity.unit(),
-                &filter.start,
-                &filter.end,
-                &filter.source,
-                &cursor.as_ref().map(|c| c.date),
-                &cursor.as_ref().map_or("", |c| c.source.as_str()),
-                &(limit + 1),
-            ],
-        )
-        .await?;
-    let has_more = rows.len() as i64 > limit;
-    let mut data = rows
-        .iter()
-        .take(limit as usize)
-        .map(|row| {
-            let date: NaiveDate = row.try_get(0)?;
-            Ok(AnalyticsRow {
-                date,
-                period_end: granularity.period_end(date),
-                source: row.try_get(1)?,
-                metrics: MetricSums::from_row(row, 2)?,
-                derived: DerivedMetrics::default(),
-                records: row.try_get(7)?,
-            })
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+    let (mut data, has_more) = core_rows(&tx, &page).await?;
     if let (Some(first), Some(last)) = (data.first(), data.last()) {
-        // Custom sums of exactly the page's groups: those between its first
-        // and last (period, source), within the same filters.
-        let custom_statement = tx
-            .prepare_cached(
-                "SELECT date_trunc($2, day::timestamp)::date AS period, source, name, sum(value)
-                 FROM analytics_daily_custom
-                 WHERE campaign_id = $1
-                   AND ($3::date IS NULL OR day >= $3)
-                   AND ($4::date IS NULL OR day <= $4)
-                   AND ($5::text IS NULL OR source = $5)
-                   AND day BETWEEN $6 AND $8
-                   AND (date_trunc($2, day::timestamp)::date, source) BETWEEN ($6, $7) AND ($9, $10)
-                 GROUP BY period, source, name",
-            )
-            .await?;
-        let custom_rows = tx
-            .query(
-                &custom_statement,
-                &[
-                    &campaign_id,
-                    &granularity.unit(),
-                    &filter.start,
-                    &filter.end,
-                    &filter.source,
-                    &first.date,
-                    &first.source,
-                    &last.period_end,
-                    &last.date,
-                    &last.source,
-                ],
-            )
-            .await?;
+        let custom_rows = custom_rows(&tx, &page, (first.date, &first.source), (last, &last.source)).await?;
         let mut groups: BTreeMap<(NaiveDate, String), &mut MetricSums> = data
             .iter_mut()
             .map(|row| ((row.date, row.source.clone()), &mut row.metrics))
@@ -432,6 +362,108 @@ pub async fn rows(
         has_more,
         next_cursor,
     }))
+}
+
+/// One page of `rows`, as asked for.
+struct Page {
+    campaign_id: Uuid,
+    granularity: Granularity,
+    filter: Filter,
+    cursor: Option<Cursor>,
+    limit: i64,
+}
+
+/// The page's (period, source) groups with their core sums, and whether more follow.
+async fn core_rows(tx: &Transaction<'_>, page: &Page) -> Result<(Vec<AnalyticsRow>, bool), ApiError> {
+    // `day::timestamp`: date_trunc on a bare date would pick the timestamptz
+    // variant and depend on the session's time zone.
+    let statement = tx
+        .prepare_cached(&format!(
+            "SELECT date_trunc($2, day::timestamp)::date AS period, source, {CORE_SUMS}
+             FROM analytics_daily
+             WHERE campaign_id = $1
+               AND ($3::date IS NULL OR day >= $3)
+               AND ($4::date IS NULL OR day <= $4)
+               AND ($5::text IS NULL OR source = $5)
+               AND ($6::date IS NULL OR day >= $6)
+               AND ($6::date IS NULL OR (date_trunc($2, day::timestamp)::date, source) > ($6, $7))
+             GROUP BY period, source
+             ORDER BY period, source
+             LIMIT $8"
+        ))
+        .await?;
+    let rows = tx
+        .query(
+            &statement,
+            &[
+                &page.campaign_id,
+                &page.granularity.unit(),
+                &page.filter.start,
+                &page.filter.end,
+                &page.filter.source,
+                &page.cursor.as_ref().map(|c| c.date),
+                &page.cursor.as_ref().map_or("", |c| c.source.as_str()),
+                &(page.limit + 1),
+            ],
+        )
+        .await?;
+    let has_more = rows.len() as i64 > page.limit;
+    let data = rows
+        .iter()
+        .take(page.limit as usize)
+        .map(|row| {
+            let date: NaiveDate = row.try_get(0)?;
+            Ok(AnalyticsRow {
+                date,
+                period_end: page.granularity.period_end(date),
+                source: row.try_get(1)?,
+                metrics: MetricSums::from_row(row, 2)?,
+                derived: DerivedMetrics::default(),
+                records: row.try_get(7)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok((data, has_more))
+}
+
+/// Custom sums of exactly the page's groups: those between its first and last
+/// (period, source), within the same filters.
+async fn custom_rows(
+    tx: &Transaction<'_>,
+    page: &Page,
+    (first_date, first_source): (NaiveDate, &String),
+    (last, last_source): (&AnalyticsRow, &String),
+) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+    let statement = tx
+        .prepare_cached(
+            "SELECT date_trunc($2, day::timestamp)::date AS period, source, name, sum(value)
+             FROM analytics_daily_custom
+             WHERE campaign_id = $1
+               AND ($3::date IS NULL OR day >= $3)
+               AND ($4::date IS NULL OR day <= $4)
+               AND ($5::text IS NULL OR source = $5)
+               AND day BETWEEN $6 AND $8
+               AND (date_trunc($2, day::timestamp)::date, source) BETWEEN ($6, $7) AND ($9, $10)
+             GROUP BY period, source, name",
+        )
+        .await?;
+    Ok(tx
+        .query(
+            &statement,
+            &[
+                &page.campaign_id,
+                &page.granularity.unit(),
+                &page.filter.start,
+                &page.filter.end,
+                &page.filter.source,
+                &first_date,
+                first_source,
+                &last.period_end,
+                &last.date,
+                last_source,
+            ],
+        )
+        .await?)
 }
 
 /// Totals of one source over the range.
@@ -501,35 +533,7 @@ pub async fn summary(
     let mut client = state.pool.get().await?;
     let tx = snapshot(&mut client).await?;
     let campaign = campaign_facts(&tx, campaign_id, &caller).await?;
-    // A row per source plus the grand total: the empty grouping set, which also
-    // yields a row (of NULL sums) when there is no data.
-    let statement = tx
-        .prepare_cached(&format!(
-            "SELECT GROUPING(source) = 1 AS is_total, source, {CORE_SUMS}, min(day), max(day)
-             FROM analytics_daily
-             WHERE campaign_id = $1
-               AND ($2::date IS NULL OR day >= $2)
-               AND ($3::date IS NULL OR day <= $3)
-               AND ($4::text IS NULL OR source = $4)
-             GROUP BY GROUPING SETS ((source), ())
-             ORDER BY is_total DESC, source"
-        ))
-        .await?;
-    let custom_statement = tx
-        .prepare_cached(
-            "SELECT GROUPING(source) = 1 AS is_total, source, name, sum(value)
-             FROM analytics_daily_custom
-             WHERE campaign_id = $1
-               AND ($2::date IS NULL OR day >= $2)
-               AND ($3::date IS NULL OR day <= $3)
-               AND ($4::text IS NULL OR source = $4)
-             GROUP BY GROUPING SETS ((source, name), (name))",
-        )
-        .await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&campaign_id, &filter.start, &filter.end, &filter.source];
-    let rows = tx.query(&statement, &params).await?;
-    let custom_rows = tx.query(&custom_statement, &params).await?;
+    let (rows, custom_rows) = summary_rows(&tx, campaign_id, &filter).await?;
     tx.commit().await?;
 
     let (total_rows, source_rows): (Vec<_>, Vec<_>) = rows.iter().partition(|row| row.get::<_, bool>(0));
@@ -580,6 +584,45 @@ pub async fn summary(
         kpis: kpi_progress(&campaign.kpis, campaign.goals.as_ref(), &totals),
         metrics,
     }))
+}
+
+/// The summary's core rows (one per source, plus the grand total first) and
+/// its custom sums (per source and name, and per name over all sources).
+async fn summary_rows(
+    tx: &Transaction<'_>,
+    campaign_id: Uuid,
+    filter: &Filter,
+) -> Result<(Vec<tokio_postgres::Row>, Vec<tokio_postgres::Row>), ApiError> {
+    // A row per source plus the grand total: the empty grouping set, which also
+    // yields a row (of NULL sums) when there is no data.
+    let statement = tx
+        .prepare_cached(&format!(
+            "SELECT GROUPING(source) = 1 AS is_total, source, {CORE_SUMS}, min(day), max(day)
+             FROM analytics_daily
+             WHERE campaign_id = $1
+               AND ($2::date IS NULL OR day >= $2)
+               AND ($3::date IS NULL OR day <= $3)
+               AND ($4::text IS NULL OR source = $4)
+             GROUP BY GROUPING SETS ((source), ())
+             ORDER BY is_total DESC, source"
+        ))
+        .await?;
+    let custom_statement = tx
+        .prepare_cached(
+            "SELECT GROUPING(source) = 1 AS is_total, source, name, sum(value)
+             FROM analytics_daily_custom
+             WHERE campaign_id = $1
+               AND ($2::date IS NULL OR day >= $2)
+               AND ($3::date IS NULL OR day <= $3)
+               AND ($4::text IS NULL OR source = $4)
+             GROUP BY GROUPING SETS ((source, name), (name))",
+        )
+        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&campaign_id, &filter.start, &filter.end, &filter.source];
+    let rows = tx.query(&statement, &params).await?;
+    let custom_rows = tx.query(&custom_statement, &params).await?;
+    Ok((rows, custom_rows))
 }
 
 #[cfg(test)]

@@ -285,36 +285,8 @@ pub async fn download_media(
             ));
         }
     }
-    let client = state.pool.get().await?;
-    ensure_campaign(&client, campaign_id, &caller).await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT body->'media'->>'sha256' FROM content_items
-             WHERE id = $1 AND campaign_id = $2 AND project = $3",
-        )
-        .await?;
-    let current: Option<String> = client
-        .query_opt(&statement, &[&content_id, &campaign_id, &caller.project.as_str()])
-        .await?
-        .ok_or(ApiError::NotFound(NOT_FOUND))?
-        .get(0);
-    let Some(sha256) = wanted.clone().or(current) else {
-        return Err(ApiError::NotFound(MEDIA_NOT_FOUND));
-    };
-    // Only files this item's own history attached are served.
-    let statement = client
-        .prepare_cached(
-            "SELECT media_type, size, file_name FROM content_media WHERE content_id = $1 AND sha256 = $2",
-        )
-        .await?;
-    let row = client
-        .query_opt(&statement, &[&content_id, &sha256])
-        .await?
-        .ok_or(ApiError::NotFound(MEDIA_NOT_FOUND))?;
-    let media_type: String = row.get(0);
-    let file_name: Option<String> = row.get(2);
-    drop(client);
-
+    let (sha256, media_type, file_name) =
+        find_media(&state, &caller, campaign_id, content_id, wanted.clone()).await?;
     let tag = format!("\"{sha256}\"");
     let cache = if wanted.is_some() {
         // A file under its hash never changes.
@@ -357,6 +329,44 @@ pub async fn download_media(
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(CONTENT_DISPOSITION, content_disposition(&name));
     Ok(response)
+}
+
+/// The file to serve: the one asked for by hash (if this item's own history
+/// attached it) or the item's current one, with its media type and name.
+async fn find_media(
+    state: &QueryState,
+    caller: &Caller,
+    campaign_id: Uuid,
+    content_id: Uuid,
+    wanted: Option<String>,
+) -> Result<(String, String, Option<String>), ApiError> {
+    let client = state.pool.get().await?;
+    ensure_campaign(&client, campaign_id, caller).await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT body->'media'->>'sha256' FROM content_items
+             WHERE id = $1 AND campaign_id = $2 AND project = $3",
+        )
+        .await?;
+    let current: Option<String> = client
+        .query_opt(&statement, &[&content_id, &campaign_id, &caller.project.as_str()])
+        .await?
+        .ok_or(ApiError::NotFound(NOT_FOUND))?
+        .get(0);
+    let Some(sha256) = wanted.or(current) else {
+        return Err(ApiError::NotFound(MEDIA_NOT_FOUND));
+    };
+    // Only files this item's own history attached are served.
+    let statement = client
+        .prepare_cached(
+            "SELECT media_type, size, file_name FROM content_media WHERE content_id = $1 AND sha256 = $2",
+        )
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&content_id, &sha256])
+        .await?
+        .ok_or(ApiError::NotFound(MEDIA_NOT_FOUND))?;
+    Ok((sha256, row.get(0), row.get(2)))
 }
 
 /// A page of content items, for the OpenAPI document.
