@@ -46,48 +46,14 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let workers = (0..args.concurrency).map(|worker| {
-        let client = client.clone();
-        let base = base.clone();
-        let key = args.key.clone();
-        let ids = ids.clone();
-        let scenario = args.scenario;
-        tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0u64;
-            let mut n = worker;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let response = match scenario {
-                    Scenario::Create => {
-                        client
-                            .post(&base)
-                            .bearer_auth(&key)
-                            .json(&json!({ "name": format!("bench {worker}-{n}"), "type": "sales", "total_budget": 1000.00 }))
-                            .send()
-                            .await
-                    }
-                    Scenario::Get => {
-                        let id = &ids[n % ids.len()];
-                        client.get(format!("{base}/{id}")).bearer_auth(&key).send().await
-                    }
-                };
-                let ok = match response {
-                    Ok(r) => {
-                        let status = r.status();
-                        let _ = r.bytes().await;
-                        status.is_success()
-                    }
-                    Err(_) => false,
-                };
-                if ok {
-                    latencies.push(t.elapsed());
-                } else {
-                    errors += 1;
-                }
-                n += 7919; // stride through the preloaded ids
-            }
-            (latencies, errors)
-        })
+        let load = Load {
+            client: client.clone(),
+            base: base.clone(),
+            key: args.key.clone(),
+            ids: ids.clone(),
+            scenario: args.scenario,
+        };
+        tokio::spawn(load.run(worker, deadline))
     });
     let mut latencies = Vec::new();
     let mut errors = 0;
@@ -117,6 +83,64 @@ async fn main() -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// One worker's share of the load.
+struct Load {
+    client: reqwest::Client,
+    base: String,
+    key: String,
+    ids: Arc<Vec<String>>,
+    scenario: Scenario,
+}
+
+impl Load {
+    /// Requests until `deadline`: the latencies of the successes, and the
+    /// number of failures.
+    async fn run(self, worker: usize, deadline: Instant) -> (Vec<Duration>, u64) {
+        let mut latencies = Vec::new();
+        let mut errors = 0u64;
+        let mut n = worker;
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            if self.request(worker, n).await {
+                latencies.push(t.elapsed());
+            } else {
+                errors += 1;
+            }
+            n += 7919; // stride through the preloaded ids
+        }
+        (latencies, errors)
+    }
+
+    async fn request(&self, worker: usize, n: usize) -> bool {
+        let response = match self.scenario {
+            Scenario::Create => {
+                self.client
+                    .post(&self.base)
+                    .bearer_auth(&self.key)
+                    .json(&json!({ "name": format!("bench {worker}-{n}"), "type": "sales", "total_budget": 1000.00 }))
+                    .send()
+                    .await
+            }
+            Scenario::Get => {
+                let id = &self.ids[n % self.ids.len()];
+                self.client
+                    .get(format!("{}/{id}", self.base))
+                    .bearer_auth(&self.key)
+                    .send()
+                    .await
+            }
+        };
+        match response {
+            Ok(r) => {
+                let status = r.status();
+                let _ = r.bytes().await;
+                status.is_success()
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 async fn preload(client: &reqwest::Client, base: &str, key: &str, n: usize) -> anyhow::Result<Vec<String>> {

@@ -96,6 +96,153 @@ pub async fn ensure_database(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the parts of one process share while it is being wired.
+struct Core {
+    role: Role,
+    pool: deadpool_postgres::Pool,
+    store: Arc<dyn EventStore>,
+    wakeups: Wakeups,
+    shutdown: CancellationToken,
+    background: Vec<JoinHandle<()>>,
+    keys: ApiKeys,
+    media: Option<media::MediaStore>,
+    vault: lead_vault::LeadVault,
+}
+
+impl Core {
+    fn open(config: &Config, role: Role) -> anyhow::Result<Self> {
+        let pool = connect_pool(&config.database_url, config.pool_size)?;
+        let wakeups = Wakeups::new();
+        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
+            pool.clone(),
+            domain::upcast::ALL,
+            wakeups.clone(),
+        ));
+        let media = if role.serves_commands() || role.serves_queries() {
+            Some(config.media_store().context("cannot open the media store")?)
+        } else {
+            None
+        };
+        let vault = config.lead_vault()?;
+        if !vault.wraps_keys() && role != Role::QueryApi {
+            tracing::warn!(
+                "{} is not set: per-lead encryption keys are stored unwrapped (see docs/leads.md)",
+                lead_vault::KEK_ENV
+            );
+        }
+        Ok(Self {
+            role,
+            keys: ApiKeys::new(pool.clone()),
+            pool,
+            store,
+            wakeups,
+            shutdown: CancellationToken::new(),
+            background: Vec::new(),
+            media,
+            vault,
+        })
+    }
+
+    /// `LISTEN` for commits of other processes, for the log's readers here.
+    fn spawn_listener(&mut self, config: &Config) -> anyhow::Result<()> {
+        let db_config: tokio_postgres::Config =
+            config.database_url.parse().context("invalid DATABASE_URL")?;
+        let listener = spawn_listener(db_config, self.wakeups.clone());
+        let stop = self.shutdown.clone();
+        self.background.push(tokio::spawn(async move {
+            stop.cancelled().await;
+            listener.abort();
+        }));
+        Ok(())
+    }
+
+    fn spawn_publisher(
+        &mut self,
+        config: &Config,
+        publisher_config: publisher::PublisherConfig,
+    ) -> anyhow::Result<()> {
+        // Lead personal data goes out decrypted only while the lead's key
+        // exists (crate::lead_gate; the rule is in publisher::gate).
+        // A pool of its own (lock connection, log reads, checkpoint writes):
+        // busy API requests must not delay publishing, nor the reverse.
+        let publisher_pool = connect_pool(&config.database_url, PUBLISHER_POOL_SIZE)?;
+        let publisher_store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
+            publisher_pool.clone(),
+            domain::upcast::ALL,
+            self.wakeups.clone(),
+        ));
+        let gate = Arc::new(crate::lead_gate::LeadDataGate::new(
+            publisher_pool.clone(),
+            self.vault.clone(),
+        ));
+        let publisher = publisher::Publisher::new(publisher_store, publisher_pool, publisher_config, gate)?;
+        self.background
+            .push(tokio::spawn(publisher.run(self.shutdown.clone())));
+        Ok(())
+    }
+
+    /// One runner per projection; their progress, for read-after-write here.
+    fn spawn_projectors(&mut self) -> Vec<tokio::sync::watch::Receiver<event_store::LogPosition>> {
+        let mut progress = Vec::new();
+        for projection in all_projections(&self.vault) {
+            let runner = ProjectionRunner::new(
+                self.store.clone(),
+                self.pool.clone(),
+                projection,
+                RunnerConfig::default(),
+            );
+            progress.push(runner.progress());
+            self.background
+                .push(tokio::spawn(runner.run(self.shutdown.clone())));
+        }
+        progress
+    }
+
+    /// The command and query routes this role serves.
+    fn api(
+        &mut self,
+        config: &Config,
+        progress_receivers: Vec<tokio::sync::watch::Receiver<event_store::LogPosition>>,
+    ) -> anyhow::Result<Router> {
+        let mut api = Router::new();
+        if self.role.serves_commands() {
+            let progress: Arc<dyn ReadModelProgress> = if self.role.runs_projectors() {
+                Arc::new(InProcessProgress::new(progress_receivers))
+            } else {
+                let names = all_projections(&self.vault)
+                    .iter()
+                    .map(|p| p.name().to_owned())
+                    .collect();
+                Arc::new(PolledProgress::new(self.pool.clone(), names))
+            };
+            api = api.merge(command_api::router(CommandState {
+                store: self.store.clone(),
+                progress,
+                keys: self.keys.clone(),
+                pool: self.pool.clone(),
+                read_after_write_timeout: config.read_after_write_timeout(),
+                media: self.media.clone().context("media store")?,
+                vault: self.vault.clone(),
+                lead_import: command_api::leads::import::ImportLimits {
+                    max_bytes: config.lead_import_max_bytes,
+                    max_rows: config.lead_import_max_rows,
+                },
+            }));
+            self.background
+                .push(spawn_idempotency_purge(self.pool.clone(), self.shutdown.clone()));
+        }
+        if self.role.serves_queries() {
+            api = api.merge(query_api::router(QueryState {
+                pool: self.pool.clone(),
+                keys: self.keys.clone(),
+                media: self.media.clone().context("media store")?,
+                vault: self.vault.clone(),
+            }));
+        }
+        Ok(api)
+    }
+}
+
 impl Application {
     pub async fn build(config: Config, role: Role) -> anyhow::Result<Self> {
         // Install the metrics recorder before anything records: counters and
@@ -110,22 +257,6 @@ impl Application {
             ensure_database(&config.database_url).await?;
             migrate(&config.database_url).await?;
         }
-        let pool = connect_pool(&config.database_url, config.pool_size)?;
-        let wakeups = Wakeups::new();
-        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
-            pool.clone(),
-            domain::upcast::ALL,
-            wakeups.clone(),
-        ));
-        let shutdown = CancellationToken::new();
-        let mut background = Vec::new();
-        let keys = ApiKeys::new(pool.clone());
-        let media = if role.serves_commands() || role.serves_queries() {
-            Some(config.media_store().context("cannot open the media store")?)
-        } else {
-            None
-        };
-
         let publisher_config = if role.may_publish() {
             config.publisher().context("invalid Kafka settings")?
         } else {
@@ -134,94 +265,23 @@ impl Application {
         if role == Role::Publisher && publisher_config.is_none() {
             anyhow::bail!("the publisher needs KAFKA_BROKERS (the Kafka bootstrap servers)");
         }
-        let vault = config.lead_vault()?;
-        if !vault.wraps_keys() && role != Role::QueryApi {
-            tracing::warn!(
-                "{} is not set: per-lead encryption keys are stored unwrapped (see docs/leads.md)",
-                lead_vault::KEK_ENV
-            );
-        }
-
-        let mut progress_receivers = Vec::new();
+        let mut core = Core::open(&config, role)?;
         if role.runs_projectors() || publisher_config.is_some() {
-            let db_config: tokio_postgres::Config =
-                config.database_url.parse().context("invalid DATABASE_URL")?;
-            let listener = spawn_listener(db_config, wakeups.clone());
-            let stop = shutdown.clone();
-            background.push(tokio::spawn(async move {
-                stop.cancelled().await;
-                listener.abort();
-            }));
+            core.spawn_listener(&config)?;
         }
         if let Some(publisher_config) = publisher_config {
-            // Lead personal data goes out decrypted only while the lead's key
-            // exists (crate::lead_gate; the rule is in publisher::gate).
-            // A pool of its own (lock connection, log reads, checkpoint writes):
-            // busy API requests must not delay publishing, nor the reverse.
-            let publisher_pool = connect_pool(&config.database_url, PUBLISHER_POOL_SIZE)?;
-            let publisher_pool_for_gate = publisher_pool.clone();
-            let publisher_store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
-                publisher_pool.clone(),
-                domain::upcast::ALL,
-                wakeups.clone(),
-            ));
-            let publisher = publisher::Publisher::new(
-                publisher_store,
-                publisher_pool,
-                publisher_config,
-                Arc::new(crate::lead_gate::LeadDataGate::new(
-                    publisher_pool_for_gate,
-                    vault.clone(),
-                )),
-            )?;
-            background.push(tokio::spawn(publisher.run(shutdown.clone())));
+            core.spawn_publisher(&config, publisher_config)?;
         }
-        if role.runs_projectors() {
-            for projection in all_projections(&vault) {
-                let runner =
-                    ProjectionRunner::new(store.clone(), pool.clone(), projection, RunnerConfig::default());
-                progress_receivers.push(runner.progress());
-                background.push(tokio::spawn(runner.run(shutdown.clone())));
-            }
-        }
-
-        let mut api = Router::new();
-        if role.serves_commands() {
-            let progress: Arc<dyn ReadModelProgress> = if role.runs_projectors() {
-                Arc::new(InProcessProgress::new(progress_receivers))
-            } else {
-                let names = all_projections(&vault)
-                    .iter()
-                    .map(|p| p.name().to_owned())
-                    .collect();
-                Arc::new(PolledProgress::new(pool.clone(), names))
-            };
-            api = api.merge(command_api::router(CommandState {
-                store: store.clone(),
-                progress,
-                keys: keys.clone(),
-                pool: pool.clone(),
-                read_after_write_timeout: config.read_after_write_timeout(),
-                media: media.clone().context("media store")?,
-                vault: vault.clone(),
-                lead_import: command_api::leads::import::ImportLimits {
-                    max_bytes: config.lead_import_max_bytes,
-                    max_rows: config.lead_import_max_rows,
-                },
-            }));
-            background.push(spawn_idempotency_purge(pool.clone(), shutdown.clone()));
-        }
-        if role.serves_queries() {
-            api = api.merge(query_api::router(QueryState {
-                pool: pool.clone(),
-                keys: keys.clone(),
-                media: media.clone().context("media store")?,
-                vault: vault.clone(),
-            }));
-        }
-        let router = Router::new()
-            .merge(api)
-            .merge(ops::router(ops::OpsState { pool, store }));
+        let progress_receivers = if role.runs_projectors() {
+            core.spawn_projectors()
+        } else {
+            Vec::new()
+        };
+        let api = core.api(&config, progress_receivers)?;
+        let router = Router::new().merge(api).merge(ops::router(ops::OpsState {
+            pool: core.pool.clone(),
+            store: core.store.clone(),
+        }));
         let timeouts = web::middleware::RequestTimeouts {
             default: config.request_timeout(),
             // Imports read the whole upload before answering.
@@ -240,8 +300,8 @@ impl Application {
             port,
             listener,
             router,
-            shutdown,
-            background,
+            shutdown: core.shutdown,
+            background: core.background,
         })
     }
 

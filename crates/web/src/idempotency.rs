@@ -252,46 +252,8 @@ async fn run(
         .to_owned();
     let (mut parts, body) = req.into_parts();
     let caller = Caller::from_request_parts(&mut parts, &state).await?;
-    let mut hasher = Sha256::new();
-    hasher.update(parts.method.as_str());
-    hasher.update([0]);
-    hasher.update(parts.uri.path());
-    hasher.update([0]);
-    hasher.update(parts.uri.query().unwrap_or(""));
-    hasher.update([0]);
-    let (body, _spool_file) = match spool {
-        None => {
-            let bytes = axum::body::to_bytes(body, JSON_BODY_LIMIT).await.map_err(|_| {
-                ApiError::PayloadTooLarge(format!(
-                    "Request body is too large (limit {JSON_BODY_LIMIT} bytes)"
-                ))
-            })?;
-            hasher.update(&bytes);
-            (Body::from(bytes), None)
-        }
-        Some(spool) => {
-            let mut raw = Sha256::new();
-            let (body, file) = spool_body(body, &spool, &mut raw).await?;
-            let boundary = parts
-                .headers
-                .get(axum::http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| multer::parse_boundary(v).ok());
-            let parts_digest = match boundary {
-                Some(boundary) => multipart_digest(&file.0, boundary).await,
-                None => None,
-            };
-            match parts_digest {
-                Some(digest) => {
-                    hasher.update(b"multipart\0");
-                    hasher.update(digest);
-                }
-                None => hasher.update(raw.finalize()),
-            }
-            (body, Some(file))
-        }
-    };
-    let request_hash = hasher.finalize().to_vec();
+    // Held until the response is out: the spooled body is read from it.
+    let (body, request_hash, _spool_file) = hash_request(&parts, body, spool).await?;
     let project = caller.project.to_string();
 
     if let Claim::Replay(response) = claim(&state.pool, &project, &key, &request_hash).await? {
@@ -302,11 +264,65 @@ async fn run(
         key: key.clone(),
     });
     let response = next.run(Request::from_parts(parts, body)).await;
+    store_response(&state.pool, &project, &key, response).await
+}
 
+/// What makes two requests "the same": method, path, query and body. A JSON
+/// body is buffered; an upload is spooled to disk, and a multipart one is
+/// hashed part by part, so the random boundary does not count.
+async fn hash_request(
+    parts: &axum::http::request::Parts,
+    body: Body,
+    spool: Option<Spool>,
+) -> Result<(Body, Vec<u8>, Option<SpoolFile>), ApiError> {
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str());
+    hasher.update([0]);
+    hasher.update(parts.uri.path());
+    hasher.update([0]);
+    hasher.update(parts.uri.query().unwrap_or(""));
+    hasher.update([0]);
+    let Some(spool) = spool else {
+        let bytes = axum::body::to_bytes(body, JSON_BODY_LIMIT).await.map_err(|_| {
+            ApiError::PayloadTooLarge(format!(
+                "Request body is too large (limit {JSON_BODY_LIMIT} bytes)"
+            ))
+        })?;
+        hasher.update(&bytes);
+        return Ok((Body::from(bytes), hasher.finalize().to_vec(), None));
+    };
+    let mut raw = Sha256::new();
+    let (body, file) = spool_body(body, &spool, &mut raw).await?;
+    let boundary = parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok());
+    let parts_digest = match boundary {
+        Some(boundary) => multipart_digest(&file.0, boundary).await,
+        None => None,
+    };
+    match parts_digest {
+        Some(digest) => {
+            hasher.update(b"multipart\0");
+            hasher.update(digest);
+        }
+        None => hasher.update(raw.finalize()),
+    }
+    Ok((body, hasher.finalize().to_vec(), Some(file)))
+}
+
+/// Stores a response for replay, or forgets the key after a server error so
+/// the client can retry from scratch.
+async fn store_response(
+    pool: &Pool,
+    project: &str,
+    key: &str,
+    response: Response,
+) -> Result<Response, ApiError> {
     let (parts, body) = response.into_parts();
-    let client = state.pool.get().await?;
+    let client = pool.get().await?;
     if parts.status.is_server_error() {
-        // Let the client retry a failure from scratch.
         client
             .execute(
                 "DELETE FROM idempotency_keys WHERE project = $1 AND key = $2",
