@@ -143,6 +143,22 @@ pub async fn wait_until_published(setup: &Setup, name: &str, timeout: Duration) 
     }
 }
 
+/// Waits until the stored checkpoint is at or past `at_least`.
+pub async fn wait_for_checkpoint(setup: &Setup, name: &str, at_least: LogPosition, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let at = checkpoint(setup, name).await;
+        if at >= at_least {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the checkpoint did not reach {at_least:?} within {timeout:?}; it is at {at:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn all_events(setup: &Setup) -> Vec<RecordedEvent> {
     let mut events = Vec::new();
     let mut after = LogPosition::START;
