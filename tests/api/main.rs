@@ -10,5 +10,6 @@ mod content;
 mod kafka;
 mod leads;
 mod ops;
+mod outage;
 mod pagination;
 mod tasks;
