@@ -7,6 +7,7 @@ mod auth_and_errors;
 mod campaigns;
 mod concurrency;
 mod content;
+mod control_characters;
 mod kafka;
 mod leads;
 mod ops;
