@@ -76,9 +76,9 @@ async fn every_event_arrives_once_with_its_key_headers_and_json_value_in_order()
             "topic created with KAFKA_PARTITIONS"
         );
         assert_eq!(reader.partitions(&config.leads_topic), 3);
-        // Everything the broker holds, so anything extra (a duplicate, an
-        // unpublished stream) is seen: the publisher caught up, so all it sent
-        // is below the watermarks.
+        reader.read_until(Duration::from_secs(30), |r| r.len() >= expected);
+        // Then everything the broker holds, so anything extra (a duplicate, an
+        // unpublished stream) is seen.
         reader.read_to_end(Duration::from_secs(30)).to_vec()
     });
     let checked = check_records(&records, &events, &config);
@@ -141,9 +141,9 @@ async fn an_event_that_cannot_be_routed_halts_publishing_at_it_without_skipping(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let brokers = shared_brokers();
     let records = block_in_place(|| {
-        Reader::new(&brokers, &[&config.campaigns_topic])
-            .read_to_end(Duration::from_secs(20))
-            .to_vec()
+        let mut reader = Reader::new(&brokers, &[&config.campaigns_topic]);
+        reader.read_until(Duration::from_secs(20), |r| r.len() >= 3);
+        reader.read_to_end(Duration::from_secs(20)).to_vec()
     });
     assert_eq!(records.len(), 3, "exactly the events before the unroutable one");
     assert!(records
@@ -216,6 +216,7 @@ async fn the_personal_data_gate_decides_what_is_published_and_its_failure_publis
     let brokers = shared_brokers();
     let records = block_in_place(|| {
         let mut reader = Reader::new(&brokers, &[&config.leads_topic]);
+        reader.read_until(Duration::from_secs(20), |r| r.len() >= 2);
         reader.read_to_end(Duration::from_secs(20)).to_vec()
     });
     assert_eq!(records.len(), 2);
@@ -267,6 +268,7 @@ async fn graceful_shutdown_commits_what_was_acknowledged_and_a_restart_sends_the
     let brokers = shared_brokers();
     let records = block_in_place(|| {
         let mut reader = Reader::new(&brokers, &[&config.campaigns_topic]);
+        reader.read_until(Duration::from_secs(20), |r| r.len() >= events.len());
         reader.read_to_end(Duration::from_secs(20)).to_vec()
     });
     let checked = check_records(&records, &events, &config);

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use test_support::kafka::{shared_brokers, Reader};
+use test_support::kafka::shared_brokers;
 use tokio::task::block_in_place;
 use tokio_util::sync::CancellationToken;
 
@@ -301,11 +301,8 @@ async fn kill_mid_stream(strike: Strike) {
     let brokers = shared_brokers();
     let expected = published_count(&events);
     let records = block_in_place(|| {
-        // Every record, duplicates included: the publisher has caught up, so
-        // all it sent is below the watermarks.
-        Reader::new(&brokers, &[&config.campaigns_topic])
-            .read_to_end(Duration::from_secs(30))
-            .to_vec()
+        // Every record, duplicates included.
+        read_records(&brokers, &[&config.campaigns_topic], &events)
     });
     let checked = check_records(&records, &events, &config);
     assert_all_present(&checked, &events);

@@ -264,10 +264,12 @@ impl Reader {
     /// Reads everything the broker holds now: up to each assigned partition's
     /// high watermark, taken when called. Returns everything read so far.
     ///
-    /// This is how a test knows it has seen *all* records (including any
-    /// duplicate) without waiting "long enough": once the publisher's
-    /// checkpoint covers an event, its record is below the watermark. Fails the
-    /// test if the records below the watermarks do not arrive within `timeout`.
+    /// This is how a test sees *all* records (including any duplicate) without
+    /// waiting "long enough". First wait for the records you expect
+    /// ([`Reader::read_until`]): tansu's watermark was seen lagging a record it
+    /// had already acknowledged, so the watermark alone is not proof of
+    /// presence. Fails the test if the records below the watermarks do not
+    /// arrive within `timeout`.
     pub fn read_to_end(&mut self, timeout: Duration) -> &[ReadRecord] {
         let deadline = Instant::now() + timeout;
         let assignment = self.consumer.assignment().expect("assignment");
