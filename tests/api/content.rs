@@ -508,9 +508,8 @@ async fn refused_writes_leave_no_event_and_no_file() {
     assert_error(response, 400, "").await;
 
     assert_eq!(app.event_count("content-").await, 0);
-    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
-        app.media_dir.files(),
+        app.media_dir.files_once(0).await,
         Vec::<std::path::PathBuf>::new(),
         "no orphan file"
     );
@@ -550,8 +549,7 @@ async fn refused_writes_leave_no_event_and_no_file() {
         .await
         .unwrap();
     assert_error(refused, 415, "").await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(app.media_dir.files().len(), 1);
+    assert_eq!(app.media_dir.files_once(1).await.len(), 1);
     assert_eq!(app.event_count("content-").await, 1);
     let got = download(&app, created["media"]["url"].as_str().unwrap(), &app.key).await;
     assert_eq!(got.bytes().await.unwrap().as_ref(), at_limit.as_slice());
@@ -580,8 +578,10 @@ async fn default_limit_is_25_mib() {
         .unwrap();
     assert_error(response, 413, "media is larger than the limit of 26214400 bytes").await;
     assert_eq!(app.event_count("content-").await, 0);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(app.media_dir.files(), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        app.media_dir.files_once(0).await,
+        Vec::<std::path::PathBuf>::new()
+    );
 }
 
 #[tokio::test]

@@ -100,6 +100,19 @@ impl TempDir {
         found.sort();
         found
     }
+
+    /// The files once there are `count` of them (waiting up to 30 s): a refused
+    /// upload's staged file is removed in the background, after the response.
+    pub async fn files_once(&self, count: usize) -> Vec<PathBuf> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let files = self.files();
+            if files.len() == count || std::time::Instant::now() >= deadline {
+                return files;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }
 
 impl Drop for TempDir {

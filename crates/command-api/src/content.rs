@@ -218,6 +218,7 @@ async fn json_body<T: DeserializeOwned>(req: Request) -> Result<T, ApiError> {
             "request body must be a JSON object",
         )));
     }
+    web::text_guard::check_json_bytes(&bytes)?;
     domain::input::from_json_slice(&bytes).map_err(ApiError::Validation)
 }
 
@@ -296,7 +297,10 @@ async fn read_text(field: &mut axum::extract::multipart::Field<'_>, name: &str) 
         }
         bytes.extend_from_slice(&chunk);
     }
-    String::from_utf8(bytes).map_err(|_| ApiError::bad_request(name, format!("{name} must be UTF-8 text")))
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ApiError::bad_request(name, format!("{name} must be UTF-8 text")))?;
+    web::text_guard::check_text(name, &text)?;
+    Ok(text)
 }
 
 /// Streams the file part into a staging object. On refusal, the rest of the

@@ -23,7 +23,10 @@ mod verify;
 
 pub use history::{read_correlated, HistoryFilter};
 pub use listener::{spawn_listener, wait, Wakeups, EVENTS_CHANNEL};
-pub use postgres::{append_in_transaction, connect_pool, migrate, run_migrations, PgEventStore};
+pub use postgres::{
+    append_in_transaction, connect_pool, migrate, run_migrations, PgEventStore, POOL_CREATE_TIMEOUT,
+    POOL_RECYCLE_TIMEOUT, POOL_WAIT_TIMEOUT,
+};
 pub use verify::{verify, ChainBreak, VerifyReport};
 
 use async_trait::async_trait;

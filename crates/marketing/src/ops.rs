@@ -3,7 +3,7 @@
 use crate::openapi;
 use crate::telemetry::metrics_handle;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -44,9 +44,12 @@ async fn readyz(State(state): State<OpsState>) -> Response {
     if ready {
         Json(json!({ "status": "ready" })).into_response()
     } else {
+        // Bounded by the pool's wait and create timeouts, so a load balancer's
+        // probe gets its answer even while Postgres hangs.
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "message": "database unavailable", "code": "not_ready" })),
+            [(RETRY_AFTER, web::error::RETRY_AFTER_SECONDS.to_string())],
+            Json(json!({ "message": web::error::DATABASE_UNAVAILABLE, "code": "not_ready" })),
         )
             .into_response()
     }

@@ -106,7 +106,10 @@ async fn refused_uploads_leave_no_file() {
     at_limit.discard().await;
     // Dropping a staged file without committing cleans up in the background.
     drop(upload(&store, &png(500), 100).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !files(&dir).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(files(&dir), Vec::<PathBuf>::new());
     std::fs::remove_dir_all(dir).unwrap();
 }

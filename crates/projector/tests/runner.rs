@@ -128,16 +128,21 @@ async fn applied(pool: &Pool) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
+/// Waits until `expected` rows were applied. A double apply that comes later is
+/// caught by the final count, which every test takes after stopping its runners.
 async fn wait_until_applied(pool: &Pool, expected: i64) {
-    for _ in 0..1000 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
         let (total, _) = applied(pool).await;
         if total >= expected {
-            break;
+            return;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{total} of {expected} events applied"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Give a double apply, if any, the chance to show itself.
-    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 fn start(setup: &Setup, projection: Arc<dyn Projection>) -> (ProjectionRunner, CancellationToken) {

@@ -7,16 +7,22 @@
 //! publisher re-creating its topics and replacing a producer the broker no
 //! longer knows.
 //!
-//! What the publisher owes: nothing it had not seen acknowledged is lost, the
-//! checkpoint never moves while the broker is away, and everything after the
-//! last acknowledged event arrives at the restarted broker in per-key order.
-//! (Records the old broker acknowledged live only in its memory and die with it;
-//! the publisher rightly does not send them again.)
+//! What the publisher owes: the checkpoint never covers an event the broker did
+//! not acknowledge, and everything after the checkpoint arrives once the broker
+//! is back, in per-key order. (Records the old broker acknowledged live only in
+//! its memory and die with it; the publisher rightly does not send them again.)
+//!
+//! What the tests do *not* assert: that the checkpoint stands still for some
+//! time after the broker went away. Acknowledgements the publisher received just
+//! before may still be committed a moment later (at the latest when the stall
+//! watchdog ends the round), and how long that takes depends on the machine's
+//! load. What is fixed is the upper bound: nothing written after the broker
+//! stopped answering can have been acknowledged by it.
 
 mod common;
 
 use common::*;
-use std::collections::HashSet;
+use event_store::{LogPosition, RecordedEvent};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,26 +54,31 @@ async fn a_broker_crash_and_restart_delays_publishing_but_loses_nothing_unacknow
     });
     assert!(before.len() >= 100, "records flow before the outage");
 
-    // The broker dies mid-stream.
+    // The broker dies mid-stream. Nothing written from now on can have been
+    // acknowledged by it.
     broker.kill();
-    // In-flight acknowledgements died with it; let a checkpoint commit that was
-    // already on its way land, then the checkpoint must stand still.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let stopped_at = checkpoint(&setup, &name).await;
     let head_at_crash = last_committed(&setup).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(
-        checkpoint(&setup, &name).await,
-        stopped_at,
-        "nothing is acknowledged while the broker is down"
-    );
-    let head_during = last_committed(&setup).await;
-    assert!(head_during > head_at_crash, "writes continue during the outage");
+    // Down until a real backlog built up (a condition: under load the writer
+    // is slower and the outage lasts longer), and longer than the stall
+    // timeout, so the producer that was sending at the crash has been given up
+    // (its round ended, its acknowledged prefix committed) before the broker
+    // returns. Otherwise it could still retry into the restarted broker, and
+    // what it had acknowledged from the old one would be indistinguishable
+    // from a gap.
+    let stopped_at = hold_outage(
+        &setup,
+        &name,
+        head_at_crash,
+        BACKLOG,
+        config.stall_timeout + Duration::from_secs(2),
+    )
+    .await;
 
-    // The broker comes back, empty.
+    // The broker comes back, empty. Publishing resumes while writes go on.
     let restarted = Instant::now();
     broker.restart();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let head_at_restart = last_committed(&setup).await;
+    wait_for_checkpoint(&setup, &name, head_at_restart, Duration::from_secs(90)).await;
     stop_writing.store(true, Ordering::SeqCst);
     let written = writer.await.unwrap();
     wait_until_published(&setup, &name, Duration::from_secs(90)).await;
@@ -80,19 +91,19 @@ async fn a_broker_crash_and_restart_delays_publishing_but_loses_nothing_unacknow
         .filter(|e| e.position > stopped_at)
         .cloned()
         .collect();
-    assert!(owed.len() > 100, "a real backlog built up: {}", owed.len());
-    let after = block_in_place(|| {
-        let mut reader = Reader::new(&brokers, &topic_refs);
-        reader.read_until(Duration::from_secs(30), |r| distinct_ids(r) >= owed.len());
-        reader.read_for(Duration::from_millis(500)).to_vec()
-    });
-    // Everything not acknowledged before the crash arrives, checked and in order...
+    let after = block_in_place(|| read_records(&brokers, &topic_refs, &owed));
     let checked = check_records(&after, &events, &config);
+    // Everything the checkpoint did not cover when the broker came back
+    // arrives, checked and in per-key order; that includes every event written
+    // after the crash, since the checkpoint never covered one ...
     assert_all_present(&checked, &owed);
-    // ... and nothing that was acknowledged is sent again.
-    let owed_ids: HashSet<Uuid> = owed.iter().map(|e| e.event_id).collect();
+    assert!(owed.len() >= BACKLOG, "a real backlog built up: {}", owed.len());
+    // ... and nothing it covered (acknowledged by the old broker) is sent again.
     assert!(
-        checked.copies.keys().all(|id| owed_ids.contains(id)),
+        checked
+            .copies
+            .keys()
+            .all(|id| position_of(&events, *id) > stopped_at),
         "an event the old broker had acknowledged was sent again"
     );
     // What was read before the crash is in order too.
@@ -105,6 +116,62 @@ async fn a_broker_crash_and_restart_delays_publishing_but_loses_nothing_unacknow
         after.len()
     );
     running.stop(Duration::from_secs(10)).await;
+}
+
+/// Events written while the broker is away, at least: enough to be a real
+/// backlog (the writer adds about 400 a second on an idle machine).
+const BACKLOG: usize = 1_000;
+
+/// Keeps the broker away (the caller stopped it) until at least `backlog`
+/// events were written after `head` and at least `at_least` passed. Meanwhile
+/// checks, on every look, that the checkpoint covers nothing written after
+/// `head`: such events cannot have been acknowledged. Returns the checkpoint at
+/// the end, which is final for the outage.
+async fn hold_outage(
+    setup: &Setup,
+    name: &str,
+    head: LogPosition,
+    backlog: usize,
+    at_least: Duration,
+) -> LogPosition {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
+    loop {
+        let at = checkpoint(setup, name).await;
+        assert!(
+            at <= head,
+            "the checkpoint {at:?} covers events written after the broker stopped answering at {head:?}"
+        );
+        if events_after(setup, head).await >= backlog as i64 && started.elapsed() >= at_least {
+            return at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer did not build a backlog of {backlog} events"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Number of events committed after `after`.
+async fn events_after(setup: &Setup, after: LogPosition) -> i64 {
+    let client = setup.pool.get().await.unwrap();
+    client
+        .query_one(
+            "SELECT count(*) FROM events WHERE (tx_id, position) > ($1, $2)",
+            &[&after.tx_id, &after.position],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn position_of(events: &[RecordedEvent], id: Uuid) -> LogPosition {
+    events
+        .iter()
+        .find(|e| e.event_id == id)
+        .map(|e| e.position)
+        .expect("a record of this log")
 }
 
 /// Writes campaigns and a lead until `stop`; returns how many events it wrote.
@@ -148,24 +215,22 @@ async fn a_frozen_broker_delays_publishing_and_every_event_arrives_once_it_resum
     });
 
     // Frozen mid-stream, longer than the stall timeout (3 s here): the publisher
-    // gives up on its producer and keeps trying with new ones meanwhile.
+    // gives up on its producer and keeps trying with new ones meanwhile. The
+    // duration is the scenario; no assertion depends on it.
     broker.freeze();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let frozen_at = checkpoint(&setup, &name).await;
     let head_at_freeze = last_committed(&setup).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        checkpoint(&setup, &name).await,
-        frozen_at,
-        "nothing is acknowledged while the broker is frozen"
-    );
-    assert!(
-        last_committed(&setup).await > head_at_freeze,
-        "writes continue meanwhile"
-    );
+    let frozen_at = hold_outage(
+        &setup,
+        &name,
+        head_at_freeze,
+        BACKLOG,
+        config.stall_timeout + Duration::from_secs(2),
+    )
+    .await;
     broker.thaw();
     let thawed = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let head_at_thaw = last_committed(&setup).await;
+    wait_for_checkpoint(&setup, &name, head_at_thaw, Duration::from_secs(90)).await;
     stop_writing.store(true, Ordering::SeqCst);
     let written = writer.await.unwrap();
     wait_until_published(&setup, &name, Duration::from_secs(90)).await;
@@ -174,11 +239,7 @@ async fn a_frozen_broker_delays_publishing_and_every_event_arrives_once_it_resum
     // The broker kept everything: every event is there, from the first.
     let events = all_events(&setup).await;
     assert_eq!(published_count(&events), written);
-    let records = block_in_place(|| {
-        let mut reader = Reader::new(&brokers, &topics);
-        reader.read_until(Duration::from_secs(30), |r| distinct_ids(r) >= written);
-        reader.read_for(Duration::from_millis(500)).to_vec()
-    });
+    let records = block_in_place(|| read_records(&brokers, &topics, &events));
     let checked = check_records(&records, &events, &config);
     assert_all_present(&checked, &events);
     let positions: std::collections::HashMap<_, _> =
@@ -186,11 +247,11 @@ async fn a_frozen_broker_delays_publishing_and_every_event_arrives_once_it_resum
     for id in checked.duplicated() {
         assert!(
             positions[&id] > frozen_at,
-            "event {id} was sent twice although acknowledged before the freeze"
+            "event {id} was sent twice although the checkpoint covered it during the freeze"
         );
     }
     eprintln!(
-        "{} events, {} records ({} duplicated, all after the checkpoint at the freeze)",
+        "{} events, {} records ({} duplicated, all after the checkpoint during the freeze)",
         written,
         records.len(),
         checked.duplicated().len()

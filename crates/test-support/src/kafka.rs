@@ -12,6 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -255,34 +256,92 @@ impl Reader {
     pub fn read_until(&mut self, timeout: Duration, done: impl Fn(&[ReadRecord]) -> bool) -> &[ReadRecord] {
         let deadline = Instant::now() + timeout;
         while !done(&self.records) && Instant::now() < deadline {
-            match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) => {
-                    let headers = message
-                        .headers()
-                        .map(|headers| {
-                            headers
-                                .iter()
-                                .map(|h| {
-                                    let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                                    (h.key.to_owned(), value.unwrap_or_default())
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    self.records.push(ReadRecord {
-                        topic: message.topic().to_owned(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        payload: message.payload().unwrap_or_default().to_vec(),
-                        headers,
-                    });
-                }
-                Some(Err(error)) => eprintln!("consumer error (retrying): {error}"),
-                None => {}
-            }
+            self.poll_once();
         }
         &self.records
+    }
+
+    /// Reads everything the broker holds now: up to each assigned partition's
+    /// high watermark, taken when called. Returns everything read so far.
+    ///
+    /// This is how a test sees *all* records (including any duplicate) without
+    /// waiting "long enough". First wait for the records you expect
+    /// ([`Reader::read_until`]): tansu's watermark was seen lagging a record it
+    /// had already acknowledged, so the watermark alone is not proof of
+    /// presence. Fails the test if the records below the watermarks do not
+    /// arrive within `timeout`.
+    pub fn read_to_end(&mut self, timeout: Duration) -> &[ReadRecord] {
+        let deadline = Instant::now() + timeout;
+        let assignment = self.consumer.assignment().expect("assignment");
+        let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+        for element in assignment.elements() {
+            let (topic, partition) = (element.topic().to_owned(), element.partition());
+            let high = loop {
+                match self
+                    .consumer
+                    .fetch_watermarks(&topic, partition, Duration::from_secs(5))
+                {
+                    Ok((_, high)) => break high,
+                    Err(error) => {
+                        assert!(
+                            Instant::now() < deadline,
+                            "no watermarks for {topic}/{partition}: {error}"
+                        );
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            };
+            ends.insert((topic, partition), high);
+        }
+        loop {
+            let mut next: HashMap<(String, i32), i64> = HashMap::new();
+            for record in &self.records {
+                let at = next.entry((record.topic.clone(), record.partition)).or_default();
+                *at = (*at).max(record.offset + 1);
+            }
+            let behind: Vec<_> = ends
+                .iter()
+                .filter(|(key, high)| next.get(*key).copied().unwrap_or(0) < **high)
+                .collect();
+            if behind.is_empty() {
+                return &self.records;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "records below the high watermarks never arrived: {behind:?} (read up to {next:?})"
+            );
+            self.poll_once();
+        }
+    }
+
+    /// Waits up to 100 ms for one record and keeps it.
+    fn poll_once(&mut self) {
+        match self.consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let headers = message
+                    .headers()
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .map(|h| {
+                                let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                                (h.key.to_owned(), value.unwrap_or_default())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.records.push(ReadRecord {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(error)) => eprintln!("consumer error (retrying): {error}"),
+            None => {}
+        }
     }
 
     /// Reads for `quiet` more and returns everything: to see that nothing else

@@ -53,3 +53,6 @@ pub async fn fresh_database() -> TestDatabase {
 /// A Kafka-protocol broker and a consumer for tests (feature `kafka`).
 #[cfg(feature = "kafka")]
 pub mod kafka;
+
+/// A private Postgres cluster, for tests that stop and restart the database.
+pub mod cluster;

@@ -29,12 +29,22 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 503 with `Retry-After`: a dependency (the database) cannot be reached
+    /// right now. Nothing was done, so the client may retry the same request.
     #[error("{0}")]
     Unavailable(String),
     /// 500. The cause is logged, never sent.
     #[error("internal error: {0:#}")]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
 }
+
+/// Seconds a client is told to wait (`Retry-After`) when the database is away.
+/// Short on purpose: the service is usable again as soon as Postgres accepts
+/// connections (every pooled connection is verified before it is handed out).
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// The message of every 503 caused by the database.
+pub const DATABASE_UNAVAILABLE: &str = "The database is unavailable; retry shortly";
 
 impl ApiError {
     pub fn bad_request(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -44,8 +54,16 @@ impl ApiError {
         }
     }
 
+    /// A server fault; or `Unavailable` if its cause is that the database
+    /// cannot be reached (see [`is_database_unavailable`]).
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
-        Self::Internal(error.into())
+        let error = error.into();
+        if is_database_unavailable(error.as_ref()) {
+            tracing::warn!(error = format!("{error:#}"), "database unavailable");
+            Self::Unavailable(DATABASE_UNAVAILABLE.to_owned())
+        } else {
+            Self::Internal(error)
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -84,22 +102,68 @@ impl From<ValidationErrors> for ApiError {
     }
 }
 
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::internal(error)
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
-        Self::Internal(error.into())
+        Self::internal(error)
     }
 }
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(error: tokio_postgres::Error) -> Self {
-        Self::Internal(error.into())
+        Self::internal(error)
     }
 }
 
 impl From<event_store::StoreError> for ApiError {
     fn from(error: event_store::StoreError) -> Self {
-        Self::Internal(error.into())
+        Self::internal(error)
     }
+}
+
+/// True if `error`, or anything in its chain of causes, says the database
+/// cannot be reached or used right now, rather than that a statement is wrong:
+/// - the pool timed out waiting for or creating a connection, or could not
+///   create one at all (refused, unknown host, authentication during a restart);
+/// - the connection was closed, or failed with an I/O error (reset, broken pipe);
+/// - the server said so: SQLSTATE class `08` (connection exception), `57P0x`
+///   (admin or crash shutdown, cannot connect now, database dropped, idle
+///   session timeout) or class `53` (insufficient resources: too many
+///   connections, disk full, out of memory).
+///
+/// Everything else (a constraint violation, a syntax error) stays a 500: a bug,
+/// which retrying does not fix.
+pub fn is_database_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
+    use deadpool_postgres::PoolError;
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(pool) = error.downcast_ref::<PoolError>() {
+            match pool {
+                PoolError::Timeout(_) | PoolError::Backend(_) | PoolError::Closed => return true,
+                PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {}
+            }
+        }
+        if let Some(postgres) = error.downcast_ref::<tokio_postgres::Error>() {
+            if postgres.is_closed() {
+                return true;
+            }
+            if let Some(db) = postgres.as_db_error() {
+                let code = db.code().code();
+                return code.starts_with("08") || code.starts_with("57P") || code.starts_with("53");
+            }
+            // No answer from the server: the connection itself failed.
+            if std::error::Error::source(postgres).is_some_and(|cause| cause.is::<std::io::Error>()) {
+                return true;
+            }
+        }
+        next = error.source();
+    }
+    false
 }
 
 impl IntoResponse for ApiError {
@@ -124,6 +188,14 @@ impl IntoResponse for ApiError {
             }
             other => json!({ "message": other.to_string(), "code": self.code() }),
         };
+        if matches!(self, Self::Unavailable(_)) {
+            return (
+                status,
+                [(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
+                Json(body),
+            )
+                .into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

@@ -48,6 +48,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "request body must be a JSON object",
             )));
         }
+        // Control characters are refused at any depth before the typed parse,
+        // so the error names the path whatever type the handler wants. (Bodies
+        // that are no valid JSON fall through to the typed parse, whose error
+        // says where.)
+        crate::text_guard::check_json_bytes(&bytes)?;
         domain::input::from_json_slice(&bytes)
             .map(JsonBody)
             .map_err(ApiError::Validation)

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod middleware;
 pub mod pagination;
+pub mod text_guard;
 
 pub use auth::{ApiKeys, Caller};
 pub use error::ApiError;

@@ -614,6 +614,9 @@ fn row_to_input(
         let value = std::str::from_utf8(raw)
             .map_err(|_| (field_name(column), "is not valid UTF-8 text".to_owned()))?
             .to_owned();
+        if let Some(c) = web::text_guard::first_refused(&value) {
+            return Err((field_name(column), web::text_guard::refusal_message(c)));
+        }
         match column {
             Column::Standard(field) => input
                 .set_field(field, value)

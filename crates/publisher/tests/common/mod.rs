@@ -143,6 +143,42 @@ pub async fn wait_until_published(setup: &Setup, name: &str, timeout: Duration) 
     }
 }
 
+/// Waits until the stored checkpoint is at or past `at_least`.
+pub async fn wait_for_checkpoint(setup: &Setup, name: &str, at_least: LogPosition, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let at = checkpoint(setup, name).await;
+        if at >= at_least {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the checkpoint did not reach {at_least:?} within {timeout:?}; it is at {at:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every record of `topics`: first until each published event of `expected`
+/// arrived (up to 60 s; a missing one fails the caller's presence check), then
+/// up to the high watermarks, so copies sent again are seen too.
+pub fn read_records(brokers: &str, topics: &[&str], expected: &[RecordedEvent]) -> Vec<ReadRecord> {
+    let wanted: std::collections::HashSet<Uuid> = expected
+        .iter()
+        .filter(|e| is_published(e))
+        .map(|e| e.event_id)
+        .collect();
+    let mut reader = test_support::kafka::Reader::new(brokers, topics);
+    reader.read_until(Duration::from_secs(60), |records| {
+        let seen: std::collections::HashSet<Uuid> = records
+            .iter()
+            .filter_map(|r| r.header("ce_id").and_then(|id| Uuid::parse_str(id).ok()))
+            .collect();
+        wanted.is_subset(&seen)
+    });
+    reader.read_to_end(Duration::from_secs(30)).to_vec()
+}
+
 pub async fn all_events(setup: &Setup) -> Vec<RecordedEvent> {
     let mut events = Vec::new();
     let mut after = LogPosition::START;
