@@ -45,8 +45,8 @@ pub mod header {
 /// `com.marketing.<aggregate>.<action>.v<schema version>`, e.g.
 /// `com.marketing.campaign.status_changed.v1`. The action is the event type
 /// without the aggregate's name, in snake case; an event type that does not start
-/// with the aggregate's name keeps all of it (`com.marketing.analytics.metrics_recorded.v1`
-/// for `MetricsRecorded`). Event types are never renamed (see `domain::DomainEvent`),
+/// with the aggregate's name keeps all of it (a type `MetricsRecorded` on an analytics
+/// stream would be `com.marketing.analytics.metrics_recorded.v1`). Event types are never renamed (see `domain::DomainEvent`),
 /// so these names are stable; a new data shape gets a new `.v<n>`.
 pub fn event_type(route: &Route, event_type: &str, schema_version: i32) -> String {
     let action = event_type

@@ -16,9 +16,10 @@
 //! (records are keyed by lead id), so every consumer learns of it after the
 //! personal data and in the same partition, and must erase what it kept.
 //!
-//! The lead feature supplies the gate that decrypts (see docs/kafka.md,
-//! "Personal data"). Until it does, [`AsStored`] publishes the data exactly as
-//! the log holds it, i.e. personal data still encrypted: never decrypted PII.
+//! The binary supplies the gate that decrypts (`marketing::lead_gate`, see
+//! docs/kafka.md, "Personal data"). [`AsStored`] publishes the data exactly as
+//! the log holds it (lead personal data still sealed, never decrypted): for
+//! tests and for publishers that carry no lead events.
 
 use crate::route::Route;
 use async_trait::async_trait;

@@ -558,8 +558,9 @@ fn map_header(header: &csv::ByteRecord) -> Result<Vec<Column>, ApiError> {
     }
     if header.len() > MAX_COLUMNS {
         return Err(not_csv(&format!(
-            "it has {} columns; at most {MAX_COLUMNS} (the 6 standard ones and {MAX_CUSTOM_COLUMNS} custom ones)",
-            header.len()
+            "it has {} columns; at most {MAX_COLUMNS} (the {} standard ones and {MAX_CUSTOM_COLUMNS} custom ones)",
+            header.len(),
+            lead::STANDARD_FIELDS.len()
         )));
     }
     let mut columns = Vec::with_capacity(header.len());
