@@ -70,6 +70,25 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
     // operation is routed, and on each documented path every other method is
     // refused as not allowed (so nothing is served there undocumented).
     assert_eq!(documented.len(), 28, "{documented:?}");
+    // Every operation lists what the shared machinery can answer, and a JSON
+    // body's operation its 413 and 415.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            for status in ["400", "401", "500", "503"] {
+                assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+            }
+            assert!(
+                responses["503"]["headers"].get("Retry-After").is_some(),
+                "{method} {path}"
+            );
+            if operation.get("requestBody").is_some() {
+                for status in ["413", "415"] {
+                    assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+                }
+            }
+        }
+    }
     // Every schema the document refers to is in it.
     let text = doc.to_string();
     let schemas = doc["components"]["schemas"].as_object().unwrap();

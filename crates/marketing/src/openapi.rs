@@ -2,7 +2,10 @@
 //! routers themselves (`command_api::openapi`, `query_api::openapi`), where each
 //! route is declared once together with its entry.
 
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -32,7 +35,75 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(command_api::openapi());
     doc.merge(query_api::openapi());
+    SharedResponses.modify(&mut doc);
     doc
+}
+
+/// The answers every operation can give through machinery shared by all
+/// routes, added where a handler's annotation does not already say more:
+/// 400 (a query parameter with a control character), 401 (no valid key), 500,
+/// and 503 with `Retry-After` (the database is unavailable); and for a JSON
+/// request body, 413 (over the body limit) and 415 (not JSON).
+struct SharedResponses;
+
+impl SharedResponses {
+    fn error(description: &str, retry_after: bool) -> RefOr<Response> {
+        let mut response = ResponseBuilder::new().description(description).content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        );
+        if retry_after {
+            response = response.header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                    .description(Some("Seconds to wait before retrying"))
+                    .build(),
+            );
+        }
+        RefOr::T(response.build())
+    }
+}
+
+impl Modify for SharedResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let shared = [
+            ("400", Self::error("Invalid input", false)),
+            ("401", Self::error("Missing or invalid API key", false)),
+            ("500", Self::error("Internal error", false)),
+            (
+                "503",
+                Self::error(
+                    "The database is unavailable; retry after Retry-After seconds",
+                    true,
+                ),
+            ),
+        ];
+        let body = [
+            ("413", Self::error("Request body too large", false)),
+            ("415", Self::error("Unsupported Content-Type", false)),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                for (status, response) in shared.iter().chain(body.iter().filter(|_| has_body)) {
+                    responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| response.clone());
+                }
+            }
+        }
+    }
 }
 
 struct BearerAuth;
