@@ -2,11 +2,10 @@
 //! (see [`crate::owned`] for how it is kept), plus every media file any event
 //! attached (see `content_media` in V3).
 
-use crate::owned::{field, Change, Outcome, Owned, OwnedRows};
+use crate::owned::{field, owned_aggregate, Change, Outcome, Owned, OwnedRows};
 use crate::ProjectionError;
 use async_trait::async_trait;
 use domain::content::{self, Content, ContentEvent, ContentState};
-use event_store::RecordedEvent;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -35,58 +34,13 @@ impl OwnedRows for ContentItems {
         ("version", "version::bigint"),
     ];
 
-    fn ids(event: &ContentEvent) -> (Uuid, Uuid) {
-        (event.content_id(), event.campaign_id())
-    }
-
-    fn created_in(event: &ContentEvent) -> Option<String> {
-        match event {
-            ContentEvent::Created(created) => Some(created.project.to_string()),
-            _ => None,
-        }
-    }
-
-    fn parse(body: &str) -> Result<Content, serde_json::Error> {
-        Ok(Content::from_state(serde_json::from_str::<ContentState>(body)?))
-    }
-
-    fn body(item: &Content) -> Option<Value> {
-        item.state()
-            .map(|state| serde_json::to_value(state).expect("content state serializes"))
-    }
-
-    fn campaign(item: &Content) -> Option<Uuid> {
-        item.state().map(|state| state.campaign_id)
-    }
+    owned_aggregate!(Content, ContentState, ContentEvent, content_id, fold);
 
     fn values(_: &Content, body: &Value) -> Vec<Option<String>> {
         ["campaign_id", "status", "content_type", "platform", "scheduled_date", "version"]
             .iter()
             .map(|key| field(body, key))
             .collect()
-    }
-
-    async fn context(
-        &self,
-        _: &tokio_postgres::Transaction<'_>,
-        _: &[&ContentEvent],
-    ) -> Result<(), ProjectionError> {
-        Ok(())
-    }
-
-    fn fold(
-        &self,
-        _: &(),
-        row: &mut Option<Content>,
-        recorded: &RecordedEvent,
-        event: &ContentEvent,
-    ) -> Result<(), ProjectionError> {
-        let item = row.get_or_insert_with(Content::default);
-        item.apply(event, recorded.recorded_at, recorded.version);
-        if item.state().is_none() {
-            *row = None;
-        }
-        Ok(())
     }
 
     /// Records every attached file whatever else happens (even for an item of

@@ -12,7 +12,7 @@
 //! crashes. A lead created concurrently with that deletion (its event lands
 //! after `CampaignDeleted`) is erased when it arrives.
 
-use crate::owned::{field, Outcome, Owned, OwnedRows};
+use crate::owned::{field, owned_aggregate, Outcome, Owned, OwnedRows};
 use crate::ProjectionError;
 use async_trait::async_trait;
 use domain::lead::{self, Lead, LeadEvent, LeadKey, LeadState};
@@ -53,29 +53,7 @@ impl OwnedRows for Leads {
         ("search_text", "search_text"),
     ];
 
-    fn ids(event: &LeadEvent) -> (Uuid, Uuid) {
-        (event.lead_id(), event.campaign_id())
-    }
-
-    fn created_in(event: &LeadEvent) -> Option<String> {
-        match event {
-            LeadEvent::Created(created) => Some(created.project.to_string()),
-            _ => None,
-        }
-    }
-
-    fn parse(body: &str) -> Result<Lead, serde_json::Error> {
-        Ok(Lead::from_state(serde_json::from_str::<LeadState>(body)?))
-    }
-
-    fn body(item: &Lead) -> Option<Value> {
-        item.state()
-            .map(|state| serde_json::to_value(state).expect("lead state serializes"))
-    }
-
-    fn campaign(item: &Lead) -> Option<Uuid> {
-        item.state().map(|state| state.campaign_id)
-    }
+    owned_aggregate!(Lead, LeadState, LeadEvent, lead_id);
 
     fn values(item: &Lead, body: &Value) -> Vec<Option<String>> {
         let mut values: Vec<_> = ["campaign_id", "status", "created_at", "version"]

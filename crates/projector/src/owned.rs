@@ -45,7 +45,7 @@ pub trait OwnedRows: Send + Sync + 'static {
     /// The domain aggregate of one row.
     type Item: Send + Sync;
     /// What folding the batch needs besides the rows (the leads' keys).
-    type Context: Send + Sync;
+    type Context: Default + Send + Sync;
 
     /// The projection's name.
     const NAME: &'static str;
@@ -82,7 +82,10 @@ pub trait OwnedRows: Send + Sync + 'static {
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         events: &[&Self::Event],
-    ) -> Result<Self::Context, ProjectionError>;
+    ) -> Result<Self::Context, ProjectionError> {
+        let _ = (tx, events);
+        Ok(Self::Context::default())
+    }
 
     /// Folds one event into its row: `row` is `None` for a creation (and should
     /// become the new row); set it to `None` when the row goes.
@@ -104,6 +107,57 @@ pub trait OwnedRows: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// The [`OwnedRows`] items every model spells the same way, for an aggregate
+/// `$item` with state `$state` (with `campaign_id`), `from_state` and `state()`,
+/// whose events `$event` have `Created(e)` with `e.project`, `$id()` and
+/// `campaign_id()`. With `fold`, also the plain fold: the domain's `apply`.
+macro_rules! owned_aggregate {
+    ($item:ty, $state:ty, $event:ident, $id:ident) => {
+        fn ids(event: &$event) -> (::uuid::Uuid, ::uuid::Uuid) {
+            (event.$id(), event.campaign_id())
+        }
+
+        fn created_in(event: &$event) -> Option<String> {
+            match event {
+                $event::Created(created) => Some(created.project.to_string()),
+                _ => None,
+            }
+        }
+
+        fn parse(body: &str) -> Result<$item, serde_json::Error> {
+            Ok(<$item>::from_state(serde_json::from_str::<$state>(body)?))
+        }
+
+        fn body(item: &$item) -> Option<serde_json::Value> {
+            item.state()
+                .map(|state| serde_json::to_value(state).expect("state serializes"))
+        }
+
+        fn campaign(item: &$item) -> Option<::uuid::Uuid> {
+            item.state().map(|state| state.campaign_id)
+        }
+    };
+    ($item:ty, $state:ty, $event:ident, $id:ident, fold) => {
+        owned_aggregate!($item, $state, $event, $id);
+
+        fn fold(
+            &self,
+            _: &(),
+            row: &mut Option<$item>,
+            recorded: &event_store::RecordedEvent,
+            event: &$event,
+        ) -> Result<(), crate::ProjectionError> {
+            let item = row.get_or_insert_with(<$item>::default);
+            item.apply(event, recorded.recorded_at, recorded.version);
+            if item.state().is_none() {
+                *row = None;
+            }
+            Ok(())
+        }
+    };
+}
+pub(crate) use owned_aggregate;
 
 /// A campaign-owned read model as a [`Projection`].
 #[derive(Default)]
