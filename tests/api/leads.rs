@@ -1172,7 +1172,14 @@ async fn replaying_the_log_never_brings_an_erased_lead_back() {
         .unwrap();
     assert_eq!(rebuilt, kept, "the rebuilt lead equals the original");
     assert_eq!(count(&app, "SELECT count(*) FROM leads").await, 2);
-    assert_eq!(count(&app, "SELECT count(*) FROM campaign_tombstones WHERE projection = 'leads'").await, 1);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM campaign_tombstones WHERE projection = 'leads'"
+        )
+        .await,
+        1
+    );
 }
 
 /// An export has a column per custom field name used by any lead, which can

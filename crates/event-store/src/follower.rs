@@ -75,7 +75,10 @@ pub fn lock_key(tag: &str, name: &str) -> i64 {
 }
 
 /// Creates the checkpoint row `name` if missing, and reads it.
-pub async fn load_checkpoint(client: &impl GenericClient, name: &str) -> Result<LogPosition, tokio_postgres::Error> {
+pub async fn load_checkpoint(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<LogPosition, tokio_postgres::Error> {
     client
         .execute(
             "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
@@ -169,7 +172,11 @@ pub enum Handled {
 /// What a reader does with the log. `&mut self`: one follower drives it.
 #[async_trait]
 pub trait Handler: Send {
-    type Error: From<StoreError> + From<tokio_postgres::Error> + From<deadpool_postgres::PoolError> + Display + Send;
+    type Error: From<StoreError>
+        + From<tokio_postgres::Error>
+        + From<deadpool_postgres::PoolError>
+        + Display
+        + Send;
 
     /// Keys the checkpoint row.
     fn name(&self) -> &str;
@@ -220,7 +227,11 @@ pub trait Handler: Send {
     }
 
     /// Does the batch's work and moves the checkpoint over what is done.
-    async fn handle(&mut self, batch: Batch<'_>, shutdown: &CancellationToken) -> Result<Handled, Self::Error>;
+    async fn handle(
+        &mut self,
+        batch: Batch<'_>,
+        shutdown: &CancellationToken,
+    ) -> Result<Handled, Self::Error>;
 
     /// Logs and counts a failure of a session (`failures` in a row, counting
     /// this one) and says how long to pause before the next session.
@@ -233,7 +244,11 @@ pub trait Handler: Send {
     /// The checkpoint moved under this instance (by another instance, or an
     /// operator rewinding it).
     fn moved(&self, actual: LogPosition) {
-        tracing::warn!(reader = self.name(), ?actual, "checkpoint moved by another instance; continuing from it");
+        tracing::warn!(
+            reader = self.name(),
+            ?actual,
+            "checkpoint moved by another instance; continuing from it"
+        );
     }
 }
 
@@ -403,7 +418,11 @@ impl Follower {
                         .read_all_matching(cursor.checkpoint, self.config.batch_size, prefixes)
                         .await
                 }
-                None => self.store.read_all(cursor.checkpoint, self.config.batch_size).await,
+                None => {
+                    self.store
+                        .read_all(cursor.checkpoint, self.config.batch_size)
+                        .await
+                }
             };
             let events = match read {
                 Ok(events) => events,

@@ -28,7 +28,10 @@ impl AnalyticsProjection {
     pub const TABLES: [&'static str; 2] = ["analytics_daily", "analytics_daily_custom"];
 }
 
-const READS: [Reads; 2] = [Reads::stream(domain::analytics::STREAM_PREFIX), CAMPAIGN_DELETIONS];
+const READS: [Reads; 2] = [
+    Reads::stream(domain::analytics::STREAM_PREFIX),
+    CAMPAIGN_DELETIONS,
+];
 
 /// What the batch adds to one `(campaign, day, source)` row.
 #[derive(Default)]
@@ -160,7 +163,10 @@ fn fold(steps: Vec<Step>, gone: &mut HashSet<Uuid>) -> (BTreeMap<RowKey, Delta>,
 }
 
 /// Adds the deltas into their rows: one upsert per table.
-async fn write(tx: &tokio_postgres::Transaction<'_>, deltas: BTreeMap<RowKey, Delta>) -> Result<(), ProjectionError> {
+async fn write(
+    tx: &tokio_postgres::Transaction<'_>,
+    deltas: BTreeMap<RowKey, Delta>,
+) -> Result<(), ProjectionError> {
     let mut daily = DailyColumns::default();
     let mut custom = CustomColumns::default();
     for ((campaign_id, day, source), delta) in deltas {

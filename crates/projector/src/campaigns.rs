@@ -98,7 +98,10 @@ fn rehydrate(id: Uuid, body: &Value) -> Result<Campaign, ProjectionError> {
         .cloned()
         .and_then(|v| serde_json::from_value(v).ok())
         .ok_or_else(|| corrupt("no created_at"))?;
-    let version = body.get("version").and_then(Value::as_i64).ok_or_else(|| corrupt("no version"))?;
+    let version = body
+        .get("version")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| corrupt("no version"))?;
     let created = json!({
         "campaign_id": id,
         "project": body.get("project"),
@@ -130,7 +133,12 @@ async fn write(tx: &tokio_postgres::Transaction<'_>, rows: Rows) -> Result<(), P
             continue;
         };
         let body = serde_json::to_value(state).expect("campaign state serializes");
-        let text = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let text = |key: &str| {
+            body.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
         ids.push(id);
         projects.push(text("project"));
         statuses.push(text("status"));
@@ -150,7 +158,15 @@ async fn write(tx: &tokio_postgres::Transaction<'_>, rows: Rows) -> Result<(), P
              ON CONFLICT (id) DO UPDATE SET
                  status = excluded.status, campaign_type = excluded.campaign_type,
                  version = excluded.version, body = excluded.body",
-            &[&ids, &projects, &statuses, &types, &created_at, &versions, &bodies],
+            &[
+                &ids,
+                &projects,
+                &statuses,
+                &types,
+                &created_at,
+                &versions,
+                &bodies,
+            ],
         )
         .await?;
     }

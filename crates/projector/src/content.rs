@@ -2,42 +2,33 @@
 //! (see [`crate::owned`] for how it is kept), plus every media file any event
 //! attached (see `content_media` in V3).
 
-use crate::owned::{field, owned_aggregate, Change, Outcome, Owned, OwnedRows};
+use crate::owned::{field, owned_aggregate, Change, Outcome, OwnedRows};
 use crate::ProjectionError;
 use async_trait::async_trait;
 use domain::content::{self, Content, ContentEvent, ContentState};
 use serde_json::Value;
 use uuid::Uuid;
 
-pub type ContentProjection = Owned<ContentItems>;
-
 #[derive(Default)]
 pub struct ContentItems;
 
 #[async_trait]
 impl OwnedRows for ContentItems {
-    type Event = ContentEvent;
-    type Item = Content;
-    type Context = ();
+    owned_aggregate!(Content, ContentState, ContentEvent, content_id, fold);
 
     const NAME: &'static str = "content";
     const STREAM_PREFIX: &'static str = content::STREAM_PREFIX;
-    const TABLE: &'static str = "content_items";
     const TABLES: &'static [&'static str] = &["content_items", "content_media"];
     // Keys lowercased, so filters match case-insensitively on an index.
     const COLUMNS: &'static [(&'static str, &'static str)] = &[
-        ("campaign_id", "campaign_id::uuid"),
         ("status", "status"),
         ("content_type_key", "lower(content_type_key)"),
         ("platform_key", "lower(platform_key)"),
         ("scheduled_date", "scheduled_date::timestamptz"),
-        ("version", "version::bigint"),
     ];
 
-    owned_aggregate!(Content, ContentState, ContentEvent, content_id, fold);
-
     fn values(_: &Content, body: &Value) -> Vec<Option<String>> {
-        ["campaign_id", "status", "content_type", "platform", "scheduled_date", "version"]
+        ["status", "content_type", "platform", "scheduled_date"]
             .iter()
             .map(|key| field(body, key))
             .collect()

@@ -22,13 +22,11 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-pub type LeadsProjection = Owned<Leads>;
-
 pub struct Leads {
     vault: LeadVault,
 }
 
-impl Owned<Leads> {
+impl crate::LeadsProjection {
     pub fn new(vault: LeadVault) -> Self {
         Owned(Leads { vault })
     }
@@ -36,27 +34,21 @@ impl Owned<Leads> {
 
 #[async_trait]
 impl OwnedRows for Leads {
-    type Event = LeadEvent;
-    type Item = Lead;
+    owned_aggregate!(Lead, LeadState, LeadEvent, lead_id);
     /// The keys of the batch's leads.
     type Context = HashMap<Uuid, LeadKey>;
 
     const NAME: &'static str = "leads";
     const STREAM_PREFIX: &'static str = lead::STREAM_PREFIX;
-    const TABLE: &'static str = "leads";
     const TABLES: &'static [&'static str] = &["leads"];
     const COLUMNS: &'static [(&'static str, &'static str)] = &[
-        ("campaign_id", "campaign_id::uuid"),
         ("status", "status"),
         ("created_at", "created_at::timestamptz"),
-        ("version", "version::bigint"),
         ("search_text", "search_text"),
     ];
 
-    owned_aggregate!(Lead, LeadState, LeadEvent, lead_id);
-
     fn values(item: &Lead, body: &Value) -> Vec<Option<String>> {
-        let mut values: Vec<_> = ["campaign_id", "status", "created_at", "version"]
+        let mut values: Vec<_> = ["status", "created_at"]
             .iter()
             .map(|key| field(body, key))
             .collect();

@@ -20,12 +20,15 @@ pub mod tombstones;
 
 pub use analytics::AnalyticsProjection;
 pub use campaigns::CampaignsProjection;
-pub use content::ContentProjection;
-pub use leads::LeadsProjection;
+/// The `content` read model ([`content`]).
+pub type ContentProjection = owned::Owned<content::ContentItems>;
+/// The `leads` read model ([`leads`]).
+pub type LeadsProjection = owned::Owned<leads::Leads>;
 pub use progress::{InProcessProgress, PolledProgress, ReadModelProgress};
 pub use replay::{replay, ReplayOptions, ReplayOutcome};
 pub use runner::{ProjectionRunner, RunnerConfig};
-pub use tasks::TasksProjection;
+/// The `tasks` read model ([`tasks`]).
+pub type TasksProjection = owned::Owned<tasks::Tasks>;
 
 use async_trait::async_trait;
 use event_store::RecordedEvent;

@@ -29,6 +29,9 @@ pub enum Change<E> {
     CampaignDeleted(Uuid),
 }
 
+/// A batch's changes, each with its recorded event.
+pub type Changes<'a, E> = Vec<(&'a RecordedEvent, Change<E>)>;
+
 /// What a batch did beyond its rows, for [`OwnedRows::after`].
 pub struct Outcome<'a, E> {
     pub changes: &'a [(&'a RecordedEvent, Change<E>)],
@@ -51,9 +54,9 @@ pub trait OwnedRows: Send + Sync + 'static {
     const NAME: &'static str;
     /// The child streams' prefix.
     const STREAM_PREFIX: &'static str;
-    /// The rows' table: columns `id`, `project`, `body` and [`Self::COLUMNS`].
-    const TABLE: &'static str;
-    /// Every table the projection owns ([`Projection::tables`]).
+    /// Every table the projection owns ([`Projection::tables`]), the rows'
+    /// table first: columns `id`, `project`, `body`, `campaign_id`, `version`
+    /// and [`Self::COLUMNS`].
     const TABLES: &'static [&'static str];
     /// The other columns: `(name, SQL expression)`, the expression over the
     /// text value of the same name (from [`OwnedRows::values`]).
@@ -75,6 +78,7 @@ pub trait OwnedRows: Send + Sync + 'static {
     fn campaign(item: &Self::Item) -> Option<Uuid>;
 
     /// The values of [`Self::COLUMNS`], in order, as text (`None`: NULL).
+    /// `body` is the row's resource JSON ([`field`] reads one of its values).
     fn values(item: &Self::Item, body: &Value) -> Vec<Option<String>>;
 
     /// Loads what folding the batch's child events needs.
@@ -111,9 +115,13 @@ pub trait OwnedRows: Send + Sync + 'static {
 /// The [`OwnedRows`] items every model spells the same way, for an aggregate
 /// `$item` with state `$state` (with `campaign_id`), `from_state` and `state()`,
 /// whose events `$event` have `Created(e)` with `e.project`, `$id()` and
-/// `campaign_id()`. With `fold`, also the plain fold: the domain's `apply`.
+/// `campaign_id()`. With `fold`, also the plain fold (the domain's `apply`)
+/// and no context.
 macro_rules! owned_aggregate {
     ($item:ty, $state:ty, $event:ident, $id:ident) => {
+        type Event = $event;
+        type Item = $item;
+
         fn ids(event: &$event) -> (::uuid::Uuid, ::uuid::Uuid) {
             (event.$id(), event.campaign_id())
         }
@@ -140,6 +148,7 @@ macro_rules! owned_aggregate {
     };
     ($item:ty, $state:ty, $event:ident, $id:ident, fold) => {
         owned_aggregate!($item, $state, $event, $id);
+        type Context = ();
 
         fn fold(
             &self,
@@ -169,10 +178,7 @@ type Rows<I> = HashMap<Uuid, Option<(String, I)>>;
 impl<M: OwnedRows> Owned<M> {
     const READS: [Reads; 2] = [Reads::stream(M::STREAM_PREFIX), CAMPAIGN_DELETIONS];
 
-    fn decode<'a>(
-        &self,
-        events: &'a [RecordedEvent],
-    ) -> Result<Vec<(&'a RecordedEvent, Change<M::Event>)>, ProjectionError> {
+    fn decode<'a>(&self, events: &'a [RecordedEvent]) -> Result<Changes<'a, M::Event>, ProjectionError> {
         let [own, deletions] = &Self::READS;
         let mut changes = Vec::new();
         for event in events {
@@ -213,12 +219,12 @@ impl<M: OwnedRows> Owned<M> {
         let query = format!(
             "SELECT r.id, r.project, r.body::text FROM unnest($1::uuid[]) AS wanted(id),
                     LATERAL (SELECT id, project, body FROM {} WHERE id = wanted.id LIMIT 1) AS r",
-            M::TABLE
+            table::<M>()
         );
         for row in tx.query(&query, &[&ids]).await? {
             let id: Uuid = row.get(0);
             let item = M::parse(row.get(2))
-                .map_err(|e| ProjectionError::Corrupt(format!("{} row {id}: {e}", M::TABLE)))?;
+                .map_err(|e| ProjectionError::Corrupt(format!("{} row {id}: {e}", table::<M>())))?;
             rows.insert(id, Some((row.get(1), item)));
         }
         Ok(rows)
@@ -273,11 +279,15 @@ impl<M: OwnedRows> Owned<M> {
     }
 
     /// Writes the folded rows back: one upsert, one delete.
-    async fn write(&self, tx: &tokio_postgres::Transaction<'_>, rows: Rows<M::Item>) -> Result<(), ProjectionError> {
+    async fn write(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        rows: Rows<M::Item>,
+    ) -> Result<(), ProjectionError> {
         let mut ids = Vec::new();
         let mut projects = Vec::new();
         let mut bodies = Vec::new();
-        let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); M::COLUMNS.len()];
+        let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); COMMON_COLUMNS.len() + M::COLUMNS.len()];
         let mut gone = Vec::new();
         for (id, row) in rows {
             let Some((project, item, body)) =
@@ -286,7 +296,9 @@ impl<M: OwnedRows> Owned<M> {
                 gone.push(id);
                 continue;
             };
-            for (column, value) in columns.iter_mut().zip(M::values(&item, &body)) {
+            let common = COMMON_COLUMNS.iter().map(|(name, _)| field(&body, name));
+            let values = common.chain(M::values(&item, &body));
+            for (column, value) in columns.iter_mut().zip(values) {
                 column.push(value);
             }
             ids.push(id);
@@ -296,25 +308,45 @@ impl<M: OwnedRows> Owned<M> {
         }
         if !ids.is_empty() {
             let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&ids, &projects];
-            params.extend(columns.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)));
+            params.extend(
+                columns
+                    .iter()
+                    .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)),
+            );
             params.push(&bodies);
-            tx.execute(&upsert_statement(M::TABLE, M::COLUMNS), &params).await?;
+            tx.execute(&upsert_statement::<M>(), &params).await?;
         }
         if !gone.is_empty() {
-            let delete = format!("DELETE FROM {} WHERE id = ANY($1)", M::TABLE);
+            let delete = format!("DELETE FROM {} WHERE id = ANY($1)", table::<M>());
             tx.execute(&delete, &[&gone]).await?;
         }
         Ok(())
     }
 }
 
+/// The columns of every owned-rows table besides `id`, `project` and `body`,
+/// as in [`OwnedRows::COLUMNS`]; their values are the body's fields.
+const COMMON_COLUMNS: [(&str, &str); 2] = [
+    ("campaign_id", "campaign_id::uuid"),
+    ("version", "version::bigint"),
+];
+
+/// The rows' table of `M`.
+fn table<M: OwnedRows>() -> &'static str {
+    M::TABLES[0]
+}
+
 /// `INSERT ... SELECT FROM unnest(...) ON CONFLICT (id) DO UPDATE`: the upsert
 /// of every owned-rows table, its columns sent as arrays (`id` uuid, the rest
 /// text, converted by each column's expression).
-fn upsert_statement(table: &str, columns: &[(&str, &str)]) -> String {
+fn upsert_statement<M: OwnedRows>() -> String {
+    let table = table::<M>();
+    let columns: Vec<(&str, &str)> = COMMON_COLUMNS.iter().chain(M::COLUMNS).copied().collect();
     let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
     let expressions: Vec<&str> = columns.iter().map(|(_, expression)| *expression).collect();
-    let arrays: Vec<String> = (0..columns.len()).map(|i| format!("${}::text[]", i + 3)).collect();
+    let arrays: Vec<String> = (0..columns.len())
+        .map(|i| format!("${}::text[]", i + 3))
+        .collect();
     let updates: Vec<String> = ["project"]
         .iter()
         .chain(&names)
@@ -384,7 +416,7 @@ impl<M: OwnedRows> Projection for Owned<M> {
             .collect();
         let mut tombstoned = tombstones::load(tx, M::NAME, &campaigns).await?;
         let (deleted_campaigns, orphans) = self.fold(&context, &changes, &mut rows, &mut tombstoned)?;
-        tombstones::record(tx, M::NAME, &deleted_campaigns, &[M::TABLE]).await?;
+        tombstones::record(tx, M::NAME, &deleted_campaigns, &[table::<M>()]).await?;
         let outcome = Outcome {
             changes: &changes,
             deleted_campaigns: &deleted_campaigns,

@@ -144,6 +144,10 @@ impl Handler for Projecting {
     }
 
     fn moved(&self, actual: LogPosition) {
-        tracing::warn!(projection = self.projection.name(), ?actual, "checkpoint moved by another instance");
+        tracing::warn!(
+            projection = self.projection.name(),
+            ?actual,
+            "checkpoint moved by another instance"
+        );
     }
 }

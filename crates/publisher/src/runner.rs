@@ -236,7 +236,11 @@ impl Handler for Relay {
 
     /// One round: prepare, produce, await the acknowledgements, then move the
     /// checkpoint over the acknowledged prefix (and nothing beyond it).
-    async fn handle(&mut self, mut batch: Batch<'_>, shutdown: &CancellationToken) -> Result<Handled, PublishError> {
+    async fn handle(
+        &mut self,
+        mut batch: Batch<'_>,
+        shutdown: &CancellationToken,
+    ) -> Result<Handled, PublishError> {
         let (prepared, halted) = self.prepare(std::mem::take(&mut batch.events)).await;
         let producer = self.producer.as_ref().expect("a session is open");
         let delivered = self.deliver(producer, &prepared, shutdown).await;
@@ -422,7 +426,11 @@ impl Relay {
     /// Produces the round's records in log order: one pending delivery per
     /// item (`None` for items not published), up to the first that cannot be
     /// enqueued (returned as the error).
-    async fn enqueue(&self, producer: &Producer, batch: &[Prepared]) -> (Vec<Option<DeliveryFuture>>, Option<PublishError>) {
+    async fn enqueue(
+        &self,
+        producer: &Producer,
+        batch: &[Prepared],
+    ) -> (Vec<Option<DeliveryFuture>>, Option<PublishError>) {
         let mut pending = Vec::with_capacity(batch.len());
         for item in batch {
             let Some((kind, record)) = &item.record else {
