@@ -519,3 +519,17 @@ impl Follower {
         Ok(checkpoint)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys that processes of earlier versions take: a change here would
+    /// let an old and a new process lead the same reader at once.
+    #[test]
+    fn lock_keys_match_the_keys_of_earlier_versions() {
+        assert_eq!(lock_key("", "campaigns"), 930_989_578_513_247_152);
+        assert_eq!(lock_key("", "leads"), 3_057_122_284_133_635_914);
+        assert_eq!(lock_key("publisher:", "publisher"), 641_023_049_004_911_544);
+    }
+}
