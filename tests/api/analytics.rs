@@ -894,7 +894,8 @@ async fn dump_rollups(db: &tokio_postgres::Client) -> Vec<String> {
          FROM analytics_daily ORDER BY campaign_id, day, source",
         "SELECT concat_ws('|', 'custom', campaign_id, day, source, name, value)
          FROM analytics_daily_custom ORDER BY campaign_id, day, source, name",
-        "SELECT concat_ws('|', 'deleted', campaign_id) FROM analytics_deleted_campaigns",
+        "SELECT concat_ws('|', 'deleted', campaign_id) FROM campaign_tombstones
+         WHERE projection = 'analytics'",
     ] {
         let rows = db.query(query, &[]).await.unwrap();
         dump.extend(rows.iter().map(|r| r.get::<_, String>(0)));
@@ -958,7 +959,8 @@ async fn replaying_the_rollup_projection_gives_identical_results() {
     } = app;
     running.stop().await;
     db.batch_execute(
-        "TRUNCATE analytics_daily, analytics_daily_custom, analytics_deleted_campaigns;
+        "TRUNCATE analytics_daily, analytics_daily_custom;
+         DELETE FROM campaign_tombstones WHERE projection = 'analytics';
          UPDATE projection_checkpoints SET tx_id = 0, position = 0 WHERE name = 'analytics'",
     )
     .await

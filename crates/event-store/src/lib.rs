@@ -16,16 +16,18 @@
 //! which is also what KurrentDB/EventStoreDB offers (commit and prepare
 //! positions), so a second backend fits behind the same trait.
 
+pub mod follower;
 mod history;
 mod listener;
 mod postgres;
 mod verify;
 
+pub use follower::{Batch, Follower, FollowerConfig, Handled, Handler};
 pub use history::{read_correlated, HistoryFilter};
 pub use listener::{spawn_listener, wait, Wakeups, EVENTS_CHANNEL};
 pub use postgres::{
-    append_in_transaction, connect_pool, migrate, run_migrations, PgEventStore, POOL_CREATE_TIMEOUT,
-    POOL_RECYCLE_TIMEOUT, POOL_WAIT_TIMEOUT,
+    append_in_transaction, connect_pool, migrate, PgEventStore, POOL_CREATE_TIMEOUT, POOL_RECYCLE_TIMEOUT,
+    POOL_WAIT_TIMEOUT,
 };
 pub use verify::{verify, ChainBreak, VerifyReport};
 
@@ -145,6 +147,15 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<migrations::MigrationError> for StoreError {
+    fn from(error: migrations::MigrationError) -> Self {
+        match error {
+            migrations::MigrationError::Database(error) => StoreError::Database(error),
+            failed @ migrations::MigrationError::Failed(_) => StoreError::Other(failed.to_string()),
+        }
+    }
 }
 
 /// `(event_type, from_version, step)`: turns data of `from_version` into data of

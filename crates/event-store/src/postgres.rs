@@ -65,34 +65,10 @@ pub fn connect_pool(database_url: &str, max_size: usize) -> Result<Pool, StoreEr
         .map_err(|e| StoreError::Other(format!("cannot build connection pool: {e}")))
 }
 
-/// Applies one crate's embedded migrations under a cluster-wide advisory lock, so
-/// several processes starting at once do not race each other. Each crate keeps
-/// its own history table (`history_table`), so each owns its schema.
-pub async fn run_migrations(
-    client: &mut tokio_postgres::Client,
-    runner: refinery::Runner,
-    history_table: &str,
-) -> Result<(), StoreError> {
-    const MIGRATION_LOCK: i64 = 0x6d61_726b_6574_0001;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
-    let mut runner = runner;
-    let result = runner
-        .set_migration_table_name(history_table)
-        .run_async(client)
-        .await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await?;
-    result
-        .map(|_| ())
-        .map_err(|e| StoreError::Other(format!("migration failed: {e}")))
-}
-
 /// Creates or upgrades the event log's tables.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
-    run_migrations(client, embedded::migrations::runner(), "event_store_migrations").await
+    migrations::run_migrations(client, embedded::migrations::runner(), "event_store_migrations").await?;
+    Ok(())
 }
 
 pub struct PgEventStore {

@@ -10,7 +10,7 @@
 //!   `LEAD_KEY_ENCRYPTION_KEY`). Deleting the row is crypto-shredding.
 //! * **Email claims.** A unique `(campaign_id, email digest)` row per live lead.
 //!   The command side writes claims and keys in the same transaction as the
-//!   events ([`event_store::append_in_transaction`]), so uniqueness holds under
+//!   events (`event_store::append_in_transaction`), so uniqueness holds under
 //!   any race and a failed append leaves no claim behind.
 //! * **Erasure.** [`LeadVault::erase_lead`] and [`LeadVault::erase_campaign`]
 //!   delete a lead's key, its claims and the stored idempotent response of the
@@ -35,8 +35,8 @@ mod embedded {
 }
 
 /// Creates or upgrades the vault's tables.
-pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), event_store::StoreError> {
-    event_store::run_migrations(client, embedded::migrations::runner(), "lead_vault_migrations").await
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), migrations::MigrationError> {
+    migrations::run_migrations(client, embedded::migrations::runner(), "lead_vault_migrations").await
 }
 
 /// The environment variable holding the optional key-encryption key.

@@ -1,18 +1,22 @@
-//! The `campaigns` read model: one row per live campaign, its resource JSON in `body`.
+//! The `campaigns` read model: one row per live campaign, its resource JSON in
+//! `body`, folded with the domain's own `Campaign::apply`, so the row is the
+//! very resource the command side returns.
 
-use crate::{Projection, ProjectionError};
+use crate::{decode, Projection, ProjectionError, Reads};
 use async_trait::async_trait;
 use domain::campaign::{Campaign, CampaignEvent, STREAM_PREFIX};
 use domain::DomainEvent;
 use event_store::RecordedEvent;
-use serde_json::{Map, Value};
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use uuid::Uuid;
 
 pub struct CampaignsProjection;
 
 /// A batch's view of one campaign row: `None` once deleted.
-type Rows = HashMap<Uuid, Option<Map<String, Value>>>;
+type Rows = HashMap<Uuid, Option<Campaign>>;
+
+const READS: [Reads; 1] = [Reads::stream(STREAM_PREFIX)];
 
 #[async_trait]
 impl Projection for CampaignsProjection {
@@ -24,12 +28,8 @@ impl Projection for CampaignsProjection {
         &["campaigns"]
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        event_type.starts_with("Campaign")
-    }
-
-    fn stream_prefixes(&self) -> Option<&'static [&'static str]> {
-        Some(&[STREAM_PREFIX])
+    fn reads(&self) -> Option<&'static [Reads]> {
+        Some(&READS)
     }
 
     /// Loads the rows the batch touches, folds every event in memory, then writes
@@ -41,94 +41,27 @@ impl Projection for CampaignsProjection {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let mut decoded = Vec::new();
-        for event in events.iter().filter(|e| e.stream_id.starts_with(STREAM_PREFIX)) {
-            let campaign_event =
-                CampaignEvent::from_data(&event.event_type, event.data.clone()).map_err(|source| {
-                    ProjectionError::Decode {
-                        position: event.position,
-                        source,
-                    }
-                })?;
-            decoded.push((event, campaign_event));
+        for event in events.iter().filter(|e| READS[0].matches(e)) {
+            decoded.push((event, decode::<CampaignEvent>(event)?));
         }
         if decoded.is_empty() {
             return Ok(());
         }
         let ids: Vec<Uuid> = decoded.iter().map(|(_, e)| campaign_id(e)).collect();
-        let mut rows: Rows = HashMap::new();
-        for row in tx
-            .query("SELECT id, body FROM campaigns WHERE id = ANY($1)", &[&ids])
-            .await?
-        {
-            if let Value::Object(body) = row.get::<_, Value>(1) {
-                rows.insert(row.get(0), Some(body));
+        let mut rows = load(tx, &ids).await?;
+        for (recorded, event) in &decoded {
+            let id = campaign_id(event);
+            if let CampaignEvent::Created(_) = event {
+                rows.insert(id, Some(Campaign::default()));
+            }
+            if let Some(Some(campaign)) = rows.get_mut(&id) {
+                campaign.apply(event, recorded.recorded_at, recorded.version);
+                if campaign.state().is_none() {
+                    rows.insert(id, None);
+                }
             }
         }
-        for (recorded, event) in &decoded {
-            fold(&mut rows, recorded, event);
-        }
-        // The filter columns go as arrays of their own, so Postgres does not
-        // re-parse each body once per column (`json ->>` parses the whole text).
-        let mut ids = Vec::new();
-        let mut projects = Vec::new();
-        let mut statuses = Vec::new();
-        let mut types = Vec::new();
-        let mut created_at: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
-        let mut versions = Vec::new();
-        let mut bodies = Vec::new();
-        let mut deleted = Vec::new();
-        for (id, row) in rows {
-            let Some(body) = row else {
-                deleted.push(id);
-                continue;
-            };
-            let text = |key: &str| {
-                body.get(key)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let created = body
-                .get("created_at")
-                .cloned()
-                .and_then(|v| serde_json::from_value(v).ok())
-                .ok_or_else(|| ProjectionError::Corrupt(format!("campaign {id} has no created_at")))?;
-            ids.push(id);
-            projects.push(text("project"));
-            statuses.push(text("status"));
-            types.push(text("type"));
-            created_at.push(created);
-            versions.push(body.get("version").and_then(Value::as_i64).unwrap_or_default());
-            // Sent as text: a jsonb parameter would reorder the keys.
-            bodies.push(Value::Object(body).to_string());
-        }
-        if !bodies.is_empty() {
-            tx.execute(
-                "INSERT INTO campaigns (id, project, status, campaign_type, created_at, version, body)
-                 SELECT id, project, status, campaign_type, created_at, version, body::json
-                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                             $6::int8[], $7::text[])
-                      AS u(id, project, status, campaign_type, created_at, version, body)
-                 ON CONFLICT (id) DO UPDATE SET
-                     status = excluded.status, campaign_type = excluded.campaign_type,
-                     version = excluded.version, body = excluded.body",
-                &[
-                    &ids,
-                    &projects,
-                    &statuses,
-                    &types,
-                    &created_at,
-                    &versions,
-                    &bodies,
-                ],
-            )
-            .await?;
-        }
-        if !deleted.is_empty() {
-            tx.execute("DELETE FROM campaigns WHERE id = ANY($1)", &[&deleted])
-                .await?;
-        }
-        Ok(())
+        write(tx, rows).await
     }
 }
 
@@ -141,42 +74,105 @@ fn campaign_id(event: &CampaignEvent) -> Uuid {
     }
 }
 
-/// The same resource the command side returns: created by the domain's own fold,
-/// then kept current by merging each change under the resource's own keys.
-fn fold(rows: &mut Rows, recorded: &RecordedEvent, event: &CampaignEvent) {
-    let id = campaign_id(event);
-    let stamp = |body: &mut Map<String, Value>| {
-        body.insert(
-            "updated_at".into(),
-            serde_json::to_value(recorded.recorded_at).expect("timestamp"),
-        );
-        body.insert("version".into(), Value::from(recorded.version));
-    };
-    match event {
-        CampaignEvent::Created(_) => {
-            let mut campaign = Campaign::default();
-            campaign.apply(event, recorded.recorded_at, recorded.version);
-            let body = serde_json::to_value(campaign.state()).expect("campaign state serializes");
-            if let Value::Object(body) = body {
-                rows.insert(id, Some(body));
-            }
-        }
-        CampaignEvent::Updated(e) => {
-            if let Some(Some(body)) = rows.get_mut(&id) {
-                if let Value::Object(changes) = serde_json::to_value(&e.changes).expect("changes serialize") {
-                    body.extend(changes);
-                }
-                stamp(body);
-            }
-        }
-        CampaignEvent::StatusChanged(e) => {
-            if let Some(Some(body)) = rows.get_mut(&id) {
-                body.insert("status".into(), Value::from(e.to.as_str()));
-                stamp(body);
-            }
-        }
-        CampaignEvent::Deleted(_) => {
-            rows.insert(id, None);
-        }
+/// The stored campaigns among `ids`, as aggregates.
+async fn load(tx: &tokio_postgres::Transaction<'_>, ids: &[Uuid]) -> Result<Rows, ProjectionError> {
+    let mut rows = Rows::new();
+    for row in tx
+        .query("SELECT id, body FROM campaigns WHERE id = ANY($1)", &[&ids])
+        .await?
+    {
+        let id: Uuid = row.get(0);
+        rows.insert(id, Some(rehydrate(id, &row.get::<_, Value>(1))?));
     }
+    Ok(rows)
+}
+
+/// The aggregate of a stored resource: its creation, as the event that made
+/// it, folded by the domain. Only `updated_at` differs from the stored row until
+/// the next event is folded, which sets it (rows are loaded only for the
+/// campaigns a batch changes).
+fn rehydrate(id: Uuid, body: &Value) -> Result<Campaign, ProjectionError> {
+    let corrupt = |what: &str| ProjectionError::Corrupt(format!("campaign {id}: {what}"));
+    let created_at = body
+        .get("created_at")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| corrupt("no created_at"))?;
+    let version = body
+        .get("version")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| corrupt("no version"))?;
+    let created = json!({
+        "campaign_id": id,
+        "project": body.get("project"),
+        "status": body.get("status"),
+        // The resource is flat: the details are its other fields.
+        "details": body,
+    });
+    let event = CampaignEvent::from_data("CampaignCreated", created).map_err(|e| corrupt(&e.to_string()))?;
+    let mut campaign = Campaign::default();
+    campaign.apply(&event, created_at, version);
+    Ok(campaign)
+}
+
+/// One upsert of the live campaigns, one delete of the gone ones.
+async fn write(tx: &tokio_postgres::Transaction<'_>, rows: Rows) -> Result<(), ProjectionError> {
+    // The filter columns go as arrays of their own, so Postgres does not
+    // re-parse each body once per column (`json ->>` parses the whole text).
+    let mut ids = Vec::new();
+    let mut projects = Vec::new();
+    let mut statuses = Vec::new();
+    let mut types = Vec::new();
+    let mut created_at: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    let mut versions = Vec::new();
+    let mut bodies = Vec::new();
+    let mut deleted = Vec::new();
+    for (id, row) in rows {
+        let Some(state) = row.as_ref().and_then(Campaign::state) else {
+            deleted.push(id);
+            continue;
+        };
+        let body = serde_json::to_value(state).expect("campaign state serializes");
+        let text = |key: &str| {
+            body.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        ids.push(id);
+        projects.push(text("project"));
+        statuses.push(text("status"));
+        types.push(text("type"));
+        created_at.push(state.created_at);
+        versions.push(state.version);
+        // Sent as text: a jsonb parameter would reorder the keys.
+        bodies.push(body.to_string());
+    }
+    if !bodies.is_empty() {
+        tx.execute(
+            "INSERT INTO campaigns (id, project, status, campaign_type, created_at, version, body)
+             SELECT id, project, status, campaign_type, created_at, version, body::json
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                         $6::int8[], $7::text[])
+                  AS u(id, project, status, campaign_type, created_at, version, body)
+             ON CONFLICT (id) DO UPDATE SET
+                 status = excluded.status, campaign_type = excluded.campaign_type,
+                 version = excluded.version, body = excluded.body",
+            &[
+                &ids,
+                &projects,
+                &statuses,
+                &types,
+                &created_at,
+                &versions,
+                &bodies,
+            ],
+        )
+        .await?;
+    }
+    if !deleted.is_empty() {
+        tx.execute("DELETE FROM campaigns WHERE id = ANY($1)", &[&deleted])
+            .await?;
+    }
+    Ok(())
 }

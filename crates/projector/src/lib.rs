@@ -11,19 +11,24 @@ mod analytics;
 mod campaigns;
 mod content;
 mod leads;
+mod owned;
 mod progress;
 mod replay;
 mod runner;
 mod tasks;
+pub mod tombstones;
 
 pub use analytics::AnalyticsProjection;
 pub use campaigns::CampaignsProjection;
-pub use content::ContentProjection;
-pub use leads::LeadsProjection;
+/// The `content` read model ([`content`]).
+pub type ContentProjection = owned::Owned<content::ContentItems>;
+/// The `leads` read model ([`leads`]).
+pub type LeadsProjection = owned::Owned<leads::Leads>;
 pub use progress::{InProcessProgress, PolledProgress, ReadModelProgress};
 pub use replay::{replay, ReplayOptions, ReplayOutcome};
 pub use runner::{ProjectionRunner, RunnerConfig};
-pub use tasks::TasksProjection;
+/// The `tasks` read model ([`tasks`]).
+pub type TasksProjection = owned::Owned<tasks::Tasks>;
 
 use async_trait::async_trait;
 use event_store::RecordedEvent;
@@ -34,7 +39,8 @@ mod embedded {
 
 /// Creates or upgrades the read-model tables.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), event_store::StoreError> {
-    event_store::run_migrations(client, embedded::migrations::runner(), "read_model_migrations").await
+    migrations::run_migrations(client, embedded::migrations::runner(), "read_model_migrations").await?;
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +69,44 @@ pub enum ProjectionError {
     Vault(#[from] lead_vault::VaultError),
 }
 
+/// The events of one kind of stream that a projection reads: every event of
+/// streams whose id starts with `stream_prefix`, or only those of the listed
+/// types.
+#[derive(Debug, Clone, Copy)]
+pub struct Reads {
+    pub stream_prefix: &'static str,
+    pub event_types: Option<&'static [&'static str]>,
+}
+
+impl Reads {
+    /// Every event of the streams with this prefix.
+    pub const fn stream(stream_prefix: &'static str) -> Self {
+        Self {
+            stream_prefix,
+            event_types: None,
+        }
+    }
+
+    /// Only these event types of the streams with this prefix.
+    pub const fn only(stream_prefix: &'static str, event_types: &'static [&'static str]) -> Self {
+        Self {
+            stream_prefix,
+            event_types: Some(event_types),
+        }
+    }
+
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        event.stream_id.starts_with(self.stream_prefix)
+            && self
+                .event_types
+                .is_none_or(|types| types.contains(&event.event_type.as_str()))
+    }
+}
+
+/// Campaign deletions, which every projection of campaign-owned rows reads
+/// (they hide its rows, and leave a tombstone: see [`tombstones`]).
+pub const CAMPAIGN_DELETIONS: Reads = Reads::only(domain::campaign::STREAM_PREFIX, &["CampaignDeleted"]);
+
 /// Folds events into read-model tables.
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
@@ -70,23 +114,26 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// The tables this projection owns. `replay` rebuilds exactly these, so
-    /// `apply` must write only to them, by unqualified name (replay resolves the
-    /// names to fresh copies through `search_path`).
+    /// `apply` must write only to them (and to the shared tombstones, see
+    /// [`tombstones`]), by unqualified name (replay resolves the names to fresh
+    /// copies through `search_path`).
     fn tables(&self) -> &'static [&'static str];
 
-    /// The stream id prefixes whose events this projection reads, or `None`
-    /// for every stream. Events of other streams still reach `apply` (so the
-    /// checkpoint moves past them) but with `null` data: a projection that
-    /// names its streams must look only at those. Saves every projection from
-    /// decoding, say, a million imported lead events it does not use.
-    fn stream_prefixes(&self) -> Option<&'static [&'static str]> {
+    /// The one statement of which events this projection reads, or `None` for
+    /// every event of every stream. The runner derives everything else from it:
+    /// events of other streams still reach `apply` (so the checkpoint moves past
+    /// them) but with `null` data (`EventStore::read_all_matching`), so no
+    /// projection decodes, say, a million imported lead events it does not
+    /// use; and a batch with none of the events it reads is skipped without a
+    /// transaction (the runner still moves past it, and read-after-write waits
+    /// do not pay for it). `apply` must look only at events that match.
+    fn reads(&self) -> Option<&'static [Reads]> {
         None
     }
 
-    /// Whether events of this type change this projection's tables. A batch
-    /// with none of them is skipped without a transaction (the runner still
-    /// moves past it, and read-after-write waits do not pay for it). Must be
-    /// `true` for every type `apply` acts on; the default handles everything.
+    /// For a projection that reads every stream (`reads` is `None`): whether
+    /// events of this type change its tables, with the same effect on skipped
+    /// batches. Must be `true` for every type `apply` acts on.
     fn handles(&self, _event_type: &str) -> bool {
         true
     }
@@ -100,13 +147,29 @@ pub trait Projection: Send + Sync + 'static {
     ) -> Result<(), ProjectionError>;
 }
 
+/// Whether `projection` reads `event` (see [`Projection::reads`]).
+pub fn reads_event(projection: &dyn Projection, event: &RecordedEvent) -> bool {
+    projection.handles(&event.event_type)
+        && projection
+            .reads()
+            .is_none_or(|reads| reads.iter().any(|r| r.matches(event)))
+}
+
+/// Decodes a recorded event into the domain's event type.
+pub(crate) fn decode<E: domain::DomainEvent>(event: &RecordedEvent) -> Result<E, ProjectionError> {
+    E::from_data(&event.event_type, event.data.clone()).map_err(|source| ProjectionError::Decode {
+        position: event.position,
+        source,
+    })
+}
+
 /// Every projection the service runs, in a stable order. `vault` opens the
 /// personal data of lead events.
 pub fn all_projections(vault: &lead_vault::LeadVault) -> Vec<std::sync::Arc<dyn Projection>> {
     vec![
         std::sync::Arc::new(CampaignsProjection),
-        std::sync::Arc::new(TasksProjection),
-        std::sync::Arc::new(ContentProjection),
+        std::sync::Arc::new(TasksProjection::default()),
+        std::sync::Arc::new(ContentProjection::default()),
         std::sync::Arc::new(AnalyticsProjection),
         std::sync::Arc::new(LeadsProjection::new(vault.clone())),
     ]

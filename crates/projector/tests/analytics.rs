@@ -99,7 +99,8 @@ async fn dump(pool: &Pool) -> Vec<String> {
          FROM analytics_daily ORDER BY campaign_id, day, source",
         "SELECT concat_ws('|', 'custom', campaign_id, day, source, name, value)
          FROM analytics_daily_custom ORDER BY campaign_id, day, source, name",
-        "SELECT concat_ws('|', 'deleted', campaign_id) FROM analytics_deleted_campaigns ORDER BY 1",
+        "SELECT concat_ws('|', 'deleted', campaign_id) FROM campaign_tombstones
+         WHERE projection = 'analytics' ORDER BY 1",
     ] {
         let rows = client.query(query, &[]).await.unwrap();
         dump.extend(rows.iter().map(|r| r.get::<_, String>(0)));
@@ -136,9 +137,10 @@ async fn reset(pool: &Pool) {
     let client = pool.get().await.unwrap();
     client
         .batch_execute(&format!(
-            "TRUNCATE {}; UPDATE projection_checkpoints SET tx_id = 0, position = 0 WHERE name = '{}'",
+            "TRUNCATE {}; DELETE FROM campaign_tombstones WHERE projection = '{name}';
+             UPDATE projection_checkpoints SET tx_id = 0, position = 0 WHERE name = '{name}'",
             AnalyticsProjection::TABLES.join(", "),
-            AnalyticsProjection::NAME
+            name = AnalyticsProjection::NAME
         ))
         .await
         .unwrap();

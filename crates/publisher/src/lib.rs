@@ -16,7 +16,9 @@
 //!   Consumers dedupe on `ce_id`; keeping the first copy of each id restores the
 //!   log order per key (docs/kafka.md, "Delivery guarantees", explains why).
 //! * **One active publisher.** A Postgres advisory lock held on a dedicated
-//!   connection; standbys take over when it dies.
+//!   connection; standbys take over when it dies. Leadership, reading and the
+//!   checkpoint's compare-and-set are the log follower's
+//!   ([`event_store::follower`]), shared with the projector.
 //!
 //! Modules: [`route`] decides topic, key and subject from the stream prefix;
 //! [`cloudevents`] encodes records; [`gate`] is the personal-data hook; [`kafka`]

@@ -1,17 +1,21 @@
-//! Drives the relay: leadership, producer sessions, rounds of read → produce →
-//! await acknowledgements → checkpoint.
+//! Drives the relay on the log follower ([`event_store::follower`]), which
+//! brings leadership, reading, fail-over and the checkpoint's compare-and-set;
+//! this file adds producer sessions and rounds of produce → await
+//! acknowledgements → checkpoint (only over what the broker acknowledged).
 
 use crate::cloudevents::{self, OutgoingRecord};
 use crate::config::{ConfigError, PublisherConfig};
 use crate::gate::{DataGate, GateError, RoutedEvent};
 use crate::kafka::{self, Producer};
 use crate::route::{self, RouteError, TopicKind};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use event_store::follower::{self, Batch, Follower, FollowerConfig, Handled, Handler};
 use event_store::{EventStore, LogPosition, RecordedEvent, StoreError};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureRecord, Producer as _};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,20 +106,12 @@ impl Drop for ActiveGauge {
 /// The advisory-lock key of a publisher: FNV-1a of a tagged name, so it cannot
 /// equal a projection's key.
 fn lock_key(name: &str) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in "publisher:".bytes().chain(name.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash >> 1) as i64
+    follower::lock_key("publisher:", name)
 }
 
 pub struct Publisher {
-    store: Arc<dyn EventStore>,
-    pool: Pool,
-    config: PublisherConfig,
-    gate: Arc<dyn DataGate>,
-    progress: watch::Sender<LogPosition>,
+    follower: Follower,
+    relay: Relay,
 }
 
 impl Publisher {
@@ -129,117 +125,98 @@ impl Publisher {
     ) -> Result<Self, PublishError> {
         config.validate()?;
         kafka::producer_config(&config).create_native_config()?;
-        let (progress, _) = watch::channel(LogPosition::START);
+        let follower = FollowerConfig {
+            batch_size: config.batch_size,
+            idle_poll: config.idle_poll,
+            standby_poll: config.standby_poll,
+        };
         Ok(Self {
-            store,
-            pool,
-            config,
-            gate,
-            progress,
+            follower: Follower::new(store, pool, follower),
+            relay: Relay {
+                config,
+                gate,
+                producer: None,
+                poison_failures: 0,
+                active: None,
+            },
         })
     }
 
     /// Ticks with the checkpoint: every event at or before it was acknowledged.
     pub fn progress(&self) -> watch::Receiver<LogPosition> {
-        self.progress.subscribe()
+        self.follower.progress()
     }
 
     pub fn config(&self) -> &PublisherConfig {
-        &self.config
+        &self.relay.config
     }
 
     /// Runs until `shutdown` is cancelled: stands by while another process
     /// publishes, publishes while it holds the lock. Errors are logged and
     /// retried; a publisher that gave up would let the topics fall silently behind.
-    pub async fn run(self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            if let Err(error) = self.lead(&shutdown).await {
-                metrics::counter!("marketing_publisher_errors_total", "kind" => error.kind()).increment(1);
-                tracing::error!(%error, "publisher failed; retrying");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(self.config.standby_poll) => {}
-            }
-        }
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.follower.run(&mut self.relay, &shutdown).await;
         tracing::info!("publisher stopped");
     }
+}
 
-    /// Becomes the active publisher if no other process is, then publishes until
-    /// shutdown or until the lock's connection is lost.
-    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), PublishError> {
-        // A connection taken out of the pool: the session-level advisory lock lives
-        // and dies with it, so a crashed process releases leadership by itself.
-        let lock = deadpool_postgres::Object::take(self.pool.get().await?);
-        let acquired: bool = lock
-            .query_one(
-                "SELECT pg_try_advisory_lock($1)",
-                &[&lock_key(&self.config.checkpoint_name)],
-            )
-            .await?
-            .get(0);
-        if !acquired {
-            return Ok(());
-        }
-        let _active = ActiveGauge::set();
-        let mut checkpoint = self.load_checkpoint().await?;
-        tracing::info!(?checkpoint, "became the active publisher");
-        self.progress.send_replace(checkpoint);
-        let mut failures = 0u32;
-        loop {
-            if shutdown.is_cancelled() || lock.is_closed() {
-                return Ok(());
-            }
-            let before = checkpoint;
-            let error = match self.session(shutdown, &lock, &mut checkpoint).await {
-                Ok(()) => return Ok(()),
-                Err(error) => error,
-            };
-            if checkpoint != before {
-                failures = 0;
-            }
-            metrics::counter!("marketing_publisher_errors_total", "kind" => error.kind()).increment(1);
-            match error {
-                PublishError::CheckpointMoved(actual) => {
-                    // Someone (an operator re-publishing history, or an instance
-                    // that thought it led) moved it: continue from there.
-                    tracing::warn!(?actual, "publisher checkpoint moved; continuing from it");
-                    checkpoint = actual;
-                    self.progress.send_replace(checkpoint);
-                    continue;
-                }
-                PublishError::Database(_) | PublishError::Pool(_) if lock.is_closed() => return Err(error),
-                error => {
-                    failures += 1;
-                    tracing::warn!(%error, failures, "producer session ended; starting a new one");
-                }
-            }
-            let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(Duration::from_secs(5));
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
+/// The relay as the follower's handler. A session is one producer's life: it
+/// makes sure the topics exist (a broker may have come back without them),
+/// publishes until something goes wrong, then gets rid of the producer. A
+/// fresh producer starts from the checkpoint, so whatever the old one had in
+/// flight is produced again, in order.
+struct Relay {
+    config: PublisherConfig,
+    gate: Arc<dyn DataGate>,
+    /// The session's producer.
+    producer: Option<Producer>,
+    /// Rounds in a row halted at an event that cannot be published (yet).
+    poison_failures: u32,
+    /// Set while this process leads.
+    active: Option<ActiveGauge>,
+}
+
+/// A growing pause: 100 ms doubling per failure, at most 5 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(Duration::from_secs(5))
+}
+
+#[async_trait]
+impl Handler for Relay {
+    type Error = PublishError;
+
+    fn name(&self) -> &str {
+        &self.config.checkpoint_name
     }
 
-    /// One producer's life: make sure the topics exist (a broker may have come
-    /// back without them), publish until something goes wrong, then get rid of
-    /// the producer. A fresh producer starts from the checkpoint, so whatever the
-    /// old one had in flight is produced again, in order.
-    async fn session(
-        &self,
-        shutdown: &CancellationToken,
-        lock: &tokio_postgres::Client,
-        checkpoint: &mut LogPosition,
-    ) -> Result<(), PublishError> {
+    fn lock_key(&self) -> i64 {
+        lock_key(&self.config.checkpoint_name)
+    }
+
+    fn became_active(&mut self, checkpoint: LogPosition) {
+        self.active = Some(ActiveGauge::set());
+        tracing::info!(?checkpoint, "became the active publisher");
+    }
+
+    fn stood_down(&mut self) {
+        self.active = None;
+    }
+
+    async fn begin(&mut self, shutdown: &CancellationToken) -> Result<bool, PublishError> {
         tokio::select! {
             created = kafka::ensure_topics(&self.config) => created?,
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(false),
         }
-        let producer = kafka::create_producer(&self.config)?;
+        self.producer = Some(kafka::create_producer(&self.config)?);
+        self.poison_failures = 0;
         metrics::counter!("marketing_publisher_sessions_total").increment(1);
-        let result = self.publish(&producer, shutdown, lock, checkpoint).await;
-        let graceful = result.is_ok();
+        Ok(true)
+    }
+
+    async fn end(&mut self, graceful: bool) {
+        let Some(producer) = self.producer.take() else {
+            return;
+        };
         // Flushing and dropping block (dropping purges what is left, then joins
         // librdkafka's threads): keep them off the async workers.
         let flushed = tokio::task::spawn_blocking(move || {
@@ -255,74 +232,69 @@ impl Publisher {
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "producer not flushed; unacknowledged records will be sent again");
         }
-        result
     }
 
-    /// Rounds until shutdown, lost leadership (`Ok`) or a failure (`Err`).
-    async fn publish(
-        &self,
-        producer: &Producer,
+    /// One round: prepare, produce, await the acknowledgements, then move the
+    /// checkpoint over the acknowledged prefix (and nothing beyond it).
+    async fn handle(
+        &mut self,
+        mut batch: Batch<'_>,
         shutdown: &CancellationToken,
-        lock: &tokio_postgres::Client,
-        checkpoint: &mut LogPosition,
-    ) -> Result<(), PublishError> {
-        let mut wakeups = self.store.wakeups().subscribe();
-        let mut idle_backoff = Duration::from_millis(1);
-        let mut poison_failures = 0u32;
-        loop {
-            if shutdown.is_cancelled() || lock.is_closed() {
-                return Ok(());
+    ) -> Result<Handled, PublishError> {
+        let (prepared, halted) = self.prepare(std::mem::take(&mut batch.events)).await;
+        let producer = self.producer.as_ref().expect("a session is open");
+        let delivered = self.deliver(producer, &prepared, shutdown).await;
+        let mut handled = Handled::Nothing;
+        if delivered.acknowledged > 0 {
+            let to = prepared[delivered.acknowledged - 1].position;
+            if !batch.advance(to).await? {
+                return Ok(Handled::Moved);
             }
-            wakeups.borrow_and_update();
-            let events = self.store.read_all(*checkpoint, self.config.batch_size).await?;
-            if events.is_empty() {
-                // Nothing readable. A wake-up means a commit happened; its events
-                // may still sit behind an older open transaction, so re-poll
-                // quickly at first and back off towards the idle interval.
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    changed = wakeups.changed() => {
-                        if changed.is_ok() { idle_backoff = Duration::from_millis(1); }
-                    }
-                    _ = tokio::time::sleep(idle_backoff) => {
-                        idle_backoff = (idle_backoff * 2).min(self.config.idle_poll);
-                    }
-                }
-                continue;
-            }
-            idle_backoff = Duration::from_millis(1);
-            let (batch, halted) = self.prepare(events).await;
-            let delivered = self.deliver(producer, &batch, shutdown).await;
-            if delivered.acknowledged > 0 {
-                let to = batch[delivered.acknowledged - 1].position;
-                self.save_checkpoint(*checkpoint, to).await?;
-                *checkpoint = to;
-                self.progress.send_replace(to);
-            }
-            if let Some(error) = delivered.error {
-                return Err(error);
-            }
-            if delivered.interrupted {
-                return Ok(());
-            }
-            if let Some(error) = halted {
-                // An event that cannot be published (yet): everything before it
-                // went out; wait and try it again. The producer is fine, so keep it.
-                poison_failures += 1;
-                metrics::counter!("marketing_publisher_errors_total", "kind" => error.kind()).increment(1);
-                tracing::error!(%error, attempts = poison_failures, "publishing is halted at an event");
-                let pause =
-                    Duration::from_millis(100 * 2u64.pow(poison_failures.min(6))).min(Duration::from_secs(5));
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(pause) => {}
-                }
-            } else {
-                poison_failures = 0;
-            }
+            handled = Handled::Committed(to);
         }
+        if let Some(error) = delivered.error {
+            return Err(error);
+        }
+        if delivered.interrupted {
+            return Ok(handled);
+        }
+        if let Some(error) = halted {
+            // An event that cannot be published (yet): everything before it
+            // went out; wait and try it again. The producer is fine, so keep it.
+            self.poison_failures += 1;
+            metrics::counter!("marketing_publisher_errors_total", "kind" => error.kind()).increment(1);
+            tracing::error!(%error, attempts = self.poison_failures, "publishing is halted at an event");
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(backoff(self.poison_failures)) => {}
+            }
+        } else {
+            self.poison_failures = 0;
+        }
+        Ok(handled)
     }
 
+    fn failed(&self, error: &PublishError, failures: u32) -> Duration {
+        metrics::counter!("marketing_publisher_errors_total", "kind" => error.kind()).increment(1);
+        tracing::warn!(%error, failures, "producer session ended; starting a new one");
+        backoff(failures)
+    }
+
+    fn lost(&self, error: &PublishError) {
+        metrics::counter!("marketing_publisher_errors_total", "kind" => error.kind()).increment(1);
+        tracing::error!(%error, "publisher failed; retrying");
+    }
+
+    /// Someone (an operator re-publishing history, or an instance that thought
+    /// it led) moved it: continue from there.
+    fn moved(&self, actual: LogPosition) {
+        let kind = PublishError::CheckpointMoved(actual).kind();
+        metrics::counter!("marketing_publisher_errors_total", "kind" => kind).increment(1);
+        tracing::warn!(?actual, "publisher checkpoint moved; continuing from it");
+    }
+}
+
+impl Relay {
     /// Routes, gates and encodes a round. Stops at the first event that cannot
     /// be routed (returned as the error) so nothing after it overtakes it; a gate
     /// failure stops the whole round.
@@ -398,46 +370,7 @@ impl Publisher {
         batch: &[Prepared],
         shutdown: &CancellationToken,
     ) -> Delivered {
-        let mut pending = Vec::with_capacity(batch.len());
-        let mut enqueue_error = None;
-        'enqueue: for item in batch {
-            let Some((kind, record)) = &item.record else {
-                pending.push(None);
-                continue;
-            };
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (key, value) in &record.headers {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value.as_bytes()),
-                });
-            }
-            let mut future_record = FutureRecord::to(self.topic(*kind))
-                .key(&record.key)
-                .payload(&record.payload)
-                .headers(headers);
-            loop {
-                match producer.send_result(future_record) {
-                    Ok(delivery) => {
-                        pending.push(Some(delivery));
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                        // librdkafka's queue is full: it drains as the broker
-                        // acknowledges; try again shortly.
-                        future_record = returned;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((error, _)) => {
-                        enqueue_error = Some(PublishError::Delivery {
-                            event_id: item.event_id,
-                            error,
-                        });
-                        break 'enqueue;
-                    }
-                }
-            }
-        }
+        let (pending, enqueue_error) = self.enqueue(producer, batch).await;
         let mut acknowledged = 0;
         let mut last_progress = Instant::now();
         let mut deadline: Option<Instant> = None;
@@ -466,12 +399,7 @@ impl Publisher {
                         }
                         acknowledged = index + 1;
                         last_progress = Instant::now();
-                        if let Some((kind, _)) = &item.record {
-                            let topic = self.topic(*kind).to_owned();
-                            metrics::counter!("marketing_publisher_events_total", "topic" => topic).increment(1);
-                        }
-                        let lag = (Utc::now() - item.recorded_at).to_std().unwrap_or_default();
-                        metrics::histogram!("marketing_publisher_ack_lag_seconds").record(lag.as_secs_f64());
+                        self.record_acknowledged(item);
                         break;
                     }
                     _ = shutdown.cancelled(), if deadline.is_none() => {
@@ -495,54 +423,64 @@ impl Publisher {
         }
     }
 
-    async fn load_checkpoint(&self) -> Result<LogPosition, PublishError> {
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-                &[&self.config.checkpoint_name],
-            )
-            .await?;
-        self.read_checkpoint(&client).await
-    }
-
-    async fn read_checkpoint(&self, client: &tokio_postgres::Client) -> Result<LogPosition, PublishError> {
-        let row = client
-            .query_one(
-                "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1",
-                &[&self.config.checkpoint_name],
-            )
-            .await?;
-        Ok(LogPosition {
-            tx_id: row.get(0),
-            position: row.get(1),
-        })
-    }
-
-    /// Moves the checkpoint from `from` to `to`, only if it still is at `from`: two
-    /// instances that both think they lead cannot both move it.
-    async fn save_checkpoint(&self, from: LogPosition, to: LogPosition) -> Result<(), PublishError> {
-        let client = self.pool.get().await?;
-        let updated = client
-            .execute(
-                "UPDATE projection_checkpoints SET tx_id = $2, position = $3, updated_at = now()
-                 WHERE name = $1 AND tx_id = $4 AND position = $5",
-                &[
-                    &self.config.checkpoint_name,
-                    &to.tx_id,
-                    &to.position,
-                    &from.tx_id,
-                    &from.position,
-                ],
-            )
-            .await?;
-        if updated == 1 {
-            Ok(())
-        } else {
-            Err(PublishError::CheckpointMoved(
-                self.read_checkpoint(&client).await?,
-            ))
+    /// Produces the round's records in log order: one pending delivery per
+    /// item (`None` for items not published), up to the first that cannot be
+    /// enqueued (returned as the error).
+    async fn enqueue(
+        &self,
+        producer: &Producer,
+        batch: &[Prepared],
+    ) -> (Vec<Option<DeliveryFuture>>, Option<PublishError>) {
+        let mut pending = Vec::with_capacity(batch.len());
+        for item in batch {
+            let Some((kind, record)) = &item.record else {
+                pending.push(None);
+                continue;
+            };
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let mut future_record = FutureRecord::to(self.topic(*kind))
+                .key(&record.key)
+                .payload(&record.payload)
+                .headers(headers);
+            loop {
+                match producer.send_result(future_record) {
+                    Ok(delivery) => {
+                        pending.push(Some(delivery));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        // librdkafka's queue is full: it drains as the broker
+                        // acknowledges; try again shortly.
+                        future_record = returned;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((error, _)) => {
+                        let error = PublishError::Delivery {
+                            event_id: item.event_id,
+                            error,
+                        };
+                        return (pending, Some(error));
+                    }
+                }
+            }
         }
+        (pending, None)
+    }
+
+    /// Counts an acknowledged record and its lag behind the log.
+    fn record_acknowledged(&self, item: &Prepared) {
+        if let Some((kind, _)) = &item.record {
+            let topic = self.topic(*kind).to_owned();
+            metrics::counter!("marketing_publisher_events_total", "topic" => topic).increment(1);
+        }
+        let lag = (Utc::now() - item.recorded_at).to_std().unwrap_or_default();
+        metrics::histogram!("marketing_publisher_ack_lag_seconds").record(lag.as_secs_f64());
     }
 }
 

@@ -19,8 +19,8 @@ mod embedded {
 }
 
 /// Creates or upgrades the API's own tables (keys, idempotency records).
-pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), event_store::StoreError> {
-    event_store::run_migrations(client, embedded::migrations::runner(), "api_migrations").await
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), migrations::MigrationError> {
+    migrations::run_migrations(client, embedded::migrations::runner(), "api_migrations").await
 }
 
 /// The base path of every seed endpoint.
