@@ -173,8 +173,12 @@ impl<A: Aggregate<Context = (), FoldError = Infallible>> Root<A> {
 ///         Created(CampaignCreated) = "CampaignCreated",
 ///         Deleted(CampaignDeleted) = "CampaignDeleted",
 ///     }
+///     every event has { campaign_id: Uuid }
 /// }
 /// ```
+///
+/// The optional last line names fields every payload carries: each gets an
+/// accessor on the enum (`event.campaign_id()`).
 ///
 /// Every payload is at schema version 1 today. When one changes shape, bump its
 /// version here (`Created(CampaignCreated) = "CampaignCreated" @ 2`) and add an
@@ -186,6 +190,7 @@ macro_rules! domain_events {
         $vis:vis enum $name:ident: $what:literal {
             $($variant:ident($payload:ty) = $type_name:literal $(@ $schema:literal)?),+ $(,)?
         }
+        $(every event has { $($field:ident: $field_ty:ty),+ $(,)? })?
     ) => {
         $(#[$meta])*
         $vis enum $name {
@@ -196,6 +201,8 @@ macro_rules! domain_events {
             /// Every event type name this enum decodes, as stored in the log.
             pub const TYPES: &'static [&'static str] = &[$($type_name),+];
         }
+
+        $crate::domain_events!(@accessors $name [$($variant)+] [$($($field: $field_ty),+)?]);
 
         impl $crate::DomainEvent for $name {
             fn event_type(&self) -> &'static str {
@@ -223,6 +230,19 @@ macro_rules! domain_events {
                         .map(Self::$variant)
                         .map_err(|e| $crate::DecodeError::malformed(event_type, e)),)+
                     other => Err($crate::DecodeError::UnknownType(other.to_owned())),
+                }
+            }
+        }
+    };
+    (@accessors $name:ident $variants:tt [$($field:ident: $field_ty:ty),*]) => {
+        $($crate::domain_events!(@accessor $name $variants $field $field_ty);)*
+    };
+    (@accessor $name:ident [$($variant:ident)+] $field:ident $field_ty:ty) => {
+        impl $name {
+            /// A field every payload of this enum carries.
+            pub fn $field(&self) -> $field_ty {
+                match self {
+                    $(Self::$variant(e) => e.$field),+
                 }
             }
         }

@@ -257,27 +257,10 @@ domain_events! {
         StatusChanged(ContentStatusChanged) = "ContentStatusChanged",
         Deleted(ContentDeleted) = "ContentDeleted",
     }
+    every event has { content_id: Uuid, campaign_id: Uuid }
 }
 
 impl ContentEvent {
-    pub fn content_id(&self) -> Uuid {
-        match self {
-            Self::Created(e) => e.content_id,
-            Self::Updated(e) => e.content_id,
-            Self::StatusChanged(e) => e.content_id,
-            Self::Deleted(e) => e.content_id,
-        }
-    }
-
-    pub fn campaign_id(&self) -> Uuid {
-        match self {
-            Self::Created(e) => e.campaign_id,
-            Self::Updated(e) => e.campaign_id,
-            Self::StatusChanged(e) => e.campaign_id,
-            Self::Deleted(e) => e.campaign_id,
-        }
-    }
-
     /// The media file this event attaches, if any: what retention must keep.
     pub fn attached_media(&self) -> Option<&MediaRef> {
         match self {

@@ -366,24 +366,7 @@ domain_events! {
         Updated(LeadUpdated) = "LeadUpdated",
         Deleted(LeadDeleted) = "LeadDeleted",
     }
-}
-
-impl LeadEvent {
-    pub fn lead_id(&self) -> Uuid {
-        match self {
-            Self::Created(e) => e.lead_id,
-            Self::Updated(e) => e.lead_id,
-            Self::Deleted(e) => e.lead_id,
-        }
-    }
-
-    pub fn campaign_id(&self) -> Uuid {
-        match self {
-            Self::Created(e) => e.campaign_id,
-            Self::Updated(e) => e.campaign_id,
-            Self::Deleted(e) => e.campaign_id,
-        }
-    }
+    every event has { lead_id: Uuid, campaign_id: Uuid }
 }
 
 /// Associated data of a sealed value: the lead and what the value is, so a

@@ -215,26 +215,7 @@ domain_events! {
         StatusChanged(TaskStatusChanged) = "TaskStatusChanged",
         Deleted(TaskDeleted) = "TaskDeleted",
     }
-}
-
-impl TaskEvent {
-    pub fn task_id(&self) -> Uuid {
-        match self {
-            Self::Created(e) => e.task_id,
-            Self::Updated(e) => e.task_id,
-            Self::StatusChanged(e) => e.task_id,
-            Self::Deleted(e) => e.task_id,
-        }
-    }
-
-    pub fn campaign_id(&self) -> Uuid {
-        match self {
-            Self::Created(e) => e.campaign_id,
-            Self::Updated(e) => e.campaign_id,
-            Self::StatusChanged(e) => e.campaign_id,
-            Self::Deleted(e) => e.campaign_id,
-        }
-    }
+    every event has { task_id: Uuid, campaign_id: Uuid }
 }
 
 // ---------------------------------------------------------------------------
