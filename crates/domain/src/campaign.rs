@@ -6,12 +6,11 @@
 
 use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::input::{check_optional_text, check_text, double_option};
-use crate::{domain_events, Money, ProjectSlug, ValidationErrors};
+use crate::{domain_events, update_body, Money, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::Value;
 use std::convert::Infallible;
 use uuid::Uuid;
 
@@ -264,112 +263,77 @@ pub struct CreateCampaign {
     pub kpis: Vec<Kpi>,
 }
 
-/// Body of `PUT /campaigns/:id`: a partial update. An absent field is left as it
-/// is; `null` clears an optional field. Read-only fields a client may echo back from
-/// a GET (`id`, `project`, `created_at`, `updated_at`, `version`) are ignored;
-/// `status` may be echoed unchanged, but changing it goes through
-/// `PATCH /campaigns/:id/status` so the transition rules apply visibly.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct UpdateCampaign {
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option", rename = "type")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<CampaignType>))]
-    pub campaign_type: Option<Option<CampaignType>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-    pub start_date: Option<Option<DateTime<Utc>>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-    pub end_date: Option<Option<DateTime<Utc>>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Money>))]
-    pub total_budget: Option<Option<Money>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<TargetAudience>))]
-    pub target_audience: Option<Option<TargetAudience>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Goals>))]
-    pub goals: Option<Option<Goals>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Channel>>))]
-    pub channels: Option<Option<Vec<Channel>>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Kpi>>))]
-    pub kpis: Option<Option<Vec<Kpi>>>,
-    /// Accepted only when equal to the current status.
+update_body! {
+    /// Body of `PUT /campaigns/:id`: a partial update. An absent field is left as it
+    /// is; `null` clears an optional field. Read-only fields a client may echo back from
+    /// a GET (`id`, `project`, `created_at`, `updated_at`, `version`) are ignored;
+    /// `status` may be echoed unchanged, but changing it goes through
+    /// `PATCH /campaigns/:id/status` so the transition rules apply visibly.
+    #[derive(Debug, Clone, Default, Deserialize)]
     #[serde(default)]
-    pub status: Option<CampaignStatus>,
-    #[serde(default, rename = "id")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_id: Option<Value>,
-    #[serde(default, rename = "project")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_project: Option<Value>,
-    #[serde(default, rename = "created_at")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_created_at: Option<Value>,
-    #[serde(default, rename = "updated_at")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_updated_at: Option<Value>,
-    #[serde(default, rename = "version")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_version: Option<Value>,
+    #[serde(deny_unknown_fields)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub struct UpdateCampaign {
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub name: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub description: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option", rename = "type")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<CampaignType>))]
+        pub campaign_type: Option<Option<CampaignType>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
+        pub start_date: Option<Option<DateTime<Utc>>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
+        pub end_date: Option<Option<DateTime<Utc>>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<Money>))]
+        pub total_budget: Option<Option<Money>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<TargetAudience>))]
+        pub target_audience: Option<Option<TargetAudience>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<Goals>))]
+        pub goals: Option<Option<Goals>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Channel>>))]
+        pub channels: Option<Option<Vec<Channel>>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Kpi>>))]
+        pub kpis: Option<Option<Vec<Kpi>>>,
+        /// Accepted only when equal to the current status.
+        pub status: Option<CampaignStatus>,
+    }
+    ignores echoed read_only_id = "id", read_only_project = "project", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }
 
 /// The fields an update actually changed, as stored in `CampaignUpdated`. The
 /// keys are the resource's keys, so a read model can merge them as they are.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CampaignChanges {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub description: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    #[serde(skip_serializing_if = "Option::is_none", rename = "type")]
     pub campaign_type: Option<CampaignType>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub start_date: Option<Option<DateTime<Utc>>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub end_date: Option<Option<DateTime<Utc>>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub total_budget: Option<Option<Money>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub target_audience: Option<Option<TargetAudience>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub goals: Option<Option<Goals>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<Channel>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kpis: Option<Vec<Kpi>>,
 }
 

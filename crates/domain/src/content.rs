@@ -11,7 +11,7 @@ use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
     optional_datetime, optional_uuid,
 };
-use crate::{domain_events, ProjectSlug, ValidationErrors};
+use crate::{domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -117,94 +117,64 @@ pub struct CreateContent {
     pub assigned_to: Option<Uuid>,
 }
 
-/// Body of `PUT /campaigns/{campaign_id}/content/{content_id}`: a partial update
-/// (absent stays, `null` clears). A new media file comes as the multipart file
-/// field `media`; `"media": null` removes the media. A client may echo the whole
-/// resource back: read-only fields, and `media` naming the current file, are ignored.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct UpdateContent {
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub title: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub content_type: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option_datetime")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-    pub scheduled_date: Option<Option<DateTime<Utc>>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub platform: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<ContentStatus>))]
-    pub status: Option<Option<ContentStatus>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub content: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option_uuid")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
-    pub assigned_to: Option<Option<Uuid>>,
-    /// Only `null` (remove the media) or the current media object (no change).
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>, nullable))]
-    pub media: Option<Option<Value>>,
-    #[serde(default, rename = "id")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_id: Option<Value>,
-    #[serde(default, rename = "campaign_id")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_campaign_id: Option<Value>,
-    #[serde(default, rename = "created_at")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_created_at: Option<Value>,
-    #[serde(default, rename = "updated_at")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_updated_at: Option<Value>,
-    #[serde(default, rename = "version")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_version: Option<Value>,
+update_body! {
+    /// Body of `PUT /campaigns/{campaign_id}/content/{content_id}`: a partial update
+    /// (absent stays, `null` clears). A new media file comes as the multipart file
+    /// field `media`; `"media": null` removes the media. A client may echo the whole
+    /// resource back: read-only fields, and `media` naming the current file, are ignored.
+    #[derive(Debug, Clone, Default, Deserialize)]
+    #[serde(default)]
+    #[serde(deny_unknown_fields)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub struct UpdateContent {
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub title: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub content_type: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option_datetime")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
+        pub scheduled_date: Option<Option<DateTime<Utc>>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub platform: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<ContentStatus>))]
+        pub status: Option<Option<ContentStatus>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub content: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option_uuid")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
+        pub assigned_to: Option<Option<Uuid>>,
+        /// Only `null` (remove the media) or the current media object (no change).
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>, nullable))]
+        pub media: Option<Option<Value>>,
+    }
+    ignores echoed read_only_id = "id", read_only_campaign_id = "campaign_id", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }
 
 /// The fields an update changed, as stored in `ContentUpdated`. Status changes are
 /// their own event.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ContentChanges {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub scheduled_date: Option<Option<DateTime<Utc>>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub platform: Option<Option<String>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub content: Option<Option<String>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub assigned_to: Option<Option<Uuid>>,
     /// `Some(Some(m))` attaches or replaces; `Some(None)` removes.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub media: Option<Option<MediaRef>>,
 }
 

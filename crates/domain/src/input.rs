@@ -134,6 +134,43 @@ pub fn check_optional_text(errors: &mut ValidationErrors, field: &str, value: Op
     }
 }
 
+/// Declares the body of a partial update (`PUT`) that also accepts, and
+/// ignores, the read-only fields a client echoes back from the GET it edited
+/// (`id`, `created_at`, `version`, ...): unknown fields are still refused, so
+/// a typo does not vanish, but a resource sent back as it was read is fine.
+///
+/// ```text
+/// update_body! {
+///     #[derive(Debug, Clone, Default, Deserialize)]
+///     #[serde(default, deny_unknown_fields)]
+///     pub struct UpdateThing {
+///         #[serde(deserialize_with = "double_option")]
+///         pub name: Option<Option<String>>,
+///     }
+///     ignores echoed read_only_id = "id", read_only_version = "version"
+/// }
+/// ```
+#[macro_export]
+macro_rules! update_body {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
+        }
+        ignores echoed $($echo:ident = $key:literal),+ $(,)?
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+            $(
+                #[serde(rename = $key)]
+                #[cfg_attr(feature = "openapi", schema(ignore))]
+                pub $echo: Option<serde_json::Value>,
+            )+
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,10 +22,9 @@ pub use publish::{publishable_event, PublishError};
 
 use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::input::double_option;
-use crate::{domain_events, ProjectSlug, ValidationErrors};
+use crate::{domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -110,34 +109,19 @@ pub struct PersonalData {
 
 /// The personal fields an update changed (absent = unchanged, `null` = cleared).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PersonalChanges {
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub name: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub phone: Option<Option<String>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub company: Option<Option<String>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub notes: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub custom_fields: Option<CustomFields>,
 }
 
@@ -216,53 +200,42 @@ impl CreateLead {
     }
 }
 
-/// Body of `PUT /campaigns/{id}/leads/{lead_id}`: a partial update. Absent fields
-/// stay; `null` clears an optional field (`email` and `status` cannot be null);
-/// `custom_fields` replaces the whole map. Read-only fields echoed from a GET
-/// are ignored.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct UpdateLead {
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub email: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub phone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub company: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub source: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<LeadStatus>))]
-    pub status: Option<Option<LeadStatus>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub notes: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<BTreeMap<String, String>>))]
-    pub custom_fields: Option<Option<CustomFields>>,
-    #[serde(default, rename = "id")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_id: Option<Value>,
-    #[serde(default, rename = "campaign_id")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_campaign_id: Option<Value>,
-    #[serde(default, rename = "created_at")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_created_at: Option<Value>,
-    #[serde(default, rename = "updated_at")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_updated_at: Option<Value>,
-    #[serde(default, rename = "version")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_version: Option<Value>,
+update_body! {
+    /// Body of `PUT /campaigns/{id}/leads/{lead_id}`: a partial update. Absent fields
+    /// stay; `null` clears an optional field (`email` and `status` cannot be null);
+    /// `custom_fields` replaces the whole map. Read-only fields echoed from a GET
+    /// are ignored.
+    #[derive(Debug, Clone, Default, Deserialize)]
+    #[serde(default)]
+    #[serde(deny_unknown_fields)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub struct UpdateLead {
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub name: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub email: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub phone: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub company: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub source: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<LeadStatus>))]
+        pub status: Option<Option<LeadStatus>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub notes: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<BTreeMap<String, String>>))]
+        pub custom_fields: Option<Option<CustomFields>>,
+    }
+    ignores echoed read_only_id = "id", read_only_campaign_id = "campaign_id", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }
 
 /// A lead as the API returns it. The field order is the resource's.

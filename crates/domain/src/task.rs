@@ -11,10 +11,9 @@ use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
     optional_datetime, optional_uuid,
 };
-use crate::{domain_events, ProjectSlug, ValidationErrors};
+use crate::{domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::convert::Infallible;
 use uuid::Uuid;
 
@@ -90,68 +89,46 @@ pub struct CreateTask {
     pub status: Option<TaskStatus>,
 }
 
-/// Body of `PUT /campaigns/{campaign_id}/tasks/{task_id}`: a partial update. An
-/// absent field stays as it is; `null` clears an optional one. Read-only fields a
-/// client may echo back from a GET are ignored.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct UpdateTask {
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub title: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option_uuid")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
-    pub assigned_to: Option<Option<Uuid>>,
-    #[serde(default, deserialize_with = "double_option_datetime")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-    pub due_date: Option<Option<DateTime<Utc>>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<TaskStatus>))]
-    pub status: Option<Option<TaskStatus>>,
-    #[serde(default, rename = "id")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_id: Option<Value>,
-    #[serde(default, rename = "campaign_id")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_campaign_id: Option<Value>,
-    #[serde(default, rename = "created_at")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_created_at: Option<Value>,
-    #[serde(default, rename = "updated_at")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_updated_at: Option<Value>,
-    #[serde(default, rename = "version")]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
-    pub read_only_version: Option<Value>,
+update_body! {
+    /// Body of `PUT /campaigns/{campaign_id}/tasks/{task_id}`: a partial update. An
+    /// absent field stays as it is; `null` clears an optional one. Read-only fields a
+    /// client may echo back from a GET are ignored.
+    #[derive(Debug, Clone, Default, Deserialize)]
+    #[serde(default)]
+    #[serde(deny_unknown_fields)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub struct UpdateTask {
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub title: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+        pub description: Option<Option<String>>,
+        #[serde(deserialize_with = "double_option_uuid")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
+        pub assigned_to: Option<Option<Uuid>>,
+        #[serde(deserialize_with = "double_option_datetime")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
+        pub due_date: Option<Option<DateTime<Utc>>>,
+        #[serde(deserialize_with = "double_option")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<TaskStatus>))]
+        pub status: Option<Option<TaskStatus>>,
+    }
+    ignores echoed read_only_id = "id", read_only_campaign_id = "campaign_id", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }
 
 /// The fields an update changed, as stored in `TaskUpdated` (status changes are
 /// their own event, so auditors see `from` and `to`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TaskChanges {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub description: Option<Option<String>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub assigned_to: Option<Option<Uuid>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "double_option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub due_date: Option<Option<DateTime<Utc>>>,
 }
 
