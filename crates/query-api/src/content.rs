@@ -1,8 +1,7 @@
 //! Content-calendar reads: the calendar (filtered, windowed, sorted by
 //! `scheduled_date`, paginated), one item, and its media file.
 
-use crate::json_response;
-use crate::tasks::{ensure_campaign, CAMPAIGN_NOT_FOUND};
+use crate::under_campaign::{choice, ensure_campaign, get_item, CAMPAIGN_NOT_FOUND};
 use crate::QueryState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -18,7 +17,7 @@ use media::MediaError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
-use web::extract::{etag, parse_id};
+use web::extract::parse_id;
 use web::pagination::{decode_cursor, parse_limit};
 use web::{ApiError, Caller};
 
@@ -124,15 +123,12 @@ pub async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let status = match params.get("status") {
-        None => None,
-        Some(raw) => Some(ContentStatus::parse(raw).ok_or_else(|| {
-            ApiError::bad_request(
-                "status",
-                "status must be one of draft, scheduled, published, archived",
-            )
-        })?),
-    };
+    let status = choice(
+        &params,
+        "status",
+        ContentStatus::parse,
+        "draft, scheduled, published, archived",
+    )?;
     let platform = label_filter(&params, "platform")?;
     let content_type = label_filter(&params, "content_type")?;
     let (from, until) = window(params.get("from"), params.get("to"))?;
@@ -195,27 +191,9 @@ pub async fn list(
 pub async fn get_one(
     State(state): State<QueryState>,
     caller: Caller,
-    Path((campaign_id, content_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let content_id = parse_id(&content_id, NOT_FOUND)?;
-    let client = state.pool.get().await?;
-    ensure_campaign(&client, campaign_id, &caller).await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT body::text, version FROM content_items
-             WHERE id = $1 AND campaign_id = $2 AND project = $3",
-        )
-        .await?;
-    let row = client
-        .query_opt(&statement, &[&content_id, &campaign_id, &caller.project.as_str()])
-        .await?
-        .ok_or(ApiError::NotFound(NOT_FOUND))?;
-    let mut response = json_response(row.get(0));
-    response
-        .headers_mut()
-        .insert(ETAG, etag(row.get(1)).parse().expect("valid etag"));
-    Ok(response)
+    get_item(&state, &caller, ids, "content_items", NOT_FOUND).await
 }
 
 /// `inline; filename="..."; filename*=UTF-8''...`: an ASCII fallback and the

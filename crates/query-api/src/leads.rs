@@ -1,10 +1,10 @@
 //! Lead reads: list (filters `status`, `search`), one lead, CSV export.
 
-use crate::json_response;
+use crate::under_campaign::{choice, ensure_campaign, get_item, CAMPAIGN_NOT_FOUND};
 use crate::QueryState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, ETAG};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -14,11 +14,10 @@ use std::collections::HashMap;
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
-use web::extract::{etag, parse_id};
+use web::extract::parse_id;
 use web::pagination::{decode_cursor, parse_limit};
 use web::{ApiError, Caller};
 
-const CAMPAIGN_NOT_FOUND: &str = "Campaign not found";
 const NOT_FOUND: &str = "Lead not found";
 /// Longest `search` text, in characters.
 pub const SEARCH_MAX: usize = 200;
@@ -30,23 +29,6 @@ pub const EXPORT_FETCH_ROWS: i32 = 1_000;
 struct Cursor {
     created_at: DateTime<Utc>,
     id: Uuid,
-}
-
-/// The campaign must be live and the caller's: another project's campaign, or
-/// a deleted one, is a 404 for its leads too.
-async fn check_campaign(
-    client: &deadpool_postgres::Client,
-    caller: &Caller,
-    campaign_id: Uuid,
-) -> Result<(), ApiError> {
-    let statement = client
-        .prepare_cached("SELECT 1 FROM campaigns WHERE id = $1 AND project = $2")
-        .await?;
-    client
-        .query_opt(&statement, &[&campaign_id, &caller.project.as_str()])
-        .await?
-        .map(|_| ())
-        .ok_or(ApiError::NotFound(CAMPAIGN_NOT_FOUND))
 }
 
 /// `search` as a `LIKE` pattern over the lowercased search text: the query
@@ -88,12 +70,7 @@ pub async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let status = match params.get("status") {
-        None => None,
-        Some(raw) => Some(LeadStatus::parse(raw).ok_or_else(|| {
-            ApiError::bad_request("status", format!("status must be one of {}", LeadStatus::CHOICES))
-        })?),
-    };
+    let status = choice(&params, "status", LeadStatus::parse, LeadStatus::CHOICES)?;
     let search = match params.get("search").map(|s| s.trim()) {
         None | Some("") => None,
         Some(s) if s.chars().count() > SEARCH_MAX => {
@@ -107,7 +84,7 @@ pub async fn list(
     let limit = parse_limit(params.get("limit").map(String::as_str))?;
     let cursor: Option<Cursor> = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
     let client = state.pool.get().await?;
-    check_campaign(&client, &caller, campaign_id).await?;
+    ensure_campaign(&client, campaign_id, &caller).await?;
 
     // Only the conditions in use, so the planner sees each query's real shape
     // (a generic `$2 IS NULL OR ...` would hide the search from the trigram
@@ -160,26 +137,9 @@ pub async fn list(
 pub async fn get_one(
     State(state): State<QueryState>,
     caller: Caller,
-    Path((campaign_id, lead_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let lead_id = parse_id(&lead_id, NOT_FOUND)?;
-    let client = state.pool.get().await?;
-    check_campaign(&client, &caller, campaign_id).await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT body::text, version FROM leads WHERE id = $1 AND campaign_id = $2 AND project = $3",
-        )
-        .await?;
-    let row = client
-        .query_opt(&statement, &[&lead_id, &campaign_id, &caller.project.as_str()])
-        .await?
-        .ok_or(ApiError::NotFound(NOT_FOUND))?;
-    let mut response = json_response(row.get(0));
-    response
-        .headers_mut()
-        .insert(ETAG, etag(row.get(1)).parse().expect("valid etag"));
-    Ok(response)
+    get_item(&state, &caller, ids, "leads", NOT_FOUND).await
 }
 
 /// Export every lead of a campaign as CSV, oldest first.
@@ -205,7 +165,7 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
     let client = state.pool.get().await?;
-    check_campaign(&client, &caller, campaign_id).await?;
+    ensure_campaign(&client, campaign_id, &caller).await?;
     let (sender, mut receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         if let Err(error) = stream_csv(client, campaign_id, &sender).await {

@@ -7,6 +7,7 @@ pub mod content;
 pub mod history;
 pub mod leads;
 pub mod tasks;
+mod under_campaign;
 
 use axum::extract::FromRef;
 use axum::Router;

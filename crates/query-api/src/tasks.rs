@@ -1,20 +1,18 @@
 //! Task reads: a campaign's tasks (filtered, paginated) and one task.
 
-use crate::json_response;
+use crate::under_campaign::{choice, ensure_campaign, get_item, CAMPAIGN_NOT_FOUND};
 use crate::QueryState;
 use axum::extract::{Path, Query, State};
-use axum::http::header::ETAG;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::task::TaskStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
-use web::extract::{etag, parse_id};
+use web::extract::parse_id;
 use web::pagination::{decode_cursor, parse_limit};
 use web::{ApiError, Caller};
 
-pub(crate) const CAMPAIGN_NOT_FOUND: &str = "Campaign not found";
 const NOT_FOUND: &str = "Task not found";
 
 /// Keyset position of the last item on a page: oldest first by (created_at, id).
@@ -22,22 +20,6 @@ const NOT_FOUND: &str = "Task not found";
 struct Cursor {
     created_at: DateTime<Utc>,
     id: Uuid,
-}
-
-/// The campaign is live and the caller's; `Campaign not found` otherwise.
-pub(crate) async fn ensure_campaign(
-    client: &deadpool_postgres::Client,
-    campaign_id: Uuid,
-    caller: &Caller,
-) -> Result<(), ApiError> {
-    let statement = client
-        .prepare_cached("SELECT 1 FROM campaigns WHERE id = $1 AND project = $2")
-        .await?;
-    client
-        .query_opt(&statement, &[&campaign_id, &caller.project.as_str()])
-        .await?
-        .map(|_| ())
-        .ok_or(ApiError::NotFound(CAMPAIGN_NOT_FOUND))
 }
 
 /// List a campaign's tasks, oldest first.
@@ -64,15 +46,12 @@ pub async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let status = match params.get("status") {
-        None => None,
-        Some(raw) => Some(TaskStatus::parse(raw).ok_or_else(|| {
-            ApiError::bad_request(
-                "status",
-                "status must be one of pending, in_progress, completed, cancelled",
-            )
-        })?),
-    };
+    let status = choice(
+        &params,
+        "status",
+        TaskStatus::parse,
+        "pending, in_progress, completed, cancelled",
+    )?;
     let assigned_to = match params.get("assigned_to") {
         None => None,
         Some(raw) => Some(
@@ -129,26 +108,9 @@ pub async fn list(
 pub async fn get_one(
     State(state): State<QueryState>,
     caller: Caller,
-    Path((campaign_id, task_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let task_id = parse_id(&task_id, NOT_FOUND)?;
-    let client = state.pool.get().await?;
-    ensure_campaign(&client, campaign_id, &caller).await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT body::text, version FROM tasks WHERE id = $1 AND campaign_id = $2 AND project = $3",
-        )
-        .await?;
-    let row = client
-        .query_opt(&statement, &[&task_id, &campaign_id, &caller.project.as_str()])
-        .await?
-        .ok_or(ApiError::NotFound(NOT_FOUND))?;
-    let mut response = json_response(row.get(0));
-    response
-        .headers_mut()
-        .insert(ETAG, etag(row.get(1)).parse().expect("valid etag"));
-    Ok(response)
+    get_item(&state, &caller, ids, "tasks", NOT_FOUND).await
 }
 
 /// A page of tasks, for the OpenAPI document.
