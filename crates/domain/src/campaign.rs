@@ -399,6 +399,7 @@ domain_events! {
         StatusChanged(CampaignStatusChanged) = "CampaignStatusChanged",
         Deleted(CampaignDeleted) = "CampaignDeleted",
     }
+    every event has { campaign_id: Uuid }
 }
 
 // ---------------------------------------------------------------------------
@@ -415,6 +416,35 @@ pub struct CampaignState {
     pub updated_at: DateTime<Utc>,
     /// Version (0-based) of the last event applied: the resource's ETag.
     pub version: i64,
+}
+
+/// The stored resource read back (a read model's row), so a projection can
+/// fold further events onto it with the domain's own `evolve`.
+impl<'de> Deserialize<'de> for CampaignState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The flat resource: the details are its other fields.
+        #[derive(Deserialize)]
+        struct Flat {
+            id: Uuid,
+            project: ProjectSlug,
+            status: CampaignStatus,
+            #[serde(flatten)]
+            details: CampaignDetails,
+            created_at: DateTime<Utc>,
+            updated_at: DateTime<Utc>,
+            version: i64,
+        }
+        let flat = Flat::deserialize(deserializer)?;
+        Ok(CampaignState {
+            id: flat.id,
+            project: flat.project,
+            status: flat.status,
+            details: flat.details,
+            created_at: flat.created_at,
+            updated_at: flat.updated_at,
+            version: flat.version,
+        })
+    }
 }
 
 /// The resource's JSON shape: flat, in a stable field order.

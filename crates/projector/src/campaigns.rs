@@ -5,9 +5,8 @@
 use crate::{decode, Projection, ProjectionError, Reads};
 use async_trait::async_trait;
 use domain::campaign::{Campaign, CampaignEvent, STREAM_PREFIX};
-use domain::DomainEvent;
 use event_store::RecordedEvent;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -47,10 +46,10 @@ impl Projection for CampaignsProjection {
         if decoded.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Uuid> = decoded.iter().map(|(_, e)| campaign_id(e)).collect();
+        let ids: Vec<Uuid> = decoded.iter().map(|(_, e)| e.campaign_id()).collect();
         let mut rows = load(tx, &ids).await?;
         for (recorded, event) in &decoded {
-            let id = campaign_id(event);
+            let id = event.campaign_id();
             if let CampaignEvent::Created(_) = event {
                 rows.insert(id, Some(Campaign::default()));
             }
@@ -62,15 +61,6 @@ impl Projection for CampaignsProjection {
             }
         }
         write(tx, rows).await
-    }
-}
-
-fn campaign_id(event: &CampaignEvent) -> Uuid {
-    match event {
-        CampaignEvent::Created(e) => e.campaign_id,
-        CampaignEvent::Updated(e) => e.campaign_id,
-        CampaignEvent::StatusChanged(e) => e.campaign_id,
-        CampaignEvent::Deleted(e) => e.campaign_id,
     }
 }
 
@@ -87,32 +77,11 @@ async fn load(tx: &tokio_postgres::Transaction<'_>, ids: &[Uuid]) -> Result<Rows
     Ok(rows)
 }
 
-/// The aggregate of a stored resource: its creation, as the event that made
-/// it, folded by the domain. Only `updated_at` differs from the stored row until
-/// the next event is folded, which sets it (rows are loaded only for the
-/// campaigns a batch changes).
+/// The aggregate of a stored resource, ready to fold further events.
 fn rehydrate(id: Uuid, body: &Value) -> Result<Campaign, ProjectionError> {
-    let corrupt = |what: &str| ProjectionError::Corrupt(format!("campaign {id}: {what}"));
-    let created_at = body
-        .get("created_at")
-        .cloned()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or_else(|| corrupt("no created_at"))?;
-    let version = body
-        .get("version")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| corrupt("no version"))?;
-    let created = json!({
-        "campaign_id": id,
-        "project": body.get("project"),
-        "status": body.get("status"),
-        // The resource is flat: the details are its other fields.
-        "details": body,
-    });
-    let event = CampaignEvent::from_data("CampaignCreated", created).map_err(|e| corrupt(&e.to_string()))?;
-    let mut campaign = Campaign::default();
-    campaign.apply(&event, created_at, version);
-    Ok(campaign)
+    let state = serde_json::from_value(body.clone())
+        .map_err(|e| ProjectionError::Corrupt(format!("campaign {id}: {e}")))?;
+    Ok(Campaign::from_state(state))
 }
 
 /// One upsert of the live campaigns, one delete of the gone ones.

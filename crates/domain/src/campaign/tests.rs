@@ -392,3 +392,27 @@ proptest! {
         prop_assert_eq!(replayed.version(), live.version());
     }
 }
+
+#[test]
+fn folding_from_a_stored_resource_equals_folding_from_history() {
+    let campaign = given(&[created()]);
+    let events = campaign
+        .handle(update(
+            r#"{"name": "Renamed", "total_budget": 15000.00, "description": null}"#,
+        ))
+        .unwrap();
+    let stored: CampaignState =
+        serde_json::from_value(serde_json::to_value(campaign.state().unwrap()).unwrap()).unwrap();
+    assert_eq!(
+        Some(&stored),
+        campaign.state(),
+        "the resource reads back as it was"
+    );
+    let mut from_row = Campaign::from_state(stored);
+    let mut from_log = campaign.clone();
+    for (n, event) in events.iter().enumerate() {
+        from_row.apply(event, at(5), 1 + n as i64);
+        from_log.apply(event, at(5), 1 + n as i64);
+    }
+    assert_eq!(from_row.state(), from_log.state());
+}
