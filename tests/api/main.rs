@@ -13,4 +13,5 @@ mod leads;
 mod ops;
 mod outage;
 mod pagination;
+mod read_after_write;
 mod tasks;

@@ -127,7 +127,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with a chance to change the configuration first.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
-    let db = fresh_database().await;
+    spawn_app_on(fresh_database().await, configure).await
+}
+
+/// Like [`spawn_app_with`], on a database the test prepared (for example with
+/// a projection's lock already taken).
+pub async fn spawn_app_on(db: TestDatabase, configure: impl FnOnce(&mut Config)) -> TestApp {
     let media_dir = TempDir::new("media");
     let mut config = Config::for_database(&db.url);
     config.media_dir = media_dir.path().to_path_buf();

@@ -14,8 +14,8 @@
 //!    write in the same transaction (a lead's email claim and key);
 //! 6. on a concurrent write, start over (unless `If-Match` pinned a version:
 //!    then the client's view is stale, 412), at most [`MAX_ATTEMPTS`] times;
-//! 7. wait until the read models include the new events, so the client's next
-//!    GET sees them (bounded by the read-after-write timeout).
+//! 7. wait until the read models that consume the new events include them, so
+//!    the client's next GET sees them (bounded by the read-after-write timeout).
 //!
 //! Retries of a request with the same `Idempotency-Key` derive the same event
 //! ids ([`IdSource`]): the log stores them once, and the kernel answers with the
@@ -32,6 +32,7 @@ use domain::aggregate::{Aggregate, Root};
 use domain::campaign::{Campaign, CampaignState};
 use domain::{DomainEvent, ProjectSlug};
 use event_store::{AppendError, AppendOutcome, ExpectedVersion, LogPosition, NewEvent, StreamAppend};
+use projector::Written;
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -269,9 +270,17 @@ impl Writer {
             if events.is_empty() {
                 return Ok(before);
             }
+            let stream_id = A::stream_id(write.id);
+            let written: Vec<Written<'_>> = events
+                .iter()
+                .map(|event| Written {
+                    stream_id: &stream_id,
+                    event_type: event.event_type(),
+                })
+                .collect();
             match self.append(&write, &before, &context, &events, hooks).await? {
                 Appended::Done(after, position) => {
-                    self.wait_for_read_models(position).await;
+                    self.wait_for_read_models(position, &written).await;
                     return Ok(after);
                 }
                 Appended::Stored(position) => {
@@ -279,7 +288,7 @@ impl Writer {
                     // with what is stored (the idempotent result), not a second
                     // change.
                     let (stored, _) = self.load(write.id, hooks).await?;
-                    self.wait_for_read_models(position).await;
+                    self.wait_for_read_models(position, &written).await;
                     return Ok(stored);
                 }
                 Appended::Conflict => {
@@ -452,11 +461,12 @@ impl Writer {
         Ok(ours.then(|| stored.last().map(|e| e.position)).flatten())
     }
 
-    /// Read-after-write: hold the answer until the projections have the
-    /// events. Bounded: if they are far behind (or down) the write still
-    /// succeeded, so it is answered anyway, counted and logged.
-    pub(crate) async fn wait_for_read_models(&self, position: LogPosition) {
-        self.wait_for_read_models_within(position, self.state.read_after_write_timeout)
+    /// Read-after-write: hold the answer until the read models that consume
+    /// what was `written` have it (a campaign write does not wait for the
+    /// leads projection). Bounded: if they are far behind (or down) the write
+    /// still succeeded, so it is answered anyway, counted and logged.
+    pub(crate) async fn wait_for_read_models(&self, position: LogPosition, written: &[Written<'_>]) {
+        self.wait_for_read_models_within(position, written, self.state.read_after_write_timeout)
             .await
     }
 
@@ -464,9 +474,18 @@ impl Writer {
     pub(crate) async fn wait_for_read_models_within(
         &self,
         position: LogPosition,
+        written: &[Written<'_>],
         timeout: std::time::Duration,
     ) {
-        if !self.state.progress.wait_for(position, timeout).await {
+        let started = std::time::Instant::now();
+        let reached = self
+            .state
+            .progress
+            .wait_for_writes(position, Some(written), timeout)
+            .await;
+        metrics::histogram!("marketing_read_after_write_wait_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if !reached {
             metrics::counter!("marketing_read_after_write_timeouts_total").increment(1);
             tracing::warn!(
                 ?position,

@@ -22,7 +22,7 @@ mod listener;
 mod postgres;
 mod verify;
 
-pub use follower::{Batch, Follower, FollowerConfig, Handled, Handler};
+pub use follower::{lock_key, Batch, Follower, FollowerConfig, Handled, Handler};
 pub use history::{read_correlated, HistoryFilter};
 pub use listener::{spawn_listener, wait, Wakeups, EVENTS_CHANNEL};
 pub use postgres::{

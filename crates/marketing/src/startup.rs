@@ -9,7 +9,8 @@ use axum::Router;
 use command_api::CommandState;
 use event_store::{connect_pool, spawn_listener, EventStore, PgEventStore, Wakeups};
 use projector::{
-    all_projections, InProcessProgress, PolledProgress, ProjectionRunner, ReadModelProgress, RunnerConfig,
+    all_projections, Consumer, InProcessProgress, PolledProgress, ProjectionRunner, ReadModelProgress,
+    RunnerConfig,
 };
 use query_api::QueryState;
 use std::sync::Arc;
@@ -182,16 +183,19 @@ impl Core {
     }
 
     /// One runner per projection; their progress, for read-after-write here.
-    fn spawn_projectors(&mut self) -> Vec<tokio::sync::watch::Receiver<event_store::LogPosition>> {
+    fn spawn_projectors(
+        &mut self,
+    ) -> Vec<(Consumer, tokio::sync::watch::Receiver<event_store::LogPosition>)> {
         let mut progress = Vec::new();
         for projection in all_projections(&self.vault) {
+            let consumer = Consumer::of(&*projection);
             let runner = ProjectionRunner::new(
                 self.store.clone(),
                 self.pool.clone(),
                 projection,
                 RunnerConfig::default(),
             );
-            progress.push(runner.progress());
+            progress.push((consumer, runner.progress()));
             self.background
                 .push(tokio::spawn(runner.run(self.shutdown.clone())));
         }
@@ -202,18 +206,18 @@ impl Core {
     fn api(
         &mut self,
         config: &Config,
-        progress_receivers: Vec<tokio::sync::watch::Receiver<event_store::LogPosition>>,
+        progress_receivers: Vec<(Consumer, tokio::sync::watch::Receiver<event_store::LogPosition>)>,
     ) -> anyhow::Result<Router> {
         let mut api = Router::new();
         if self.role.serves_commands() {
             let progress: Arc<dyn ReadModelProgress> = if self.role.runs_projectors() {
-                Arc::new(InProcessProgress::new(progress_receivers))
+                Arc::new(InProcessProgress::scoped(progress_receivers))
             } else {
-                let names = all_projections(&self.vault)
+                let consumers = all_projections(&self.vault)
                     .iter()
-                    .map(|p| p.name().to_owned())
+                    .map(|p| Consumer::of(&**p))
                     .collect();
-                Arc::new(PolledProgress::new(self.pool.clone(), names))
+                Arc::new(PolledProgress::scoped(self.pool.clone(), consumers))
             };
             api = api.merge(command_api::router(CommandState {
                 store: self.store.clone(),

@@ -24,7 +24,7 @@ pub use campaigns::CampaignsProjection;
 pub type ContentProjection = owned::Owned<content::ContentItems>;
 /// The `leads` read model ([`leads`]).
 pub type LeadsProjection = owned::Owned<leads::Leads>;
-pub use progress::{InProcessProgress, PolledProgress, ReadModelProgress};
+pub use progress::{Consumer, InProcessProgress, PolledProgress, ReadModelProgress, Written};
 pub use replay::{replay, ReplayOptions, ReplayOutcome};
 pub use runner::{ProjectionRunner, RunnerConfig};
 /// The `tasks` read model ([`tasks`]).
@@ -96,10 +96,13 @@ impl Reads {
     }
 
     pub fn matches(&self, event: &RecordedEvent) -> bool {
-        event.stream_id.starts_with(self.stream_prefix)
-            && self
-                .event_types
-                .is_none_or(|types| types.contains(&event.event_type.as_str()))
+        self.matches_type(&event.stream_id, &event.event_type)
+    }
+
+    /// Whether an event of `event_type` on stream `stream_id` is read.
+    pub fn matches_type(&self, stream_id: &str, event_type: &str) -> bool {
+        stream_id.starts_with(self.stream_prefix)
+            && self.event_types.is_none_or(|types| types.contains(&event_type))
     }
 }
 

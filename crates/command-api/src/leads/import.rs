@@ -31,6 +31,7 @@ use domain::lead::{self, created_event, validate_create, CreateLead, LeadKey, Va
 use domain::{DomainEvent, ProjectSlug};
 use event_store::{ExpectedVersion, LogPosition, NewEvent, StreamAppend};
 use lead_vault::{email_digest, generate_key, generate_nonce, NewLeadEntry};
+use projector::Written as Appended;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::cell::Cell;
@@ -262,7 +263,7 @@ pub async fn import(
     let written_after = started.elapsed();
     if let Some(position) = written.last_position {
         writer
-            .wait_for_read_models_within(position, READ_MODEL_WAIT)
+            .wait_for_read_models_within(position, &IMPORTED, READ_MODEL_WAIT)
             .await;
     }
     tracing::info!(
@@ -286,6 +287,12 @@ pub async fn import(
     };
     Ok(respond(report, ending, limits))
 }
+
+/// What an import writes: lead creations, on lead streams.
+const IMPORTED: [Appended<'static>; 1] = [Appended {
+    stream_id: lead::STREAM_PREFIX,
+    event_type: "LeadCreated",
+}];
 
 const NO_FILE: &str = "file is required: send the CSV as the multipart field `file`";
 

@@ -1,0 +1,119 @@
+//! Read-after-write waits only for the read models a write changes: with the
+//! leads projection held, every other write still answers with its result
+//! visible, and only a lead write waits (and then answers at the bound).
+
+use marketing_e2e::{spawn_app_on, TestApp, SEED_CREATE};
+use reqwest::Method;
+use serde_json::Value;
+use test_support::fresh_database;
+
+/// `marketing_read_after_write_timeouts_total` as the service reports it.
+async fn timeouts(app: &TestApp) -> u64 {
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("marketing_read_after_write_timeouts_total "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+async fn created(app: &TestApp, path: &str, body: &str) -> Value {
+    let response = app.json(Method::POST, path, &app.key, body).send().await.unwrap();
+    assert_eq!(response.status(), 201, "POST {path}");
+    response.json().await.unwrap()
+}
+
+async fn visible(app: &TestApp, path: &str) {
+    let response = app.get(path, &app.key).await;
+    assert_eq!(response.status(), 200, "GET {path} right after its write");
+}
+
+#[tokio::test]
+async fn a_held_projection_delays_only_the_writes_it_consumes() {
+    // Hold the leads projection: its runner stands by while this session
+    // keeps the projection's advisory lock. (A session lock, not an open
+    // transaction, which would hold back every reader's horizon.)
+    let db = fresh_database().await;
+    let holder = db.connect().await;
+    let leads_lock = event_store::lock_key("", "leads");
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&leads_lock])
+        .await
+        .unwrap();
+    // Long enough that no write waiting for a live projection could time out
+    // on a busy machine; the lead write below waits this long.
+    let app = spawn_app_on(db, |config| config.read_after_write_timeout_ms = 20_000).await;
+
+    let campaign = created(&app, "/campaigns", SEED_CREATE).await;
+    let id = campaign["id"].as_str().unwrap();
+    visible(&app, &format!("/campaigns/{id}")).await;
+    let task = created(&app, &format!("/campaigns/{id}/tasks"), r#"{"title": "t"}"#).await;
+    visible(
+        &app,
+        &format!("/campaigns/{id}/tasks/{}", task["id"].as_str().unwrap()),
+    )
+    .await;
+    let content = created(
+        &app,
+        &format!("/campaigns/{id}/content"),
+        r#"{"title": "c", "content_type": "blog"}"#,
+    )
+    .await;
+    visible(
+        &app,
+        &format!("/campaigns/{id}/content/{}", content["id"].as_str().unwrap()),
+    )
+    .await;
+    let track = r#"{"date": "2024-06-15", "source": "facebook", "metrics": {"clicks": 5}}"#;
+    created(&app, &format!("/campaigns/{id}/analytics"), track).await;
+    let summary: Value = app
+        .get(&format!("/campaigns/{id}/analytics/summary"), &app.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(summary["records"], 1, "{summary}");
+    assert_eq!(timeouts(&app).await, 0, "no write waited for the held projection");
+
+    // A lead write needs the held projection: it waits to the bound, then
+    // answers anyway (it is durable), counted as a timeout.
+    let lead = created(
+        &app,
+        &format!("/campaigns/{id}/leads"),
+        r#"{"email": "a@example.com"}"#,
+    )
+    .await;
+    assert_eq!(timeouts(&app).await, 1);
+    let lead_path = format!("/campaigns/{id}/leads/{}", lead["id"].as_str().unwrap());
+    assert_eq!(
+        app.get(&lead_path, &app.key).await.status(),
+        404,
+        "held: not projected yet"
+    );
+
+    // Released, the projection catches up and the next lead write waits for it.
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&leads_lock])
+        .await
+        .unwrap();
+    let second = created(
+        &app,
+        &format!("/campaigns/{id}/leads"),
+        r#"{"email": "b@example.com"}"#,
+    )
+    .await;
+    visible(
+        &app,
+        &format!("/campaigns/{id}/leads/{}", second["id"].as_str().unwrap()),
+    )
+    .await;
+    visible(&app, &lead_path).await;
+    assert_eq!(timeouts(&app).await, 1);
+}
