@@ -32,16 +32,18 @@ pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Postgres on the same network answers in milliseconds; a server that does not
 /// is treated as down.
 pub const POOL_CREATE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest time to verify an idle connection before handing it out.
+/// Longest time to recycle an idle connection before handing it out.
 pub const POOL_RECYCLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Builds a connection pool from a Postgres URL.
 ///
-/// Every idle connection is verified with a round trip before it is handed out
-/// (`RecyclingMethod::Verified`): after Postgres restarts, connections to the old
-/// server are discarded at their next checkout instead of failing the request
-/// that got them, so the first request after the database is back succeeds.
-/// The cost is one empty query per checkout (tens of microseconds on loopback).
+/// An idle connection is handed out again unless it is closed
+/// (`RecyclingMethod::Fast`): when Postgres restarts it closes every session,
+/// each connection's task sees the socket end and marks it closed, and the
+/// next checkout opens a fresh one, so the first request after the database is
+/// back succeeds. Not `Verified`, which sends a query at every checkout: one
+/// more round trip for every request, a quarter of the throughput of a
+/// primary-key read.
 pub fn connect_pool(database_url: &str, max_size: usize) -> Result<Pool, StoreError> {
     let mut config = tokio_postgres::Config::from_str(database_url)
         .map_err(|e| StoreError::Other(format!("invalid DATABASE_URL: {e}")))?;
@@ -52,7 +54,7 @@ pub fn connect_pool(database_url: &str, max_size: usize) -> Result<Pool, StoreEr
         config,
         NoTls,
         ManagerConfig {
-            recycling_method: RecyclingMethod::Verified,
+            recycling_method: RecyclingMethod::Fast,
         },
     );
     Pool::builder(manager)
