@@ -8,6 +8,7 @@ mod campaigns;
 mod concurrency;
 mod content;
 mod control_characters;
+mod early_413;
 mod kafka;
 mod leads;
 mod ops;

@@ -303,9 +303,9 @@ async fn read_text(field: &mut axum::extract::multipart::Field<'_>, name: &str) 
     Ok(text)
 }
 
-/// Streams the file part into a staging object. On refusal, the rest of the
-/// part is read and dropped (bounded by the body limit) so the client gets the
-/// JSON error instead of a reset connection.
+/// Streams the file part into a staging object. On refusal the rest of the
+/// body is left unread: `web::drain` reads and drops it after the response, so
+/// a client still sending gets the JSON error instead of a reset connection.
 async fn stage_file(
     field: &mut axum::extract::multipart::Field<'_>,
     store: &MediaStore,
@@ -329,7 +329,6 @@ async fn stage_file(
         };
         if let Err(error) = upload.write(chunk).await {
             upload.abort().await;
-            while let Ok(Some(_)) = field.chunk().await {}
             return Err(media_error(error));
         }
     }

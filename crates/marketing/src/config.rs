@@ -105,6 +105,12 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000, global = true)]
     pub request_timeout_ms: u64,
 
+    /// After SIGTERM/SIGINT, how long in-flight requests have to finish before
+    /// their connections are closed, in milliseconds; background tasks then
+    /// get up to 5 s more (docs/operations.md).
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 25_000, global = true)]
+    pub shutdown_grace_ms: u64,
+
     /// Longest time a write waits for the read models before answering, in ms.
     #[arg(
         long,
@@ -174,6 +180,10 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
     pub fn read_after_write_timeout(&self) -> Duration {
         Duration::from_millis(self.read_after_write_timeout_ms)
     }
@@ -226,6 +236,7 @@ impl Config {
             log_format: LogFormat::Text,
             pool_size: 16,
             request_timeout_ms: 60_000,
+            shutdown_grace_ms: 25_000,
             // Generous: tests share one Postgres cluster, and every transaction
             // in it (another test's migrations, say) holds back the commit
             // horizon that projectors read up to. Slower, never a false 404.

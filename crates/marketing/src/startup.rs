@@ -13,6 +13,7 @@ use projector::{
     RunnerConfig,
 };
 use query_api::QueryState;
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -50,11 +51,23 @@ impl Role {
 /// read the log and write the checkpoint.
 const PUBLISHER_POOL_SIZE: usize = 3;
 
+/// How long background tasks (projectors, publisher, listener) have to finish
+/// their batch and commit their checkpoint once the HTTP server has stopped.
+/// A process exits within `SHUTDOWN_GRACE_MS` plus this after the signal.
+pub const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct Application {
     port: u16,
     listener: TcpListener,
     router: Router,
+    /// Stops the HTTP server (SIGTERM, or a test).
     shutdown: CancellationToken,
+    /// Stops the background tasks, once the HTTP server has stopped: in-flight
+    /// writes wait for the projectors (read-after-write), so they must outlive
+    /// the requests.
+    stop_background: CancellationToken,
+    /// How long in-flight requests have after the shutdown signal.
+    grace: Duration,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -304,7 +317,9 @@ impl Application {
             port,
             listener,
             router,
-            shutdown: core.shutdown,
+            shutdown: CancellationToken::new(),
+            stop_background: core.shutdown,
+            grace: config.shutdown_grace(),
             background: core.background,
         })
     }
@@ -319,19 +334,34 @@ impl Application {
     }
 
     /// Serves until the shutdown token is cancelled: stops accepting, lets
-    /// in-flight requests finish, then lets background tasks finish their
-    /// current batch (committing their checkpoints) before returning.
+    /// in-flight requests finish (for at most the grace period; connections
+    /// still open then are cut when the process exits), then stops the
+    /// background tasks, which finish their current batch and commit their
+    /// checkpoints (for at most [`BACKGROUND_STOP_TIMEOUT`]), and returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "listening");
-        let shutdown = self.shutdown.clone();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-            .context("HTTP server failed")?;
-        self.shutdown.cancel();
-        for task in self.background {
-            if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
-                tracing::warn!("a background task did not stop within 10 s");
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(self.shutdown.clone().cancelled_owned())
+            .into_future();
+        let (shutdown, grace) = (self.shutdown.clone(), self.grace);
+        // The grace period starts at the signal, not at start-up.
+        let grace_over = async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = server => served.context("HTTP server failed")?,
+            () = grace_over => tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "requests still in flight at the end of the shutdown grace period; giving up on them"
+            ),
+        }
+        self.stop_background.cancel();
+        let deadline = tokio::time::Instant::now() + BACKGROUND_STOP_TIMEOUT;
+        for mut task in self.background {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!("a background task did not stop within {BACKGROUND_STOP_TIMEOUT:?}");
+                task.abort();
             }
         }
         tracing::info!("stopped");

@@ -4,6 +4,7 @@
 //! that envelope, the middleware stack, cursors and idempotent POSTs.
 
 pub mod auth;
+pub mod drain;
 pub mod error;
 pub mod extract;
 pub mod idempotency;

@@ -1,7 +1,8 @@
 //! The middleware stack every listener gets, outermost first:
 //! request id → propagate it to the response → trace span carrying it →
-//! catch panics (JSON 500) → JSON bodies for any bare error → timeout → query
-//! parameters checked for control characters (`text_guard`).
+//! catch panics (JSON 500) → JSON bodies for any bare error → drain request
+//! bodies left unread (`drain`: a client still sending reads an early 413) →
+//! timeout → query parameters checked for control characters (`text_guard`).
 //! Route-level metrics sit inside routing, where the matched path is known.
 //!
 //! The timeout is one for every route except those given a longer one in
@@ -72,6 +73,7 @@ pub fn apply_with_timeouts(router: Router, timeouts: RequestTimeouts) -> Router 
             .layer(trace)
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(middleware::map_response(json_error_bodies))
+            .layer(middleware::from_fn(crate::drain::drain_unread_bodies))
             .layer(middleware::from_fn_with_state(timeouts, timeout))
             .layer(middleware::from_fn(crate::text_guard::query_guard)),
     )

@@ -1,0 +1,357 @@
+//! Graceful shutdown of the real binary under load: `SIGTERM` while 32
+//! writers keep creating campaigns. What must hold (docs/operations.md):
+//! - every write that was answered `201` is there after a restart;
+//! - requests the server had accepted before the signal are answered, not cut
+//!   (proven with requests that are provably in the handler at the signal);
+//! - the process exits 0 within `SHUTDOWN_GRACE_MS` plus the background stop
+//!   time, even when a request never finishes.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use test_support::fresh_database;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_marketing");
+const WRITERS: usize = 32;
+/// Requests held inside the handler across the signal.
+const HELD: usize = 32;
+/// The grace period this test gives the server: long enough for the held
+/// requests to finish on a busy machine, short enough to wait out.
+const GRACE: Duration = Duration::from_secs(10);
+/// Room for the process to be scheduled and torn down on a loaded machine.
+const EXIT_SLACK: Duration = Duration::from_secs(10);
+const CAMPAIGNS: &str = "/v1/dev/marketing/campaigns";
+
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn marketing(database_url: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env("DATABASE_URL", database_url)
+        .env_remove("EVENT_STORE_URL")
+        .env_remove("KAFKA_BROKERS");
+    command
+}
+
+/// `marketing serve` on a free port, once `/healthz` answers.
+async fn serve(database_url: &str) -> Server {
+    let address = format!("127.0.0.1:{}", free_port());
+    let child = marketing(database_url)
+        .arg("serve")
+        .env("LISTEN_ADDR", &address)
+        .env("SHUTDOWN_GRACE_MS", GRACE.as_millis().to_string())
+        // Longer than the grace period: a write answered only because the
+        // projectors were stopped before the requests would take this long.
+        .env("READ_AFTER_WRITE_TIMEOUT_MS", "60000")
+        // The held requests wait in their handlers while the load builds up.
+        .env("REQUEST_TIMEOUT_MS", "300000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start marketing serve");
+    let server = Server { child, address };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = client
+            .get(format!("http://{}/healthz", server.address))
+            .send()
+            .await;
+        if health.is_ok_and(|r| r.status().is_success()) {
+            return server;
+        }
+        assert!(Instant::now() < deadline, "server did not become healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A create request whose head is sent with `Expect: 100-continue`. Hyper
+/// sends `100 Continue` only when the handler asks for the body, so once it
+/// arrives the request is in the handler: accepted, past authentication.
+struct Held {
+    stream: TcpStream,
+    body: Vec<u8>,
+}
+
+impl Held {
+    async fn open(address: &str, key: &str, name: &str) -> Self {
+        let body = format!(r#"{{"name": "{name}"}}"#).into_bytes();
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        let head = format!(
+            "POST {CAMPAIGNS} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        let (status, _) = read_response(&mut stream, false).await;
+        assert_eq!(status, 100, "the handler asks for the body");
+        Self { stream, body }
+    }
+
+    /// Sends the body and reads the answer: status and JSON body.
+    async fn finish(mut self) -> (u16, serde_json::Value) {
+        self.stream.write_all(&self.body).await.expect("write body");
+        let (status, body) = read_response(&mut self.stream, true).await;
+        (status, serde_json::from_slice(&body).expect("a JSON body"))
+    }
+}
+
+/// Reads one response head and, if `with_body`, its `Content-Length` body.
+async fn read_response(stream: &mut TcpStream, with_body: bool) -> (u16, Vec<u8>) {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let head_end = loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = stream.read(&mut buffer).await.expect("read (no reset)");
+        assert!(n > 0, "connection closed before a response");
+        received.extend_from_slice(&buffer[..n]);
+    };
+    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    if !with_body {
+        return (status, Vec::new());
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        })
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .expect("a Content-Length");
+    let mut body = received[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut buffer).await.expect("read body (no reset)");
+        assert!(n > 0, "connection closed inside the body");
+        body.extend_from_slice(&buffer[..n]);
+    }
+    body.truncate(length);
+    (status, body)
+}
+
+/// What the looping writers saw.
+#[derive(Default)]
+struct Outcomes {
+    acknowledged: Vec<String>,
+    /// Failures before the signal: there must be none.
+    early_failures: Vec<String>,
+    /// Answers other than 201 at any time: there must be none.
+    bad_answers: Vec<String>,
+}
+
+/// Creates campaigns in a loop until a request fails after the signal.
+async fn writer(base: String, key: String, n: usize, signalled: Arc<AtomicBool>, out: Arc<Mutex<Outcomes>>) {
+    let client = reqwest::Client::new();
+    for i in 0.. {
+        let sent = client
+            .post(format!("{base}{CAMPAIGNS}"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({ "name": format!("writer {n} #{i}") }))
+            .send()
+            .await;
+        let answer = match sent {
+            Ok(response) => Ok((
+                response.status().as_u16(),
+                response.json::<serde_json::Value>().await,
+            )),
+            Err(error) => Err(error),
+        };
+        let mut out = out.lock().unwrap();
+        match answer {
+            Ok((201, Ok(body))) => out.acknowledged.push(body["id"].as_str().unwrap().to_owned()),
+            Ok((status, body)) => out.bad_answers.push(format!("{status}: {body:?}")),
+            // Not accepted before the listener closed (refused, or an idle
+            // connection closed under the request): the client knows it
+            // failed, and nothing was acknowledged.
+            Err(_) if signalled.load(Ordering::SeqCst) => return,
+            Err(error) => out.early_failures.push(error.to_string()),
+        }
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn api_key(database_url: &str) -> String {
+    let created = marketing(database_url)
+        .args(["api-key", "create", "--project", "acme", "--name", "shutdown"])
+        .output()
+        .expect("run api-key create");
+    assert!(created.status.success(), "{created:?}");
+    String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
+/// Every campaign id the service lists, following the cursor.
+async fn listed_ids(base: &str, key: &str) -> std::collections::HashSet<String> {
+    let client = reqwest::Client::new();
+    let mut ids = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut request = client
+            .get(format!("{base}{CAMPAIGNS}"))
+            .bearer_auth(key)
+            .query(&[("limit", "500")]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        let page: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+        for item in page["data"].as_array().unwrap() {
+            ids.insert(item["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_keeps_every_acknowledged_write_and_finishes_accepted_requests() {
+    let db = fresh_database().await;
+    let key = api_key(&db.url);
+    let mut server = serve(&db.url).await;
+    let base = format!("http://{}", server.address);
+
+    let mut held = Vec::new();
+    for i in 0..HELD {
+        held.push(Held::open(&server.address, &key, &format!("held {i}")).await);
+    }
+    // Never sends its body: the grace period, not the request, ends it.
+    let stalled = Held::open(&server.address, &key, "stalled").await;
+
+    let signalled = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|n| {
+            tokio::spawn(writer(
+                base.clone(),
+                key.clone(),
+                n,
+                signalled.clone(),
+                outcomes.clone(),
+            ))
+        })
+        .collect();
+    let enough = WRITERS * 10;
+    wait_for(
+        "the writers are under way",
+        Duration::from_secs(120),
+        async || outcomes.lock().unwrap().acknowledged.len() >= enough,
+    )
+    .await;
+
+    signalled.store(true, Ordering::SeqCst);
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let signal_sent = Instant::now();
+    // The listener closes: the shutdown has begun while the held requests
+    // were still waiting in their handlers for their bodies.
+    wait_for("the listener closes", GRACE, async || {
+        TcpStream::connect(&server.address).await.is_err()
+    })
+    .await;
+
+    let mut held_ids = Vec::new();
+    for request in held {
+        let (status, body) = request.finish().await;
+        assert_eq!(status, 201, "an accepted request is answered: {body}");
+        held_ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+
+    wait_for(
+        "the process exits",
+        GRACE + marketing::startup::BACKGROUND_STOP_TIMEOUT + EXIT_SLACK,
+        async || server.child.try_wait().unwrap().is_some(),
+    )
+    .await;
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+    let exited_after = signal_sent.elapsed();
+    // The stalled request was waited for, up to the grace period and no longer.
+    assert!(
+        exited_after >= GRACE,
+        "exited after {exited_after:?}, before the grace period"
+    );
+    let bound = GRACE + marketing::startup::BACKGROUND_STOP_TIMEOUT + EXIT_SLACK;
+    assert!(exited_after <= bound, "exited after {exited_after:?}");
+    drop(stalled);
+
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    assert!(
+        outcomes.early_failures.is_empty(),
+        "{:?}",
+        outcomes.early_failures
+    );
+    assert!(outcomes.bad_answers.is_empty(), "{:?}", outcomes.bad_answers);
+
+    eprintln!(
+        "{} writes acknowledged by the writers, {} held across the signal; exit after {exited_after:?}",
+        outcomes.acknowledged.len(),
+        held_ids.len()
+    );
+    let acknowledged: Vec<&String> = outcomes.acknowledged.iter().chain(&held_ids).collect();
+    // Read-after-write held through the shutdown: every answered write was in
+    // the read model before its answer, so before the process exited (the
+    // projectors stop only after the last request).
+    let projected: std::collections::HashSet<String> = db
+        .connect()
+        .await
+        .query("SELECT id::text FROM campaigns", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let unprojected = acknowledged.iter().filter(|id| !projected.contains(**id)).count();
+    assert_eq!(unprojected, 0, "answered before their read model had them");
+
+    // Restarted, the service lists every acknowledged write.
+    let restarted = serve(&db.url).await;
+    let listed = listed_ids(&format!("http://{}", restarted.address), &key).await;
+    let lost = acknowledged.iter().filter(|id| !listed.contains(**id)).count();
+    assert_eq!(lost, 0, "of {} acknowledged writes", acknowledged.len());
+}
