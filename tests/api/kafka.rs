@@ -47,15 +47,7 @@ async fn test_app(config: Config, role: Role) -> TestApp {
 async fn wait_for_metric(app: &TestApp, line: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let metrics = app
-            .client
-            .get(format!("{}/metrics", app.app.address))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         if metrics.lines().any(|l| l == line) {
             return;
         }

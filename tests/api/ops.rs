@@ -22,15 +22,7 @@ async fn health_readiness_and_metrics() {
     let ready = app.client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     app.create_campaign(&app.key, SEED_CREATE).await;
-    let metrics = app
-        .client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("marketing_projection_lag_events{projection=\"campaigns\"} 0"),
         "{metrics}"

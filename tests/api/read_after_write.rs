@@ -9,16 +9,8 @@ use test_support::fresh_database;
 
 /// `marketing_read_after_write_timeouts_total` as the service reports it.
 async fn timeouts(app: &TestApp) -> u64 {
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.app.address))
-        .send()
+    app.metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
         .lines()
         .find_map(|line| line.strip_prefix("marketing_read_after_write_timeouts_total "))
         .map_or(0, |n| n.trim().parse().unwrap())

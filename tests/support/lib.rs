@@ -162,6 +162,18 @@ impl TestApp {
         self.keys().create(&project, "test").await.expect("create key").1
     }
 
+    /// The service's `/metrics` text (Prometheus exposition format).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.app.address))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// `path` below the base path, e.g. `/campaigns`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{BASE}{path}", self.app.address)
