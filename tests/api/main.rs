@@ -9,6 +9,7 @@ mod concurrency;
 mod content;
 mod control_characters;
 mod early_413;
+mod hostile_bodies;
 mod kafka;
 mod leads;
 mod ops;

@@ -92,19 +92,33 @@ pub fn double_option_uuid<'de, D: Deserializer<'de>>(
     optional_uuid(deserializer).map(Some)
 }
 
+/// Years a timestamp may fall in, in UTC. RFC 3339 allows 0000–9999 in the
+/// local time, but Postgres has no year 0 (`'0000-01-01'::timestamptz` is an
+/// error) and a time in 9999 with a negative offset is in 10000 in UTC, which
+/// its text form cannot read either: such a date, once accepted, was an event
+/// no read model could store, and stopped its projection.
+pub const TIMESTAMP_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
 /// An optional RFC 3339 timestamp with a message a client can act on.
 pub fn optional_datetime<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, D::Error> {
+    use chrono::Datelike;
     let raw: Option<String> = Option::deserialize(deserializer)?;
     raw.map(|raw| {
-        chrono::DateTime::parse_from_rfc3339(&raw)
+        let at = chrono::DateTime::parse_from_rfc3339(&raw)
             .map(|at| at.with_timezone(&chrono::Utc))
             .map_err(|e| {
                 serde::de::Error::custom(format!(
                     "must be an RFC 3339 date-time such as 2024-06-15T10:00:00Z, not {raw:?} ({e})"
                 ))
-            })
+            })?;
+        if !TIMESTAMP_YEARS.contains(&at.year()) {
+            return Err(serde::de::Error::custom(format!(
+                "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, not {raw:?}"
+            )));
+        }
+        Ok(at)
     })
     .transpose()
 }
@@ -204,5 +218,32 @@ mod tests {
         assert_eq!(err.first().unwrap().field, "body");
         let err = from_json_slice::<Outer>(br#"{"name":"x","items":[{}]}"#).unwrap_err();
         assert_eq!(err.first().unwrap().field, "items[0].amount");
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Dated {
+        #[serde(default, deserialize_with = "optional_datetime")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    }
+
+    #[test]
+    fn timestamps_stay_within_the_years_postgres_can_read() {
+        let parse = |at: &str| from_json_slice::<Dated>(format!(r#"{{"at":"{at}"}}"#).as_bytes());
+        for refused in [
+            "0000-01-01T00:00:00Z",
+            "0000-12-31T23:59:59Z",
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+        ] {
+            let err = parse(refused).unwrap_err();
+            assert_eq!(err.first().unwrap().field, "at", "{refused}");
+        }
+        for accepted in [
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T01:00:00+01:00",
+        ] {
+            assert!(parse(accepted).unwrap().at.is_some(), "{accepted}");
+        }
     }
 }

@@ -299,22 +299,7 @@ async fn sigterm_under_load_keeps_every_acknowledged_write_and_finishes_accepted
         held_ids.push(body["id"].as_str().unwrap().to_owned());
     }
 
-    wait_for(
-        "the process exits",
-        GRACE + marketing::startup::BACKGROUND_STOP_TIMEOUT + EXIT_SLACK,
-        async || server.child.try_wait().unwrap().is_some(),
-    )
-    .await;
-    let status = server.child.wait().unwrap();
-    assert!(status.success(), "graceful exit: {status:?}");
-    let exited_after = signal_sent.elapsed();
-    // The stalled request was waited for, up to the grace period and no longer.
-    assert!(
-        exited_after >= GRACE,
-        "exited after {exited_after:?}, before the grace period"
-    );
-    let bound = GRACE + marketing::startup::BACKGROUND_STOP_TIMEOUT + EXIT_SLACK;
-    assert!(exited_after <= bound, "exited after {exited_after:?}");
+    let exited_after = wait_for_graceful_exit(&mut server, signal_sent).await;
     drop(stalled);
 
     for writer in writers {
@@ -333,7 +318,13 @@ async fn sigterm_under_load_keeps_every_acknowledged_write_and_finishes_accepted
         outcomes.acknowledged.len(),
         held_ids.len()
     );
-    let acknowledged: Vec<&String> = outcomes.acknowledged.iter().chain(&held_ids).collect();
+    let acknowledged: Vec<String> = outcomes.acknowledged.into_iter().chain(held_ids).collect();
+    assert_kept(&db, &key, &acknowledged).await;
+}
+
+/// Every acknowledged write is in the read model now, and listed by a
+/// restarted service.
+async fn assert_kept(db: &test_support::TestDatabase, key: &str, acknowledged: &[String]) {
     // Read-after-write held through the shutdown: every answered write was in
     // the read model before its answer, so before the process exited (the
     // projectors stop only after the last request).
@@ -346,12 +337,34 @@ async fn sigterm_under_load_keeps_every_acknowledged_write_and_finishes_accepted
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let unprojected = acknowledged.iter().filter(|id| !projected.contains(**id)).count();
+    let unprojected = acknowledged.iter().filter(|id| !projected.contains(*id)).count();
     assert_eq!(unprojected, 0, "answered before their read model had them");
 
     // Restarted, the service lists every acknowledged write.
     let restarted = serve(&db.url).await;
-    let listed = listed_ids(&format!("http://{}", restarted.address), &key).await;
-    let lost = acknowledged.iter().filter(|id| !listed.contains(**id)).count();
+    let listed = listed_ids(&format!("http://{}", restarted.address), key).await;
+    let lost = acknowledged.iter().filter(|id| !listed.contains(*id)).count();
     assert_eq!(lost, 0, "of {} acknowledged writes", acknowledged.len());
+}
+
+/// Waits for the process to exit 0, and checks when: not before the grace
+/// period (a stalled request holds it), not long after.
+async fn wait_for_graceful_exit(server: &mut Server, signal_sent: Instant) -> Duration {
+    wait_for(
+        "the process exits",
+        GRACE + marketing::startup::BACKGROUND_STOP_TIMEOUT + EXIT_SLACK,
+        async || server.child.try_wait().unwrap().is_some(),
+    )
+    .await;
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+    let exited_after = signal_sent.elapsed();
+    // The stalled request was waited for, up to the grace period and no longer.
+    assert!(
+        exited_after >= GRACE,
+        "exited after {exited_after:?}, before the grace period"
+    );
+    let bound = GRACE + marketing::startup::BACKGROUND_STOP_TIMEOUT + EXIT_SLACK;
+    assert!(exited_after <= bound, "exited after {exited_after:?}");
+    exited_after
 }
