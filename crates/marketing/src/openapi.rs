@@ -31,12 +31,17 @@ pub struct ApiDoc;
 
 /// The whole document, whatever role this process serves: a client of a split
 /// deployment sees one API.
-pub fn document() -> utoipa::openapi::OpenApi {
-    let mut doc = ApiDoc::openapi();
-    doc.merge(command_api::openapi());
-    doc.merge(query_api::openapi());
-    SharedResponses.modify(&mut doc);
-    doc
+///
+/// Built once per process: it is the same for every request.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.merge(command_api::openapi());
+        doc.merge(query_api::openapi());
+        SharedResponses.modify(&mut doc);
+        doc
+    })
 }
 
 /// The answers every operation can give through machinery shared by all

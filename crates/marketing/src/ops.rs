@@ -94,6 +94,6 @@ async fn refresh_log_gauges(state: &OpsState) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
     Json(openapi::document())
 }
