@@ -961,7 +961,8 @@ async fn replaying_the_rollup_projection_gives_identical_results() {
     db.batch_execute(
         "TRUNCATE analytics_daily, analytics_daily_custom;
          DELETE FROM campaign_tombstones WHERE projection = 'analytics';
-         UPDATE projection_checkpoints SET tx_id = 0, position = 0 WHERE name = 'analytics'",
+         UPDATE projection_checkpoints SET tx_id = 0, position = 0
+         WHERE name = 'analytics' OR starts_with(name, 'analytics:')",
     )
     .await
     .unwrap();
@@ -978,10 +979,10 @@ async fn replaying_the_rollup_projection_gives_identical_results() {
     loop {
         let caught_up: bool = db
             .query_one(
-                "SELECT (c.tx_id, c.position) >= (e.tx_id, e.position)
+                "SELECT bool_and((c.tx_id, c.position) >= (e.tx_id, e.position))
                  FROM projection_checkpoints c,
                       (SELECT tx_id, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1) e
-                 WHERE c.name = 'analytics'",
+                 WHERE c.name = 'analytics' OR starts_with(c.name, 'analytics:')",
                 &[],
             )
             .await

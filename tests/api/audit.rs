@@ -152,6 +152,7 @@ async fn the_api_keeps_answering_while_projections_are_replayed() {
     let options = projector::ReplayOptions {
         batch_size: 50,
         swap: true,
+        shards: app.config.projection_shards,
     };
     let outcome = projector::replay(
         &store,

@@ -1144,7 +1144,7 @@ async fn replaying_the_log_never_brings_an_erased_lead_back() {
     client
         .batch_execute(
             "BEGIN; TRUNCATE leads; DELETE FROM campaign_tombstones WHERE projection = 'leads';
-             UPDATE projection_checkpoints SET tx_id = 0, position = 0 WHERE name = 'leads'; COMMIT;",
+             UPDATE projection_checkpoints SET tx_id = 0, position = 0 WHERE name = 'leads' OR starts_with(name, 'leads:'); COMMIT;",
         )
         .await
         .unwrap();

@@ -21,10 +21,19 @@ async fn health_readiness_and_metrics() {
     assert_eq!(health["status"], "ok");
     let ready = app.client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    app.create_campaign(&app.key, SEED_CREATE).await;
+    let campaign = app.create_campaign(&app.key, SEED_CREATE).await;
+    let id: uuid::Uuid = campaign["id"].as_str().unwrap().parse().unwrap();
+    // The shard that holds the campaign has applied it (the others may
+    // record the event they pass over a little later).
+    let shard = projector::Shard::of(id, app.config.projection_shards);
     let metrics = app.metrics().await;
+    let lag = format!(
+        "marketing_projection_lag_events{{projection=\"campaigns\",shard=\"{}/{}\"}} 0",
+        shard.index, shard.count
+    );
+    assert!(metrics.contains(&lag), "{metrics}");
     assert!(
-        metrics.contains("marketing_projection_lag_events{projection=\"campaigns\"} 0"),
+        metrics.contains("marketing_oldest_transaction_age_seconds"),
         "{metrics}"
     );
     assert!(metrics.contains("http_requests_total"), "{metrics}");

@@ -92,6 +92,17 @@ impl CheckedCampaign {
 }
 
 /// One command against one aggregate.
+/// The campaign a write belongs to: the one in its URL, the one its aggregate
+/// names, or itself for a campaign's creation. It keys the read-model shard a
+/// write waits for, so `None` (unknown) waits for every shard.
+fn campaign_of<A: Resource>(write: &Write<'_, A>, state: Option<&A>) -> Option<Uuid> {
+    match (write.parent, state) {
+        (Some(campaign), _) => Some(campaign.id()),
+        (None, Some(live)) => Some(live.campaign_id()),
+        (None, None) => (A::STREAM_PREFIX == domain::campaign::STREAM_PREFIX).then_some(write.id),
+    }
+}
+
 pub(crate) struct Write<'a, A: Aggregate> {
     pub id: Uuid,
     /// The campaign in the URL, for aggregates that live under one.
@@ -271,11 +282,13 @@ impl Writer {
                 return Ok(before);
             }
             let stream_id = A::stream_id(write.id);
+            let campaign_id = campaign_of(&write, before.state());
             let written: Vec<Written<'_>> = events
                 .iter()
                 .map(|event| Written {
                     stream_id: &stream_id,
                     event_type: event.event_type(),
+                    campaign_id,
                 })
                 .collect();
             match self.append(&write, &before, &context, &events, hooks).await? {
@@ -355,11 +368,7 @@ impl Writer {
                 .fold(event, recorded_at, first + n as i64, context)
                 .map_err(A::fold_error)?;
         }
-        let campaign_id = match (write.parent, after.state().or(before.state())) {
-            (Some(campaign), _) => campaign.id(),
-            (None, Some(live)) => live.campaign_id(),
-            (None, None) => write.id,
-        };
+        let campaign_id = campaign_of(write, after.state().or(before.state())).unwrap_or(write.id);
         let metadata = self.metadata(campaign_id);
         let append = StreamAppend {
             stream_id: A::stream_id(write.id),

@@ -4,9 +4,10 @@
 //!
 //! A follower
 //! 1. becomes the active instance by `pg_try_advisory_lock` on a dedicated
-//!    connection (taken out of the pool so the lock dies with the process);
-//!    others stand by and retry every `standby_poll`: fail-over without
-//!    coordination;
+//!    connection (taken out of the pool so the lock dies with the process), or
+//!    on the process's shared lease connection when it is one of many readers
+//!    divided between processes ([`crate::leases`]); others stand by and retry
+//!    every `standby_poll`: fail-over without coordination;
 //! 2. loads its checkpoint row (table `projection_checkpoints`, one row per
 //!    reader name, created on first use);
 //! 3. reads commit-safe batches after it ([`EventStore::read_all`], or
@@ -24,6 +25,7 @@
 //! A shard of a reader is a reader of its own: its own name (so its own
 //! checkpoint row and lock key) and its own handler.
 
+use crate::leases::{Lease, Leases};
 use crate::{EventStore, LogPosition, RecordedEvent, StoreError};
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
@@ -184,6 +186,14 @@ pub trait Handler: Send {
     /// The advisory lock that makes one instance the active one ([`lock_key`]).
     fn lock_key(&self) -> i64;
 
+    /// Whether a missing checkpoint row is created (at the start of the log)
+    /// or is an error. A reader whose rows are installed by someone else (a
+    /// projection's shards, see the projector's `layout`) must not start
+    /// from the beginning over work already done under other names.
+    fn creates_checkpoint(&self) -> bool {
+        true
+    }
+
     /// The stream id prefixes whose events the handler reads, or `None` for
     /// every stream. Events of other streams still come (so the checkpoint moves
     /// past them), with `null` data ([`EventStore::read_all_matching`]).
@@ -275,17 +285,68 @@ pub struct Follower {
     pool: Pool,
     config: FollowerConfig,
     progress: watch::Sender<LogPosition>,
+    leading: watch::Sender<bool>,
+    leases: Option<Arc<Leases>>,
+}
+
+/// How a follower holds its reader's lock.
+enum Held {
+    /// On a connection of its own.
+    Own(deadpool_postgres::ClientWrapper),
+    /// On the process's lease connection.
+    Lease(Lease),
+}
+
+impl Held {
+    fn is_lost(&self) -> bool {
+        match self {
+            Held::Own(lock) => lock.is_closed(),
+            Held::Lease(lease) => lease.is_lost(),
+        }
+    }
+
+    async fn should_yield(&mut self) -> bool {
+        match self {
+            Held::Own(_) => false,
+            Held::Lease(lease) => lease.should_yield().await,
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            // Dropping the connection ends its session and the lock.
+            Held::Own(lock) => drop(lock),
+            Held::Lease(lease) => lease.release().await,
+        }
+    }
 }
 
 impl Follower {
     pub fn new(store: Arc<dyn EventStore>, pool: Pool, config: FollowerConfig) -> Self {
         let (progress, _) = watch::channel(LogPosition::START);
+        let (leading, _) = watch::channel(false);
         Self {
             store,
             pool,
             config,
             progress,
+            leading,
+            leases: None,
         }
+    }
+
+    /// Takes the reader's lock on `leases` (shared by every reader of this
+    /// process, which then leads at most its share of them) instead of on a
+    /// connection of its own.
+    pub fn with_leases(mut self, leases: Arc<Leases>) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// True while this instance is the active one. Its [`Follower::progress`]
+    /// is current only then; otherwise the checkpoint row is.
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.subscribe()
     }
 
     /// Ticks with the checkpoint: every event at or before it is done.
@@ -313,23 +374,41 @@ impl Follower {
     }
 
     /// Becomes the active instance if no other process is, then follows the log
-    /// until shutdown or until the lock's connection is lost.
+    /// until shutdown, until the lock's connection is lost, or (with
+    /// [`Leases`]) until this process leads more than its share.
     async fn lead<H: Handler>(&self, handler: &mut H, shutdown: &CancellationToken) -> Result<(), H::Error> {
-        // A connection taken out of the pool: the session-level advisory lock lives
-        // and dies with it, so a crashed process releases leadership by itself.
+        let Some(mut held) = self.acquire(handler.lock_key()).await? else {
+            return Ok(());
+        };
+        let led = match self.first_load(handler).await {
+            Ok(checkpoint) => {
+                handler.became_active(checkpoint);
+                self.leading.send_replace(true);
+                let led = self.term(handler, shutdown, &mut held, checkpoint).await;
+                self.leading.send_replace(false);
+                handler.stood_down();
+                led
+            }
+            Err(error) => Err(error.into()),
+        };
+        held.release().await;
+        led
+    }
+
+    /// Takes the reader's lock: on the process's lease connection, or on a
+    /// connection of its own taken out of the pool, so that the session-level
+    /// advisory lock lives and dies with it and a crashed process releases
+    /// leadership by itself.
+    async fn acquire(&self, key: i64) -> Result<Option<Held>, StoreError> {
+        if let Some(leases) = &self.leases {
+            return Ok(leases.try_acquire(key).await?.map(Held::Lease));
+        }
         let lock = deadpool_postgres::Object::take(self.pool.get().await?);
         let acquired: bool = lock
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&handler.lock_key()])
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
             .await?
             .get(0);
-        if !acquired {
-            return Ok(());
-        }
-        let checkpoint = self.reload(handler.name()).await?;
-        handler.became_active(checkpoint);
-        let led = self.term(handler, shutdown, &lock, checkpoint).await;
-        handler.stood_down();
-        led
+        Ok(acquired.then_some(Held::Own(lock)))
     }
 
     /// Sessions, one after the other, until shutdown or lost leadership.
@@ -337,7 +416,7 @@ impl Follower {
         &self,
         handler: &mut H,
         shutdown: &CancellationToken,
-        lock: &tokio_postgres::Client,
+        held: &mut Held,
         checkpoint: LogPosition,
     ) -> Result<(), H::Error> {
         let mut cursor = Cursor {
@@ -349,13 +428,13 @@ impl Follower {
         let name = handler.name().to_owned();
         let mut failures = 0u32;
         loop {
-            if shutdown.is_cancelled() || lock.is_closed() {
+            if shutdown.is_cancelled() || held.is_lost() {
                 return Ok(());
             }
             let before = cursor.persisted;
             let pass = match handler.begin(shutdown).await {
                 Ok(true) => {
-                    self.follow(handler, (&name, shutdown), lock, &mut cursor, &mut failures)
+                    self.follow(handler, (&name, shutdown), held, &mut cursor, &mut failures)
                         .await
                 }
                 Ok(false) => Pass::Stop,
@@ -365,7 +444,7 @@ impl Follower {
             let pause = match pass {
                 Pass::Stop => return Ok(()),
                 Pass::Moved => None,
-                Pass::Failed(error) if lock.is_closed() => return Err(error),
+                Pass::Failed(error) if held.is_lost() => return Err(error),
                 Pass::Failed(error) => {
                     if cursor.persisted != before {
                         failures = 0;
@@ -401,14 +480,20 @@ impl Follower {
         &self,
         handler: &mut H,
         (name, shutdown): (&str, &CancellationToken),
-        lock: &tokio_postgres::Client,
+        held: &mut Held,
         cursor: &mut Cursor,
         failures: &mut u32,
     ) -> Pass<H::Error> {
         let mut wakeups = self.store.wakeups().subscribe();
         let mut backoff = Duration::from_millis(1);
         loop {
-            if shutdown.is_cancelled() || lock.is_closed() {
+            if shutdown.is_cancelled() || held.is_lost() {
+                return Pass::Stop;
+            }
+            // Between batches, never inside one: what a handler committed is
+            // whole, and the next leader starts from its checkpoint.
+            if held.should_yield().await {
+                tracing::info!(reader = name, "over this process's share; standing down");
                 return Pass::Stop;
             }
             wakeups.borrow_and_update();
@@ -509,6 +594,27 @@ impl Follower {
         cursor.persisted = cursor.checkpoint;
         cursor.persisted_at = Instant::now();
         Ok(true)
+    }
+
+    /// The checkpoint a term starts from, created if the handler allows it.
+    async fn first_load<H: Handler>(&self, handler: &H) -> Result<LogPosition, StoreError> {
+        if handler.creates_checkpoint() {
+            return self.reload(handler.name()).await;
+        }
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1",
+                &[&handler.name()],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Other(format!("no checkpoint row for reader {}", handler.name())))?;
+        let checkpoint = LogPosition {
+            tx_id: row.get(0),
+            position: row.get(1),
+        };
+        self.progress.send_replace(checkpoint);
+        Ok(checkpoint)
     }
 
     /// The committed checkpoint, also told to `progress`.

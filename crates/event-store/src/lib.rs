@@ -18,6 +18,7 @@
 
 pub mod follower;
 mod history;
+pub mod leases;
 mod listener;
 mod postgres;
 mod verify;

@@ -39,7 +39,10 @@ pub async fn replay(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
             store.as_ref(),
             &pool,
             projection.as_ref(),
-            &ReplayOptions::default(),
+            &ReplayOptions {
+                shards: config.projection_shards,
+                ..ReplayOptions::default()
+            },
             |events, position| {
                 if last_report.elapsed().as_secs() >= 1 {
                     last_report = Instant::now();

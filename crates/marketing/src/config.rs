@@ -120,6 +120,14 @@ pub struct Config {
     )]
     pub read_after_write_timeout_ms: u64,
 
+    /// Shards of each projection (1 to 64): events are divided by campaign,
+    /// shards run concurrently and projector processes divide them. Changing
+    /// it on a database that has been projected is a `marketing replay`
+    /// (docs/operations.md).
+    #[arg(long, env = "PROJECTION_SHARDS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64), global = true)]
+    pub projection_shards: u32,
+
     /// Key-encryption key for the per-lead keys: 32 bytes, base64
     /// (`openssl rand -base64 32`). Unset: lead keys are stored unwrapped.
     /// See docs/leads.md for the threat model.
@@ -241,6 +249,7 @@ impl Config {
             // in it (another test's migrations, say) holds back the commit
             // horizon that projectors read up to. Slower, never a false 404.
             read_after_write_timeout_ms: 30_000,
+            projection_shards: 2,
             lead_key_encryption_key: None,
             lead_import_timeout_ms: 600_000,
             lead_import_max_bytes: 512 * 1024 * 1024,

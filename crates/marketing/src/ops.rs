@@ -89,8 +89,26 @@ async fn refresh_log_gauges(state: &OpsState) -> anyhow::Result<()> {
     for row in rows {
         let name: String = row.get(0);
         let lag: i64 = row.get(1);
-        metrics::gauge!("marketing_projection_lag_events", "projection" => name).set(lag as f64);
+        // A shard's reader is `<projection>:<index>/<count>`.
+        match name.split_once(':') {
+            Some((projection, shard)) => metrics::gauge!("marketing_projection_lag_events",
+                "projection" => projection.to_owned(), "shard" => shard.to_owned())
+            .set(lag as f64),
+            None => metrics::gauge!("marketing_projection_lag_events", "projection" => name).set(lag as f64),
+        }
     }
+    // Every reader of the log stops at the oldest open transaction's snapshot
+    // horizon: one long transaction anywhere in the cluster delays every
+    // projection and so every read-after-write.
+    let oldest: f64 = client
+        .query_one(
+            "SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)::float8
+             FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await?
+        .get(0);
+    metrics::gauge!("marketing_oldest_transaction_age_seconds").set(oldest);
     Ok(())
 }
 

@@ -7,10 +7,10 @@ use crate::ops;
 use anyhow::Context;
 use axum::Router;
 use command_api::CommandState;
+use event_store::leases::Leases;
 use event_store::{connect_pool, spawn_listener, EventStore, PgEventStore, Wakeups};
 use projector::{
-    all_projections, Consumer, InProcessProgress, PolledProgress, ProjectionRunner, ReadModelProgress,
-    RunnerConfig,
+    all_projections, Consumer, Local, Progress, ProjectionRunner, ReadModelProgress, RunnerConfig, Shard,
 };
 use query_api::QueryState;
 use std::future::IntoFuture;
@@ -195,43 +195,62 @@ impl Core {
         Ok(())
     }
 
-    /// One runner per projection; their progress, for read-after-write here.
-    fn spawn_projectors(
-        &mut self,
-    ) -> Vec<(Consumer, tokio::sync::watch::Receiver<event_store::LogPosition>)> {
-        let mut progress = Vec::new();
-        for projection in all_projections(&self.vault) {
-            let consumer = Consumer::of(&*projection);
-            let runner = ProjectionRunner::new(
-                self.store.clone(),
-                self.pool.clone(),
-                projection,
-                RunnerConfig::default(),
-            );
-            progress.push((consumer, runner.progress()));
-            self.background
-                .push(tokio::spawn(runner.run(self.shutdown.clone())));
+    /// One runner per shard of each projection, all on one set of leases, so
+    /// the projector processes divide the shards between them; their
+    /// progress, for read-after-write here.
+    async fn spawn_projectors(&mut self, shards: u32) -> anyhow::Result<Vec<(Consumer, Option<Local>)>> {
+        let projections = all_projections(&self.vault);
+        let mut client = self.pool.get().await?;
+        for projection in &projections {
+            projector::prepare_shards(&mut client, projection.name(), shards).await?;
         }
-        progress
+        drop(client);
+        let leases = Leases::new(self.pool.clone(), projections.len() * shards as usize);
+        let mut progress = Vec::new();
+        for projection in projections {
+            for shard in Shard::all(shards) {
+                let consumer = Consumer::shard_of(&*projection, shard);
+                let runner = ProjectionRunner::shard(
+                    self.store.clone(),
+                    self.pool.clone(),
+                    projection.clone(),
+                    shard,
+                    RunnerConfig::default(),
+                )
+                .with_leases(leases.clone());
+                let local = Local {
+                    progress: runner.progress(),
+                    leading: runner.leading(),
+                };
+                progress.push((consumer, Some(local)));
+                self.background
+                    .push(tokio::spawn(runner.run(self.shutdown.clone())));
+            }
+        }
+        Ok(progress)
     }
 
     /// The command and query routes this role serves.
     fn api(
         &mut self,
         config: &Config,
-        progress_receivers: Vec<(Consumer, tokio::sync::watch::Receiver<event_store::LogPosition>)>,
+        local_runners: Vec<(Consumer, Option<Local>)>,
     ) -> anyhow::Result<Router> {
         let mut api = Router::new();
         if self.role.serves_commands() {
-            let progress: Arc<dyn ReadModelProgress> = if self.role.runs_projectors() {
-                Arc::new(InProcessProgress::scoped(progress_receivers))
+            // Without projectors here, every shard is read from its checkpoint row.
+            let consumers = if self.role.runs_projectors() {
+                local_runners
             } else {
-                let consumers = all_projections(&self.vault)
+                all_projections(&self.vault)
                     .iter()
-                    .map(|p| Consumer::of(&**p))
-                    .collect();
-                Arc::new(PolledProgress::scoped(self.pool.clone(), consumers))
+                    .flat_map(|p| {
+                        Shard::all(config.projection_shards).map(|s| (Consumer::shard_of(&**p, s), None))
+                    })
+                    .collect()
             };
+            let progress: Arc<dyn ReadModelProgress> =
+                Arc::new(Progress::new(Some(self.pool.clone()), consumers));
             api = api.merge(command_api::router(CommandState {
                 store: self.store.clone(),
                 progress,
@@ -289,12 +308,12 @@ impl Application {
         if let Some(publisher_config) = publisher_config {
             core.spawn_publisher(&config, publisher_config)?;
         }
-        let progress_receivers = if role.runs_projectors() {
-            core.spawn_projectors()
+        let local_runners = if role.runs_projectors() {
+            core.spawn_projectors(config.projection_shards).await?
         } else {
             Vec::new()
         };
-        let api = core.api(&config, progress_receivers)?;
+        let api = core.api(&config, local_runners)?;
         let router = Router::new().merge(api).merge(ops::router(ops::OpsState {
             pool: core.pool.clone(),
             store: core.store.clone(),

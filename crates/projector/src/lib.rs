@@ -10,11 +10,13 @@
 mod analytics;
 mod campaigns;
 mod content;
+mod layout;
 mod leads;
 mod owned;
 mod progress;
 mod replay;
 mod runner;
+mod shard;
 mod tasks;
 pub mod tombstones;
 
@@ -24,9 +26,11 @@ pub use campaigns::CampaignsProjection;
 pub type ContentProjection = owned::Owned<content::ContentItems>;
 /// The `leads` read model ([`leads`]).
 pub type LeadsProjection = owned::Owned<leads::Leads>;
-pub use progress::{Consumer, InProcessProgress, PolledProgress, ReadModelProgress, Written};
+pub use layout::prepare as prepare_shards;
+pub use progress::{Consumer, Local, Progress, ReadModelProgress, Written};
 pub use replay::{replay, ReplayOptions, ReplayOutcome};
 pub use runner::{ProjectionRunner, RunnerConfig};
+pub use shard::{campaign_of, Shard, MAX_SHARDS};
 /// The `tasks` read model ([`tasks`]).
 pub type TasksProjection = owned::Owned<tasks::Tasks>;
 
@@ -67,6 +71,8 @@ pub enum ProjectionError {
     },
     #[error("lead vault: {0}")]
     Vault(#[from] lead_vault::VaultError),
+    #[error("{0}")]
+    Layout(String),
 }
 
 /// The events of one kind of stream that a projection reads: every event of

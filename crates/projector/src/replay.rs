@@ -11,7 +11,11 @@
 //!    runner had applied beyond the rebuild (so nothing a client was told is
 //!    visible disappears), drops the live tables, moves the rebuilt ones into
 //!    `public` under the same index names, and keeps the checkpoint where it was
-//!    (or moves it forward). The live runner continues onto the new tables.
+//!    (or moves it forward). With shards, every shard's checkpoint: the
+//!    rebuilt tables are brought up to the furthest of them, and every shard of
+//!    the layout being installed (`ReplayOptions::shards`, which may differ
+//!    from the live one: this is how the shard count changes) starts there.
+//!    The live runners continue onto the new tables.
 //!    Readers wait for that lock for the few milliseconds the swap takes; they
 //!    never see a half-built table.
 
@@ -26,6 +30,8 @@ pub struct ReplayOptions {
     /// Swap the rebuilt tables in. `false` leaves them in `replay_<name>` (for
     /// comparing against the live ones) and changes nothing live.
     pub swap: bool,
+    /// How many shards the projection has after the swap.
+    pub shards: u32,
 }
 
 impl Default for ReplayOptions {
@@ -33,6 +39,7 @@ impl Default for ReplayOptions {
         Self {
             batch_size: 2000,
             swap: true,
+            shards: 1,
         }
     }
 }
@@ -154,20 +161,17 @@ async fn swap(
         live.join(", ")
     ))
     .await?;
-    let live_checkpoint = tx
-        .query_opt(
-            "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
-            &[&projection.name()],
-        )
+    // Every shard's checkpoint row, of whatever layout is live.
+    let live_checkpoint = crate::layout::lock_all(&tx, projection.name())
         .await?
-        .map_or(LogPosition::START, |row| LogPosition {
-            tx_id: row.get(0),
-            position: row.get(1),
-        });
+        .into_iter()
+        .map(|(_, position)| position)
+        .max()
+        .unwrap_or(LogPosition::START);
     // The live tables may already hold events the rebuild has not applied, and a
     // client may have been told its write is visible. Bring the rebuilt tables
-    // up to the live checkpoint inside this transaction, so the swap never takes
-    // the read model (or its checkpoint) backwards.
+    // up to the furthest live checkpoint inside this transaction (every event
+    // of every shard up to it), so the swap takes no shard backwards.
     tx.batch_execute(&format!("SET LOCAL search_path TO {schema}, public"))
         .await?;
     let mut position = rebuilt_to;
@@ -201,12 +205,7 @@ async fn swap(
         }
     }
     let checkpoint = position.max(live_checkpoint);
-    tx.execute(
-        "INSERT INTO projection_checkpoints (name, tx_id, position) VALUES ($1, $2, $3)
-         ON CONFLICT (name) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, updated_at = now()",
-        &[&projection.name(), &checkpoint.tx_id, &checkpoint.position],
-    )
-    .await?;
+    crate::layout::install(&tx, projection.name(), options.shards, checkpoint).await?;
     tx.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
     tx.commit().await?;
     Ok(caught_up)

@@ -10,7 +10,7 @@ use event_store::{
     connect_pool, EventStore, ExpectedVersion, LogPosition, NewEvent, PgEventStore, RecordedEvent, Wakeups,
 };
 use projector::{
-    AnalyticsProjection, InProcessProgress, Projection, ProjectionRunner, ReadModelProgress, RunnerConfig,
+    AnalyticsProjection, Progress, Projection, ProjectionRunner, ReadModelProgress, RunnerConfig,
 };
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -121,7 +121,7 @@ async fn project_until(setup: &Setup, batch_size: usize, until: LogPosition) {
         Arc::new(AnalyticsProjection),
         config,
     );
-    let progress = InProcessProgress::new(vec![runner.progress()]);
+    let progress = Progress::in_process(vec![runner.progress()]);
     let stop = CancellationToken::new();
     let task = tokio::spawn(runner.run(stop.clone()));
     assert!(

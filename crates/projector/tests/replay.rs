@@ -144,6 +144,7 @@ async fn replay_while_writing_equals_a_fresh_rebuild_and_reads_keep_working() {
     let options = ReplayOptions {
         batch_size: 100,
         swap: true,
+        shards: 1,
     };
     let mut batches = 0;
     let outcome = replay(store.as_ref(), &pool, &CampaignsProjection, &options, |_, _| {
@@ -186,6 +187,7 @@ async fn replay_while_writing_equals_a_fresh_rebuild_and_reads_keep_working() {
     let fresh = ReplayOptions {
         batch_size: 500,
         swap: false,
+        shards: 1,
     };
     replay(store.as_ref(), &pool, &CampaignsProjection, &fresh, |_, _| {})
         .await

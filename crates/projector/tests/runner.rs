@@ -6,12 +6,14 @@ use chrono::Utc;
 use deadpool_postgres::Pool;
 use domain::campaign::{stream_id, Campaign, CampaignCommand, CreateCampaign};
 use domain::{DomainEvent, ProjectSlug};
+use event_store::leases::Leases;
 use event_store::{
     connect_pool, EventStore, ExpectedVersion, LogPosition, NewEvent, PgEventStore, RecordedEvent, Wakeups,
 };
+use projector::Shard;
 use projector::{
-    CampaignsProjection, InProcessProgress, PolledProgress, Projection, ProjectionError, ProjectionRunner,
-    ReadModelProgress, RunnerConfig,
+    CampaignsProjection, Progress, Projection, ProjectionError, ProjectionRunner, ReadModelProgress,
+    RunnerConfig,
 };
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -219,8 +221,8 @@ async fn campaigns_read_model_matches_the_domain_fold_and_progress_reports_it() 
     let setup = setup().await;
     let projection = Arc::new(CampaignsProjection);
     let (runner, stop) = start(&setup, projection);
-    let in_process = InProcessProgress::new(vec![runner.progress()]);
-    let polled = PolledProgress::new(setup.pool.clone(), vec!["campaigns".into()]);
+    let in_process = Progress::in_process(vec![runner.progress()]);
+    let polled = Progress::polled(setup.pool.clone(), vec!["campaigns".into()]);
     let task = tokio::spawn(runner.run(stop.clone()));
 
     let id = Uuid::new_v4();
@@ -384,7 +386,7 @@ async fn batches_a_projection_does_not_handle_are_skipped_and_still_checkpointed
             .last_position;
     }
     let (runner, stop) = start(&setup, Arc::new(Picky));
-    let polled = PolledProgress::new(setup.pool.clone(), vec!["picky".into()]);
+    let polled = Progress::polled(setup.pool.clone(), vec!["picky".into()]);
     let task = tokio::spawn(runner.run(stop.clone()));
     // Recorded in the checkpoint row once the runner is idle, for other processes.
     assert!(polled.wait_for(last, Duration::from_secs(30)).await);
@@ -398,4 +400,92 @@ async fn batches_a_projection_does_not_handle_are_skipped_and_still_checkpointed
     assert_eq!(applied(&setup.pool).await, (ids.len() as i64, 3));
     stop.cancel();
     task.await.unwrap();
+}
+
+/// Events of `campaigns` campaigns, round robin, each naming its campaign in
+/// its metadata (as every appended event does), so they spread over shards.
+async fn append_campaign_events(store: &PgEventStore, campaigns: &[Uuid], n: usize) {
+    for i in 0..n {
+        let campaign = campaigns[i % campaigns.len()];
+        let event = NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: "Thing".into(),
+            schema_version: 1,
+            data: json!({ "i": i }),
+            metadata: json!({ "campaign_id": campaign }),
+            recorded_at: Utc::now(),
+        };
+        store
+            .append(&format!("thing-{}", i % 7), ExpectedVersion::Any, vec![event])
+            .await
+            .unwrap();
+    }
+}
+
+/// One projector process: a runner per shard on one set of leases.
+struct Process {
+    leases: Arc<Leases>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn process(setup: &Setup, projection: Arc<dyn Projection>, shards: u32) -> Process {
+    let leases = Leases::new(setup.pool.clone(), shards as usize);
+    let tasks = Shard::all(shards)
+        .map(|shard| {
+            let runner = ProjectionRunner::shard(
+                setup.store.clone(),
+                setup.pool.clone(),
+                projection.clone(),
+                shard,
+                config(),
+            )
+            .with_leases(leases.clone());
+            tokio::spawn(runner.run(CancellationToken::new()))
+        })
+        .collect();
+    Process { leases, tasks }
+}
+
+async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_processes_split_the_shards_and_a_killed_ones_move_without_gaps_or_repeats() {
+    let setup = setup().await;
+    let campaigns: Vec<Uuid> = (0..16).map(|_| Uuid::new_v4()).collect();
+    let recording = Recording::new(vec![], Duration::from_millis(2));
+    let first = process(&setup, recording.clone(), 4);
+    let second = process(&setup, recording.clone(), 4);
+    // Each leads its share, whichever started its runners first.
+    wait_until("both processes lead two shards", || {
+        first.leases.held() == 2 && second.leases.held() == 2
+    })
+    .await;
+    let writer = {
+        let store = setup.store.clone();
+        let campaigns = campaigns.clone();
+        tokio::spawn(async move { append_campaign_events(&store, &campaigns, 300).await })
+    };
+    wait_until_applied(&setup.pool, 100).await;
+    // Kill the first process mid-stream (its batches dawdle inside their
+    // transactions): its runners die and, with its leases, its connection.
+    for task in &first.tasks {
+        task.abort();
+    }
+    for task in first.tasks {
+        let _ = task.await;
+    }
+    drop(first.leases);
+    writer.await.unwrap();
+    wait_until("the survivor leads every shard", || second.leases.held() == 4).await;
+    wait_until_applied(&setup.pool, 300).await;
+    for task in &second.tasks {
+        task.abort();
+    }
+    assert_eq!(applied(&setup.pool).await, (300, 300));
 }

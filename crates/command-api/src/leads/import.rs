@@ -262,8 +262,12 @@ pub async fn import(
     );
     let written_after = started.elapsed();
     if let Some(position) = written.last_position {
+        let imported = [Appended {
+            campaign_id: Some(campaign_id),
+            ..IMPORTED
+        }];
         writer
-            .wait_for_read_models_within(position, &IMPORTED, READ_MODEL_WAIT)
+            .wait_for_read_models_within(position, &imported, READ_MODEL_WAIT)
             .await;
     }
     tracing::info!(
@@ -289,10 +293,11 @@ pub async fn import(
 }
 
 /// What an import writes: lead creations, on lead streams.
-const IMPORTED: [Appended<'static>; 1] = [Appended {
+const IMPORTED: Appended<'static> = Appended {
     stream_id: lead::STREAM_PREFIX,
     event_type: "LeadCreated",
-}];
+    campaign_id: None,
+};
 
 const NO_FILE: &str = "file is required: send the CSV as the multipart field `file`";
 
