@@ -6,7 +6,7 @@
 
 use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::input::{check_optional_text, check_text, double_option};
-use crate::{domain_events, update_body, Money, ProjectSlug, ValidationErrors};
+use crate::{choice_enum, domain_events, update_body, Money, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::ser::SerializeMap;
@@ -27,41 +27,18 @@ const LABEL_MAX: usize = 200;
 const LIST_MAX: usize = 100;
 const AGE_MAX: u32 = 150;
 
-/// Lifecycle status. The transition table is [`CampaignStatus::can_become`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum CampaignStatus {
-    Draft,
-    Active,
-    Paused,
-    Completed,
-    Cancelled,
+choice_enum! {
+    /// Lifecycle status. The transition table is [`CampaignStatus::can_become`].
+    pub enum CampaignStatus {
+        Draft = "draft",
+        Active = "active",
+        Paused = "paused",
+        Completed = "completed",
+        Cancelled = "cancelled",
+    }
 }
 
 impl CampaignStatus {
-    pub const ALL: [CampaignStatus; 5] = [
-        Self::Draft,
-        Self::Active,
-        Self::Paused,
-        Self::Completed,
-        Self::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Active => "active",
-            Self::Paused => "paused",
-            Self::Completed => "completed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-
     /// A new campaign starts as `draft` or `active`.
     pub fn is_initial(self) -> bool {
         matches!(self, Self::Draft | Self::Active)
@@ -84,69 +61,24 @@ impl CampaignStatus {
     }
 }
 
-/// What kind of campaign this is; used for filtering and reporting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum CampaignType {
-    Awareness,
-    Consideration,
-    Conversion,
-    Sales,
-    LeadGeneration,
-    Engagement,
-    Retention,
-    ProductLaunch,
-    Event,
-    Email,
-    SocialMedia,
-    Content,
-    Seo,
-    Referral,
-    Other,
-}
-
-impl CampaignType {
-    pub const ALL: [CampaignType; 15] = [
-        Self::Awareness,
-        Self::Consideration,
-        Self::Conversion,
-        Self::Sales,
-        Self::LeadGeneration,
-        Self::Engagement,
-        Self::Retention,
-        Self::ProductLaunch,
-        Self::Event,
-        Self::Email,
-        Self::SocialMedia,
-        Self::Content,
-        Self::Seo,
-        Self::Referral,
-        Self::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Awareness => "awareness",
-            Self::Consideration => "consideration",
-            Self::Conversion => "conversion",
-            Self::Sales => "sales",
-            Self::LeadGeneration => "lead_generation",
-            Self::Engagement => "engagement",
-            Self::Retention => "retention",
-            Self::ProductLaunch => "product_launch",
-            Self::Event => "event",
-            Self::Email => "email",
-            Self::SocialMedia => "social_media",
-            Self::Content => "content",
-            Self::Seo => "seo",
-            Self::Referral => "referral",
-            Self::Other => "other",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == raw)
+choice_enum! {
+    /// What kind of campaign this is; used for filtering and reporting.
+    pub enum CampaignType {
+        Awareness = "awareness",
+        Consideration = "consideration",
+        Conversion = "conversion",
+        Sales = "sales",
+        LeadGeneration = "lead_generation",
+        Engagement = "engagement",
+        Retention = "retention",
+        ProductLaunch = "product_launch",
+        Event = "event",
+        Email = "email",
+        SocialMedia = "social_media",
+        Content = "content",
+        Seo = "seo",
+        Referral = "referral",
+        Other = "other",
     }
 }
 
@@ -274,36 +206,18 @@ update_body! {
     #[serde(deny_unknown_fields)]
     #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub struct UpdateCampaign {
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub name: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub description: Option<Option<String>>,
+        name: String,
+        description: String,
         #[serde(deserialize_with = "double_option", rename = "type")]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<CampaignType>))]
         pub campaign_type: Option<Option<CampaignType>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-        pub start_date: Option<Option<DateTime<Utc>>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-        pub end_date: Option<Option<DateTime<Utc>>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Money>))]
-        pub total_budget: Option<Option<Money>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<TargetAudience>))]
-        pub target_audience: Option<Option<TargetAudience>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Goals>))]
-        pub goals: Option<Option<Goals>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Channel>>))]
-        pub channels: Option<Option<Vec<Channel>>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Kpi>>))]
-        pub kpis: Option<Option<Vec<Kpi>>>,
+        start_date: DateTime<Utc>,
+        end_date: DateTime<Utc>,
+        total_budget: Money,
+        target_audience: TargetAudience,
+        goals: Goals,
+        channels: Vec<Channel>,
+        kpis: Vec<Kpi>,
         /// Accepted only when equal to the current status.
         pub status: Option<CampaignStatus>,
     }

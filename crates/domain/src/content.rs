@@ -11,7 +11,7 @@ use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
     optional_datetime, optional_uuid,
 };
-use crate::{domain_events, update_body, ProjectSlug, ValidationErrors};
+use crate::{choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -37,32 +37,14 @@ pub fn media_path(campaign_id: Uuid, content_id: Uuid) -> String {
     format!("/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}/media")
 }
 
-/// Publication status. Any status may follow any other (an archived post can be
-/// restored to draft); the one rule is that `scheduled` needs a `scheduled_date`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum ContentStatus {
-    Draft,
-    Scheduled,
-    Published,
-    Archived,
-}
-
-impl ContentStatus {
-    pub const ALL: [ContentStatus; 4] = [Self::Draft, Self::Scheduled, Self::Published, Self::Archived];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Scheduled => "scheduled",
-            Self::Published => "published",
-            Self::Archived => "archived",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+choice_enum! {
+    /// Publication status. Any status may follow any other (an archived post can be
+    /// restored to draft); the one rule is that `scheduled` needs a `scheduled_date`.
+    pub enum ContentStatus {
+        Draft = "draft",
+        Scheduled = "scheduled",
+        Published = "published",
+        Archived = "archived",
     }
 }
 
@@ -127,27 +109,13 @@ update_body! {
     #[serde(deny_unknown_fields)]
     #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub struct UpdateContent {
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub title: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub content_type: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option_datetime")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-        pub scheduled_date: Option<Option<DateTime<Utc>>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub platform: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<ContentStatus>))]
-        pub status: Option<Option<ContentStatus>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub content: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option_uuid")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
-        pub assigned_to: Option<Option<Uuid>>,
+        title: String,
+        content_type: String,
+        scheduled_date: DateTime<Utc> = "double_option_datetime",
+        platform: String,
+        status: ContentStatus,
+        content: String,
+        assigned_to: Uuid = "double_option_uuid",
         /// Only `null` (remove the media) or the current media object (no change).
         #[serde(deserialize_with = "double_option")]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>, nullable))]

@@ -22,7 +22,7 @@ pub use publish::{publishable_event, PublishError};
 
 use crate::aggregate::{Aggregate, Recorded, Root};
 use crate::input::double_option;
-use crate::{domain_events, update_body, ProjectSlug, ValidationErrors};
+use crate::{choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -57,41 +57,14 @@ pub const STANDARD_FIELDS: [&str; 7] = ["name", "email", "phone", "company", "so
 /// serialization of a lead is the same.
 pub type CustomFields = BTreeMap<String, String>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum LeadStatus {
-    New,
-    Contacted,
-    Qualified,
-    Converted,
-    Lost,
-}
-
-impl LeadStatus {
-    pub const ALL: [LeadStatus; 5] = [
-        Self::New,
-        Self::Contacted,
-        Self::Qualified,
-        Self::Converted,
-        Self::Lost,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::New => "new",
-            Self::Contacted => "contacted",
-            Self::Qualified => "qualified",
-            Self::Converted => "converted",
-            Self::Lost => "lost",
-        }
+choice_enum! {
+    pub enum LeadStatus {
+        New = "new",
+        Contacted = "contacted",
+        Qualified = "qualified",
+        Converted = "converted",
+        Lost = "lost",
     }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-
-    pub const CHOICES: &'static str = "new, contacted, qualified, converted, lost";
 }
 
 /// A lead's personal data: what is encrypted in events and erased on deletion.
@@ -210,27 +183,14 @@ update_body! {
     #[serde(deny_unknown_fields)]
     #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub struct UpdateLead {
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub name: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub email: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub phone: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub company: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub source: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<LeadStatus>))]
-        pub status: Option<Option<LeadStatus>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub notes: Option<Option<String>>,
+        name: String,
+        email: String,
+        phone: String,
+        company: String,
+        source: String,
+        status: LeadStatus,
+        notes: String,
+        // The schema spells the map out: `CustomFields` is only an alias.
         #[serde(deserialize_with = "double_option")]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<BTreeMap<String, String>>))]
         pub custom_fields: Option<Option<CustomFields>>,

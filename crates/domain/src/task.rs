@@ -11,7 +11,7 @@ use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
     optional_datetime, optional_uuid,
 };
-use crate::{domain_events, update_body, ProjectSlug, ValidationErrors};
+use crate::{choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
@@ -27,32 +27,14 @@ pub fn stream_id(task_id: Uuid) -> String {
 const TITLE_MAX: usize = 200;
 const DESCRIPTION_MAX: usize = 10_000;
 
-/// Where a task stands. Any status may follow any other: teams reopen completed
-/// tasks and revive cancelled ones, and the audit trail keeps every move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum TaskStatus {
-    Pending,
-    InProgress,
-    Completed,
-    Cancelled,
-}
-
-impl TaskStatus {
-    pub const ALL: [TaskStatus; 4] = [Self::Pending, Self::InProgress, Self::Completed, Self::Cancelled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::InProgress => "in_progress",
-            Self::Completed => "completed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+choice_enum! {
+    /// Where a task stands. Any status may follow any other: teams reopen completed
+    /// tasks and revive cancelled ones, and the audit trail keeps every move.
+    pub enum TaskStatus {
+        Pending = "pending",
+        InProgress = "in_progress",
+        Completed = "completed",
+        Cancelled = "cancelled",
     }
 }
 
@@ -98,21 +80,11 @@ update_body! {
     #[serde(deny_unknown_fields)]
     #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub struct UpdateTask {
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub title: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub description: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option_uuid")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
-        pub assigned_to: Option<Option<Uuid>>,
-        #[serde(deserialize_with = "double_option_datetime")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-        pub due_date: Option<Option<DateTime<Utc>>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<TaskStatus>))]
-        pub status: Option<Option<TaskStatus>>,
+        title: String,
+        description: String,
+        assigned_to: Uuid = "double_option_uuid",
+        due_date: DateTime<Utc> = "double_option_datetime",
+        status: TaskStatus,
     }
     ignores echoed read_only_id = "id", read_only_campaign_id = "campaign_id", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }

@@ -8,6 +8,7 @@
 //!
 //! Derived metrics are computed from exact sums by `domain::analytics`.
 
+use crate::params::{choice, page};
 use crate::QueryState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -25,7 +26,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 use web::extract::parse_id;
-use web::pagination::{decode_cursor, encode_cursor, parse_limit};
+use web::pagination::encode_cursor;
 use web::{ApiError, Caller};
 
 const NOT_FOUND: &str = "Campaign not found";
@@ -318,14 +319,9 @@ pub async fn rows(
         ],
     )?;
     let filter = filter(&params)?;
-    let granularity = match params.get("granularity") {
-        None => Granularity::Day,
-        Some(raw) => Granularity::parse(raw).ok_or_else(|| {
-            ApiError::bad_request("granularity", "granularity must be one of day, week, month")
-        })?,
-    };
-    let limit = parse_limit(params.get("limit").map(String::as_str))?;
-    let cursor: Option<Cursor> = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let granularity =
+        choice(&params, "granularity", Granularity::parse, "day, week, month")?.unwrap_or(Granularity::Day);
+    let (limit, cursor) = page::<Cursor>(&params)?;
 
     let page = Page {
         campaign_id,
