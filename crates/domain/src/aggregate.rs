@@ -114,6 +114,16 @@ impl<A: Aggregate> Root<A> {
         self.deleted
     }
 
+    /// `Ok` for a stream never written, which is what a create needs;
+    /// `exists` otherwise.
+    pub fn empty_or<E>(&self, exists: E) -> Result<(), E> {
+        if self.exists() {
+            Err(exists)
+        } else {
+            Ok(())
+        }
+    }
+
     /// The live state, or `not_found` when there is none.
     pub fn live_or<E>(&self, not_found: E) -> Result<&A, E> {
         self.state.as_ref().ok_or(not_found)

@@ -5,8 +5,9 @@
 //! rules are tested without a database (given events, when command, then events).
 
 use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::changes::{changed, not_null};
 use crate::input::{check_optional_text, check_text, double_option};
-use crate::{choice_enum, domain_events, update_body, Money, ProjectSlug, ValidationErrors};
+use crate::{changes, choice_enum, domain_events, update_body, Money, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::ser::SerializeMap;
@@ -224,54 +225,23 @@ update_body! {
     ignores echoed read_only_id = "id", read_only_project = "project", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }
 
-/// The fields an update actually changed, as stored in `CampaignUpdated`. The
-/// keys are the resource's keys, so a read model can merge them as they are.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CampaignChanges {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub description: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", rename = "type")]
-    pub campaign_type: Option<CampaignType>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub start_date: Option<Option<DateTime<Utc>>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub end_date: Option<Option<DateTime<Utc>>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub total_budget: Option<Option<Money>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub target_audience: Option<Option<TargetAudience>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub goals: Option<Option<Goals>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub channels: Option<Vec<Channel>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kpis: Option<Vec<Kpi>>,
-}
-
-impl CampaignChanges {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    pub fn apply_to(&self, details: &mut CampaignDetails) {
-        fn set<T: Clone>(target: &mut T, change: &Option<T>) {
-            if let Some(value) = change {
-                *target = value.clone();
-            }
-        }
-        set(&mut details.name, &self.name);
-        set(&mut details.description, &self.description);
-        set(&mut details.campaign_type, &self.campaign_type);
-        set(&mut details.start_date, &self.start_date);
-        set(&mut details.end_date, &self.end_date);
-        set(&mut details.total_budget, &self.total_budget);
-        set(&mut details.target_audience, &self.target_audience);
-        set(&mut details.goals, &self.goals);
-        set(&mut details.channels, &self.channels);
-        set(&mut details.kpis, &self.kpis);
+changes! {
+    /// The fields an update actually changed, as stored in `CampaignUpdated`. The
+    /// keys are the resource's keys, so a read model can merge them as they are.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct CampaignChanges for CampaignDetails {
+        name: String,
+        description: Option<String>,
+        #[serde(rename = "type")]
+        campaign_type: CampaignType,
+        start_date: Option<DateTime<Utc>>,
+        end_date: Option<DateTime<Utc>>,
+        total_budget: Option<Money>,
+        target_audience: Option<TargetAudience>,
+        goals: Option<Goals>,
+        channels: Vec<Channel>,
+        kpis: Vec<Kpi>,
     }
 }
 
@@ -515,9 +485,7 @@ fn create(
     project: ProjectSlug,
     input: CreateCampaign,
 ) -> Result<Vec<CampaignEvent>, CampaignError> {
-    if root.exists() {
-        return Err(CampaignError::AlreadyExists);
-    }
+    root.empty_or(CampaignError::AlreadyExists)?;
     let status = input.status.unwrap_or(CampaignStatus::Draft);
     let details = CampaignDetails {
         name: input.name,
@@ -557,25 +525,11 @@ fn update(state: &CampaignState, input: UpdateCampaign) -> Result<Vec<CampaignEv
     }
     let mut invalid = ValidationErrors::new();
     let current = &state.details;
-    // Only fields whose value differs become part of the event.
-    fn changed<T: PartialEq + Clone>(new: Option<T>, current: &T) -> Option<T> {
-        new.filter(|value| value != current)
-    }
-    let name = match input.name {
-        Some(None) => {
-            invalid.add("name", "name must not be null");
-            None
-        }
-        Some(Some(name)) => changed(Some(name), &current.name),
-        None => None,
-    };
-    let campaign_type = match input.campaign_type {
-        Some(None) => {
-            invalid.add("type", "type must not be null");
-            None
-        }
-        other => changed(other.flatten(), &current.campaign_type),
-    };
+    let name = changed(not_null(&mut invalid, "name", input.name), &current.name);
+    let campaign_type = changed(
+        not_null(&mut invalid, "type", input.campaign_type),
+        &current.campaign_type,
+    );
     if !invalid.is_empty() {
         return Err(CampaignError::Invalid(invalid));
     }

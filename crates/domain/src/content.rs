@@ -7,11 +7,12 @@
 //! many items or versions use it.
 
 use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::changes::{changed, not_null};
 use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
     optional_datetime, optional_uuid,
 };
-use crate::{choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
+use crate::{changes, choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -124,31 +125,20 @@ update_body! {
     ignores echoed read_only_id = "id", read_only_campaign_id = "campaign_id", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }
 
-/// The fields an update changed, as stored in `ContentUpdated`. Status changes are
-/// their own event.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ContentChanges {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub scheduled_date: Option<Option<DateTime<Utc>>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub platform: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub content: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub assigned_to: Option<Option<Uuid>>,
-    /// `Some(Some(m))` attaches or replaces; `Some(None)` removes.
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub media: Option<Option<MediaRef>>,
-}
-
-impl ContentChanges {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+changes! {
+    /// The fields an update changed, as stored in `ContentUpdated`. Status changes are
+    /// their own event.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct ContentChanges for ContentState {
+        title: String,
+        content_type: String,
+        scheduled_date: Option<DateTime<Utc>>,
+        platform: Option<String>,
+        content: Option<String>,
+        assigned_to: Option<Uuid>,
+        /// `Some(Some(m))` attaches or replaces; `Some(None)` removes.
+        media: Option<MediaRef>,
     }
 }
 
@@ -248,15 +238,6 @@ impl ContentState {
             assigned_to: self.assigned_to,
         }
     }
-
-    fn set_details(&mut self, details: ContentDetails) {
-        self.title = details.title;
-        self.content_type = details.content_type;
-        self.scheduled_date = details.scheduled_date;
-        self.platform = details.platform;
-        self.content = details.content;
-        self.assigned_to = details.assigned_to;
-    }
 }
 
 /// The resource's JSON: flat, stable field order, media with its download link.
@@ -351,9 +332,7 @@ impl Aggregate for ContentState {
                 project,
                 input,
             } => {
-                if root.exists() {
-                    return Err(ContentError::AlreadyExists);
-                }
+                root.empty_or(ContentError::AlreadyExists)?;
                 let ContentInput { fields, media } = *input;
                 let status = fields.status.unwrap_or(ContentStatus::Draft);
                 let details = ContentDetails {
@@ -411,7 +390,7 @@ impl Aggregate for ContentState {
             }
             ContentEvent::Updated(e) => {
                 if let Some(state) = state.as_mut() {
-                    apply_changes(state, &e.changes);
+                    e.changes.apply_to(state);
                     state.touch(at);
                 }
             }
@@ -435,25 +414,12 @@ fn update(state: &ContentState, input: ContentUpdateInput) -> Result<Vec<Content
     let ContentUpdateInput { fields, new_media } = input;
     let current = state.details();
     let mut invalid = ValidationErrors::new();
-    fn changed<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
-        new.filter(|value| value != current)
-    }
-    let mut required = |field: &str, value: Option<Option<String>>, current: &String| match value {
-        Some(None) => {
-            invalid.add(field, format!("{field} must not be null"));
-            None
-        }
-        other => changed(other.flatten(), current),
-    };
-    let title = required("title", fields.title, &current.title);
-    let content_type = required("content_type", fields.content_type, &current.content_type);
-    let status = match fields.status {
-        Some(None) => {
-            invalid.add("status", "status must not be null");
-            None
-        }
-        other => changed(other.flatten(), &state.status),
-    };
+    let title = changed(not_null(&mut invalid, "title", fields.title), &current.title);
+    let content_type = changed(
+        not_null(&mut invalid, "content_type", fields.content_type),
+        &current.content_type,
+    );
+    let status = changed(not_null(&mut invalid, "status", fields.status), &state.status);
     let media = media_change(&mut invalid, state, new_media, fields.media);
     if !invalid.is_empty() {
         return Err(ContentError::Invalid(invalid));
@@ -468,7 +434,7 @@ fn update(state: &ContentState, input: ContentUpdateInput) -> Result<Vec<Content
         media,
     };
     let mut merged = state.clone();
-    apply_changes(&mut merged, &changes);
+    changes.apply_to(&mut merged);
     validate(
         &merged.details(),
         status.unwrap_or(state.status),
@@ -524,23 +490,6 @@ fn media_change(
         }
         (None, None) => None,
     }
-}
-
-fn apply_changes(state: &mut ContentState, changes: &ContentChanges) {
-    fn set<T: Clone>(target: &mut T, change: &Option<T>) {
-        if let Some(value) = change {
-            *target = value.clone();
-        }
-    }
-    let mut details = state.details();
-    set(&mut details.title, &changes.title);
-    set(&mut details.content_type, &changes.content_type);
-    set(&mut details.scheduled_date, &changes.scheduled_date);
-    set(&mut details.platform, &changes.platform);
-    set(&mut details.content, &changes.content);
-    set(&mut details.assigned_to, &changes.assigned_to);
-    state.set_details(details);
-    set(&mut state.media, &changes.media);
 }
 
 /// Every rule on a content item, checked on create and after merging an update.

@@ -21,8 +21,9 @@ pub use crypto::{CryptoError, LeadKey, Sealed};
 pub use publish::{publishable_event, PublishError};
 
 use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::changes::not_null;
 use crate::input::double_option;
-use crate::{choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
+use crate::{changes, choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -80,41 +81,17 @@ pub struct PersonalData {
     pub custom_fields: CustomFields,
 }
 
-/// The personal fields an update changed (absent = unchanged, `null` = cleared).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PersonalChanges {
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub name: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub phone: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub company: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub notes: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub custom_fields: Option<CustomFields>,
-}
-
-impl PersonalChanges {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    pub fn apply_to(&self, personal: &mut PersonalData) {
-        fn set<T: Clone>(target: &mut T, change: &Option<T>) {
-            if let Some(value) = change {
-                *target = value.clone();
-            }
-        }
-        set(&mut personal.name, &self.name);
-        set(&mut personal.email, &self.email);
-        set(&mut personal.phone, &self.phone);
-        set(&mut personal.company, &self.company);
-        set(&mut personal.notes, &self.notes);
-        set(&mut personal.custom_fields, &self.custom_fields);
+changes! {
+    /// The personal fields an update changed (absent = unchanged, `null` = cleared).
+    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct PersonalChanges for LeadState {
+        name: Option<String>,
+        email: String,
+        phone: Option<String>,
+        company: Option<String>,
+        notes: Option<String>,
+        custom_fields: CustomFields,
     }
 }
 
@@ -390,9 +367,7 @@ impl Aggregate for LeadState {
                 project,
                 input,
             } => {
-                if root.exists() {
-                    return Err(LeadError::AlreadyExists);
-                }
+                root.empty_or(LeadError::AlreadyExists)?;
                 let valid = validate_create(*input).map_err(LeadError::Invalid)?;
                 Ok(vec![created_event(
                     lead_id,
@@ -451,9 +426,7 @@ impl Aggregate for LeadState {
                         state.source = source.clone();
                     }
                     if let Some(changes) = changes {
-                        let mut personal = state.personal();
-                        changes.apply_to(&mut personal);
-                        state.set_personal(personal);
+                        changes.apply_to(state);
                     }
                     state.updated_at = at.at;
                     state.version = at.version;
@@ -512,21 +485,8 @@ fn update(
     nonce: [u8; crypto::NONCE_LEN],
 ) -> Result<Vec<LeadEvent>, LeadError> {
     let mut errors = ValidationErrors::new();
-    let email = match input.email {
-        Some(None) => {
-            errors.add("email", "email must not be null");
-            None
-        }
-        Some(Some(email)) => Some(email),
-        None => None,
-    };
-    let status = match input.status {
-        Some(None) => {
-            errors.add("status", "status must not be null");
-            None
-        }
-        other => other.flatten(),
-    };
+    let email = not_null(&mut errors, "email", input.email);
+    let status = not_null(&mut errors, "status", input.status);
     if !errors.is_empty() {
         return Err(LeadError::Invalid(errors));
     }

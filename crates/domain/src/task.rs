@@ -7,11 +7,12 @@
 //! stream, and the domain does no I/O.
 
 use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::changes::{changed, not_null};
 use crate::input::{
-    check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
-    optional_datetime, optional_uuid,
+    check_optional_text, check_text, double_option_datetime, double_option_uuid, optional_datetime,
+    optional_uuid,
 };
-use crate::{choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
+use crate::{changes, choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
@@ -89,36 +90,16 @@ update_body! {
     ignores echoed read_only_id = "id", read_only_campaign_id = "campaign_id", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }
 
-/// The fields an update changed, as stored in `TaskUpdated` (status changes are
-/// their own event, so auditors see `from` and `to`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TaskChanges {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub description: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub assigned_to: Option<Option<Uuid>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub due_date: Option<Option<DateTime<Utc>>>,
-}
-
-impl TaskChanges {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    pub fn apply_to(&self, details: &mut TaskDetails) {
-        fn set<T: Clone>(target: &mut T, change: &Option<T>) {
-            if let Some(value) = change {
-                *target = value.clone();
-            }
-        }
-        set(&mut details.title, &self.title);
-        set(&mut details.description, &self.description);
-        set(&mut details.assigned_to, &self.assigned_to);
-        set(&mut details.due_date, &self.due_date);
+changes! {
+    /// The fields an update changed, as stored in `TaskUpdated` (status changes are
+    /// their own event, so auditors see `from` and `to`).
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct TaskChanges for TaskState {
+        title: String,
+        description: Option<String>,
+        assigned_to: Option<Uuid>,
+        due_date: Option<DateTime<Utc>>,
     }
 }
 
@@ -247,9 +228,7 @@ impl Aggregate for TaskState {
                 project,
                 input,
             } => {
-                if root.exists() {
-                    return Err(TaskError::AlreadyExists);
-                }
+                root.empty_or(TaskError::AlreadyExists)?;
                 let details = TaskDetails {
                     title: input.title,
                     description: input.description,
@@ -294,12 +273,7 @@ impl Aggregate for TaskState {
             }
             TaskEvent::Updated(e) => {
                 if let Some(state) = state.as_mut() {
-                    let mut details = state.details();
-                    e.changes.apply_to(&mut details);
-                    state.title = details.title;
-                    state.description = details.description;
-                    state.assigned_to = details.assigned_to;
-                    state.due_date = details.due_date;
+                    e.changes.apply_to(state);
                     state.touch(at);
                 }
             }
@@ -321,36 +295,20 @@ impl Aggregate for TaskState {
 
 fn update(state: &TaskState, input: UpdateTask) -> Result<Vec<TaskEvent>, TaskError> {
     let mut invalid = ValidationErrors::new();
-    let current = state.details();
-    fn changed<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
-        new.filter(|value| value != current)
-    }
-    let title = match input.title {
-        Some(None) => {
-            invalid.add("title", "title must not be null");
-            None
-        }
-        other => changed(other.flatten(), &current.title),
-    };
-    let status = match input.status {
-        Some(None) => {
-            invalid.add("status", "status must not be null");
-            None
-        }
-        other => changed(other.flatten(), &state.status),
-    };
+    let title = changed(not_null(&mut invalid, "title", input.title), &state.title);
+    let status = changed(not_null(&mut invalid, "status", input.status), &state.status);
     if !invalid.is_empty() {
         return Err(TaskError::Invalid(invalid));
     }
     let changes = TaskChanges {
         title,
-        description: changed(input.description, &current.description),
-        assigned_to: changed(input.assigned_to, &current.assigned_to),
-        due_date: changed(input.due_date, &current.due_date),
+        description: changed(input.description, &state.description),
+        assigned_to: changed(input.assigned_to, &state.assigned_to),
+        due_date: changed(input.due_date, &state.due_date),
     };
-    let mut merged = current;
+    let mut merged = state.clone();
     changes.apply_to(&mut merged);
-    validate_details(&merged).map_err(TaskError::Invalid)?;
+    validate_details(&merged.details()).map_err(TaskError::Invalid)?;
     let mut events = Vec::new();
     if !changes.is_empty() {
         events.push(TaskEvent::Updated(TaskUpdated {
