@@ -184,11 +184,14 @@ impl<A: Aggregate<Context = (), FoldError = Infallible>> Root<A> {
 ///         Deleted(CampaignDeleted) = "CampaignDeleted",
 ///     }
 ///     every event has { campaign_id: Uuid }
+///     which is all CampaignDeleted carries
 /// }
 /// ```
 ///
-/// The optional last line names fields every payload carries: each gets an
-/// accessor on the enum (`event.campaign_id()`).
+/// The optional `every event has` line names fields every payload carries:
+/// each gets an accessor on the enum (`event.campaign_id()`). A payload that
+/// carries nothing else (a deletion names only what is deleted) is declared
+/// by the `which is all` line, with the derives every payload has.
 ///
 /// Every payload is at schema version 1 today. When one changes shape, bump its
 /// version here (`Created(CampaignCreated) = "CampaignCreated" @ 2`) and add an
@@ -201,6 +204,7 @@ macro_rules! domain_events {
             $($variant:ident($payload:ty) = $type_name:literal $(@ $schema:literal)?),+ $(,)?
         }
         $(every event has { $($field:ident: $field_ty:ty),+ $(,)? })?
+        $(which is all $bare:ident carries)?
     ) => {
         $(#[$meta])*
         $vis enum $name {
@@ -213,6 +217,7 @@ macro_rules! domain_events {
         }
 
         $crate::domain_events!(@accessors $name [$($variant)+] [$($($field: $field_ty),+)?]);
+        $crate::domain_events!(@bare [$($bare)?] [$($($field: $field_ty),+)?]);
 
         impl $crate::DomainEvent for $name {
             fn event_type(&self) -> &'static str {
@@ -255,6 +260,13 @@ macro_rules! domain_events {
                     $(Self::$variant(e) => e.$field),+
                 }
             }
+        }
+    };
+    (@bare [] $fields:tt) => {};
+    (@bare [$bare:ident] [$($field:ident: $field_ty:ty),+]) => {
+        #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
+        pub struct $bare {
+            $(pub $field: $field_ty),+
         }
     };
     (@schema) => { 1 };

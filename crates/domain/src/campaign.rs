@@ -88,7 +88,6 @@ choice_enum! {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TargetAudience {
     /// `[min, max]` age in years, inclusive.
-    #[serde(default)]
     pub age_range: Option<[u32; 2]>,
     #[serde(default)]
     pub gender: Vec<String>,
@@ -102,7 +101,6 @@ pub struct TargetAudience {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Goals {
-    #[serde(default)]
     pub primary: Option<String>,
     #[serde(default)]
     pub secondary: Vec<String>,
@@ -127,13 +125,9 @@ pub struct Channel {
     pub name: String,
     #[serde(rename = "type")]
     pub channel_type: String,
-    #[serde(default)]
     pub platform: Option<String>,
-    #[serde(default)]
     pub budget_allocation: Option<Money>,
-    #[serde(default)]
     pub start_date: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub end_date: Option<DateTime<Utc>>,
 }
 
@@ -145,7 +139,6 @@ pub struct Kpi {
     pub target: Money,
     #[serde(default)]
     pub current: Money,
-    #[serde(default)]
     pub unit: Option<String>,
 }
 
@@ -269,11 +262,6 @@ pub struct CampaignStatusChanged {
     pub to: CampaignStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CampaignDeleted {
-    pub campaign_id: Uuid,
-}
-
 domain_events! {
     /// Everything that happens to a campaign.
     #[derive(Debug, Clone, PartialEq)]
@@ -284,6 +272,7 @@ domain_events! {
         Deleted(CampaignDeleted) = "CampaignDeleted",
     }
     every event has { campaign_id: Uuid }
+    which is all CampaignDeleted carries
 }
 
 // ---------------------------------------------------------------------------

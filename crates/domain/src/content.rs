@@ -170,12 +170,6 @@ pub struct ContentStatusChanged {
     pub to: ContentStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ContentDeleted {
-    pub content_id: Uuid,
-    pub campaign_id: Uuid,
-}
-
 domain_events! {
     /// Everything that happens to a content item.
     #[derive(Debug, Clone, PartialEq)]
@@ -186,6 +180,7 @@ domain_events! {
         Deleted(ContentDeleted) = "ContentDeleted",
     }
     every event has { content_id: Uuid, campaign_id: Uuid }
+    which is all ContentDeleted carries
 }
 
 impl ContentEvent {
@@ -206,16 +201,26 @@ impl ContentEvent {
 /// stored row with the domain's own `apply` (the resource's `media.url` is derived
 /// and ignored when reading back).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    // The document's description of the resource, as published.
+    schema(as = Content, description = "The resource's shape for the OpenAPI document.")
+)]
 pub struct ContentState {
     pub id: Uuid,
     pub campaign_id: Uuid,
+    #[cfg_attr(feature = "openapi", schema(example = "New Blog Post"))]
     pub title: String,
+    #[cfg_attr(feature = "openapi", schema(example = "blog"))]
     pub content_type: String,
     pub scheduled_date: Option<DateTime<Utc>>,
     pub platform: Option<String>,
     pub status: ContentStatus,
     pub content: Option<String>,
     pub assigned_to: Option<Uuid>,
+    // Serialized as a link (see the `Serialize` impl).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ContentMediaResource>))]
     pub media: Option<MediaRef>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -539,25 +544,6 @@ pub struct ContentMediaResource {
     pub sha256: String,
 }
 
-/// The resource's shape for the OpenAPI document.
+/// The resource's schema, by the name the handlers' OpenAPI entries use.
 #[cfg(feature = "openapi")]
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = Content)]
-pub struct ContentResource {
-    pub id: Uuid,
-    pub campaign_id: Uuid,
-    #[schema(example = "New Blog Post")]
-    pub title: String,
-    #[schema(example = "blog")]
-    pub content_type: String,
-    pub scheduled_date: Option<DateTime<Utc>>,
-    pub platform: Option<String>,
-    pub status: ContentStatus,
-    pub content: Option<String>,
-    pub assigned_to: Option<Uuid>,
-    pub media: Option<ContentMediaResource>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub version: i64,
-}
+pub type ContentResource = ContentState;

@@ -177,18 +177,26 @@ update_body! {
 
 /// A lead as the API returns it. The field order is the resource's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    // The document's description of the resource, as published.
+    schema(as = Lead, description = "The resource's shape for the OpenAPI document only.")
+)]
 pub struct LeadState {
     pub id: Uuid,
     pub campaign_id: Uuid,
     pub name: Option<String>,
     pub email: String,
     pub phone: Option<String>,
-    /// Absent from read-model rows stored before the field existed.
+    // Absent from read-model rows stored before the field existed.
     #[serde(default)]
     pub company: Option<String>,
     pub source: Option<String>,
     pub status: LeadStatus,
     pub notes: Option<String>,
+    // The schema spells the map out: `CustomFields` is only an alias.
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub custom_fields: CustomFields,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -262,12 +270,6 @@ pub struct LeadUpdated {
     pub personal: Option<Sealed>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LeadDeleted {
-    pub lead_id: Uuid,
-    pub campaign_id: Uuid,
-}
-
 domain_events! {
     /// Everything that happens to a lead.
     #[derive(Debug, Clone, PartialEq)]
@@ -277,6 +279,7 @@ domain_events! {
         Deleted(LeadDeleted) = "LeadDeleted",
     }
     every event has { lead_id: Uuid, campaign_id: Uuid }
+    which is all LeadDeleted carries
 }
 
 /// Associated data of a sealed value: the lead and what the value is, so a
@@ -746,24 +749,6 @@ fn clean_custom_fields(errors: &mut ValidationErrors, fields: CustomFields) -> C
 #[cfg(test)]
 mod tests;
 
-/// The resource's shape for the OpenAPI document only.
+/// The resource's schema, by the name the handlers' OpenAPI entries use.
 #[cfg(feature = "openapi")]
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = Lead)]
-pub struct LeadResource {
-    pub id: Uuid,
-    pub campaign_id: Uuid,
-    pub name: Option<String>,
-    pub email: String,
-    pub phone: Option<String>,
-    pub company: Option<String>,
-    pub source: Option<String>,
-    pub status: LeadStatus,
-    pub notes: Option<String>,
-    pub custom_fields: BTreeMap<String, String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Stream version; also the `ETag`.
-    pub version: i64,
-}
+pub type LeadResource = LeadState;

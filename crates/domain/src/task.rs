@@ -130,12 +130,6 @@ pub struct TaskStatusChanged {
     pub to: TaskStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskDeleted {
-    pub task_id: Uuid,
-    pub campaign_id: Uuid,
-}
-
 domain_events! {
     /// Everything that happens to a task.
     #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +140,7 @@ domain_events! {
         Deleted(TaskDeleted) = "TaskDeleted",
     }
     every event has { task_id: Uuid, campaign_id: Uuid }
+    which is all TaskDeleted carries
 }
 
 // ---------------------------------------------------------------------------
@@ -155,9 +150,16 @@ domain_events! {
 /// field order); deserialized, it lets a projection fold events into a stored row
 /// with this same code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    // The document's description of the resource, as published.
+    schema(as = Task, description = "The resource's shape for the OpenAPI document.")
+)]
 pub struct TaskState {
     pub id: Uuid,
     pub campaign_id: Uuid,
+    #[cfg_attr(feature = "openapi", schema(example = "Create ad copy"))]
     pub title: String,
     pub description: Option<String>,
     pub assigned_to: Option<Uuid>,
@@ -165,7 +167,8 @@ pub struct TaskState {
     pub status: TaskStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Stream version (0-based) of the last event: the resource's ETag.
+    // 0-based: the version of the last event.
+    /// Stream version; also the `ETag`.
     pub version: i64,
 }
 
@@ -344,22 +347,6 @@ pub fn validate_details(d: &TaskDetails) -> Result<(), ValidationErrors> {
 #[cfg(test)]
 mod tests;
 
-/// The resource's shape for the OpenAPI document.
+/// The resource's schema, by the name the handlers' OpenAPI entries use.
 #[cfg(feature = "openapi")]
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = Task)]
-pub struct TaskResource {
-    pub id: Uuid,
-    pub campaign_id: Uuid,
-    #[schema(example = "Create ad copy")]
-    pub title: String,
-    pub description: Option<String>,
-    pub assigned_to: Option<Uuid>,
-    pub due_date: Option<DateTime<Utc>>,
-    pub status: TaskStatus,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Stream version; also the `ETag`.
-    pub version: i64,
-}
+pub type TaskResource = TaskState;
