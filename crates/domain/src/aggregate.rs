@@ -278,7 +278,9 @@ macro_rules! domain_events {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::{Aggregate, Root};
+    use crate::DomainEvent;
     use chrono::{DateTime, TimeZone, Utc};
+    use serde::de::DeserializeOwned;
 
     /// When the harness records event number `n`: a fixed time plus `n` seconds.
     pub fn at(n: i64) -> DateTime<Utc> {
@@ -297,5 +299,48 @@ pub(crate) mod testing {
                 .expect("the given history folds");
         }
         root
+    }
+
+    /// A request body of a test, parsed as the API parses it.
+    pub fn parsed<T: DeserializeOwned>(json: &str) -> Box<T> {
+        Box::new(crate::input::from_json_slice(json.as_bytes()).expect("a valid body"))
+    }
+
+    /// Decides `command` against `live` and folds what it decided, as the
+    /// command side does, appending it to `log` (whose length is the next
+    /// stream version). The new events, or the refusal.
+    pub fn record<'a, A: Aggregate>(
+        live: &mut Root<A>,
+        log: &'a mut Vec<A::Event>,
+        command: A::Command,
+        context: &A::Context,
+    ) -> Result<&'a [A::Event], A::Error>
+    where
+        A::FoldError: std::fmt::Debug,
+    {
+        let events = live.decide(command, context)?;
+        let first = log.len();
+        for event in events {
+            let version = log.len() as i64;
+            live.fold(&event, at(version), version, context)
+                .expect("a decided event folds");
+            log.push(event);
+        }
+        Ok(&log[first..])
+    }
+
+    /// The aggregate folded from `log` read back from its stored JSON, as a
+    /// projection or an auditor reads it.
+    pub fn replay_stored<A: Aggregate>(log: &[A::Event], context: &A::Context) -> Root<A>
+    where
+        A::FoldError: std::fmt::Debug,
+    {
+        let decoded: Vec<A::Event> = log
+            .iter()
+            .map(|event| {
+                A::Event::from_data(event.event_type(), event.to_data()).expect("stored events decode")
+            })
+            .collect();
+        given(&decoded, context)
     }
 }
