@@ -13,6 +13,7 @@ pub mod content;
 mod kernel;
 pub mod leads;
 pub mod tasks;
+mod under_campaign;
 
 pub use kernel::Writer;
 

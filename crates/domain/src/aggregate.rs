@@ -10,7 +10,7 @@
 //! The event enums name each event type exactly once, in [`domain_events!`],
 //! which writes the `DomainEvent` impl (type names, JSON in and out) from it.
 
-use crate::DomainEvent;
+use crate::{DomainEvent, ProjectSlug};
 use chrono::{DateTime, Utc};
 use std::convert::Infallible;
 use uuid::Uuid;
@@ -20,6 +20,16 @@ use uuid::Uuid;
 pub struct Recorded {
     pub at: DateTime<Utc>,
     pub version: i64,
+}
+
+/// Where a new aggregate owned by a campaign (a task, a content item, a lead)
+/// goes: its id and its campaign, with that campaign's project. The command
+/// side makes one only for a campaign it checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    pub project: ProjectSlug,
 }
 
 /// Implemented by each aggregate's live state (`CampaignState`, `TaskState`, ...).

@@ -6,7 +6,7 @@
 //! ([`MediaRef`]), so the log stays small and a file is stored once however
 //! many items or versions use it.
 
-use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::aggregate::{Aggregate, Placement, Recorded, Root};
 use crate::changes::{changed, not_null};
 use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
@@ -293,12 +293,7 @@ pub enum ContentError {
 
 #[derive(Debug, Clone)]
 pub enum ContentCommand {
-    Create {
-        content_id: Uuid,
-        campaign_id: Uuid,
-        project: ProjectSlug,
-        input: Box<ContentInput>,
-    },
+    Create(Placement, Box<ContentInput>),
     Update(Box<ContentUpdateInput>),
     Delete,
 }
@@ -331,12 +326,7 @@ impl Aggregate for ContentState {
 
     fn decide(root: &Content, command: ContentCommand, _: &()) -> Result<Vec<ContentEvent>, ContentError> {
         match command {
-            ContentCommand::Create {
-                content_id,
-                campaign_id,
-                project,
-                input,
-            } => {
+            ContentCommand::Create(place, input) => {
                 root.empty_or(ContentError::AlreadyExists)?;
                 let ContentInput { fields, media } = *input;
                 let status = fields.status.unwrap_or(ContentStatus::Draft);
@@ -350,9 +340,9 @@ impl Aggregate for ContentState {
                 };
                 validate(&details, status, media.as_ref()).map_err(ContentError::Invalid)?;
                 Ok(vec![ContentEvent::Created(ContentCreated {
-                    content_id,
-                    campaign_id,
-                    project,
+                    content_id: place.id,
+                    campaign_id: place.campaign_id,
+                    project: place.project,
                     status,
                     details,
                     media,

@@ -20,7 +20,7 @@ mod publish;
 pub use crypto::{CryptoError, LeadKey, Sealed};
 pub use publish::{publishable_event, PublishError};
 
-use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::aggregate::{Aggregate, Placement, Recorded, Root};
 use crate::changes::not_null;
 use crate::input::double_option;
 use crate::{changes, choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
@@ -329,12 +329,7 @@ pub enum LeadError {
 
 #[derive(Debug, Clone)]
 pub enum LeadCommand {
-    Create {
-        lead_id: Uuid,
-        campaign_id: Uuid,
-        project: ProjectSlug,
-        input: Box<CreateLead>,
-    },
+    Create(Placement, Box<CreateLead>),
     Update(Box<UpdateLead>),
     Delete,
 }
@@ -364,18 +359,13 @@ impl Aggregate for LeadState {
     fn decide(root: &Lead, command: LeadCommand, keys: &LeadKeys) -> Result<Vec<LeadEvent>, LeadError> {
         let (key, nonce) = (&keys.key, keys.nonce);
         match command {
-            LeadCommand::Create {
-                lead_id,
-                campaign_id,
-                project,
-                input,
-            } => {
+            LeadCommand::Create(place, input) => {
                 root.empty_or(LeadError::AlreadyExists)?;
                 let valid = validate_create(*input).map_err(LeadError::Invalid)?;
                 Ok(vec![created_event(
-                    lead_id,
-                    campaign_id,
-                    project,
+                    place.id,
+                    place.campaign_id,
+                    place.project,
                     valid,
                     key,
                     nonce,

@@ -6,7 +6,7 @@
 //! the command side before it asks the task to decide: that needs the campaign's
 //! stream, and the domain does no I/O.
 
-use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::aggregate::{Aggregate, Placement, Recorded, Root};
 use crate::changes::{changed, not_null};
 use crate::input::{
     check_optional_text, check_text, double_option_datetime, double_option_uuid, optional_datetime,
@@ -201,12 +201,7 @@ pub enum TaskError {
 
 #[derive(Debug, Clone)]
 pub enum TaskCommand {
-    Create {
-        task_id: Uuid,
-        campaign_id: Uuid,
-        project: ProjectSlug,
-        input: Box<CreateTask>,
-    },
+    Create(Placement, Box<CreateTask>),
     Update(Box<UpdateTask>),
     Delete,
 }
@@ -225,12 +220,7 @@ impl Aggregate for TaskState {
 
     fn decide(root: &Task, command: TaskCommand, _: &()) -> Result<Vec<TaskEvent>, TaskError> {
         match command {
-            TaskCommand::Create {
-                task_id,
-                campaign_id,
-                project,
-                input,
-            } => {
+            TaskCommand::Create(place, input) => {
                 root.empty_or(TaskError::AlreadyExists)?;
                 let details = TaskDetails {
                     title: input.title,
@@ -240,9 +230,9 @@ impl Aggregate for TaskState {
                 };
                 validate_details(&details).map_err(TaskError::Invalid)?;
                 Ok(vec![TaskEvent::Created(TaskCreated {
-                    task_id,
-                    campaign_id,
-                    project,
+                    task_id: place.id,
+                    campaign_id: place.campaign_id,
+                    project: place.project,
                     status: input.status.unwrap_or(TaskStatus::Pending),
                     details,
                 })])

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::aggregate::testing::{at, record, replay_stored};
+use crate::aggregate::Placement;
 use crate::input::{from_json_slice, from_json_value};
 use crate::DomainEvent;
 use proptest::prelude::*;
@@ -9,6 +10,15 @@ use serde_json::json;
 
 fn content_id() -> Uuid {
     Uuid::from_u128(9)
+}
+
+/// Where the tests' item goes.
+fn place() -> Placement {
+    Placement {
+        id: content_id(),
+        campaign_id: campaign_id(),
+        project: ProjectSlug::parse("acme").unwrap(),
+    }
 }
 
 fn campaign_id() -> Uuid {
@@ -44,12 +54,10 @@ fn given(events: &[ContentEvent]) -> Content {
 
 fn create_with(fields: Value, media: Option<MediaRef>) -> Result<Vec<ContentEvent>, ContentError> {
     let fields: CreateContent = from_json_value(fields).map_err(ContentError::Invalid)?;
-    Content::default().handle(ContentCommand::Create {
-        content_id: content_id(),
-        campaign_id: campaign_id(),
-        project: ProjectSlug::parse("acme").unwrap(),
-        input: Box::new(ContentInput { fields, media }),
-    })
+    Content::default().handle(ContentCommand::Create(
+        place(),
+        Box::new(ContentInput { fields, media }),
+    ))
 }
 
 fn created() -> ContentEvent {

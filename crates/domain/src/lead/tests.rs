@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::aggregate::testing::{at, parsed, record};
+use crate::aggregate::Placement;
 use crate::input::from_json_slice;
 use crate::{DecodeError, DomainEvent};
 use proptest::prelude::*;
@@ -13,6 +14,15 @@ fn lead_id() -> Uuid {
     Uuid::from_u128(7)
 }
 
+/// Where the tests' item goes.
+fn place() -> Placement {
+    Placement {
+        id: lead_id(),
+        campaign_id: campaign_id(),
+        project: ProjectSlug::parse("acme").unwrap(),
+    }
+}
+
 fn campaign_id() -> Uuid {
     Uuid::from_u128(42)
 }
@@ -22,12 +32,10 @@ fn key() -> LeadKey {
 }
 
 fn create(json: &str) -> LeadCommand {
-    LeadCommand::Create {
-        lead_id: lead_id(),
-        campaign_id: campaign_id(),
-        project: ProjectSlug::parse("acme").unwrap(),
-        input: Box::new(from_json_slice(json.as_bytes()).expect("valid create body")),
-    }
+    LeadCommand::Create(
+        place(),
+        Box::new(from_json_slice(json.as_bytes()).expect("valid create body")),
+    )
 }
 
 fn update(json: &str) -> LeadCommand {

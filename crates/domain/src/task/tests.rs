@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::aggregate::testing::{at, parsed, record, replay_stored};
+use crate::aggregate::Placement;
 use crate::input::from_json_slice;
 use crate::{DecodeError, DomainEvent};
 use proptest::prelude::*;
@@ -14,6 +15,15 @@ fn task_id() -> Uuid {
     Uuid::from_u128(7)
 }
 
+/// Where the tests' item goes.
+fn place() -> Placement {
+    Placement {
+        id: task_id(),
+        campaign_id: campaign_id(),
+        project: ProjectSlug::parse("acme").unwrap(),
+    }
+}
+
 fn campaign_id() -> Uuid {
     Uuid::from_u128(42)
 }
@@ -24,12 +34,7 @@ fn given(events: &[TaskEvent]) -> Task {
 
 fn create(json: &str) -> Result<Vec<TaskEvent>, TaskError> {
     let input: CreateTask = from_json_slice(json.as_bytes()).map_err(TaskError::Invalid)?;
-    Task::default().handle(TaskCommand::Create {
-        task_id: task_id(),
-        campaign_id: campaign_id(),
-        project: ProjectSlug::parse("acme").unwrap(),
-        input: Box::new(input),
-    })
+    Task::default().handle(TaskCommand::Create(place(), Box::new(input)))
 }
 
 fn created() -> TaskEvent {
@@ -118,12 +123,7 @@ fn create_validation_names_each_field() {
 fn create_on_existing_stream_is_refused() {
     let task = given(&[created()]);
     let input: CreateTask = from_json_slice(SEED_CREATE.as_bytes()).unwrap();
-    let result = task.handle(TaskCommand::Create {
-        task_id: task_id(),
-        campaign_id: campaign_id(),
-        project: ProjectSlug::parse("acme").unwrap(),
-        input: Box::new(input),
-    });
+    let result = task.handle(TaskCommand::Create(place(), Box::new(input)));
     assert_eq!(result, Err(TaskError::AlreadyExists));
 }
 
