@@ -163,8 +163,7 @@ async fn execute(writer: &Writer, write: Write<'_, LeadState>) -> Result<Root<Le
 #[utoipa::path(
     post, path = "/v1/dev/marketing/campaigns/{campaign_id}/leads", tag = "leads",
     request_body = CreateLead,
-    params(("campaign_id" = Uuid, Path),
-           ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")),
+    params(("campaign_id" = Uuid, Path), crate::IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created", body = domain::lead::LeadResource,
          headers(("Location" = String), ("ETag" = String))),

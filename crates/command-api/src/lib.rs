@@ -50,6 +50,17 @@ impl FromRef<CommandState> for ApiKeys {
     }
 }
 
+/// The `Idempotency-Key` header of a JSON write, for its OpenAPI entry (the
+/// layer that honours it is set up in [`router`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct IdempotencyKeyHeader {
+    /// Retries with the same key and body replay the first response
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+}
+
 /// Each write route, declared once: `routes!` registers the handler at the path
 /// of its `#[utoipa::path]` and adds that entry to the OpenAPI document, so the
 /// router and the document cannot disagree. Three groups, because they take

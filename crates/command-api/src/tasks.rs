@@ -46,7 +46,7 @@ impl Resource for TaskState {
     request_body = CreateTask,
     params(
         ("campaign_id" = Uuid, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response"),
+        crate::IdempotencyKeyHeader,
     ),
     responses(
         (status = 201, description = "Created", body = domain::task::TaskResource,

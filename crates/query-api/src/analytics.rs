@@ -274,6 +274,20 @@ pub struct AnalyticsPage {
     pub next_cursor: Option<String>,
 }
 
+/// The days and source both reads are limited to, for their OpenAPI entries
+/// (read by [`filter`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct Range {
+    /// First UTC day, inclusive, YYYY-MM-DD; absent = from the first record
+    start_date: Option<String>,
+    /// Last UTC day, inclusive, YYYY-MM-DD; absent = to the last record
+    end_date: Option<String>,
+    /// Only this source (case-insensitive)
+    source: Option<String>,
+}
+
 /// Keyset position of the last row on a page.
 #[derive(Serialize, Deserialize)]
 struct Cursor {
@@ -286,9 +300,7 @@ struct Cursor {
     get, path = "/v1/dev/marketing/campaigns/{campaign_id}/analytics", tag = "analytics",
     params(
         ("campaign_id" = Uuid, Path),
-        ("start_date" = Option<String>, Query, description = "First UTC day, inclusive, YYYY-MM-DD; absent = from the first record"),
-        ("end_date" = Option<String>, Query, description = "Last UTC day, inclusive, YYYY-MM-DD; absent = to the last record"),
-        ("source" = Option<String>, Query, description = "Only this source (case-insensitive)"),
+        Range,
         ("granularity" = inline(Option<Granularity>), Query, description = "day (default), week (ISO, from Monday) or month"),
         ("limit" = Option<i64>, Query, description = "Rows per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
@@ -506,9 +518,7 @@ pub struct AnalyticsSummary {
     get, path = "/v1/dev/marketing/campaigns/{campaign_id}/analytics/summary", tag = "analytics",
     params(
         ("campaign_id" = Uuid, Path),
-        ("start_date" = Option<String>, Query, description = "First UTC day, inclusive, YYYY-MM-DD; absent = from the first record"),
-        ("end_date" = Option<String>, Query, description = "Last UTC day, inclusive, YYYY-MM-DD; absent = to the last record"),
-        ("source" = Option<String>, Query, description = "Only this source (case-insensitive)"),
+        Range,
     ),
     responses(
         (status = 200, body = AnalyticsSummary),
