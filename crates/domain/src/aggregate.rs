@@ -287,10 +287,11 @@ macro_rules! domain_events {
 /// fold it exactly as the command side and the projections do.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::{Aggregate, Root};
-    use crate::DomainEvent;
+    use super::{Aggregate, Placement, Root};
+    use crate::{DomainEvent, ProjectSlug};
     use chrono::{DateTime, TimeZone, Utc};
     use serde::de::DeserializeOwned;
+    use uuid::Uuid;
 
     /// When the harness records event number `n`: a fixed time plus `n` seconds.
     pub fn at(n: i64) -> DateTime<Utc> {
@@ -309,6 +310,21 @@ pub(crate) mod testing {
                 .expect("the given history folds");
         }
         root
+    }
+
+    /// The campaign the tests' owned aggregates belong to.
+    pub fn campaign_id() -> Uuid {
+        Uuid::from_u128(42)
+    }
+
+    /// Where a test's new owned aggregate `id` goes: under [`campaign_id`],
+    /// in project `acme`.
+    pub fn placed(id: Uuid) -> Placement {
+        Placement {
+            id,
+            campaign_id: campaign_id(),
+            project: ProjectSlug::parse("acme").unwrap(),
+        }
     }
 
     /// A request body of a test, parsed as the API parses it.

@@ -31,11 +31,11 @@ const AGE_MAX: u32 = 150;
 choice_enum! {
     /// Lifecycle status. The transition table is [`CampaignStatus::can_become`].
     pub enum CampaignStatus {
-        Draft = "draft",
-        Active = "active",
-        Paused = "paused",
-        Completed = "completed",
-        Cancelled = "cancelled",
+        Draft,
+        Active,
+        Paused,
+        Completed,
+        Cancelled,
     }
 }
 
@@ -65,21 +65,21 @@ impl CampaignStatus {
 choice_enum! {
     /// What kind of campaign this is; used for filtering and reporting.
     pub enum CampaignType {
-        Awareness = "awareness",
-        Consideration = "consideration",
-        Conversion = "conversion",
-        Sales = "sales",
-        LeadGeneration = "lead_generation",
-        Engagement = "engagement",
-        Retention = "retention",
-        ProductLaunch = "product_launch",
-        Event = "event",
-        Email = "email",
-        SocialMedia = "social_media",
-        Content = "content",
-        Seo = "seo",
-        Referral = "referral",
-        Other = "other",
+        Awareness,
+        Consideration,
+        Conversion,
+        Sales,
+        LeadGeneration,
+        Engagement,
+        Retention,
+        ProductLaunch,
+        Event,
+        Email,
+        SocialMedia,
+        Content,
+        Seo,
+        Referral,
+        Other,
     }
 }
 

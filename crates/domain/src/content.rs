@@ -42,10 +42,10 @@ choice_enum! {
     /// Publication status. Any status may follow any other (an archived post can be
     /// restored to draft); the one rule is that `scheduled` needs a `scheduled_date`.
     pub enum ContentStatus {
-        Draft = "draft",
-        Scheduled = "scheduled",
-        Published = "published",
-        Archived = "archived",
+        Draft,
+        Scheduled,
+        Published,
+        Archived,
     }
 }
 

@@ -60,11 +60,11 @@ pub type CustomFields = BTreeMap<String, String>;
 
 choice_enum! {
     pub enum LeadStatus {
-        New = "new",
-        Contacted = "contacted",
-        Qualified = "qualified",
-        Converted = "converted",
-        Lost = "lost",
+        New,
+        Contacted,
+        Qualified,
+        Converted,
+        Lost,
     }
 }
 

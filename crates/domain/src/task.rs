@@ -32,10 +32,10 @@ choice_enum! {
     /// Where a task stands. Any status may follow any other: teams reopen completed
     /// tasks and revive cancelled ones, and the audit trail keeps every move.
     pub enum TaskStatus {
-        Pending = "pending",
-        InProgress = "in_progress",
-        Completed = "completed",
-        Cancelled = "cancelled",
+        Pending,
+        InProgress,
+        Completed,
+        Cancelled,
     }
 }
 

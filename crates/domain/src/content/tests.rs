@@ -1,8 +1,7 @@
 //! Given events, when a command, then events (or an error). No I/O anywhere.
 
 use super::*;
-use crate::aggregate::testing::{at, record, replay_stored};
-use crate::aggregate::Placement;
+use crate::aggregate::testing::{at, campaign_id, placed, record, replay_stored};
 use crate::input::{from_json_slice, from_json_value};
 use crate::DomainEvent;
 use proptest::prelude::*;
@@ -10,19 +9,6 @@ use serde_json::json;
 
 fn content_id() -> Uuid {
     Uuid::from_u128(9)
-}
-
-/// Where the tests' item goes.
-fn place() -> Placement {
-    Placement {
-        id: content_id(),
-        campaign_id: campaign_id(),
-        project: ProjectSlug::parse("acme").unwrap(),
-    }
-}
-
-fn campaign_id() -> Uuid {
-    Uuid::from_u128(42)
 }
 
 fn png(n: u8) -> MediaRef {
@@ -55,7 +41,7 @@ fn given(events: &[ContentEvent]) -> Content {
 fn create_with(fields: Value, media: Option<MediaRef>) -> Result<Vec<ContentEvent>, ContentError> {
     let fields: CreateContent = from_json_value(fields).map_err(ContentError::Invalid)?;
     Content::default().handle(ContentCommand::Create(
-        place(),
+        placed(content_id()),
         Box::new(ContentInput { fields, media }),
     ))
 }

@@ -1,8 +1,7 @@
 //! Given events, when a command, then events (or an error). No I/O anywhere.
 
 use super::*;
-use crate::aggregate::testing::{at, parsed, record};
-use crate::aggregate::Placement;
+use crate::aggregate::testing::{at, campaign_id, parsed, placed, record};
 use crate::input::from_json_slice;
 use crate::{DecodeError, DomainEvent};
 use proptest::prelude::*;
@@ -14,26 +13,13 @@ fn lead_id() -> Uuid {
     Uuid::from_u128(7)
 }
 
-/// Where the tests' item goes.
-fn place() -> Placement {
-    Placement {
-        id: lead_id(),
-        campaign_id: campaign_id(),
-        project: ProjectSlug::parse("acme").unwrap(),
-    }
-}
-
-fn campaign_id() -> Uuid {
-    Uuid::from_u128(42)
-}
-
 fn key() -> LeadKey {
     LeadKey::from_bytes([3; crypto::KEY_LEN])
 }
 
 fn create(json: &str) -> LeadCommand {
     LeadCommand::Create(
-        place(),
+        placed(lead_id()),
         Box::new(from_json_slice(json.as_bytes()).expect("valid create body")),
     )
 }

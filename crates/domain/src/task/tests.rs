@@ -1,8 +1,7 @@
 //! Given events, when a command, then events (or an error). No I/O anywhere.
 
 use super::*;
-use crate::aggregate::testing::{at, parsed, record, replay_stored};
-use crate::aggregate::Placement;
+use crate::aggregate::testing::{at, campaign_id, parsed, placed, record, replay_stored};
 use crate::input::from_json_slice;
 use crate::{DecodeError, DomainEvent};
 use proptest::prelude::*;
@@ -15,26 +14,13 @@ fn task_id() -> Uuid {
     Uuid::from_u128(7)
 }
 
-/// Where the tests' item goes.
-fn place() -> Placement {
-    Placement {
-        id: task_id(),
-        campaign_id: campaign_id(),
-        project: ProjectSlug::parse("acme").unwrap(),
-    }
-}
-
-fn campaign_id() -> Uuid {
-    Uuid::from_u128(42)
-}
-
 fn given(events: &[TaskEvent]) -> Task {
     crate::aggregate::testing::given(events, &())
 }
 
 fn create(json: &str) -> Result<Vec<TaskEvent>, TaskError> {
     let input: CreateTask = from_json_slice(json.as_bytes()).map_err(TaskError::Invalid)?;
-    Task::default().handle(TaskCommand::Create(place(), Box::new(input)))
+    Task::default().handle(TaskCommand::Create(placed(task_id()), Box::new(input)))
 }
 
 fn created() -> TaskEvent {
@@ -123,7 +109,7 @@ fn create_validation_names_each_field() {
 fn create_on_existing_stream_is_refused() {
     let task = given(&[created()]);
     let input: CreateTask = from_json_slice(SEED_CREATE.as_bytes()).unwrap();
-    let result = task.handle(TaskCommand::Create(place(), Box::new(input)));
+    let result = task.handle(TaskCommand::Create(placed(task_id()), Box::new(input)));
     assert_eq!(result, Err(TaskError::AlreadyExists));
 }
 
