@@ -13,13 +13,13 @@
 //! and answers with the record already stored.
 
 use crate::kernel::{respond, Resource, Write, Writer, CAMPAIGN_NOT_FOUND};
-use axum::extract::Path;
+use crate::under_campaign::NewItem;
 use axum::http::StatusCode;
 use axum::response::Response;
 use domain::analytics::{AnalyticsError, AnalyticsRecordState, Track, TrackAnalytics};
 use std::convert::Infallible;
 use uuid::Uuid;
-use web::extract::{parse_id, JsonBody};
+use web::extract::JsonBody;
 use web::{ApiError, BASE_PATH};
 
 impl Resource for AnalyticsRecordState {
@@ -101,21 +101,15 @@ fn percent_encode(raw: &str) -> String {
     ),
     security(("bearer" = []))
 )]
-pub async fn track(
-    writer: Writer,
-    Path(campaign_id): Path<String>,
-    JsonBody(input): JsonBody<TrackAnalytics>,
-) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let campaign = writer.campaign(campaign_id).await?;
-    let record_id = writer.ids().id("analytics", 0);
+pub async fn track(writer: Writer, request: NewItem<JsonBody<TrackAnalytics>>) -> Result<Response, ApiError> {
+    let (campaign, place) = request.place(&writer, "analytics").await?;
     let command = Track {
-        record_id,
-        project: writer.caller().project.clone(),
+        record_id: place.id,
+        project: place.project,
         campaign: campaign.root().clone(),
-        input,
+        input: request.body.0,
     };
-    let write = Write::<AnalyticsRecordState>::new(record_id, command).under(&campaign);
+    let write = Write::<AnalyticsRecordState>::new(place.id, command).under(&campaign);
     respond(StatusCode::CREATED, &writer.execute(write).await?)
 }
 

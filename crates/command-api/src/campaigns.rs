@@ -60,7 +60,7 @@ impl Resource for CampaignState {
 #[utoipa::path(
     post, path = "/v1/dev/marketing/campaigns", tag = "campaigns",
     request_body = CreateCampaign,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")),
+    params(crate::IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created", body = domain::campaign::CampaignResource,
          headers(("Location" = String), ("ETag" = String))),

@@ -8,10 +8,11 @@
 //! validated by the domain; only then is the file moved into place and the event
 //! appended. Any refusal on the way deletes the staged file.
 
-use crate::kernel::{respond, CheckedCampaign, Hooks, Resource, Write, Writer, CAMPAIGN_NOT_FOUND};
+use crate::kernel::{respond, Hooks, Resource, Write, Writer};
+use crate::under_campaign::{delete_item, ItemChange, NewItem};
 use crate::CommandState;
 use async_trait::async_trait;
-use axum::extract::{FromRequest, Multipart, Path, Request};
+use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -25,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::convert::Infallible;
 use uuid::Uuid;
-use web::extract::{is_json, parse_id, IfMatch, JSON_BODY_LIMIT};
+use web::extract::{is_json, JSON_BODY_LIMIT};
 use web::{ApiError, BASE_PATH};
 
 const NOT_FOUND: &str = "Content not found";
@@ -363,26 +364,15 @@ async fn stage_file(
     ),
     security(("bearer" = []))
 )]
-pub async fn create(
-    writer: Writer,
-    Path(campaign_id): Path<String>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+pub async fn create(writer: Writer, request: NewItem<Request>) -> Result<Response, ApiError> {
     // Checked before the body is read: no point storing 25 MiB for a 404.
-    let campaign: CheckedCampaign = writer.campaign(campaign_id).await?;
-    let Parsed { fields, media } = parse_body::<CreateContent>(req, &writer.state().media).await?;
-    let content_id = writer.ids().id("content", 0);
-    let command = ContentCommand::Create {
-        content_id,
-        campaign_id,
-        project: writer.caller().project.clone(),
-        input: Box::new(ContentInput {
-            fields,
-            media: media.as_ref().map(|m| m.media().clone()),
-        }),
+    let (campaign, place) = request.place(&writer, "content").await?;
+    let Parsed { fields, media } = parse_body::<CreateContent>(request.body, &writer.state().media).await?;
+    let input = ContentInput {
+        fields,
+        media: media.as_ref().map(|m| m.media().clone()),
     };
-    let write = Write::new(content_id, command).under(&campaign);
+    let write = Write::new(place.id, ContentCommand::Create(place, Box::new(input))).under(&campaign);
     let content = execute_with_media(&writer, write, media).await?;
     respond(StatusCode::CREATED, &content)
 }
@@ -412,51 +402,26 @@ pub async fn create(
     ),
     security(("bearer" = []))
 )]
-pub async fn update(
-    writer: Writer,
-    Path((campaign_id, content_id)): Path<(String, String)>,
-    IfMatch(if_match): IfMatch,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let content_id = parse_id(&content_id, NOT_FOUND)?;
-    let campaign = writer.campaign(campaign_id).await?;
-    let Parsed { fields, media } = parse_body::<UpdateContent>(req, &writer.state().media).await?;
+pub async fn update(writer: Writer, request: ItemChange<Request>) -> Result<Response, ApiError> {
+    let (campaign, content_id) = request.target::<ContentState>(&writer).await?;
+    let Parsed { fields, media } = parse_body::<UpdateContent>(request.body, &writer.state().media).await?;
     let command = ContentCommand::Update(Box::new(ContentUpdateInput {
         fields,
         new_media: media.as_ref().map(|m| m.media().clone()),
     }));
     let write = Write::new(content_id, command)
         .under(&campaign)
-        .if_match(if_match);
+        .if_match(request.if_match);
     let content = execute_with_media(&writer, write, media).await?;
     respond(StatusCode::OK, &content)
 }
 
-/// Delete a content item. Its history (and the media files it names) stay.
-#[utoipa::path(
-    delete, path = "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}", tag = "content",
-    params(("campaign_id" = Uuid, Path), ("content_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 401, body = web::error::ErrorBody), (status = 404, body = web::error::ErrorBody),
-        (status = 412, body = web::error::ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn delete(
-    writer: Writer,
-    Path((campaign_id, content_id)): Path<(String, String)>,
-    IfMatch(if_match): IfMatch,
-) -> Result<StatusCode, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let content_id = parse_id(&content_id, NOT_FOUND)?;
-    let campaign = writer.campaign(campaign_id).await?;
-    let write = Write::new(content_id, ContentCommand::Delete)
-        .under(&campaign)
-        .if_match(if_match);
-    execute_with_media(&writer, write, None).await?;
-    Ok(StatusCode::NO_CONTENT)
+delete_item! {
+    /// Delete a content item. Its history (and the media files it names) stay.
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}", tag = "content", id = "content_id",
+    not_found = "",
+    ContentState, ContentCommand::Delete,
+    run = |writer, write| execute_with_media(writer, write, None)
 }
 
 /// The multipart form of a content create or update, for the OpenAPI document.

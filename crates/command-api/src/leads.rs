@@ -5,17 +5,17 @@
 
 pub mod import;
 
-use crate::kernel::{respond, Hooks, Resource, Write, Writer, CAMPAIGN_NOT_FOUND};
+use crate::kernel::{respond, Hooks, Resource, Write, Writer};
+use crate::under_campaign::{delete_item, ItemChange, NewItem};
 use crate::CommandState;
 use async_trait::async_trait;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use domain::aggregate::Root;
 use domain::lead::{CreateLead, LeadCommand, LeadError, LeadKey, LeadKeys, LeadState, UpdateLead};
 use lead_vault::{email_digest, generate_key, generate_nonce, NewLeadEntry};
 use uuid::Uuid;
-use web::extract::{parse_id, IfMatch, JsonBody};
+use web::extract::JsonBody;
 use web::{ApiError, BASE_PATH};
 
 const NOT_FOUND: &str = "Lead not found";
@@ -163,8 +163,7 @@ async fn execute(writer: &Writer, write: Write<'_, LeadState>) -> Result<Root<Le
 #[utoipa::path(
     post, path = "/v1/dev/marketing/campaigns/{campaign_id}/leads", tag = "leads",
     request_body = CreateLead,
-    params(("campaign_id" = Uuid, Path),
-           ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response")),
+    params(("campaign_id" = Uuid, Path), crate::IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created", body = domain::lead::LeadResource,
          headers(("Location" = String), ("ETag" = String))),
@@ -175,21 +174,10 @@ async fn execute(writer: &Writer, write: Write<'_, LeadState>) -> Result<Root<Le
     ),
     security(("bearer" = []))
 )]
-pub async fn create(
-    writer: Writer,
-    Path(campaign_id): Path<String>,
-    JsonBody(input): JsonBody<CreateLead>,
-) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let campaign = writer.campaign(campaign_id).await?;
-    let lead_id = writer.ids().id("lead", 0);
-    let command = LeadCommand::Create {
-        lead_id,
-        campaign_id,
-        project: writer.caller().project.clone(),
-        input: Box::new(input),
-    };
-    let lead = execute(&writer, Write::new(lead_id, command).under(&campaign)).await?;
+pub async fn create(writer: Writer, request: NewItem<JsonBody<CreateLead>>) -> Result<Response, ApiError> {
+    let (campaign, place) = request.place(&writer, "lead").await?;
+    let write = Write::new(place.id, LeadCommand::Create(place, Box::new(request.body.0)));
+    let lead = execute(&writer, write.under(&campaign)).await?;
     respond(StatusCode::CREATED, &lead)
 }
 
@@ -209,44 +197,21 @@ pub async fn create(
     ),
     security(("bearer" = []))
 )]
-pub async fn update(
-    writer: Writer,
-    Path((campaign_id, lead_id)): Path<(String, String)>,
-    IfMatch(if_match): IfMatch,
-    JsonBody(input): JsonBody<UpdateLead>,
-) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let lead_id = parse_id(&lead_id, NOT_FOUND)?;
-    let campaign = writer.campaign(campaign_id).await?;
-    let command = LeadCommand::Update(Box::new(input));
-    let write = Write::new(lead_id, command).under(&campaign).if_match(if_match);
-    respond(StatusCode::OK, &execute(&writer, write).await?)
+pub async fn update(writer: Writer, request: ItemChange<JsonBody<UpdateLead>>) -> Result<Response, ApiError> {
+    let (campaign, lead_id) = request.target::<LeadState>(&writer).await?;
+    let command = LeadCommand::Update(Box::new(request.body.0));
+    let write = Write::new(lead_id, command).under(&campaign);
+    respond(
+        StatusCode::OK,
+        &execute(&writer, write.if_match(request.if_match)).await?,
+    )
 }
 
-/// Delete a lead: its personal data is crypto-shredded (its key destroyed), its
-/// email freed; the log keeps that it existed and was deleted.
-#[utoipa::path(
-    delete, path = "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}", tag = "leads",
-    params(("campaign_id" = Uuid, Path), ("lead_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 401, body = web::error::ErrorBody),
-        (status = 404, description = "Campaign not found / Lead not found", body = web::error::ErrorBody),
-        (status = 412, body = web::error::ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn delete(
-    writer: Writer,
-    Path((campaign_id, lead_id)): Path<(String, String)>,
-    IfMatch(if_match): IfMatch,
-) -> Result<StatusCode, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let lead_id = parse_id(&lead_id, NOT_FOUND)?;
-    let campaign = writer.campaign(campaign_id).await?;
-    let write = Write::new(lead_id, LeadCommand::Delete)
-        .under(&campaign)
-        .if_match(if_match);
-    execute(&writer, write).await?;
-    Ok(StatusCode::NO_CONTENT)
+delete_item! {
+    /// Delete a lead: its personal data is crypto-shredded (its key destroyed), its
+    /// email freed; the log keeps that it existed and was deleted.
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}", tag = "leads", id = "lead_id",
+    not_found = "Campaign not found / Lead not found",
+    LeadState, LeadCommand::Delete,
+    run = |writer, write| execute(writer, write)
 }

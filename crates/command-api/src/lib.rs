@@ -13,6 +13,7 @@ pub mod content;
 mod kernel;
 pub mod leads;
 pub mod tasks;
+mod under_campaign;
 
 pub use kernel::Writer;
 
@@ -47,6 +48,17 @@ impl FromRef<CommandState> for ApiKeys {
     fn from_ref(state: &CommandState) -> Self {
         state.keys.clone()
     }
+}
+
+/// The `Idempotency-Key` header of a JSON write, for its OpenAPI entry (the
+/// layer that honours it is set up in [`router`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct IdempotencyKeyHeader {
+    /// Retries with the same key and body replay the first response
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
 }
 
 /// Each write route, declared once: `routes!` registers the handler at the path

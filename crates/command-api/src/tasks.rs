@@ -1,13 +1,13 @@
 //! Campaign task writes: create, update, delete.
 
-use crate::kernel::{respond, Resource, Write, Writer, CAMPAIGN_NOT_FOUND};
-use axum::extract::Path;
+use crate::kernel::{respond, Resource, Write, Writer};
+use crate::under_campaign::{delete_item, ItemChange, NewItem};
 use axum::http::StatusCode;
 use axum::response::Response;
 use domain::task::{CreateTask, TaskCommand, TaskError, TaskState, UpdateTask};
 use std::convert::Infallible;
 use uuid::Uuid;
-use web::extract::{parse_id, IfMatch, JsonBody};
+use web::extract::JsonBody;
 use web::{ApiError, BASE_PATH};
 
 const NOT_FOUND: &str = "Task not found";
@@ -46,7 +46,7 @@ impl Resource for TaskState {
     request_body = CreateTask,
     params(
         ("campaign_id" = Uuid, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response"),
+        crate::IdempotencyKeyHeader,
     ),
     responses(
         (status = 201, description = "Created", body = domain::task::TaskResource,
@@ -59,22 +59,13 @@ impl Resource for TaskState {
     ),
     security(("bearer" = []))
 )]
-pub async fn create(
-    writer: Writer,
-    Path(campaign_id): Path<String>,
-    JsonBody(input): JsonBody<CreateTask>,
-) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let campaign = writer.campaign(campaign_id).await?;
-    let task_id = writer.ids().id("task", 0);
-    let command = TaskCommand::Create {
-        task_id,
-        campaign_id,
-        project: writer.caller().project.clone(),
-        input: Box::new(input),
-    };
-    let write = Write::<TaskState>::new(task_id, command).under(&campaign);
-    respond(StatusCode::CREATED, &writer.execute(write).await?)
+pub async fn create(writer: Writer, request: NewItem<JsonBody<CreateTask>>) -> Result<Response, ApiError> {
+    let (campaign, place) = request.place(&writer, "task").await?;
+    let write = Write::<TaskState>::new(place.id, TaskCommand::Create(place, Box::new(request.body.0)));
+    respond(
+        StatusCode::CREATED,
+        &writer.execute(write.under(&campaign)).await?,
+    )
 }
 
 /// Update a task (partial: absent fields stay, `null` clears).
@@ -93,44 +84,19 @@ pub async fn create(
     ),
     security(("bearer" = []))
 )]
-pub async fn update(
-    writer: Writer,
-    Path((campaign_id, task_id)): Path<(String, String)>,
-    IfMatch(if_match): IfMatch,
-    JsonBody(input): JsonBody<UpdateTask>,
-) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let task_id = parse_id(&task_id, NOT_FOUND)?;
-    let campaign = writer.campaign(campaign_id).await?;
-    let command = TaskCommand::Update(Box::new(input));
-    let write = Write::<TaskState>::new(task_id, command)
-        .under(&campaign)
-        .if_match(if_match);
-    respond(StatusCode::OK, &writer.execute(write).await?)
+pub async fn update(writer: Writer, request: ItemChange<JsonBody<UpdateTask>>) -> Result<Response, ApiError> {
+    let (campaign, task_id) = request.target::<TaskState>(&writer).await?;
+    let command = TaskCommand::Update(Box::new(request.body.0));
+    let write = Write::<TaskState>::new(task_id, command).under(&campaign);
+    respond(
+        StatusCode::OK,
+        &writer.execute(write.if_match(request.if_match)).await?,
+    )
 }
 
-/// Delete a task. Its history stays in the log.
-#[utoipa::path(
-    delete, path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}", tag = "tasks",
-    params(("campaign_id" = Uuid, Path), ("task_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 401, body = web::error::ErrorBody), (status = 404, body = web::error::ErrorBody),
-        (status = 412, body = web::error::ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn delete(
-    writer: Writer,
-    Path((campaign_id, task_id)): Path<(String, String)>,
-    IfMatch(if_match): IfMatch,
-) -> Result<StatusCode, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let task_id = parse_id(&task_id, NOT_FOUND)?;
-    let campaign = writer.campaign(campaign_id).await?;
-    let write = Write::<TaskState>::new(task_id, TaskCommand::Delete)
-        .under(&campaign)
-        .if_match(if_match);
-    writer.execute(write).await?;
-    Ok(StatusCode::NO_CONTENT)
+delete_item! {
+    /// Delete a task. Its history stays in the log.
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}", tag = "tasks", id = "task_id", not_found = "",
+    TaskState, TaskCommand::Delete,
+    run = |writer, write| writer.execute(write)
 }

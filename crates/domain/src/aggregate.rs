@@ -10,7 +10,7 @@
 //! The event enums name each event type exactly once, in [`domain_events!`],
 //! which writes the `DomainEvent` impl (type names, JSON in and out) from it.
 
-use crate::DomainEvent;
+use crate::{DomainEvent, ProjectSlug};
 use chrono::{DateTime, Utc};
 use std::convert::Infallible;
 use uuid::Uuid;
@@ -20,6 +20,16 @@ use uuid::Uuid;
 pub struct Recorded {
     pub at: DateTime<Utc>,
     pub version: i64,
+}
+
+/// Where a new aggregate owned by a campaign (a task, a content item, a lead)
+/// goes: its id and its campaign, with that campaign's project. The command
+/// side makes one only for a campaign it checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    pub project: ProjectSlug,
 }
 
 /// Implemented by each aggregate's live state (`CampaignState`, `TaskState`, ...).
@@ -114,6 +124,16 @@ impl<A: Aggregate> Root<A> {
         self.deleted
     }
 
+    /// `Ok` for a stream never written, which is what a create needs;
+    /// `exists` otherwise.
+    pub fn empty_or<E>(&self, exists: E) -> Result<(), E> {
+        if self.exists() {
+            Err(exists)
+        } else {
+            Ok(())
+        }
+    }
+
     /// The live state, or `not_found` when there is none.
     pub fn live_or<E>(&self, not_found: E) -> Result<&A, E> {
         self.state.as_ref().ok_or(not_found)
@@ -174,11 +194,14 @@ impl<A: Aggregate<Context = (), FoldError = Infallible>> Root<A> {
 ///         Deleted(CampaignDeleted) = "CampaignDeleted",
 ///     }
 ///     every event has { campaign_id: Uuid }
+///     which is all CampaignDeleted carries
 /// }
 /// ```
 ///
-/// The optional last line names fields every payload carries: each gets an
-/// accessor on the enum (`event.campaign_id()`).
+/// The optional `every event has` line names fields every payload carries:
+/// each gets an accessor on the enum (`event.campaign_id()`). A payload that
+/// carries nothing else (a deletion names only what is deleted) is declared
+/// by the `which is all` line, with the derives every payload has.
 ///
 /// Every payload is at schema version 1 today. When one changes shape, bump its
 /// version here (`Created(CampaignCreated) = "CampaignCreated" @ 2`) and add an
@@ -191,6 +214,7 @@ macro_rules! domain_events {
             $($variant:ident($payload:ty) = $type_name:literal $(@ $schema:literal)?),+ $(,)?
         }
         $(every event has { $($field:ident: $field_ty:ty),+ $(,)? })?
+        $(which is all $bare:ident carries)?
     ) => {
         $(#[$meta])*
         $vis enum $name {
@@ -203,6 +227,7 @@ macro_rules! domain_events {
         }
 
         $crate::domain_events!(@accessors $name [$($variant)+] [$($($field: $field_ty),+)?]);
+        $crate::domain_events!(@bare [$($bare)?] [$($($field: $field_ty),+)?]);
 
         impl $crate::DomainEvent for $name {
             fn event_type(&self) -> &'static str {
@@ -247,6 +272,13 @@ macro_rules! domain_events {
             }
         }
     };
+    (@bare [] $fields:tt) => {};
+    (@bare [$bare:ident] [$($field:ident: $field_ty:ty),+]) => {
+        #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
+        pub struct $bare {
+            $(pub $field: $field_ty),+
+        }
+    };
     (@schema) => { 1 };
     (@schema $schema:literal) => { $schema };
 }
@@ -255,8 +287,11 @@ macro_rules! domain_events {
 /// fold it exactly as the command side and the projections do.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::{Aggregate, Root};
+    use super::{Aggregate, Placement, Root};
+    use crate::{DomainEvent, ProjectSlug};
     use chrono::{DateTime, TimeZone, Utc};
+    use serde::de::DeserializeOwned;
+    use uuid::Uuid;
 
     /// When the harness records event number `n`: a fixed time plus `n` seconds.
     pub fn at(n: i64) -> DateTime<Utc> {
@@ -275,5 +310,63 @@ pub(crate) mod testing {
                 .expect("the given history folds");
         }
         root
+    }
+
+    /// The campaign the tests' owned aggregates belong to.
+    pub fn campaign_id() -> Uuid {
+        Uuid::from_u128(42)
+    }
+
+    /// Where a test's new owned aggregate `id` goes: under [`campaign_id`],
+    /// in project `acme`.
+    pub fn placed(id: Uuid) -> Placement {
+        Placement {
+            id,
+            campaign_id: campaign_id(),
+            project: ProjectSlug::parse("acme").unwrap(),
+        }
+    }
+
+    /// A request body of a test, parsed as the API parses it.
+    pub fn parsed<T: DeserializeOwned>(json: &str) -> Box<T> {
+        Box::new(crate::input::from_json_slice(json.as_bytes()).expect("a valid body"))
+    }
+
+    /// Decides `command` against `live` and folds what it decided, as the
+    /// command side does, appending it to `log` (whose length is the next
+    /// stream version). The new events, or the refusal.
+    pub fn record<'a, A: Aggregate>(
+        live: &mut Root<A>,
+        log: &'a mut Vec<A::Event>,
+        command: A::Command,
+        context: &A::Context,
+    ) -> Result<&'a [A::Event], A::Error>
+    where
+        A::FoldError: std::fmt::Debug,
+    {
+        let events = live.decide(command, context)?;
+        let first = log.len();
+        for event in events {
+            let version = log.len() as i64;
+            live.fold(&event, at(version), version, context)
+                .expect("a decided event folds");
+            log.push(event);
+        }
+        Ok(&log[first..])
+    }
+
+    /// The aggregate folded from `log` read back from its stored JSON, as a
+    /// projection or an auditor reads it.
+    pub fn replay_stored<A: Aggregate>(log: &[A::Event], context: &A::Context) -> Root<A>
+    where
+        A::FoldError: std::fmt::Debug,
+    {
+        let decoded: Vec<A::Event> = log
+            .iter()
+            .map(|event| {
+                A::Event::from_data(event.event_type(), event.to_data()).expect("stored events decode")
+            })
+            .collect();
+        given(&decoded, context)
     }
 }

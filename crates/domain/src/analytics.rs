@@ -434,9 +434,7 @@ impl Aggregate for AnalyticsRecordState {
     /// deleted, or belongs to another project is "not found" (checked before the
     /// body, so nothing about another project's campaign leaks through 400s).
     fn decide(root: &AnalyticsRecord, command: Track, _: &()) -> Result<Vec<AnalyticsEvent>, AnalyticsError> {
-        if root.exists() {
-            return Err(AnalyticsError::AlreadyRecorded);
-        }
+        root.empty_or(AnalyticsError::AlreadyRecorded)?;
         let campaign = command
             .campaign
             .state()

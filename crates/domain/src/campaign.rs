@@ -5,8 +5,9 @@
 //! rules are tested without a database (given events, when command, then events).
 
 use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::changes::{changed, not_null};
 use crate::input::{check_optional_text, check_text, double_option};
-use crate::{domain_events, update_body, Money, ProjectSlug, ValidationErrors};
+use crate::{changes, choice_enum, domain_events, update_body, Money, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::ser::SerializeMap;
@@ -27,41 +28,18 @@ const LABEL_MAX: usize = 200;
 const LIST_MAX: usize = 100;
 const AGE_MAX: u32 = 150;
 
-/// Lifecycle status. The transition table is [`CampaignStatus::can_become`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum CampaignStatus {
-    Draft,
-    Active,
-    Paused,
-    Completed,
-    Cancelled,
+choice_enum! {
+    /// Lifecycle status. The transition table is [`CampaignStatus::can_become`].
+    pub enum CampaignStatus {
+        Draft,
+        Active,
+        Paused,
+        Completed,
+        Cancelled,
+    }
 }
 
 impl CampaignStatus {
-    pub const ALL: [CampaignStatus; 5] = [
-        Self::Draft,
-        Self::Active,
-        Self::Paused,
-        Self::Completed,
-        Self::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Active => "active",
-            Self::Paused => "paused",
-            Self::Completed => "completed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-
     /// A new campaign starts as `draft` or `active`.
     pub fn is_initial(self) -> bool {
         matches!(self, Self::Draft | Self::Active)
@@ -84,69 +62,24 @@ impl CampaignStatus {
     }
 }
 
-/// What kind of campaign this is; used for filtering and reporting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum CampaignType {
-    Awareness,
-    Consideration,
-    Conversion,
-    Sales,
-    LeadGeneration,
-    Engagement,
-    Retention,
-    ProductLaunch,
-    Event,
-    Email,
-    SocialMedia,
-    Content,
-    Seo,
-    Referral,
-    Other,
-}
-
-impl CampaignType {
-    pub const ALL: [CampaignType; 15] = [
-        Self::Awareness,
-        Self::Consideration,
-        Self::Conversion,
-        Self::Sales,
-        Self::LeadGeneration,
-        Self::Engagement,
-        Self::Retention,
-        Self::ProductLaunch,
-        Self::Event,
-        Self::Email,
-        Self::SocialMedia,
-        Self::Content,
-        Self::Seo,
-        Self::Referral,
-        Self::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Awareness => "awareness",
-            Self::Consideration => "consideration",
-            Self::Conversion => "conversion",
-            Self::Sales => "sales",
-            Self::LeadGeneration => "lead_generation",
-            Self::Engagement => "engagement",
-            Self::Retention => "retention",
-            Self::ProductLaunch => "product_launch",
-            Self::Event => "event",
-            Self::Email => "email",
-            Self::SocialMedia => "social_media",
-            Self::Content => "content",
-            Self::Seo => "seo",
-            Self::Referral => "referral",
-            Self::Other => "other",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == raw)
+choice_enum! {
+    /// What kind of campaign this is; used for filtering and reporting.
+    pub enum CampaignType {
+        Awareness,
+        Consideration,
+        Conversion,
+        Sales,
+        LeadGeneration,
+        Engagement,
+        Retention,
+        ProductLaunch,
+        Event,
+        Email,
+        SocialMedia,
+        Content,
+        Seo,
+        Referral,
+        Other,
     }
 }
 
@@ -155,7 +88,6 @@ impl CampaignType {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TargetAudience {
     /// `[min, max]` age in years, inclusive.
-    #[serde(default)]
     pub age_range: Option<[u32; 2]>,
     #[serde(default)]
     pub gender: Vec<String>,
@@ -169,7 +101,6 @@ pub struct TargetAudience {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Goals {
-    #[serde(default)]
     pub primary: Option<String>,
     #[serde(default)]
     pub secondary: Vec<String>,
@@ -194,13 +125,9 @@ pub struct Channel {
     pub name: String,
     #[serde(rename = "type")]
     pub channel_type: String,
-    #[serde(default)]
     pub platform: Option<String>,
-    #[serde(default)]
     pub budget_allocation: Option<Money>,
-    #[serde(default)]
     pub start_date: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub end_date: Option<DateTime<Utc>>,
 }
 
@@ -212,7 +139,6 @@ pub struct Kpi {
     pub target: Money,
     #[serde(default)]
     pub current: Money,
-    #[serde(default)]
     pub unit: Option<String>,
 }
 
@@ -274,90 +200,41 @@ update_body! {
     #[serde(deny_unknown_fields)]
     #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub struct UpdateCampaign {
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub name: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub description: Option<Option<String>>,
+        name: String,
+        description: String,
         #[serde(deserialize_with = "double_option", rename = "type")]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<CampaignType>))]
         pub campaign_type: Option<Option<CampaignType>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-        pub start_date: Option<Option<DateTime<Utc>>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-        pub end_date: Option<Option<DateTime<Utc>>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Money>))]
-        pub total_budget: Option<Option<Money>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<TargetAudience>))]
-        pub target_audience: Option<Option<TargetAudience>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Goals>))]
-        pub goals: Option<Option<Goals>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Channel>>))]
-        pub channels: Option<Option<Vec<Channel>>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Kpi>>))]
-        pub kpis: Option<Option<Vec<Kpi>>>,
+        start_date: DateTime<Utc>,
+        end_date: DateTime<Utc>,
+        total_budget: Money,
+        target_audience: TargetAudience,
+        goals: Goals,
+        channels: Vec<Channel>,
+        kpis: Vec<Kpi>,
         /// Accepted only when equal to the current status.
         pub status: Option<CampaignStatus>,
     }
     ignores echoed read_only_id = "id", read_only_project = "project", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }
 
-/// The fields an update actually changed, as stored in `CampaignUpdated`. The
-/// keys are the resource's keys, so a read model can merge them as they are.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CampaignChanges {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub description: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", rename = "type")]
-    pub campaign_type: Option<CampaignType>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub start_date: Option<Option<DateTime<Utc>>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub end_date: Option<Option<DateTime<Utc>>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub total_budget: Option<Option<Money>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub target_audience: Option<Option<TargetAudience>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub goals: Option<Option<Goals>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub channels: Option<Vec<Channel>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kpis: Option<Vec<Kpi>>,
-}
-
-impl CampaignChanges {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    pub fn apply_to(&self, details: &mut CampaignDetails) {
-        fn set<T: Clone>(target: &mut T, change: &Option<T>) {
-            if let Some(value) = change {
-                *target = value.clone();
-            }
-        }
-        set(&mut details.name, &self.name);
-        set(&mut details.description, &self.description);
-        set(&mut details.campaign_type, &self.campaign_type);
-        set(&mut details.start_date, &self.start_date);
-        set(&mut details.end_date, &self.end_date);
-        set(&mut details.total_budget, &self.total_budget);
-        set(&mut details.target_audience, &self.target_audience);
-        set(&mut details.goals, &self.goals);
-        set(&mut details.channels, &self.channels);
-        set(&mut details.kpis, &self.kpis);
+changes! {
+    /// The fields an update actually changed, as stored in `CampaignUpdated`. The
+    /// keys are the resource's keys, so a read model can merge them as they are.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct CampaignChanges for CampaignDetails {
+        name: String,
+        description: Option<String>,
+        #[serde(rename = "type")]
+        campaign_type: CampaignType,
+        start_date: Option<DateTime<Utc>>,
+        end_date: Option<DateTime<Utc>>,
+        total_budget: Option<Money>,
+        target_audience: Option<TargetAudience>,
+        goals: Option<Goals>,
+        channels: Vec<Channel>,
+        kpis: Vec<Kpi>,
     }
 }
 
@@ -385,11 +262,6 @@ pub struct CampaignStatusChanged {
     pub to: CampaignStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CampaignDeleted {
-    pub campaign_id: Uuid,
-}
-
 domain_events! {
     /// Everything that happens to a campaign.
     #[derive(Debug, Clone, PartialEq)]
@@ -400,6 +272,7 @@ domain_events! {
         Deleted(CampaignDeleted) = "CampaignDeleted",
     }
     every event has { campaign_id: Uuid }
+    which is all CampaignDeleted carries
 }
 
 // ---------------------------------------------------------------------------
@@ -601,9 +474,7 @@ fn create(
     project: ProjectSlug,
     input: CreateCampaign,
 ) -> Result<Vec<CampaignEvent>, CampaignError> {
-    if root.exists() {
-        return Err(CampaignError::AlreadyExists);
-    }
+    root.empty_or(CampaignError::AlreadyExists)?;
     let status = input.status.unwrap_or(CampaignStatus::Draft);
     let details = CampaignDetails {
         name: input.name,
@@ -643,25 +514,11 @@ fn update(state: &CampaignState, input: UpdateCampaign) -> Result<Vec<CampaignEv
     }
     let mut invalid = ValidationErrors::new();
     let current = &state.details;
-    // Only fields whose value differs become part of the event.
-    fn changed<T: PartialEq + Clone>(new: Option<T>, current: &T) -> Option<T> {
-        new.filter(|value| value != current)
-    }
-    let name = match input.name {
-        Some(None) => {
-            invalid.add("name", "name must not be null");
-            None
-        }
-        Some(Some(name)) => changed(Some(name), &current.name),
-        None => None,
-    };
-    let campaign_type = match input.campaign_type {
-        Some(None) => {
-            invalid.add("type", "type must not be null");
-            None
-        }
-        other => changed(other.flatten(), &current.campaign_type),
-    };
+    let name = changed(not_null(&mut invalid, "name", input.name), &current.name);
+    let campaign_type = changed(
+        not_null(&mut invalid, "type", input.campaign_type),
+        &current.campaign_type,
+    );
     if !invalid.is_empty() {
         return Err(CampaignError::Invalid(invalid));
     }

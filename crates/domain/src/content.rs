@@ -6,12 +6,13 @@
 //! ([`MediaRef`]), so the log stays small and a file is stored once however
 //! many items or versions use it.
 
-use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::aggregate::{Aggregate, Placement, Recorded, Root};
+use crate::changes::{changed, not_null};
 use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
     optional_datetime, optional_uuid,
 };
-use crate::{domain_events, update_body, ProjectSlug, ValidationErrors};
+use crate::{changes, choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -37,32 +38,14 @@ pub fn media_path(campaign_id: Uuid, content_id: Uuid) -> String {
     format!("/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}/media")
 }
 
-/// Publication status. Any status may follow any other (an archived post can be
-/// restored to draft); the one rule is that `scheduled` needs a `scheduled_date`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum ContentStatus {
-    Draft,
-    Scheduled,
-    Published,
-    Archived,
-}
-
-impl ContentStatus {
-    pub const ALL: [ContentStatus; 4] = [Self::Draft, Self::Scheduled, Self::Published, Self::Archived];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Scheduled => "scheduled",
-            Self::Published => "published",
-            Self::Archived => "archived",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+choice_enum! {
+    /// Publication status. Any status may follow any other (an archived post can be
+    /// restored to draft); the one rule is that `scheduled` needs a `scheduled_date`.
+    pub enum ContentStatus {
+        Draft,
+        Scheduled,
+        Published,
+        Archived,
     }
 }
 
@@ -127,27 +110,13 @@ update_body! {
     #[serde(deny_unknown_fields)]
     #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub struct UpdateContent {
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub title: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub content_type: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option_datetime")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-        pub scheduled_date: Option<Option<DateTime<Utc>>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub platform: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<ContentStatus>))]
-        pub status: Option<Option<ContentStatus>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub content: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option_uuid")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
-        pub assigned_to: Option<Option<Uuid>>,
+        title: String,
+        content_type: String,
+        scheduled_date: DateTime<Utc> = "double_option_datetime",
+        platform: String,
+        status: ContentStatus,
+        content: String,
+        assigned_to: Uuid = "double_option_uuid",
         /// Only `null` (remove the media) or the current media object (no change).
         #[serde(deserialize_with = "double_option")]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>, nullable))]
@@ -156,31 +125,20 @@ update_body! {
     ignores echoed read_only_id = "id", read_only_campaign_id = "campaign_id", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }
 
-/// The fields an update changed, as stored in `ContentUpdated`. Status changes are
-/// their own event.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ContentChanges {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub scheduled_date: Option<Option<DateTime<Utc>>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub platform: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub content: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub assigned_to: Option<Option<Uuid>>,
-    /// `Some(Some(m))` attaches or replaces; `Some(None)` removes.
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub media: Option<Option<MediaRef>>,
-}
-
-impl ContentChanges {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+changes! {
+    /// The fields an update changed, as stored in `ContentUpdated`. Status changes are
+    /// their own event.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct ContentChanges for ContentState {
+        title: String,
+        content_type: String,
+        scheduled_date: Option<DateTime<Utc>>,
+        platform: Option<String>,
+        content: Option<String>,
+        assigned_to: Option<Uuid>,
+        /// `Some(Some(m))` attaches or replaces; `Some(None)` removes.
+        media: Option<MediaRef>,
     }
 }
 
@@ -212,12 +170,6 @@ pub struct ContentStatusChanged {
     pub to: ContentStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ContentDeleted {
-    pub content_id: Uuid,
-    pub campaign_id: Uuid,
-}
-
 domain_events! {
     /// Everything that happens to a content item.
     #[derive(Debug, Clone, PartialEq)]
@@ -228,6 +180,7 @@ domain_events! {
         Deleted(ContentDeleted) = "ContentDeleted",
     }
     every event has { content_id: Uuid, campaign_id: Uuid }
+    which is all ContentDeleted carries
 }
 
 impl ContentEvent {
@@ -248,16 +201,26 @@ impl ContentEvent {
 /// stored row with the domain's own `apply` (the resource's `media.url` is derived
 /// and ignored when reading back).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    // The document's description of the resource, as published.
+    schema(as = Content, description = "The resource's shape for the OpenAPI document.")
+)]
 pub struct ContentState {
     pub id: Uuid,
     pub campaign_id: Uuid,
+    #[cfg_attr(feature = "openapi", schema(example = "New Blog Post"))]
     pub title: String,
+    #[cfg_attr(feature = "openapi", schema(example = "blog"))]
     pub content_type: String,
     pub scheduled_date: Option<DateTime<Utc>>,
     pub platform: Option<String>,
     pub status: ContentStatus,
     pub content: Option<String>,
     pub assigned_to: Option<Uuid>,
+    // Serialized as a link (see the `Serialize` impl).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ContentMediaResource>))]
     pub media: Option<MediaRef>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -279,15 +242,6 @@ impl ContentState {
             content: self.content.clone(),
             assigned_to: self.assigned_to,
         }
-    }
-
-    fn set_details(&mut self, details: ContentDetails) {
-        self.title = details.title;
-        self.content_type = details.content_type;
-        self.scheduled_date = details.scheduled_date;
-        self.platform = details.platform;
-        self.content = details.content;
-        self.assigned_to = details.assigned_to;
     }
 }
 
@@ -339,12 +293,7 @@ pub enum ContentError {
 
 #[derive(Debug, Clone)]
 pub enum ContentCommand {
-    Create {
-        content_id: Uuid,
-        campaign_id: Uuid,
-        project: ProjectSlug,
-        input: Box<ContentInput>,
-    },
+    Create(Placement, Box<ContentInput>),
     Update(Box<ContentUpdateInput>),
     Delete,
 }
@@ -377,15 +326,8 @@ impl Aggregate for ContentState {
 
     fn decide(root: &Content, command: ContentCommand, _: &()) -> Result<Vec<ContentEvent>, ContentError> {
         match command {
-            ContentCommand::Create {
-                content_id,
-                campaign_id,
-                project,
-                input,
-            } => {
-                if root.exists() {
-                    return Err(ContentError::AlreadyExists);
-                }
+            ContentCommand::Create(place, input) => {
+                root.empty_or(ContentError::AlreadyExists)?;
                 let ContentInput { fields, media } = *input;
                 let status = fields.status.unwrap_or(ContentStatus::Draft);
                 let details = ContentDetails {
@@ -398,9 +340,9 @@ impl Aggregate for ContentState {
                 };
                 validate(&details, status, media.as_ref()).map_err(ContentError::Invalid)?;
                 Ok(vec![ContentEvent::Created(ContentCreated {
-                    content_id,
-                    campaign_id,
-                    project,
+                    content_id: place.id,
+                    campaign_id: place.campaign_id,
+                    project: place.project,
                     status,
                     details,
                     media,
@@ -443,7 +385,7 @@ impl Aggregate for ContentState {
             }
             ContentEvent::Updated(e) => {
                 if let Some(state) = state.as_mut() {
-                    apply_changes(state, &e.changes);
+                    e.changes.apply_to(state);
                     state.touch(at);
                 }
             }
@@ -467,25 +409,12 @@ fn update(state: &ContentState, input: ContentUpdateInput) -> Result<Vec<Content
     let ContentUpdateInput { fields, new_media } = input;
     let current = state.details();
     let mut invalid = ValidationErrors::new();
-    fn changed<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
-        new.filter(|value| value != current)
-    }
-    let mut required = |field: &str, value: Option<Option<String>>, current: &String| match value {
-        Some(None) => {
-            invalid.add(field, format!("{field} must not be null"));
-            None
-        }
-        other => changed(other.flatten(), current),
-    };
-    let title = required("title", fields.title, &current.title);
-    let content_type = required("content_type", fields.content_type, &current.content_type);
-    let status = match fields.status {
-        Some(None) => {
-            invalid.add("status", "status must not be null");
-            None
-        }
-        other => changed(other.flatten(), &state.status),
-    };
+    let title = changed(not_null(&mut invalid, "title", fields.title), &current.title);
+    let content_type = changed(
+        not_null(&mut invalid, "content_type", fields.content_type),
+        &current.content_type,
+    );
+    let status = changed(not_null(&mut invalid, "status", fields.status), &state.status);
     let media = media_change(&mut invalid, state, new_media, fields.media);
     if !invalid.is_empty() {
         return Err(ContentError::Invalid(invalid));
@@ -500,7 +429,7 @@ fn update(state: &ContentState, input: ContentUpdateInput) -> Result<Vec<Content
         media,
     };
     let mut merged = state.clone();
-    apply_changes(&mut merged, &changes);
+    changes.apply_to(&mut merged);
     validate(
         &merged.details(),
         status.unwrap_or(state.status),
@@ -558,23 +487,6 @@ fn media_change(
     }
 }
 
-fn apply_changes(state: &mut ContentState, changes: &ContentChanges) {
-    fn set<T: Clone>(target: &mut T, change: &Option<T>) {
-        if let Some(value) = change {
-            *target = value.clone();
-        }
-    }
-    let mut details = state.details();
-    set(&mut details.title, &changes.title);
-    set(&mut details.content_type, &changes.content_type);
-    set(&mut details.scheduled_date, &changes.scheduled_date);
-    set(&mut details.platform, &changes.platform);
-    set(&mut details.content, &changes.content);
-    set(&mut details.assigned_to, &changes.assigned_to);
-    state.set_details(details);
-    set(&mut state.media, &changes.media);
-}
-
 /// Every rule on a content item, checked on create and after merging an update.
 pub fn validate(
     d: &ContentDetails,
@@ -622,25 +534,6 @@ pub struct ContentMediaResource {
     pub sha256: String,
 }
 
-/// The resource's shape for the OpenAPI document.
+/// The resource's schema, by the name the handlers' OpenAPI entries use.
 #[cfg(feature = "openapi")]
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = Content)]
-pub struct ContentResource {
-    pub id: Uuid,
-    pub campaign_id: Uuid,
-    #[schema(example = "New Blog Post")]
-    pub title: String,
-    #[schema(example = "blog")]
-    pub content_type: String,
-    pub scheduled_date: Option<DateTime<Utc>>,
-    pub platform: Option<String>,
-    pub status: ContentStatus,
-    pub content: Option<String>,
-    pub assigned_to: Option<Uuid>,
-    pub media: Option<ContentMediaResource>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub version: i64,
-}
+pub type ContentResource = ContentState;

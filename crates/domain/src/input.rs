@@ -153,13 +153,19 @@ pub fn check_optional_text(errors: &mut ValidationErrors, field: &str, value: Op
 /// (`id`, `created_at`, `version`, ...): unknown fields are still refused, so
 /// a typo does not vanish, but a resource sent back as it was read is fine.
 ///
+/// A field written `name: T` is the usual partial-update field: absent, `null`
+/// or a value (`Option<Option<T>>`, read with [`double_option`], documented as
+/// an optional `T`); `name: T = "reader"` reads it with another deserializer of
+/// that shape. A field written out in full (`#[...] pub name: Type`) is taken
+/// as it is.
+///
 /// ```text
 /// update_body! {
 ///     #[derive(Debug, Clone, Default, Deserialize)]
 ///     #[serde(default, deny_unknown_fields)]
 ///     pub struct UpdateThing {
-///         #[serde(deserialize_with = "double_option")]
-///         pub name: Option<Option<String>>,
+///         name: String,
+///         owner: Uuid = "double_option_uuid",
 ///     }
 ///     ignores echoed read_only_id = "id", read_only_version = "version"
 /// }
@@ -168,14 +174,27 @@ pub fn check_optional_text(errors: &mut ValidationErrors, field: &str, value: Op
 macro_rules! update_body {
     (
         $(#[$meta:meta])*
-        pub struct $name:ident {
-            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
-        }
+        pub struct $name:ident { $($fields:tt)* }
         ignores echoed $($echo:ident = $key:literal),+ $(,)?
     ) => {
-        $(#[$meta])*
-        pub struct $name {
-            $($(#[$field_meta])* pub $field: $ty,)*
+        $crate::update_body!(@fields [$(#[$meta])* pub struct $name] [$($echo = $key),+] [] $($fields)*);
+    };
+    (@fields $head:tt $echoes:tt [$($done:tt)*] $(#[$field_meta:meta])+ pub $field:ident: $ty:ty, $($rest:tt)*) => {
+        $crate::update_body!(@fields $head $echoes [$($done)* $(#[$field_meta])+ pub $field: $ty,] $($rest)*);
+    };
+    (@fields $head:tt $echoes:tt [$($done:tt)*] $field:ident: $ty:ty = $reader:literal, $($rest:tt)*) => {
+        $crate::update_body!(@fields $head $echoes [$($done)*
+            #[serde(deserialize_with = $reader)]
+            #[cfg_attr(feature = "openapi", schema(value_type = Option<$ty>))]
+            pub $field: Option<Option<$ty>>,
+        ] $($rest)*);
+    };
+    (@fields $head:tt $echoes:tt [$($done:tt)*] $field:ident: $ty:ty, $($rest:tt)*) => {
+        $crate::update_body!(@fields $head $echoes [$($done)*] $field: $ty = "crate::input::double_option", $($rest)*);
+    };
+    (@fields [$($head:tt)*] [$($echo:ident = $key:literal),+] [$($done:tt)*]) => {
+        $($head)* {
+            $($done)*
             $(
                 #[serde(rename = $key)]
                 #[cfg_attr(feature = "openapi", schema(ignore))]

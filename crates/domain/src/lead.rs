@@ -20,9 +20,10 @@ mod publish;
 pub use crypto::{CryptoError, LeadKey, Sealed};
 pub use publish::{publishable_event, PublishError};
 
-use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::aggregate::{Aggregate, Placement, Recorded, Root};
+use crate::changes::not_null;
 use crate::input::double_option;
-use crate::{domain_events, update_body, ProjectSlug, ValidationErrors};
+use crate::{changes, choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -57,41 +58,14 @@ pub const STANDARD_FIELDS: [&str; 7] = ["name", "email", "phone", "company", "so
 /// serialization of a lead is the same.
 pub type CustomFields = BTreeMap<String, String>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum LeadStatus {
-    New,
-    Contacted,
-    Qualified,
-    Converted,
-    Lost,
-}
-
-impl LeadStatus {
-    pub const ALL: [LeadStatus; 5] = [
-        Self::New,
-        Self::Contacted,
-        Self::Qualified,
-        Self::Converted,
-        Self::Lost,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::New => "new",
-            Self::Contacted => "contacted",
-            Self::Qualified => "qualified",
-            Self::Converted => "converted",
-            Self::Lost => "lost",
-        }
+choice_enum! {
+    pub enum LeadStatus {
+        New,
+        Contacted,
+        Qualified,
+        Converted,
+        Lost,
     }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-
-    pub const CHOICES: &'static str = "new, contacted, qualified, converted, lost";
 }
 
 /// A lead's personal data: what is encrypted in events and erased on deletion.
@@ -107,41 +81,17 @@ pub struct PersonalData {
     pub custom_fields: CustomFields,
 }
 
-/// The personal fields an update changed (absent = unchanged, `null` = cleared).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PersonalChanges {
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub name: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub phone: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub company: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub notes: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub custom_fields: Option<CustomFields>,
-}
-
-impl PersonalChanges {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    pub fn apply_to(&self, personal: &mut PersonalData) {
-        fn set<T: Clone>(target: &mut T, change: &Option<T>) {
-            if let Some(value) = change {
-                *target = value.clone();
-            }
-        }
-        set(&mut personal.name, &self.name);
-        set(&mut personal.email, &self.email);
-        set(&mut personal.phone, &self.phone);
-        set(&mut personal.company, &self.company);
-        set(&mut personal.notes, &self.notes);
-        set(&mut personal.custom_fields, &self.custom_fields);
+changes! {
+    /// The personal fields an update changed (absent = unchanged, `null` = cleared).
+    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct PersonalChanges for LeadState {
+        name: Option<String>,
+        email: String,
+        phone: Option<String>,
+        company: Option<String>,
+        notes: Option<String>,
+        custom_fields: CustomFields,
     }
 }
 
@@ -210,27 +160,14 @@ update_body! {
     #[serde(deny_unknown_fields)]
     #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub struct UpdateLead {
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub name: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub email: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub phone: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub company: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub source: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<LeadStatus>))]
-        pub status: Option<Option<LeadStatus>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub notes: Option<Option<String>>,
+        name: String,
+        email: String,
+        phone: String,
+        company: String,
+        source: String,
+        status: LeadStatus,
+        notes: String,
+        // The schema spells the map out: `CustomFields` is only an alias.
         #[serde(deserialize_with = "double_option")]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<BTreeMap<String, String>>))]
         pub custom_fields: Option<Option<CustomFields>>,
@@ -240,18 +177,26 @@ update_body! {
 
 /// A lead as the API returns it. The field order is the resource's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    // The document's description of the resource, as published.
+    schema(as = Lead, description = "The resource's shape for the OpenAPI document only.")
+)]
 pub struct LeadState {
     pub id: Uuid,
     pub campaign_id: Uuid,
     pub name: Option<String>,
     pub email: String,
     pub phone: Option<String>,
-    /// Absent from read-model rows stored before the field existed.
+    // Absent from read-model rows stored before the field existed.
     #[serde(default)]
     pub company: Option<String>,
     pub source: Option<String>,
     pub status: LeadStatus,
     pub notes: Option<String>,
+    // The schema spells the map out: `CustomFields` is only an alias.
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub custom_fields: CustomFields,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -325,12 +270,6 @@ pub struct LeadUpdated {
     pub personal: Option<Sealed>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LeadDeleted {
-    pub lead_id: Uuid,
-    pub campaign_id: Uuid,
-}
-
 domain_events! {
     /// Everything that happens to a lead.
     #[derive(Debug, Clone, PartialEq)]
@@ -340,6 +279,7 @@ domain_events! {
         Deleted(LeadDeleted) = "LeadDeleted",
     }
     every event has { lead_id: Uuid, campaign_id: Uuid }
+    which is all LeadDeleted carries
 }
 
 /// Associated data of a sealed value: the lead and what the value is, so a
@@ -389,12 +329,7 @@ pub enum LeadError {
 
 #[derive(Debug, Clone)]
 pub enum LeadCommand {
-    Create {
-        lead_id: Uuid,
-        campaign_id: Uuid,
-        project: ProjectSlug,
-        input: Box<CreateLead>,
-    },
+    Create(Placement, Box<CreateLead>),
     Update(Box<UpdateLead>),
     Delete,
 }
@@ -424,20 +359,13 @@ impl Aggregate for LeadState {
     fn decide(root: &Lead, command: LeadCommand, keys: &LeadKeys) -> Result<Vec<LeadEvent>, LeadError> {
         let (key, nonce) = (&keys.key, keys.nonce);
         match command {
-            LeadCommand::Create {
-                lead_id,
-                campaign_id,
-                project,
-                input,
-            } => {
-                if root.exists() {
-                    return Err(LeadError::AlreadyExists);
-                }
+            LeadCommand::Create(place, input) => {
+                root.empty_or(LeadError::AlreadyExists)?;
                 let valid = validate_create(*input).map_err(LeadError::Invalid)?;
                 Ok(vec![created_event(
-                    lead_id,
-                    campaign_id,
-                    project,
+                    place.id,
+                    place.campaign_id,
+                    place.project,
                     valid,
                     key,
                     nonce,
@@ -491,9 +419,7 @@ impl Aggregate for LeadState {
                         state.source = source.clone();
                     }
                     if let Some(changes) = changes {
-                        let mut personal = state.personal();
-                        changes.apply_to(&mut personal);
-                        state.set_personal(personal);
+                        changes.apply_to(state);
                     }
                     state.updated_at = at.at;
                     state.version = at.version;
@@ -552,21 +478,8 @@ fn update(
     nonce: [u8; crypto::NONCE_LEN],
 ) -> Result<Vec<LeadEvent>, LeadError> {
     let mut errors = ValidationErrors::new();
-    let email = match input.email {
-        Some(None) => {
-            errors.add("email", "email must not be null");
-            None
-        }
-        Some(Some(email)) => Some(email),
-        None => None,
-    };
-    let status = match input.status {
-        Some(None) => {
-            errors.add("status", "status must not be null");
-            None
-        }
-        other => other.flatten(),
-    };
+    let email = not_null(&mut errors, "email", input.email);
+    let status = not_null(&mut errors, "status", input.status);
     if !errors.is_empty() {
         return Err(LeadError::Invalid(errors));
     }
@@ -826,24 +739,6 @@ fn clean_custom_fields(errors: &mut ValidationErrors, fields: CustomFields) -> C
 #[cfg(test)]
 mod tests;
 
-/// The resource's shape for the OpenAPI document only.
+/// The resource's schema, by the name the handlers' OpenAPI entries use.
 #[cfg(feature = "openapi")]
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = Lead)]
-pub struct LeadResource {
-    pub id: Uuid,
-    pub campaign_id: Uuid,
-    pub name: Option<String>,
-    pub email: String,
-    pub phone: Option<String>,
-    pub company: Option<String>,
-    pub source: Option<String>,
-    pub status: LeadStatus,
-    pub notes: Option<String>,
-    pub custom_fields: BTreeMap<String, String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Stream version; also the `ETag`.
-    pub version: i64,
-}
+pub type LeadResource = LeadState;

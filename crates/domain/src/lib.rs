@@ -14,6 +14,8 @@
 pub mod aggregate;
 pub mod analytics;
 pub mod campaign;
+pub mod changes;
+pub mod choice;
 pub mod content;
 pub mod error;
 pub mod event;

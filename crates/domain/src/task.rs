@@ -6,12 +6,13 @@
 //! the command side before it asks the task to decide: that needs the campaign's
 //! stream, and the domain does no I/O.
 
-use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::aggregate::{Aggregate, Placement, Recorded, Root};
+use crate::changes::{changed, not_null};
 use crate::input::{
-    check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
-    optional_datetime, optional_uuid,
+    check_optional_text, check_text, double_option_datetime, double_option_uuid, optional_datetime,
+    optional_uuid,
 };
-use crate::{domain_events, update_body, ProjectSlug, ValidationErrors};
+use crate::{changes, choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
@@ -27,32 +28,14 @@ pub fn stream_id(task_id: Uuid) -> String {
 const TITLE_MAX: usize = 200;
 const DESCRIPTION_MAX: usize = 10_000;
 
-/// Where a task stands. Any status may follow any other: teams reopen completed
-/// tasks and revive cancelled ones, and the audit trail keeps every move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum TaskStatus {
-    Pending,
-    InProgress,
-    Completed,
-    Cancelled,
-}
-
-impl TaskStatus {
-    pub const ALL: [TaskStatus; 4] = [Self::Pending, Self::InProgress, Self::Completed, Self::Cancelled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::InProgress => "in_progress",
-            Self::Completed => "completed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+choice_enum! {
+    /// Where a task stands. Any status may follow any other: teams reopen completed
+    /// tasks and revive cancelled ones, and the audit trail keeps every move.
+    pub enum TaskStatus {
+        Pending,
+        InProgress,
+        Completed,
+        Cancelled,
     }
 }
 
@@ -98,55 +81,25 @@ update_body! {
     #[serde(deny_unknown_fields)]
     #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub struct UpdateTask {
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub title: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-        pub description: Option<Option<String>>,
-        #[serde(deserialize_with = "double_option_uuid")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Uuid>))]
-        pub assigned_to: Option<Option<Uuid>>,
-        #[serde(deserialize_with = "double_option_datetime")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
-        pub due_date: Option<Option<DateTime<Utc>>>,
-        #[serde(deserialize_with = "double_option")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<TaskStatus>))]
-        pub status: Option<Option<TaskStatus>>,
+        title: String,
+        description: String,
+        assigned_to: Uuid = "double_option_uuid",
+        due_date: DateTime<Utc> = "double_option_datetime",
+        status: TaskStatus,
     }
     ignores echoed read_only_id = "id", read_only_campaign_id = "campaign_id", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }
 
-/// The fields an update changed, as stored in `TaskUpdated` (status changes are
-/// their own event, so auditors see `from` and `to`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TaskChanges {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub description: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub assigned_to: Option<Option<Uuid>>,
-    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub due_date: Option<Option<DateTime<Utc>>>,
-}
-
-impl TaskChanges {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    pub fn apply_to(&self, details: &mut TaskDetails) {
-        fn set<T: Clone>(target: &mut T, change: &Option<T>) {
-            if let Some(value) = change {
-                *target = value.clone();
-            }
-        }
-        set(&mut details.title, &self.title);
-        set(&mut details.description, &self.description);
-        set(&mut details.assigned_to, &self.assigned_to);
-        set(&mut details.due_date, &self.due_date);
+changes! {
+    /// The fields an update changed, as stored in `TaskUpdated` (status changes are
+    /// their own event, so auditors see `from` and `to`).
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct TaskChanges for TaskState {
+        title: String,
+        description: Option<String>,
+        assigned_to: Option<Uuid>,
+        due_date: Option<DateTime<Utc>>,
     }
 }
 
@@ -177,12 +130,6 @@ pub struct TaskStatusChanged {
     pub to: TaskStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskDeleted {
-    pub task_id: Uuid,
-    pub campaign_id: Uuid,
-}
-
 domain_events! {
     /// Everything that happens to a task.
     #[derive(Debug, Clone, PartialEq)]
@@ -193,6 +140,7 @@ domain_events! {
         Deleted(TaskDeleted) = "TaskDeleted",
     }
     every event has { task_id: Uuid, campaign_id: Uuid }
+    which is all TaskDeleted carries
 }
 
 // ---------------------------------------------------------------------------
@@ -202,9 +150,16 @@ domain_events! {
 /// field order); deserialized, it lets a projection fold events into a stored row
 /// with this same code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    // The document's description of the resource, as published.
+    schema(as = Task, description = "The resource's shape for the OpenAPI document.")
+)]
 pub struct TaskState {
     pub id: Uuid,
     pub campaign_id: Uuid,
+    #[cfg_attr(feature = "openapi", schema(example = "Create ad copy"))]
     pub title: String,
     pub description: Option<String>,
     pub assigned_to: Option<Uuid>,
@@ -212,7 +167,8 @@ pub struct TaskState {
     pub status: TaskStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Stream version (0-based) of the last event: the resource's ETag.
+    // 0-based: the version of the last event.
+    /// Stream version; also the `ETag`.
     pub version: i64,
 }
 
@@ -245,12 +201,7 @@ pub enum TaskError {
 
 #[derive(Debug, Clone)]
 pub enum TaskCommand {
-    Create {
-        task_id: Uuid,
-        campaign_id: Uuid,
-        project: ProjectSlug,
-        input: Box<CreateTask>,
-    },
+    Create(Placement, Box<CreateTask>),
     Update(Box<UpdateTask>),
     Delete,
 }
@@ -269,15 +220,8 @@ impl Aggregate for TaskState {
 
     fn decide(root: &Task, command: TaskCommand, _: &()) -> Result<Vec<TaskEvent>, TaskError> {
         match command {
-            TaskCommand::Create {
-                task_id,
-                campaign_id,
-                project,
-                input,
-            } => {
-                if root.exists() {
-                    return Err(TaskError::AlreadyExists);
-                }
+            TaskCommand::Create(place, input) => {
+                root.empty_or(TaskError::AlreadyExists)?;
                 let details = TaskDetails {
                     title: input.title,
                     description: input.description,
@@ -286,9 +230,9 @@ impl Aggregate for TaskState {
                 };
                 validate_details(&details).map_err(TaskError::Invalid)?;
                 Ok(vec![TaskEvent::Created(TaskCreated {
-                    task_id,
-                    campaign_id,
-                    project,
+                    task_id: place.id,
+                    campaign_id: place.campaign_id,
+                    project: place.project,
                     status: input.status.unwrap_or(TaskStatus::Pending),
                     details,
                 })])
@@ -322,12 +266,7 @@ impl Aggregate for TaskState {
             }
             TaskEvent::Updated(e) => {
                 if let Some(state) = state.as_mut() {
-                    let mut details = state.details();
-                    e.changes.apply_to(&mut details);
-                    state.title = details.title;
-                    state.description = details.description;
-                    state.assigned_to = details.assigned_to;
-                    state.due_date = details.due_date;
+                    e.changes.apply_to(state);
                     state.touch(at);
                 }
             }
@@ -349,36 +288,20 @@ impl Aggregate for TaskState {
 
 fn update(state: &TaskState, input: UpdateTask) -> Result<Vec<TaskEvent>, TaskError> {
     let mut invalid = ValidationErrors::new();
-    let current = state.details();
-    fn changed<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
-        new.filter(|value| value != current)
-    }
-    let title = match input.title {
-        Some(None) => {
-            invalid.add("title", "title must not be null");
-            None
-        }
-        other => changed(other.flatten(), &current.title),
-    };
-    let status = match input.status {
-        Some(None) => {
-            invalid.add("status", "status must not be null");
-            None
-        }
-        other => changed(other.flatten(), &state.status),
-    };
+    let title = changed(not_null(&mut invalid, "title", input.title), &state.title);
+    let status = changed(not_null(&mut invalid, "status", input.status), &state.status);
     if !invalid.is_empty() {
         return Err(TaskError::Invalid(invalid));
     }
     let changes = TaskChanges {
         title,
-        description: changed(input.description, &current.description),
-        assigned_to: changed(input.assigned_to, &current.assigned_to),
-        due_date: changed(input.due_date, &current.due_date),
+        description: changed(input.description, &state.description),
+        assigned_to: changed(input.assigned_to, &state.assigned_to),
+        due_date: changed(input.due_date, &state.due_date),
     };
-    let mut merged = current;
+    let mut merged = state.clone();
     changes.apply_to(&mut merged);
-    validate_details(&merged).map_err(TaskError::Invalid)?;
+    validate_details(&merged.details()).map_err(TaskError::Invalid)?;
     let mut events = Vec::new();
     if !changes.is_empty() {
         events.push(TaskEvent::Updated(TaskUpdated {
@@ -414,22 +337,6 @@ pub fn validate_details(d: &TaskDetails) -> Result<(), ValidationErrors> {
 #[cfg(test)]
 mod tests;
 
-/// The resource's shape for the OpenAPI document.
+/// The resource's schema, by the name the handlers' OpenAPI entries use.
 #[cfg(feature = "openapi")]
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = Task)]
-pub struct TaskResource {
-    pub id: Uuid,
-    pub campaign_id: Uuid,
-    #[schema(example = "Create ad copy")]
-    pub title: String,
-    pub description: Option<String>,
-    pub assigned_to: Option<Uuid>,
-    pub due_date: Option<DateTime<Utc>>,
-    pub status: TaskStatus,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Stream version; also the `ETag`.
-    pub version: i64,
-}
+pub type TaskResource = TaskState;

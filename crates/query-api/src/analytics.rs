@@ -8,6 +8,7 @@
 //!
 //! Derived metrics are computed from exact sums by `domain::analytics`.
 
+use crate::params::{choice, page};
 use crate::QueryState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -25,7 +26,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 use web::extract::parse_id;
-use web::pagination::{decode_cursor, encode_cursor, parse_limit};
+use web::pagination::encode_cursor;
 use web::{ApiError, Caller};
 
 const NOT_FOUND: &str = "Campaign not found";
@@ -273,6 +274,20 @@ pub struct AnalyticsPage {
     pub next_cursor: Option<String>,
 }
 
+/// The days and source both reads are limited to, for their OpenAPI entries
+/// (read by [`filter`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct Range {
+    /// First UTC day, inclusive, YYYY-MM-DD; absent = from the first record
+    start_date: Option<String>,
+    /// Last UTC day, inclusive, YYYY-MM-DD; absent = to the last record
+    end_date: Option<String>,
+    /// Only this source (case-insensitive)
+    source: Option<String>,
+}
+
 /// Keyset position of the last row on a page.
 #[derive(Serialize, Deserialize)]
 struct Cursor {
@@ -285,9 +300,7 @@ struct Cursor {
     get, path = "/v1/dev/marketing/campaigns/{campaign_id}/analytics", tag = "analytics",
     params(
         ("campaign_id" = Uuid, Path),
-        ("start_date" = Option<String>, Query, description = "First UTC day, inclusive, YYYY-MM-DD; absent = from the first record"),
-        ("end_date" = Option<String>, Query, description = "Last UTC day, inclusive, YYYY-MM-DD; absent = to the last record"),
-        ("source" = Option<String>, Query, description = "Only this source (case-insensitive)"),
+        Range,
         ("granularity" = inline(Option<Granularity>), Query, description = "day (default), week (ISO, from Monday) or month"),
         ("limit" = Option<i64>, Query, description = "Rows per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
@@ -318,14 +331,9 @@ pub async fn rows(
         ],
     )?;
     let filter = filter(&params)?;
-    let granularity = match params.get("granularity") {
-        None => Granularity::Day,
-        Some(raw) => Granularity::parse(raw).ok_or_else(|| {
-            ApiError::bad_request("granularity", "granularity must be one of day, week, month")
-        })?,
-    };
-    let limit = parse_limit(params.get("limit").map(String::as_str))?;
-    let cursor: Option<Cursor> = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let granularity =
+        choice(&params, "granularity", Granularity::parse, "day, week, month")?.unwrap_or(Granularity::Day);
+    let (limit, cursor) = page::<Cursor>(&params)?;
 
     let page = Page {
         campaign_id,
@@ -510,9 +518,7 @@ pub struct AnalyticsSummary {
     get, path = "/v1/dev/marketing/campaigns/{campaign_id}/analytics/summary", tag = "analytics",
     params(
         ("campaign_id" = Uuid, Path),
-        ("start_date" = Option<String>, Query, description = "First UTC day, inclusive, YYYY-MM-DD; absent = from the first record"),
-        ("end_date" = Option<String>, Query, description = "Last UTC day, inclusive, YYYY-MM-DD; absent = to the last record"),
-        ("source" = Option<String>, Query, description = "Only this source (case-insensitive)"),
+        Range,
     ),
     responses(
         (status = 200, body = AnalyticsSummary),

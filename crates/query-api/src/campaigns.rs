@@ -1,6 +1,7 @@
 //! Campaign reads.
 
 use crate::json_response;
+use crate::params::{choice, page};
 use crate::QueryState;
 use axum::extract::{Path, Query, State};
 use axum::http::header::ETAG;
@@ -12,7 +13,6 @@ use std::collections::HashMap;
 use uuid::Uuid;
 use web::auth::BearerKeyHash;
 use web::extract::{etag, parse_id};
-use web::pagination::{decode_cursor, parse_limit};
 use web::{ApiError, Caller};
 
 const NOT_FOUND: &str = "Campaign not found";
@@ -44,15 +44,7 @@ pub async fn list(
     caller: Caller,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let status = match params.get("status") {
-        None => None,
-        Some(raw) => Some(CampaignStatus::parse(raw).ok_or_else(|| {
-            ApiError::bad_request(
-                "status",
-                "status must be one of draft, active, paused, completed, cancelled",
-            )
-        })?),
-    };
+    let status = choice(&params, "status", CampaignStatus::parse, CampaignStatus::CHOICES)?;
     let campaign_type = match params.get("type") {
         None => None,
         Some(raw) => Some(
@@ -60,8 +52,7 @@ pub async fn list(
                 .ok_or_else(|| ApiError::bad_request("type", format!("unknown campaign type {raw:?}")))?,
         ),
     };
-    let limit = parse_limit(params.get("limit").map(String::as_str))?;
-    let cursor: Option<Cursor> = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let (limit, cursor) = page::<Cursor>(&params)?;
     let client = state.pool.get().await?;
     let statement = client
         .prepare_cached(

@@ -1,7 +1,8 @@
 //! Content-calendar reads: the calendar (filtered, windowed, sorted by
 //! `scheduled_date`, paginated), one item, and its media file.
 
-use crate::under_campaign::{choice, ensure_campaign, get_item, CAMPAIGN_NOT_FOUND};
+use crate::params::{choice, page};
+use crate::under_campaign::{ensure_campaign, get_one, CAMPAIGN_NOT_FOUND};
 use crate::QueryState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -18,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
 use web::extract::parse_id;
-use web::pagination::{decode_cursor, parse_limit};
 use web::{ApiError, Caller};
 
 const NOT_FOUND: &str = "Content not found";
@@ -123,17 +123,11 @@ pub async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let status = choice(
-        &params,
-        "status",
-        ContentStatus::parse,
-        "draft, scheduled, published, archived",
-    )?;
+    let status = choice(&params, "status", ContentStatus::parse, ContentStatus::CHOICES)?;
     let platform = label_filter(&params, "platform")?;
     let content_type = label_filter(&params, "content_type")?;
     let (from, until) = window(params.get("from"), params.get("to"))?;
-    let limit = parse_limit(params.get("limit").map(String::as_str))?;
-    let cursor: Option<Cursor> = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let (limit, cursor) = page::<Cursor>(&params)?;
     let client = state.pool.get().await?;
     ensure_campaign(&client, campaign_id, &caller).await?;
     let statement = client
@@ -177,23 +171,12 @@ pub async fn list(
     }))
 }
 
-/// Get one content item.
-#[utoipa::path(
-    get, path = "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}", tag = "content",
-    params(("campaign_id" = Uuid, Path), ("content_id" = Uuid, Path)),
-    responses(
-        (status = 200, body = domain::content::ContentResource, headers(("ETag" = String))),
-        (status = 401, body = web::error::ErrorBody),
-        (status = 404, description = "Campaign not found, or Content not found", body = web::error::ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn get_one(
-    State(state): State<QueryState>,
-    caller: Caller,
-    Path(ids): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    get_item(&state, &caller, ids, "content_items", NOT_FOUND).await
+get_one! {
+    /// Get one content item.
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}", tag = "content", id = "content_id",
+    body = domain::content::ContentResource,
+    not_found = "Campaign not found, or Content not found",
+    table = "content_items", NOT_FOUND
 }
 
 /// `inline; filename="..."; filename*=UTF-8''...`: an ASCII fallback and the

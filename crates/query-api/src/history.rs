@@ -2,6 +2,7 @@
 //! the event log: its own events and those of its tasks, content, leads and
 //! analytics, oldest first, with who did each.
 
+use crate::params::page;
 use crate::QueryState;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use web::extract::parse_id;
-use web::pagination::{decode_cursor, encode_cursor, parse_limit};
+use web::pagination::encode_cursor;
 use web::{ApiError, Caller};
 
 const NOT_FOUND: &str = "Campaign not found";
@@ -145,12 +146,8 @@ pub async fn history(
         from: parse_time(&params, "from")?,
         to: parse_time(&params, "to")?,
     };
-    let limit = parse_limit(params.get("limit").map(String::as_str))?;
-    let after: LogPosition = params
-        .get("cursor")
-        .map(|c| decode_cursor(c))
-        .transpose()?
-        .unwrap_or(LogPosition::START);
+    let (limit, after) = page::<LogPosition>(&params)?;
+    let after = after.unwrap_or(LogPosition::START);
     let mut events = read_correlated(
         &state.pool,
         domain::upcast::ALL,

@@ -1,6 +1,7 @@
 //! Lead reads: list (filters `status`, `search`), one lead, CSV export.
 
-use crate::under_campaign::{choice, ensure_campaign, get_item, CAMPAIGN_NOT_FOUND};
+use crate::params::{choice, page};
+use crate::under_campaign::{ensure_campaign, get_one, CAMPAIGN_NOT_FOUND};
 use crate::QueryState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -15,7 +16,6 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 use web::extract::parse_id;
-use web::pagination::{decode_cursor, parse_limit};
 use web::{ApiError, Caller};
 
 const NOT_FOUND: &str = "Lead not found";
@@ -81,8 +81,7 @@ pub async fn list(
         }
         Some(s) => Some(search_pattern(s)),
     };
-    let limit = parse_limit(params.get("limit").map(String::as_str))?;
-    let cursor: Option<Cursor> = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let (limit, cursor) = page::<Cursor>(&params)?;
     let client = state.pool.get().await?;
     ensure_campaign(&client, campaign_id, &caller).await?;
 
@@ -123,23 +122,12 @@ pub async fn list(
     }))
 }
 
-/// Get one lead (where a create's `Location` points).
-#[utoipa::path(
-    get, path = "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}", tag = "leads",
-    params(("campaign_id" = Uuid, Path), ("lead_id" = Uuid, Path)),
-    responses(
-        (status = 200, body = domain::lead::LeadResource, headers(("ETag" = String))),
-        (status = 401, body = web::error::ErrorBody),
-        (status = 404, description = "Campaign not found / Lead not found", body = web::error::ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn get_one(
-    State(state): State<QueryState>,
-    caller: Caller,
-    Path(ids): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    get_item(&state, &caller, ids, "leads", NOT_FOUND).await
+get_one! {
+    /// Get one lead (where a create's `Location` points).
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}", tag = "leads", id = "lead_id",
+    body = domain::lead::LeadResource,
+    not_found = "Campaign not found / Lead not found",
+    table = "leads", NOT_FOUND
 }
 
 /// Export every lead of a campaign as CSV, oldest first.

@@ -6,6 +6,7 @@ pub mod campaigns;
 pub mod content;
 pub mod history;
 pub mod leads;
+mod params;
 pub mod tasks;
 mod under_campaign;
 

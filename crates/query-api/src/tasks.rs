@@ -1,6 +1,7 @@
 //! Task reads: a campaign's tasks (filtered, paginated) and one task.
 
-use crate::under_campaign::{choice, ensure_campaign, get_item, CAMPAIGN_NOT_FOUND};
+use crate::params::{choice, page};
+use crate::under_campaign::{ensure_campaign, get_one, CAMPAIGN_NOT_FOUND};
 use crate::QueryState;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -10,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
 use web::extract::parse_id;
-use web::pagination::{decode_cursor, parse_limit};
 use web::{ApiError, Caller};
 
 const NOT_FOUND: &str = "Task not found";
@@ -46,12 +46,7 @@ pub async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let status = choice(
-        &params,
-        "status",
-        TaskStatus::parse,
-        "pending, in_progress, completed, cancelled",
-    )?;
+    let status = choice(&params, "status", TaskStatus::parse, TaskStatus::CHOICES)?;
     let assigned_to = match params.get("assigned_to") {
         None => None,
         Some(raw) => Some(
@@ -59,8 +54,7 @@ pub async fn list(
                 .map_err(|_| ApiError::bad_request("assigned_to", "assigned_to must be a UUID"))?,
         ),
     };
-    let limit = parse_limit(params.get("limit").map(String::as_str))?;
-    let cursor: Option<Cursor> = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let (limit, cursor) = page::<Cursor>(&params)?;
     let client = state.pool.get().await?;
     ensure_campaign(&client, campaign_id, &caller).await?;
     let statement = client
@@ -94,23 +88,12 @@ pub async fn list(
     }))
 }
 
-/// Get one task of a campaign.
-#[utoipa::path(
-    get, path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}", tag = "tasks",
-    params(("campaign_id" = Uuid, Path), ("task_id" = Uuid, Path)),
-    responses(
-        (status = 200, body = domain::task::TaskResource, headers(("ETag" = String))),
-        (status = 401, body = web::error::ErrorBody),
-        (status = 404, description = "Campaign not found, or Task not found", body = web::error::ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn get_one(
-    State(state): State<QueryState>,
-    caller: Caller,
-    Path(ids): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    get_item(&state, &caller, ids, "tasks", NOT_FOUND).await
+get_one! {
+    /// Get one task of a campaign.
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}", tag = "tasks", id = "task_id",
+    body = domain::task::TaskResource,
+    not_found = "Campaign not found, or Task not found",
+    table = "tasks", NOT_FOUND
 }
 
 /// A page of tasks, for the OpenAPI document.

@@ -58,18 +58,35 @@ pub(crate) async fn get_item(
     Ok(response)
 }
 
-/// An optional enum query parameter: `None` when absent, a 400 listing the
-/// choices when it is not one of them.
-pub(crate) fn choice<T>(
-    params: &std::collections::HashMap<String, String>,
-    name: &'static str,
-    parse: impl Fn(&str) -> Option<T>,
-    choices: &str,
-) -> Result<Option<T>, ApiError> {
-    params
-        .get(name)
-        .map(|raw| {
-            parse(raw).ok_or_else(|| ApiError::bad_request(name, format!("{name} must be one of {choices}")))
-        })
-        .transpose()
+/// Declares the `get_one` handler of items under a campaign stored in `table`
+/// (see [`get_item`]), with its OpenAPI entry: every such read answers the
+/// same way, so only its path, names and 404s are its own.
+macro_rules! get_one {
+    (
+        $(#[$doc:meta])*
+        path = $path:literal, tag = $tag:literal, id = $id:literal,
+        body = $body:ty,
+        not_found = $not_found_doc:literal,
+        table = $table:literal, $not_found:expr
+    ) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            get, path = $path, tag = $tag,
+            params(("campaign_id" = Uuid, Path), ($id = Uuid, Path)),
+            responses(
+                (status = 200, body = $body, headers(("ETag" = String))),
+                (status = 401, body = web::error::ErrorBody),
+                (status = 404, description = $not_found_doc, body = web::error::ErrorBody),
+            ),
+            security(("bearer" = []))
+        )]
+        pub async fn get_one(
+            axum::extract::State(state): axum::extract::State<$crate::QueryState>,
+            caller: web::Caller,
+            axum::extract::Path(ids): axum::extract::Path<(String, String)>,
+        ) -> Result<axum::response::Response, web::ApiError> {
+            $crate::under_campaign::get_item(&state, &caller, ids, $table, $not_found).await
+        }
+    };
 }
+pub(crate) use get_one;

@@ -3,10 +3,10 @@
 //! No I/O anywhere.
 
 use super::*;
+use crate::aggregate::testing::at;
 use crate::campaign::{CampaignCommand, CampaignEvent, CreateCampaign};
 use crate::input::from_json_slice;
 use crate::DomainEvent;
-use chrono::TimeZone;
 use proptest::prelude::*;
 use std::str::FromStr;
 
@@ -22,10 +22,6 @@ fn record_id() -> Uuid {
 
 fn acme() -> ProjectSlug {
     ProjectSlug::parse("acme").unwrap()
-}
-
-fn at(sec: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_700_000_000 + sec, 0).unwrap()
 }
 
 fn given_campaign(events: &[CampaignEvent]) -> Campaign {
