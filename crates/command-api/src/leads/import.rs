@@ -262,12 +262,8 @@ pub async fn import(
     );
     let written_after = started.elapsed();
     if let Some(position) = written.last_position {
-        let imported = [Appended {
-            campaign_id: Some(campaign_id),
-            ..IMPORTED
-        }];
         writer
-            .wait_for_read_models_within(position, &imported, READ_MODEL_WAIT)
+            .wait_for_read_models_within(position, &imported(campaign_id), READ_MODEL_WAIT)
             .await;
     }
     tracing::info!(
@@ -292,12 +288,14 @@ pub async fn import(
     Ok(respond(report, ending, limits))
 }
 
-/// What an import writes: lead creations, on lead streams.
-const IMPORTED: Appended<'static> = Appended {
-    stream_id: lead::STREAM_PREFIX,
-    event_type: "LeadCreated",
-    campaign_id: None,
-};
+/// What an import writes: lead creations, on lead streams of one campaign.
+fn imported(campaign_id: Uuid) -> [Appended<'static>; 1] {
+    [Appended {
+        stream_id: lead::STREAM_PREFIX,
+        event_type: "LeadCreated",
+        campaign_id: Some(campaign_id),
+    }]
+}
 
 const NO_FILE: &str = "file is required: send the CSV as the multipart field `file`";
 
