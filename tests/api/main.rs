@@ -16,4 +16,5 @@ mod ops;
 mod outage;
 mod pagination;
 mod read_after_write;
+mod sharded_replay;
 mod tasks;
