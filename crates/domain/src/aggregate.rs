@@ -352,9 +352,15 @@ macro_rules! domain_events {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::{Aggregate, Placement, Root};
-    use crate::{DomainEvent, ProjectSlug};
+    use crate::analytics::AnalyticsError;
+    use crate::campaign::CampaignError;
+    use crate::content::ContentError;
+    use crate::lead::LeadError;
+    use crate::task::TaskError;
+    use crate::{DomainEvent, ProjectSlug, ValidationErrors};
     use chrono::{DateTime, TimeZone, Utc};
     use serde::de::DeserializeOwned;
+    use std::fmt::Debug;
     use uuid::Uuid;
 
     /// When the harness records event number `n`: a fixed time plus `n` seconds.
@@ -389,6 +395,41 @@ pub(crate) mod testing {
             campaign_id: campaign_id(),
             project: ProjectSlug::parse("acme").unwrap(),
         }
+    }
+
+    /// A command's refusal, which for invalid input carries what was invalid.
+    pub trait Refusal: Debug + Sized {
+        fn invalid(self) -> Result<ValidationErrors, Self>;
+    }
+
+    /// Every aggregate's error names its refusal of invalid input `Invalid`.
+    macro_rules! refusals {
+        ($($error:ty),+) => {$(
+            impl Refusal for $error {
+                fn invalid(self) -> Result<ValidationErrors, Self> {
+                    match self {
+                        Self::Invalid(errors) => Ok(errors),
+                        other => Err(other),
+                    }
+                }
+            }
+        )+};
+    }
+    refusals!(CampaignError, TaskError, ContentError, LeadError, AnalyticsError);
+
+    /// The fields a refusal of invalid input names, in order; anything else
+    /// fails the test.
+    pub fn invalid_fields<T: Debug, E: Refusal>(result: Result<T, E>) -> Vec<String> {
+        match result.map_err(E::invalid) {
+            Err(Ok(errors)) => errors.0.into_iter().map(|e| e.field).collect(),
+            Err(Err(other)) => panic!("expected a validation error, got {other:?}"),
+            Ok(other) => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    /// The first field a refusal of invalid input names.
+    pub fn invalid_field<T: Debug, E: Refusal>(result: Result<T, E>) -> String {
+        invalid_fields(result).remove(0)
     }
 
     /// A request body of a test, parsed as the API parses it.
