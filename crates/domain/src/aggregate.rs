@@ -74,6 +74,70 @@ pub trait Aggregate: Clone + Send + Sync + Sized + 'static {
     }
 }
 
+/// An aggregate that needs no context and whose events always fold: every one
+/// but the lead. It states only what is its own (the items mean what they mean
+/// in [`Aggregate`]), and is an [`Aggregate`] through the impl below, so its
+/// `decide` and `evolve` carry no unused context and no fold error that
+/// cannot happen.
+pub trait PlainAggregate: Clone + Send + Sync + Sized + 'static {
+    const KIND: &'static str;
+    const STREAM_PREFIX: &'static str;
+    type Event: DomainEvent + Clone + Send + Sync;
+    type Command: Clone + Send + Sync;
+    type Error: Send;
+
+    fn decide(root: &Root<Self>, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+
+    fn evolve(state: &mut Option<Self>, event: &Self::Event, recorded: Recorded);
+
+    fn version(&self) -> i64;
+}
+
+impl<P: PlainAggregate> Aggregate for P {
+    const KIND: &'static str = <P as PlainAggregate>::KIND;
+    const STREAM_PREFIX: &'static str = <P as PlainAggregate>::STREAM_PREFIX;
+    type Event = <P as PlainAggregate>::Event;
+    type Command = <P as PlainAggregate>::Command;
+    type Error = <P as PlainAggregate>::Error;
+    type Context = ();
+    type FoldError = Infallible;
+
+    fn decide(root: &Root<Self>, command: Self::Command, _: &()) -> Result<Vec<Self::Event>, Self::Error> {
+        <P as PlainAggregate>::decide(root, command)
+    }
+
+    fn evolve(
+        state: &mut Option<Self>,
+        event: &Self::Event,
+        recorded: Recorded,
+        _: &(),
+    ) -> Result<(), Infallible> {
+        <P as PlainAggregate>::evolve(state, event, recorded);
+        Ok(())
+    }
+
+    fn version(&self) -> i64 {
+        <P as PlainAggregate>::version(self)
+    }
+}
+
+/// A live state that records when it last changed and at which version
+/// (`updated_at`, and `version`, its ETag), so each event that changes it
+/// stamps it.
+pub trait Stamped {
+    fn stamp(&mut self, recorded: Recorded);
+}
+
+/// Folds a change into the live state and stamps it with the event's time and
+/// version. A change to an aggregate that is not live (never created, or
+/// deleted) folds to nothing: there is no state for it to change.
+pub fn change<S: Stamped>(state: &mut Option<S>, recorded: Recorded, change: impl FnOnce(&mut S)) {
+    if let Some(state) = state.as_mut() {
+        change(state);
+        state.stamp(recorded);
+    }
+}
+
 /// An aggregate as folded from its stream: the live state (`None` if the stream
 /// does not exist or the aggregate was deleted), the version of the last event,
 /// and whether a deletion was folded.
@@ -288,9 +352,15 @@ macro_rules! domain_events {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::{Aggregate, Placement, Root};
-    use crate::{DomainEvent, ProjectSlug};
+    use crate::analytics::AnalyticsError;
+    use crate::campaign::CampaignError;
+    use crate::content::ContentError;
+    use crate::lead::LeadError;
+    use crate::task::TaskError;
+    use crate::{DomainEvent, ProjectSlug, ValidationErrors};
     use chrono::{DateTime, TimeZone, Utc};
     use serde::de::DeserializeOwned;
+    use std::fmt::Debug;
     use uuid::Uuid;
 
     /// When the harness records event number `n`: a fixed time plus `n` seconds.
@@ -325,6 +395,41 @@ pub(crate) mod testing {
             campaign_id: campaign_id(),
             project: ProjectSlug::parse("acme").unwrap(),
         }
+    }
+
+    /// A command's refusal, which for invalid input carries what was invalid.
+    pub trait Refusal: Debug + Sized {
+        fn invalid(self) -> Result<ValidationErrors, Self>;
+    }
+
+    /// Every aggregate's error names its refusal of invalid input `Invalid`.
+    macro_rules! refusals {
+        ($($error:ty),+) => {$(
+            impl Refusal for $error {
+                fn invalid(self) -> Result<ValidationErrors, Self> {
+                    match self {
+                        Self::Invalid(errors) => Ok(errors),
+                        other => Err(other),
+                    }
+                }
+            }
+        )+};
+    }
+    refusals!(CampaignError, TaskError, ContentError, LeadError, AnalyticsError);
+
+    /// The fields a refusal of invalid input names, in order; anything else
+    /// fails the test.
+    pub fn invalid_fields<T: Debug, E: Refusal>(result: Result<T, E>) -> Vec<String> {
+        match result.map_err(E::invalid) {
+            Err(Ok(errors)) => errors.0.into_iter().map(|e| e.field).collect(),
+            Err(Err(other)) => panic!("expected a validation error, got {other:?}"),
+            Ok(other) => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    /// The first field a refusal of invalid input names.
+    pub fn invalid_field<T: Debug, E: Refusal>(result: Result<T, E>) -> String {
+        invalid_fields(result).remove(0)
     }
 
     /// A request body of a test, parsed as the API parses it.

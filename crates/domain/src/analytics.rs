@@ -12,7 +12,7 @@
 //! The derived metrics (CTR, CPC, ...) are computed here from exact sums, so the
 //! query side and the tests share one definition.
 
-use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::aggregate::{PlainAggregate, Recorded, Root};
 use crate::campaign::{Campaign, Goals, Kpi};
 use crate::input::double_option;
 use crate::{domain_events, Money, ProjectSlug, ValidationErrors};
@@ -21,7 +21,6 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use uuid::Uuid;
 
 /// Every analytics record stream is named `analytics-<record uuid>`.
@@ -421,19 +420,17 @@ pub struct Track {
 /// One analytics record: written once, never changed (see [`Root`]).
 pub type AnalyticsRecord = Root<AnalyticsRecordState>;
 
-impl Aggregate for AnalyticsRecordState {
+impl PlainAggregate for AnalyticsRecordState {
     const KIND: &'static str = "analytics";
     const STREAM_PREFIX: &'static str = STREAM_PREFIX;
     type Event = AnalyticsEvent;
     type Command = Track;
     type Error = AnalyticsError;
-    type Context = ();
-    type FoldError = Infallible;
 
     /// Decides what tracking produces. A campaign that does not exist, was
     /// deleted, or belongs to another project is "not found" (checked before the
     /// body, so nothing about another project's campaign leaks through 400s).
-    fn decide(root: &AnalyticsRecord, command: Track, _: &()) -> Result<Vec<AnalyticsEvent>, AnalyticsError> {
+    fn decide(root: &AnalyticsRecord, command: Track) -> Result<Vec<AnalyticsEvent>, AnalyticsError> {
         root.empty_or(AnalyticsError::AlreadyRecorded)?;
         let campaign = command
             .campaign
@@ -451,12 +448,7 @@ impl Aggregate for AnalyticsRecordState {
         })])
     }
 
-    fn evolve(
-        state: &mut Option<Self>,
-        event: &AnalyticsEvent,
-        at: Recorded,
-        _: &(),
-    ) -> Result<(), Infallible> {
+    fn evolve(state: &mut Option<Self>, event: &AnalyticsEvent, at: Recorded) {
         let AnalyticsEvent::Recorded(e) = event;
         *state = Some(AnalyticsRecordState {
             id: e.record_id,
@@ -466,7 +458,6 @@ impl Aggregate for AnalyticsRecordState {
             metrics: e.metrics.clone(),
             recorded_at: at.at,
         });
-        Ok(())
     }
 
     /// A record is one event: always version 0.

@@ -1,10 +1,10 @@
 //! The campaign aggregate: one event stream per campaign (`campaign-<uuid>`).
 //!
-//! `CampaignState`'s [`Aggregate`] impl decides which events a command produces
+//! `CampaignState`'s [`PlainAggregate`] impl decides which events a command produces
 //! (or why it is refused) and folds events into state. Both are pure, so the
 //! rules are tested without a database (given events, when command, then events).
 
-use crate::aggregate::{Aggregate, Recorded, Root};
+use crate::aggregate::{change, PlainAggregate, Recorded, Root, Stamped};
 use crate::changes::{changed, not_null};
 use crate::input::{check_optional_text, check_text, double_option};
 use crate::{changes, choice_enum, domain_events, update_body, Money, ProjectSlug, ValidationErrors};
@@ -12,7 +12,6 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
-use std::convert::Infallible;
 use uuid::Uuid;
 
 /// Every campaign event stream is named `campaign-<uuid>`.
@@ -390,20 +389,14 @@ pub enum CampaignCommand {
 /// The aggregate: a campaign folded from its stream (see [`Root`]).
 pub type Campaign = Root<CampaignState>;
 
-impl Aggregate for CampaignState {
+impl PlainAggregate for CampaignState {
     const KIND: &'static str = "campaign";
     const STREAM_PREFIX: &'static str = STREAM_PREFIX;
     type Event = CampaignEvent;
     type Command = CampaignCommand;
     type Error = CampaignError;
-    type Context = ();
-    type FoldError = Infallible;
 
-    fn decide(
-        root: &Campaign,
-        command: CampaignCommand,
-        _: &(),
-    ) -> Result<Vec<CampaignEvent>, CampaignError> {
+    fn decide(root: &Campaign, command: CampaignCommand) -> Result<Vec<CampaignEvent>, CampaignError> {
         match command {
             CampaignCommand::Create {
                 campaign_id,
@@ -421,12 +414,7 @@ impl Aggregate for CampaignState {
         }
     }
 
-    fn evolve(
-        state: &mut Option<Self>,
-        event: &CampaignEvent,
-        at: Recorded,
-        _: &(),
-    ) -> Result<(), Infallible> {
+    fn evolve(state: &mut Option<Self>, event: &CampaignEvent, at: Recorded) {
         match event {
             CampaignEvent::Created(e) => {
                 *state = Some(CampaignState {
@@ -439,21 +427,10 @@ impl Aggregate for CampaignState {
                     version: at.version,
                 });
             }
-            CampaignEvent::Updated(e) => {
-                if let Some(state) = state.as_mut() {
-                    e.changes.apply_to(&mut state.details);
-                    state.touch(at);
-                }
-            }
-            CampaignEvent::StatusChanged(e) => {
-                if let Some(state) = state.as_mut() {
-                    state.status = e.to;
-                    state.touch(at);
-                }
-            }
+            CampaignEvent::Updated(e) => change(state, at, |state| e.changes.apply_to(&mut state.details)),
+            CampaignEvent::StatusChanged(e) => change(state, at, |state| state.status = e.to),
             CampaignEvent::Deleted(_) => *state = None,
         }
-        Ok(())
     }
 
     fn version(&self) -> i64 {
@@ -461,8 +438,8 @@ impl Aggregate for CampaignState {
     }
 }
 
-impl CampaignState {
-    fn touch(&mut self, at: Recorded) {
+impl Stamped for CampaignState {
+    fn stamp(&mut self, at: Recorded) {
         self.updated_at = at.at;
         self.version = at.version;
     }

@@ -6,7 +6,7 @@
 //! ([`MediaRef`]), so the log stays small and a file is stored once however
 //! many items or versions use it.
 
-use crate::aggregate::{Aggregate, Placement, Recorded, Root};
+use crate::aggregate::{change, Placement, PlainAggregate, Recorded, Root, Stamped};
 use crate::changes::{changed, not_null};
 use crate::input::{
     check_optional_text, check_text, double_option, double_option_datetime, double_option_uuid,
@@ -17,7 +17,6 @@ use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use std::convert::Infallible;
 use uuid::Uuid;
 
 /// Every content event stream is named `content-<uuid>`.
@@ -227,12 +226,14 @@ pub struct ContentState {
     pub version: i64,
 }
 
-impl ContentState {
-    fn touch(&mut self, at: Recorded) {
+impl Stamped for ContentState {
+    fn stamp(&mut self, at: Recorded) {
         self.updated_at = at.at;
         self.version = at.version;
     }
+}
 
+impl ContentState {
     fn details(&self) -> ContentDetails {
         ContentDetails {
             title: self.title.clone(),
@@ -315,16 +316,14 @@ pub struct ContentUpdateInput {
 /// The aggregate: a content item folded from its stream (see [`Root`]).
 pub type Content = Root<ContentState>;
 
-impl Aggregate for ContentState {
+impl PlainAggregate for ContentState {
     const KIND: &'static str = "content";
     const STREAM_PREFIX: &'static str = STREAM_PREFIX;
     type Event = ContentEvent;
     type Command = ContentCommand;
     type Error = ContentError;
-    type Context = ();
-    type FoldError = Infallible;
 
-    fn decide(root: &Content, command: ContentCommand, _: &()) -> Result<Vec<ContentEvent>, ContentError> {
+    fn decide(root: &Content, command: ContentCommand) -> Result<Vec<ContentEvent>, ContentError> {
         match command {
             ContentCommand::Create(place, input) => {
                 root.empty_or(ContentError::AlreadyExists)?;
@@ -359,12 +358,7 @@ impl Aggregate for ContentState {
         }
     }
 
-    fn evolve(
-        state: &mut Option<Self>,
-        event: &ContentEvent,
-        at: Recorded,
-        _: &(),
-    ) -> Result<(), Infallible> {
+    fn evolve(state: &mut Option<Self>, event: &ContentEvent, at: Recorded) {
         match event {
             ContentEvent::Created(e) => {
                 *state = Some(ContentState {
@@ -383,21 +377,10 @@ impl Aggregate for ContentState {
                     version: at.version,
                 });
             }
-            ContentEvent::Updated(e) => {
-                if let Some(state) = state.as_mut() {
-                    e.changes.apply_to(state);
-                    state.touch(at);
-                }
-            }
-            ContentEvent::StatusChanged(e) => {
-                if let Some(state) = state.as_mut() {
-                    state.status = e.to;
-                    state.touch(at);
-                }
-            }
+            ContentEvent::Updated(e) => change(state, at, |state| e.changes.apply_to(state)),
+            ContentEvent::StatusChanged(e) => change(state, at, |state| state.status = e.to),
             ContentEvent::Deleted(_) => *state = None,
         }
-        Ok(())
     }
 
     fn version(&self) -> i64 {

@@ -20,7 +20,7 @@ mod publish;
 pub use crypto::{CryptoError, LeadKey, Sealed};
 pub use publish::{publishable_event, PublishError};
 
-use crate::aggregate::{Aggregate, Placement, Recorded, Root};
+use crate::aggregate::{change, Aggregate, Placement, Recorded, Root, Stamped};
 use crate::changes::not_null;
 use crate::input::double_option;
 use crate::{changes, choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
@@ -411,7 +411,7 @@ impl Aggregate for LeadState {
             }
             LeadEvent::Updated(e) => {
                 let changes = open_updated(e, &keys.key)?;
-                if let Some(state) = state.as_mut() {
+                change(state, at, |state| {
                     if let Some(status) = e.status {
                         state.status = status;
                     }
@@ -421,9 +421,7 @@ impl Aggregate for LeadState {
                     if let Some(changes) = changes {
                         changes.apply_to(state);
                     }
-                    state.updated_at = at.at;
-                    state.version = at.version;
-                }
+                });
             }
             LeadEvent::Deleted(_) => *state = None,
         }
@@ -432,6 +430,13 @@ impl Aggregate for LeadState {
 
     fn version(&self) -> i64 {
         self.version
+    }
+}
+
+impl Stamped for LeadState {
+    fn stamp(&mut self, at: Recorded) {
+        self.updated_at = at.at;
+        self.version = at.version;
     }
 }
 

@@ -3,7 +3,8 @@
 //! into values that are valid by construction ("parse, don't validate").
 //!
 //! Nothing here does I/O. Every aggregate implements one trait,
-//! [`aggregate::Aggregate`] (decide: command → events; evolve: event → state),
+//! [`aggregate::Aggregate`] (decide: command → events; evolve: event → state;
+//! those that need no context through [`aggregate::PlainAggregate`]),
 //! and is held in the generic [`aggregate::Root`] that tracks its stream version
 //! and deletion. The command API folds a stream into a `Root`, asks it to decide,
 //! and appends whatever events it returns. The projections of campaigns, tasks,

@@ -6,7 +6,7 @@
 //! the command side before it asks the task to decide: that needs the campaign's
 //! stream, and the domain does no I/O.
 
-use crate::aggregate::{Aggregate, Placement, Recorded, Root};
+use crate::aggregate::{change, Placement, PlainAggregate, Recorded, Root, Stamped};
 use crate::changes::{changed, not_null};
 use crate::input::{
     check_optional_text, check_text, double_option_datetime, double_option_uuid, optional_datetime,
@@ -15,7 +15,6 @@ use crate::input::{
 use crate::{changes, choice_enum, domain_events, update_body, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::convert::Infallible;
 use uuid::Uuid;
 
 /// Every task event stream is named `task-<uuid>`.
@@ -172,12 +171,14 @@ pub struct TaskState {
     pub version: i64,
 }
 
-impl TaskState {
-    fn touch(&mut self, at: Recorded) {
+impl Stamped for TaskState {
+    fn stamp(&mut self, at: Recorded) {
         self.updated_at = at.at;
         self.version = at.version;
     }
+}
 
+impl TaskState {
     fn details(&self) -> TaskDetails {
         TaskDetails {
             title: self.title.clone(),
@@ -209,16 +210,14 @@ pub enum TaskCommand {
 /// The aggregate: a task folded from its stream (see [`Root`]).
 pub type Task = Root<TaskState>;
 
-impl Aggregate for TaskState {
+impl PlainAggregate for TaskState {
     const KIND: &'static str = "task";
     const STREAM_PREFIX: &'static str = STREAM_PREFIX;
     type Event = TaskEvent;
     type Command = TaskCommand;
     type Error = TaskError;
-    type Context = ();
-    type FoldError = Infallible;
 
-    fn decide(root: &Task, command: TaskCommand, _: &()) -> Result<Vec<TaskEvent>, TaskError> {
+    fn decide(root: &Task, command: TaskCommand) -> Result<Vec<TaskEvent>, TaskError> {
         match command {
             TaskCommand::Create(place, input) => {
                 root.empty_or(TaskError::AlreadyExists)?;
@@ -248,7 +247,7 @@ impl Aggregate for TaskState {
         }
     }
 
-    fn evolve(state: &mut Option<Self>, event: &TaskEvent, at: Recorded, _: &()) -> Result<(), Infallible> {
+    fn evolve(state: &mut Option<Self>, event: &TaskEvent, at: Recorded) {
         match event {
             TaskEvent::Created(e) => {
                 *state = Some(TaskState {
@@ -264,21 +263,10 @@ impl Aggregate for TaskState {
                     version: at.version,
                 });
             }
-            TaskEvent::Updated(e) => {
-                if let Some(state) = state.as_mut() {
-                    e.changes.apply_to(state);
-                    state.touch(at);
-                }
-            }
-            TaskEvent::StatusChanged(e) => {
-                if let Some(state) = state.as_mut() {
-                    state.status = e.to;
-                    state.touch(at);
-                }
-            }
+            TaskEvent::Updated(e) => change(state, at, |state| e.changes.apply_to(state)),
+            TaskEvent::StatusChanged(e) => change(state, at, |state| state.status = e.to),
             TaskEvent::Deleted(_) => *state = None,
         }
-        Ok(())
     }
 
     fn version(&self) -> i64 {

@@ -11,7 +11,9 @@
 use crate::params::{choice, page};
 use crate::QueryState;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{Days, Months, NaiveDate};
 use deadpool_postgres::Transaction;
@@ -66,6 +68,27 @@ impl Granularity {
             Self::Month => start.checked_add_months(Months::new(1)),
         };
         next.and_then(|n| n.pred_opt()).unwrap_or(start)
+    }
+}
+
+/// What both reads take from the request besides the caller: the campaign (an
+/// id that is not a UUID is a campaign not found) and the query string as
+/// given, for [`parameters`] to check.
+pub struct CampaignQuery {
+    campaign_id: Uuid,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CampaignQuery {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(campaign_id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let campaign_id = parse_id(&campaign_id, NOT_FOUND).map_err(IntoResponse::into_response)?;
+        let query = Query::from_request_parts(parts, state).await;
+        Ok(Self { campaign_id, query })
     }
 }
 
@@ -315,10 +338,8 @@ struct Cursor {
 pub async fn rows(
     State(state): State<QueryState>,
     caller: Caller,
-    Path(campaign_id): Path<String>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    CampaignQuery { campaign_id, query }: CampaignQuery,
 ) -> Result<Json<AnalyticsPage>, ApiError> {
-    let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
     let params = parameters(
         query,
         &[
@@ -530,10 +551,8 @@ pub struct AnalyticsSummary {
 pub async fn summary(
     State(state): State<QueryState>,
     caller: Caller,
-    Path(campaign_id): Path<String>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    CampaignQuery { campaign_id, query }: CampaignQuery,
 ) -> Result<Json<AnalyticsSummary>, ApiError> {
-    let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
     let params = parameters(query, &["start_date", "end_date", "source"])?;
     let filter = filter(&params)?;
     let mut client = state.pool.get().await?;

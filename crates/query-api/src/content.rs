@@ -1,8 +1,8 @@
 //! Content-calendar reads: the calendar (filtered, windowed, sorted by
 //! `scheduled_date`, paginated), one item, and its media file.
 
-use crate::params::{choice, page};
-use crate::under_campaign::{ensure_campaign, get_one, CAMPAIGN_NOT_FOUND};
+use crate::params::choice;
+use crate::under_campaign::{ensure_campaign, get_one, list, ItemList, CAMPAIGN_NOT_FOUND};
 use crate::QueryState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -17,6 +17,7 @@ use domain::content::ContentStatus;
 use media::MediaError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use tokio_postgres::Row;
 use uuid::Uuid;
 use web::extract::parse_id;
 use web::{ApiError, Caller};
@@ -30,6 +31,15 @@ const MEDIA_NOT_FOUND: &str = "Media not found";
 struct Cursor {
     scheduled_date: Option<DateTime<Utc>>,
     id: Uuid,
+}
+
+impl From<&Row> for Cursor {
+    fn from(row: &Row) -> Self {
+        Self {
+            scheduled_date: row.get(1),
+            id: row.get(2),
+        }
+    }
 }
 
 /// One bound of the calendar window, as given: an instant, or a whole UTC day.
@@ -96,79 +106,88 @@ fn label_filter(params: &HashMap<String, String>, field: &str) -> Result<Option<
     }
 }
 
-/// List a campaign's content calendar, by scheduled date.
-#[utoipa::path(
-    get, path = "/v1/dev/marketing/campaigns/{campaign_id}/content", tag = "content",
-    params(
-        ("campaign_id" = Uuid, Path),
+list! {
+    /// List a campaign's content calendar, by scheduled date.
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/content", tag = "content",
+    filters(
         ("status" = Option<ContentStatus>, Query, description = "Only items in this status"),
         ("platform" = Option<String>, Query, description = "Only items for this platform (case-insensitive)"),
         ("content_type" = Option<String>, Query, description = "Only items of this type (case-insensitive)"),
         ("from" = Option<String>, Query, description = "Calendar window start, inclusive: RFC 3339 timestamp or YYYY-MM-DD (UTC day). Items without a scheduled_date are left out when a window is given."),
         ("to" = Option<String>, Query, description = "Calendar window end, inclusive: RFC 3339 timestamp or YYYY-MM-DD (the whole UTC day)"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
-    responses(
-        (status = 200, description = "`{data, has_more, next_cursor}`, sorted by scheduled_date (unscheduled last), then id", body = ContentPage),
-        (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
-        (status = 404, description = "Campaign not found", body = web::error::ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn list(
-    State(state): State<QueryState>,
-    caller: Caller,
-    Path(campaign_id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let status = choice(&params, "status", ContentStatus::parse, ContentStatus::CHOICES)?;
-    let platform = label_filter(&params, "platform")?;
-    let content_type = label_filter(&params, "content_type")?;
-    let (from, until) = window(params.get("from"), params.get("to"))?;
-    let (limit, cursor) = page::<Cursor>(&params)?;
-    let client = state.pool.get().await?;
-    ensure_campaign(&client, campaign_id, &caller).await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT body::text, scheduled_date, id FROM content_items
-             WHERE campaign_id = $1 AND project = $2
-               AND ($3::text IS NULL OR status = $3)
-               AND ($4::text IS NULL OR platform_key = $4)
-               AND ($5::text IS NULL OR content_type_key = $5)
-               AND ($6::timestamptz IS NULL OR scheduled_date >= $6)
-               AND ($7::timestamptz IS NULL OR scheduled_date < $7)
-               AND (NOT $8::bool
-                    OR ($9::timestamptz IS NOT NULL
-                        AND (scheduled_date > $9 OR (scheduled_date = $9 AND id > $10) OR scheduled_date IS NULL))
-                    OR ($9::timestamptz IS NULL AND scheduled_date IS NULL AND id > $10))
-             ORDER BY scheduled_date ASC NULLS LAST, id ASC
-             LIMIT $11",
-        )
-        .await?;
-    let rows = client
-        .query(
-            &statement,
-            &[
-                &campaign_id,
-                &caller.project.as_str(),
-                &status.map(ContentStatus::as_str),
-                &platform,
-                &content_type,
-                &from,
-                &until,
-                &cursor.is_some(),
-                &cursor.as_ref().and_then(|c| c.scheduled_date),
-                &cursor.as_ref().map_or(Uuid::nil(), |c| c.id),
-                &(limit + 1),
-            ],
-        )
-        .await?;
-    Ok(crate::page_response(&rows, limit, |row| Cursor {
-        scheduled_date: row.get(1),
-        id: row.get(2),
-    }))
+    ok = "`{data, has_more, next_cursor}`, sorted by scheduled_date (unscheduled last), then id",
+    /// A page of content items, for the OpenAPI document.
+    page = ContentPage of domain::content::ContentResource,
+    items = Calendar
+}
+
+/// The calendar's filters: labels lowercased, the window as `[from, until)`.
+struct Calendar {
+    status: Option<ContentStatus>,
+    platform: Option<String>,
+    content_type: Option<String>,
+    window: Window,
+}
+
+impl ItemList for Calendar {
+    type Cursor = Cursor;
+
+    fn filters(params: &HashMap<String, String>) -> Result<Self, ApiError> {
+        Ok(Self {
+            status: choice(params, "status", ContentStatus::parse, ContentStatus::CHOICES)?,
+            platform: label_filter(params, "platform")?,
+            content_type: label_filter(params, "content_type")?,
+            window: window(params.get("from"), params.get("to"))?,
+        })
+    }
+
+    async fn rows(
+        &self,
+        client: &deadpool_postgres::Client,
+        campaign_id: Uuid,
+        caller: &Caller,
+        cursor: Option<&Cursor>,
+        fetch: i64,
+    ) -> Result<Vec<Row>, ApiError> {
+        let statement = client
+            .prepare_cached(
+                "SELECT body::text, scheduled_date, id FROM content_items
+                 WHERE campaign_id = $1 AND project = $2
+                   AND ($3::text IS NULL OR status = $3)
+                   AND ($4::text IS NULL OR platform_key = $4)
+                   AND ($5::text IS NULL OR content_type_key = $5)
+                   AND ($6::timestamptz IS NULL OR scheduled_date >= $6)
+                   AND ($7::timestamptz IS NULL OR scheduled_date < $7)
+                   AND (NOT $8::bool
+                        OR ($9::timestamptz IS NOT NULL
+                            AND (scheduled_date > $9 OR (scheduled_date = $9 AND id > $10) OR scheduled_date IS NULL))
+                        OR ($9::timestamptz IS NULL AND scheduled_date IS NULL AND id > $10))
+                 ORDER BY scheduled_date ASC NULLS LAST, id ASC
+                 LIMIT $11",
+            )
+            .await?;
+        let (from, until) = self.window;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &campaign_id,
+                    &caller.project.as_str(),
+                    &self.status.map(ContentStatus::as_str),
+                    &self.platform,
+                    &self.content_type,
+                    &from,
+                    &until,
+                    &cursor.is_some(),
+                    &cursor.and_then(|c| c.scheduled_date),
+                    &cursor.map_or(Uuid::nil(), |c| c.id),
+                    &fetch,
+                ],
+            )
+            .await?;
+        Ok(rows)
+    }
 }
 
 get_one! {
@@ -328,15 +347,6 @@ async fn find_media(
         .await?
         .ok_or(ApiError::NotFound(MEDIA_NOT_FOUND))?;
     Ok((sha256, row.get(0), row.get(2)))
-}
-
-/// A page of content items, for the OpenAPI document.
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-pub struct ContentPage {
-    pub data: Vec<domain::content::ContentResource>,
-    pub has_more: bool,
-    pub next_cursor: Option<String>,
 }
 
 #[cfg(test)]

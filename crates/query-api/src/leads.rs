@@ -1,10 +1,10 @@
 //! Lead reads: list (filters `status`, `search`), one lead, CSV export.
 
-use crate::params::{choice, page};
-use crate::under_campaign::{ensure_campaign, get_one, CAMPAIGN_NOT_FOUND};
+use crate::params::choice;
+use crate::under_campaign::{ensure_campaign, get_one, list, ItemList, CAMPAIGN_NOT_FOUND};
 use crate::QueryState;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 use uuid::Uuid;
 use web::extract::parse_id;
 use web::{ApiError, Caller};
@@ -31,6 +32,15 @@ struct Cursor {
     id: Uuid,
 }
 
+impl From<&Row> for Cursor {
+    fn from(row: &Row) -> Self {
+        Self {
+            created_at: row.get(1),
+            id: row.get(2),
+        }
+    }
+}
+
 /// `search` as a `LIKE` pattern over the lowercased search text: the query
 /// lowercased, `%`, `_` and `\` escaped, wrapped in `%`.
 fn search_pattern(search: &str) -> String {
@@ -46,80 +56,81 @@ fn search_pattern(search: &str) -> String {
     pattern
 }
 
-/// List a campaign's leads, newest first.
-#[utoipa::path(
-    get, path = "/v1/dev/marketing/campaigns/{campaign_id}/leads", tag = "leads",
-    params(
-        ("campaign_id" = Uuid, Path),
+list! {
+    /// List a campaign's leads, newest first.
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/leads", tag = "leads",
+    filters(
         ("status" = Option<LeadStatus>, Query, description = "Only leads in this status"),
         ("search" = Option<String>, Query, description = "Case-insensitive substring of name, email or phone (at most 200 characters)"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
-    responses(
-        (status = 200, description = "`{data, has_more, next_cursor}`", body = LeadPage),
-        (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
-        (status = 404, description = "Campaign not found", body = web::error::ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn list(
-    State(state): State<QueryState>,
-    caller: Caller,
-    Path(campaign_id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let status = choice(&params, "status", LeadStatus::parse, LeadStatus::CHOICES)?;
-    let search = match params.get("search").map(|s| s.trim()) {
-        None | Some("") => None,
-        Some(s) if s.chars().count() > SEARCH_MAX => {
-            return Err(ApiError::bad_request(
-                "search",
-                format!("search must be at most {SEARCH_MAX} characters"),
-            ))
-        }
-        Some(s) => Some(search_pattern(s)),
-    };
-    let (limit, cursor) = page::<Cursor>(&params)?;
-    let client = state.pool.get().await?;
-    ensure_campaign(&client, campaign_id, &caller).await?;
+    ok = "`{data, has_more, next_cursor}`",
+    /// A page of leads, for the OpenAPI document.
+    page = LeadPage of domain::lead::LeadResource,
+    items = Leads
+}
 
-    // Only the conditions in use, so the planner sees each query's real shape
-    // (a generic `$2 IS NULL OR ...` would hide the search from the trigram
-    // index). Planned with the actual values: an unnamed statement.
-    let status = status.map(LeadStatus::as_str);
-    let fetch = limit + 1;
-    let mut sql = String::from("SELECT body::text, created_at, id FROM leads WHERE campaign_id = $1");
-    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&campaign_id];
-    if let Some(status) = &status {
-        args.push(status);
-        sql.push_str(&format!(" AND status = ${}", args.len()));
+/// The leads list's filters; `search` as its `LIKE` pattern.
+struct Leads {
+    status: Option<LeadStatus>,
+    search: Option<String>,
+}
+
+impl ItemList for Leads {
+    type Cursor = Cursor;
+
+    fn filters(params: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let status = choice(params, "status", LeadStatus::parse, LeadStatus::CHOICES)?;
+        let search = match params.get("search").map(|s| s.trim()) {
+            None | Some("") => None,
+            Some(s) if s.chars().count() > SEARCH_MAX => {
+                return Err(ApiError::bad_request(
+                    "search",
+                    format!("search must be at most {SEARCH_MAX} characters"),
+                ))
+            }
+            Some(s) => Some(search_pattern(s)),
+        };
+        Ok(Self { status, search })
     }
-    if let Some(pattern) = &search {
-        args.push(pattern);
-        sql.push_str(&format!(" AND search_text LIKE ${}", args.len()));
-    }
-    if let Some(cursor) = &cursor {
-        args.push(&cursor.created_at);
-        args.push(&cursor.id);
+
+    /// Only the conditions in use, so the planner sees each query's real shape
+    /// (a generic `$2 IS NULL OR ...` would hide the search from the trigram
+    /// index). Planned with the actual values: an unnamed statement.
+    async fn rows(
+        &self,
+        client: &deadpool_postgres::Client,
+        campaign_id: Uuid,
+        _: &Caller,
+        cursor: Option<&Cursor>,
+        fetch: i64,
+    ) -> Result<Vec<Row>, ApiError> {
+        let status = self.status.map(LeadStatus::as_str);
+        let mut sql = String::from("SELECT body::text, created_at, id FROM leads WHERE campaign_id = $1");
+        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&campaign_id];
+        if let Some(status) = &status {
+            args.push(status);
+            sql.push_str(&format!(" AND status = ${}", args.len()));
+        }
+        if let Some(pattern) = &self.search {
+            args.push(pattern);
+            sql.push_str(&format!(" AND search_text LIKE ${}", args.len()));
+        }
+        if let Some(cursor) = cursor {
+            args.push(&cursor.created_at);
+            args.push(&cursor.id);
+            sql.push_str(&format!(
+                " AND (created_at, id) < (${}, ${})",
+                args.len() - 1,
+                args.len()
+            ));
+        }
+        args.push(&fetch);
         sql.push_str(&format!(
-            " AND (created_at, id) < (${}, ${})",
-            args.len() - 1,
+            " ORDER BY created_at DESC, id DESC LIMIT ${}",
             args.len()
         ));
+        Ok(client.query(sql.as_str(), &args).await?)
     }
-    args.push(&fetch);
-    sql.push_str(&format!(
-        " ORDER BY created_at DESC, id DESC LIMIT ${}",
-        args.len()
-    ));
-    let rows = client.query(sql.as_str(), &args).await?;
-
-    Ok(crate::page_response(&rows, limit, |row| Cursor {
-        created_at: row.get(1),
-        id: row.get(2),
-    }))
 }
 
 get_one! {
@@ -255,15 +266,6 @@ async fn stream_csv(
     }
     tx.commit().await?;
     Ok(())
-}
-
-/// A page of leads, for the OpenAPI document.
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-pub struct LeadPage {
-    pub data: Vec<domain::lead::LeadResource>,
-    pub has_more: bool,
-    pub next_cursor: Option<String>,
 }
 
 #[cfg(test)]

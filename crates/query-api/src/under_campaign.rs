@@ -1,9 +1,15 @@
 //! What every read of something under a campaign (tasks, content, leads)
-//! shares: the campaign check and reading one item with its ETag.
+//! shares: the campaign check, reading one item with its ETag, and the steps
+//! of a list around its own filters and query.
 
+use crate::params::page;
 use crate::{json_response, QueryState};
 use axum::http::header::ETAG;
 use axum::response::Response;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use tokio_postgres::Row;
 use uuid::Uuid;
 use web::extract::{etag, parse_id};
 use web::{ApiError, Caller};
@@ -90,3 +96,97 @@ macro_rules! get_one {
     };
 }
 pub(crate) use get_one;
+
+/// What one list of items under a campaign has of its own: the filters it
+/// reads from the query parameters (the value implementing this), its keyset
+/// cursor, and the query for one page. [`list_items`] does the rest, the same
+/// for every list.
+pub(crate) trait ItemList: Sized {
+    /// Keyset position of the last item on a page, made from its row.
+    type Cursor: Serialize + DeserializeOwned + for<'r> From<&'r Row>;
+
+    /// The filters, or a 400 naming the parameter that is wrong.
+    fn filters(params: &HashMap<String, String>) -> Result<Self, ApiError>;
+
+    /// Up to `fetch` items of the campaign after `cursor`, in the list's
+    /// order: the resource's JSON text first, then the cursor's columns.
+    async fn rows(
+        &self,
+        client: &deadpool_postgres::Client,
+        campaign_id: Uuid,
+        caller: &Caller,
+        cursor: Option<&Self::Cursor>,
+        fetch: i64,
+    ) -> Result<Vec<Row>, ApiError>;
+}
+
+/// One page of the list `L` of a campaign's items. Every parameter is checked
+/// before the database is asked (a 400 needs no connection), and the campaign
+/// before the items, so a missing campaign answers its own 404.
+pub(crate) async fn list_items<L: ItemList>(
+    state: &QueryState,
+    caller: &Caller,
+    campaign_id: String,
+    params: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
+    let filters = L::filters(params)?;
+    let (limit, cursor) = page::<L::Cursor>(params)?;
+    let client = state.pool.get().await?;
+    ensure_campaign(&client, campaign_id, caller).await?;
+    let rows = filters
+        .rows(&client, campaign_id, caller, cursor.as_ref(), limit + 1)
+        .await?;
+    Ok(crate::page_response(&rows, limit, |row| L::Cursor::from(row)))
+}
+
+/// Declares the `list` handler of items under a campaign (see [`list_items`]
+/// and [`ItemList`]), with its OpenAPI entry and the page's schema: every such
+/// list pages and answers the same way, so only its path, filters, 200, page
+/// name and items are its own.
+macro_rules! list {
+    (
+        $(#[$doc:meta])*
+        path = $path:literal, tag = $tag:literal,
+        filters($($filter:tt),* $(,)?),
+        ok = $ok:literal,
+        $(#[$page_doc:meta])*
+        page = $body:ident of $resource:ty,
+        items = $items:ty
+    ) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            get, path = $path, tag = $tag,
+            params(
+                ("campaign_id" = Uuid, Path),
+                $($filter,)*
+                ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+                ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+            ),
+            responses(
+                (status = 200, description = $ok, body = $body),
+                (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
+                (status = 404, description = "Campaign not found", body = web::error::ErrorBody),
+            ),
+            security(("bearer" = []))
+        )]
+        pub async fn list(
+            axum::extract::State(state): axum::extract::State<$crate::QueryState>,
+            caller: web::Caller,
+            axum::extract::Path(campaign_id): axum::extract::Path<String>,
+            axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+        ) -> Result<axum::response::Response, web::ApiError> {
+            $crate::under_campaign::list_items::<$items>(&state, &caller, campaign_id, &params).await
+        }
+
+        $(#[$page_doc])*
+        #[allow(dead_code)]
+        #[derive(utoipa::ToSchema)]
+        pub struct $body {
+            pub data: Vec<$resource>,
+            pub has_more: bool,
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+pub(crate) use list;

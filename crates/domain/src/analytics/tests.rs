@@ -3,7 +3,7 @@
 //! No I/O anywhere.
 
 use super::*;
-use crate::aggregate::testing::at;
+use crate::aggregate::testing::{at, invalid_fields};
 use crate::campaign::{CampaignCommand, CampaignEvent, CreateCampaign};
 use crate::input::from_json_slice;
 use crate::DomainEvent;
@@ -62,13 +62,6 @@ fn recorded(result: Result<Vec<AnalyticsEvent>, AnalyticsError>) -> AnalyticsRec
             AnalyticsEvent::Recorded(e) => e,
         },
         other => panic!("expected one AnalyticsRecorded, got {other:?}"),
-    }
-}
-
-fn invalid_fields(result: Result<Vec<AnalyticsEvent>, AnalyticsError>) -> Vec<String> {
-    match result {
-        Err(AnalyticsError::Invalid(errors)) => errors.0.into_iter().map(|e| e.field).collect(),
-        other => panic!("expected a validation error, got {other:?}"),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Given events, when a command, then events (or an error). No I/O anywhere.
 
 use super::*;
-use crate::aggregate::testing::{at, parsed, record, replay_stored};
+use crate::aggregate::testing::{at, invalid_field, parsed, record, replay_stored};
 use crate::input::from_json_slice;
 use crate::{DecodeError, DomainEvent};
 use proptest::prelude::*;
@@ -46,13 +46,6 @@ fn status_changed(from: CampaignStatus, to: CampaignStatus) -> CampaignEvent {
 
 fn update(json: &str) -> CampaignCommand {
     CampaignCommand::Update(parsed(json))
-}
-
-fn invalid_field(result: Result<Vec<CampaignEvent>, CampaignError>) -> String {
-    match result {
-        Err(CampaignError::Invalid(errors)) => errors.first().unwrap().field.clone(),
-        other => panic!("expected a validation error, got {other:?}"),
-    }
 }
 
 #[test]

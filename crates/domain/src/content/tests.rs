@@ -1,7 +1,7 @@
 //! Given events, when a command, then events (or an error). No I/O anywhere.
 
 use super::*;
-use crate::aggregate::testing::{at, campaign_id, placed, record, replay_stored};
+use crate::aggregate::testing::{at, campaign_id, invalid_field, placed, record, replay_stored};
 use crate::input::{from_json_slice, from_json_value};
 use crate::DomainEvent;
 use proptest::prelude::*;
@@ -55,13 +55,6 @@ fn update(fields: Value, new_media: Option<MediaRef>) -> ContentCommand {
         fields: from_json_value(fields).expect("valid update fields"),
         new_media,
     }))
-}
-
-fn invalid_field(result: Result<Vec<ContentEvent>, ContentError>) -> String {
-    match result {
-        Err(ContentError::Invalid(errors)) => errors.first().unwrap().field.clone(),
-        other => panic!("expected a validation error, got {other:?}"),
-    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Given events, when a command, then events (or an error). No I/O anywhere.
 
 use super::*;
-use crate::aggregate::testing::{at, campaign_id, parsed, placed, record};
+use crate::aggregate::testing::{at, campaign_id, invalid_fields, parsed, placed, record};
 use crate::input::from_json_slice;
 use crate::{DecodeError, DomainEvent};
 use proptest::prelude::*;
@@ -41,13 +41,6 @@ fn created() -> LeadEvent {
         .handle(create(SEED_CREATE), &key(), [1; 24])
         .unwrap()
         .remove(0)
-}
-
-fn invalid_fields(result: Result<Vec<LeadEvent>, LeadError>) -> Vec<String> {
-    match result {
-        Err(LeadError::Invalid(errors)) => errors.0.into_iter().map(|e| e.field).collect(),
-        other => panic!("expected a validation error, got {other:?}"),
-    }
 }
 
 #[test]

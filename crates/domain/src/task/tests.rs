@@ -1,7 +1,7 @@
 //! Given events, when a command, then events (or an error). No I/O anywhere.
 
 use super::*;
-use crate::aggregate::testing::{at, campaign_id, parsed, placed, record, replay_stored};
+use crate::aggregate::testing::{at, campaign_id, invalid_field, parsed, placed, record, replay_stored};
 use crate::input::from_json_slice;
 use crate::{DecodeError, DomainEvent};
 use proptest::prelude::*;
@@ -29,13 +29,6 @@ fn created() -> TaskEvent {
 
 fn update(json: &str) -> TaskCommand {
     TaskCommand::Update(parsed(json))
-}
-
-fn invalid_field(result: Result<Vec<TaskEvent>, TaskError>) -> String {
-    match result {
-        Err(TaskError::Invalid(errors)) => errors.first().unwrap().field.clone(),
-        other => panic!("expected a validation error, got {other:?}"),
-    }
 }
 
 #[test]
