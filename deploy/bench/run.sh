@@ -20,7 +20,8 @@ export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
 DB=mk_bench_$$
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-cargo build --release --locked -p marketing -p bench >/dev/null
+# SKIP_BUILD=1 measures the binaries already in $CARGO_TARGET_DIR/release.
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p marketing -p bench >/dev/null
 BIN=$CARGO_TARGET_DIR/release
 export DATABASE_URL=postgres://$PGUSER@$PGHOST:5432/$DB LISTEN_ADDR=127.0.0.1:$PORT RUST_LOG=warn
 cleanup() {
