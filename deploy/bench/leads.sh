@@ -16,7 +16,8 @@ mkdir -p "$CACHE_DIR"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
 BIN=$CARGO_TARGET_DIR/release/marketing
-cargo build --release --locked -p marketing >/dev/null
+# SKIP_BUILD=1 measures the release binary already built.
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p marketing >/dev/null
 WORK=$(mktemp -d)
 DB=""
 SERVER=""

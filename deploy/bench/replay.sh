@@ -12,7 +12,8 @@ export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
 DB=mk_bench_replay_$$
 export DATABASE_URL=postgres://$PGUSER@$PGHOST:5432/$DB RUST_LOG=warn
 trap 'psql -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true' EXIT
-cargo build --release --locked -p marketing >/dev/null
+# SKIP_BUILD=1 measures the release binary already built.
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p marketing >/dev/null
 BIN=$CARGO_TARGET_DIR/release/marketing
 "$BIN" migrate >/dev/null 2>&1
 
