@@ -3,8 +3,10 @@
 #   1. starts Postgres if it is down;
 #   2. installs the system packages the build needs if missing (librdkafka's);
 #   3. installs (once, cached) and starts the Kafka-protocol broker `tansu` on loopback;
-#   4. drops test databases left over from earlier runs;
-#   5. cargo fmt --check, cargo clippy -D warnings, and every test.
+#   4. drops test databases left over from earlier runs (not those of a suite
+#      running beside this one);
+#   5. cargo fmt --check, cargo clippy -D warnings, and every test;
+#   6. schemathesis against a live server (deploy/local/schemathesis.sh).
 # Build artefacts and the broker binary live in a cache outside the checkout
 # ($MARKETING_CACHE_DIR, default /var/tmp/marketing-cache), so a fresh clone
 # reuses a warm build.
@@ -115,3 +117,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+log "schemathesis"
+deploy/local/schemathesis.sh

@@ -106,7 +106,7 @@ fn label_filter(params: &HashMap<String, String>, field: &str) -> Result<Option<
         ("content_type" = Option<String>, Query, description = "Only items of this type (case-insensitive)"),
         ("from" = Option<String>, Query, description = "Calendar window start, inclusive: RFC 3339 timestamp or YYYY-MM-DD (UTC day). Items without a scheduled_date are left out when a window is given."),
         ("to" = Option<String>, Query, description = "Calendar window end, inclusive: RFC 3339 timestamp or YYYY-MM-DD (the whole UTC day)"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
     responses(

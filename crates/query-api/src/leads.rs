@@ -53,7 +53,7 @@ fn search_pattern(search: &str) -> String {
         ("campaign_id" = Uuid, Path),
         ("status" = Option<LeadStatus>, Query, description = "Only leads in this status"),
         ("search" = Option<String>, Query, description = "Case-insensitive substring of name, email or phone (at most 200 characters)"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
     responses(

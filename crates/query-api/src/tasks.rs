@@ -29,7 +29,7 @@ struct Cursor {
         ("campaign_id" = Uuid, Path),
         ("status" = Option<TaskStatus>, Query, description = "Only tasks in this status"),
         ("assigned_to" = Option<Uuid>, Query, description = "Only tasks assigned to this user"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
     responses(
