@@ -3,8 +3,10 @@
 #   1. starts Postgres if it is down;
 #   2. installs the system packages the build needs if missing (librdkafka's);
 #   3. installs (once, cached) and starts the Kafka-protocol broker `tansu` on loopback;
-#   4. drops test databases left over from earlier runs;
-#   5. cargo fmt --check, cargo clippy -D warnings, and every test.
+#   4. drops test databases left over from earlier runs (not those of a suite
+#      running beside this one);
+#   5. cargo fmt --check, cargo clippy -D warnings, and every test;
+#   6. schemathesis against a live server (deploy/local/schemathesis.sh).
 # Build artefacts and the broker binary live in a cache outside the checkout
 # ($MARKETING_CACHE_DIR, default /var/tmp/marketing-cache), so a fresh clone
 # reuses a warm build.
@@ -80,9 +82,26 @@ export KAFKA_TEST_BROKERS="127.0.0.1:$KAFKA_PORT"
 export TANSU_BIN="$TANSU"
 
 # --- leftovers from earlier runs -------------------------------------------
+# Another suite may be running on the same Postgres (a second checkout, a
+# developer's run beside CI): its databases are never dropped from under it.
+# A test's database always has a connection while the test runs, but not in
+# the milliseconds between CREATE DATABASE and the first connect, or while a
+# test restarts its server: so only databases with no session that were
+# created (their PG_VERSION file written) more than 10 minutes ago go, and
+# without FORCE, so one that gained a session meanwhile is refused and kept.
 log "dropping leftover test databases"
-psql -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'mk\_test\_%'" |
-    while read -r db; do psql -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+leftovers=$(psql -d postgres -Atc "
+    SELECT d.datname FROM pg_database d
+    WHERE d.datname LIKE 'mk\_test\_%'
+      AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)
+      AND coalesce((pg_stat_file('base/' || d.oid || '/PG_VERSION', true)).modification,
+                   '-infinity') < now() - interval '10 minutes'")
+if [ -n "$leftovers" ]; then
+    printf '%s\n' "$leftovers" |
+        xargs -P 4 -I{} psql -d postgres -qc 'DROP DATABASE IF EXISTS "{}"' 2>/dev/null || true
+fi
+echo "$(printf '%s' "$leftovers" | grep -c . || true) idle for 10 minutes or more, dropped;" \
+    "$(psql -d postgres -Atc "SELECT count(*) FROM pg_database WHERE datname LIKE 'mk\_test\_%'") remain (in use or new)"
 
 # --- checks ---------------------------------------------------------------------
 log "cargo fmt --check"
@@ -98,3 +117,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+log "schemathesis"
+deploy/local/schemathesis.sh

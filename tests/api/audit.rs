@@ -3,7 +3,7 @@
 use marketing_e2e::{assert_error, spawn_app, SEED_CREATE, SEED_UPDATE};
 use reqwest::Method;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[tokio::test]
@@ -112,8 +112,9 @@ async fn the_api_keeps_answering_while_projections_are_replayed() {
             .await;
     }
     let running = Arc::new(AtomicBool::new(true));
+    let answered = Arc::new(AtomicUsize::new(0));
     let traffic = {
-        let running = running.clone();
+        let (running, answered) = (running.clone(), answered.clone());
         let client = app.client.clone();
         let url = app.url("/campaigns");
         let key = app.key.clone();
@@ -143,6 +144,7 @@ async fn the_api_keeps_answering_while_projections_are_replayed() {
                     failures.push(format!("GET {}", got.status()));
                 }
                 n += 1;
+                answered.fetch_add(1, Ordering::SeqCst);
             }
             (n, failures)
         })
@@ -164,7 +166,14 @@ async fn the_api_keeps_answering_while_projections_are_replayed() {
     .await
     .unwrap();
     assert!(outcome.events >= 150);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Traffic goes on across the swap: a few more create-and-read rounds
+    // answered after it (failures are collected and asserted below).
+    let at_swap = answered.load(Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while answered.load(Ordering::SeqCst) < at_swap + 5 {
+        assert!(std::time::Instant::now() < deadline, "no traffic after the swap");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     running.store(false, Ordering::SeqCst);
     let (requests, failures) = traffic.await.unwrap();
     assert!(requests > 0);

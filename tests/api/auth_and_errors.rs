@@ -39,6 +39,23 @@ async fn missing_malformed_unknown_and_revoked_keys_get_401() {
         .await
         .unwrap();
     assert_error(response, 401, UNAUTHORIZED).await;
+    // So is an Idempotency-Key, on JSON and upload routes alike: an
+    // unauthenticated request learns nothing about what the key should be.
+    let campaign = uuid::Uuid::new_v4();
+    for path in ["/campaigns".to_owned(), format!("/campaigns/{campaign}/content")] {
+        for key in ["", &"k".repeat(1000)] {
+            let response = app
+                .client
+                .post(app.url(&path))
+                .header("content-type", "application/json")
+                .header("idempotency-key", key)
+                .body(SEED_CREATE)
+                .send()
+                .await
+                .unwrap();
+            assert_error(response, 401, UNAUTHORIZED).await;
+        }
+    }
 
     // Revocation takes effect immediately.
     let keys = app.keys();

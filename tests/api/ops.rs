@@ -90,6 +90,50 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
             }
         }
     }
+    // Operation ids are unique (`<tag>_<handler>`), and every link from a
+    // create's 201 names one of them and fills exactly its path parameters,
+    // each from the created resource's id or the create's own path.
+    let mut operations = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for operation in item.as_object().unwrap().values() {
+            let id = operation["operationId"].as_str().unwrap().to_owned();
+            let tag = operation["tags"][0].as_str().unwrap();
+            assert!(id.starts_with(&format!("{tag}_")), "{id}");
+            assert!(
+                operations.insert(id.clone(), path.clone()).is_none(),
+                "{id} twice"
+            );
+        }
+    }
+    let mut links = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for operation in item.as_object().unwrap().values() {
+            let Some(created) = operation["responses"]["201"]["links"].as_object() else {
+                continue;
+            };
+            for link in created.values() {
+                let target = &operations[link["operationId"].as_str().unwrap()];
+                let wanted: BTreeSet<&str> = target
+                    .split('{')
+                    .skip(1)
+                    .map(|rest| rest.split('}').next().unwrap())
+                    .collect();
+                let given = link["parameters"].as_object().unwrap();
+                assert_eq!(given.keys().map(String::as_str).collect::<BTreeSet<_>>(), wanted);
+                for (name, value) in given {
+                    let value = value.as_str().unwrap();
+                    assert!(
+                        value == "$response.body#/id"
+                            || (value == format!("$request.path.{name}")
+                                && path.contains(&format!("{{{name}}}"))),
+                        "{path} -> {target}: {name} = {value}"
+                    );
+                }
+                links += 1;
+            }
+        }
+    }
+    assert!(links >= 20, "{links} links");
     // Every schema the document refers to is in it.
     let text = doc.to_string();
     let schemas = doc["components"]["schemas"].as_object().unwrap();

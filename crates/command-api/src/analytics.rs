@@ -89,7 +89,7 @@ fn percent_encode(raw: &str) -> String {
     request_body = TrackAnalytics,
     params(
         ("campaign_id" = Uuid, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body count once and replay the first response"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Retries with the same key and body count once and replay the first response"),
     ),
     responses(
         (status = 201, description = "Recorded; `Location` is the analytics query that shows the record's day and source",

@@ -350,7 +350,7 @@ async fn stage_file(
     ),
     params(
         ("campaign_id" = Uuid, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body replay the first response; the body is spooled to disk while it is hashed"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Retries with the same key and body replay the first response; the body is spooled to disk while it is hashed"),
     ),
     responses(
         (status = 201, description = "Created", body = domain::content::ContentResource,

@@ -57,7 +57,7 @@ impl FromRef<CommandState> for ApiKeys {
 #[allow(dead_code)]
 struct IdempotencyKeyHeader {
     /// Retries with the same key and body replay the first response
-    #[param(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 

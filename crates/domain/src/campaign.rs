@@ -202,7 +202,8 @@ update_body! {
         name: String,
         description: String,
         #[serde(deserialize_with = "double_option", rename = "type")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<CampaignType>))]
+        // Not required (absent: unchanged), not nullable (a campaign has a type).
+        #[cfg_attr(feature = "openapi", schema(value_type = CampaignType, required = false))]
         pub campaign_type: Option<Option<CampaignType>>,
         start_date: DateTime<Utc>,
         end_date: DateTime<Utc>,

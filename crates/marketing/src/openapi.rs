@@ -2,7 +2,10 @@
 //! routers themselves (`command_api::openapi`, `query_api::openapi`), where each
 //! route is declared once together with its entry.
 
+use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
@@ -40,6 +43,8 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         doc.merge(command_api::openapi());
         doc.merge(query_api::openapi());
         SharedResponses.modify(&mut doc);
+        OperationIds.modify(&mut doc);
+        CreatedLinks.modify(&mut doc);
         doc
     })
 }
@@ -91,14 +96,7 @@ impl Modify for SharedResponses {
             ("415", Self::error("Unsupported Content-Type", false)),
         ];
         for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
+            for operation in operations(item) {
                 let has_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
                 for (status, response) in shared.iter().chain(body.iter().filter(|_| has_body)) {
@@ -106,6 +104,113 @@ impl Modify for SharedResponses {
                         .entry((*status).to_owned())
                         .or_insert_with(|| response.clone());
                 }
+            }
+        }
+    }
+}
+
+/// Every operation of an item.
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Operation ids `<tag>_<handler>` (`campaigns_create`, `tasks_create`):
+/// utoipa names an operation after its handler alone, and handlers of
+/// different resources share names, while an id must be unique in the document
+/// (links refer to operations by it).
+struct OperationIds;
+
+impl Modify for OperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations(item) {
+                let tag = operation.tags.as_ref().and_then(|tags| tags.first());
+                if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_ref()) {
+                    operation.operation_id = Some(format!("{tag}_{id}"));
+                }
+            }
+        }
+    }
+}
+
+/// Links from each create's `201` to every operation on what it created (at
+/// or below `<collection>/{<id>}`): the new resource's `id` fills that
+/// parameter and the create's own path parameters the others, so a client (or
+/// a stateful test) can follow a create to the resource and its children. No
+/// link is guessed beyond that.
+struct CreatedLinks;
+
+impl CreatedLinks {
+    /// The `{parameters}` of a path, in order.
+    fn parameters(path: &str) -> Vec<&str> {
+        path.split('{')
+            .skip(1)
+            .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+            .collect()
+    }
+}
+
+impl Modify for CreatedLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut targets = Vec::new();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for operation in operations(item) {
+                if let Some(id) = &operation.operation_id {
+                    targets.push((path.clone(), id.clone()));
+                }
+            }
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let Some(created) = item
+                .post
+                .as_mut()
+                .and_then(|post| post.responses.responses.get_mut("201"))
+            else {
+                continue;
+            };
+            let RefOr::T(created) = created else { continue };
+            for (target, operation_id) in &targets {
+                let Some(id) = target
+                    .strip_prefix(path.as_str())
+                    .and_then(|rest| rest.strip_prefix("/{"))
+                    .and_then(|rest| rest.split_once('}'))
+                    .map(|(id, _)| id)
+                else {
+                    continue;
+                };
+                let known = Self::parameters(path);
+                let parameters = Self::parameters(target);
+                // Only what the create's answer and request determine (not,
+                // from a campaign's create, one of its tasks).
+                if !parameters.iter().all(|p| *p == id || known.contains(p)) {
+                    continue;
+                }
+                let mut link = LinkBuilder::new();
+                for parameter in parameters {
+                    let value = if parameter == id {
+                        "$response.body#/id".to_owned()
+                    } else {
+                        format!("$request.path.{parameter}")
+                    };
+                    link = link.parameter(parameter, value);
+                }
+                let mut link = link.build();
+                // utoipa writes its `operation_id` under that snake-case key;
+                // the specification's (and every tool's) key is `operationId`.
+                link.extensions = Some(
+                    [("operationId", serde_json::Value::from(operation_id.as_str()))]
+                        .into_iter()
+                        .collect::<Extensions>(),
+                );
+                created.links.insert(operation_id.clone(), RefOr::T(link));
             }
         }
     }

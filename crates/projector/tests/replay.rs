@@ -111,13 +111,15 @@ async fn replay_while_writing_equals_a_fresh_rebuild_and_reads_keep_working() {
 
     // Writers and readers keep going during the replay.
     let writing = Arc::new(AtomicBool::new(true));
+    let written = Arc::new(AtomicU64::new(0));
     let writer = {
-        let (store, writing) = (store.clone(), writing.clone());
+        let (store, writing, written) = (store.clone(), writing.clone(), written.clone());
         tokio::spawn(async move {
             let mut i = 1000;
             while writing.load(Ordering::SeqCst) {
                 write_campaign_history(&store, i).await;
                 i += 1;
+                written.fetch_add(1, Ordering::SeqCst);
             }
         })
     };
@@ -154,7 +156,19 @@ async fn replay_while_writing_equals_a_fresh_rebuild_and_reads_keep_working() {
     .unwrap();
     assert!(outcome.events >= 300 * 3, "{outcome:?}");
     assert!(batches > 5);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Writes and reads go on across the swap, so the live runner has work
+    // that came after it.
+    let (writes_at_swap, reads_at_swap) = (written.load(Ordering::SeqCst), reads.load(Ordering::SeqCst));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while written.load(Ordering::SeqCst) < writes_at_swap + 3
+        || reads.load(Ordering::SeqCst) < reads_at_swap + 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no writes and reads after the swap"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     writing.store(false, Ordering::SeqCst);
     writer.await.unwrap();
     reader.await.unwrap();

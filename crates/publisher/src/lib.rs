@@ -34,4 +34,4 @@ mod runner;
 pub use config::{parse_properties, ConfigError, PublisherConfig};
 pub use gate::{AsStored, DataGate, GateError, RoutedEvent};
 pub use route::{Route, RouteError, TopicKind};
-pub use runner::{PublishError, Publisher};
+pub use runner::{Activity, PublishError, Publisher};

@@ -87,6 +87,21 @@ struct Delivered {
     interrupted: bool,
 }
 
+/// What a publisher has done so far, for whoever watches it (see
+/// [`Publisher::activity`]): conditions to wait on instead of times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Producer sessions started (each with a producer of its own).
+    pub sessions_started: u64,
+    /// Producer sessions ended: each session's producer was flushed or given
+    /// up, and dropped, so nothing it had in flight can still be acknowledged
+    /// (and its acknowledged prefix is already committed).
+    pub sessions_ended: u64,
+    /// Rounds that stopped at an event that cannot be published (yet), and
+    /// will try it again.
+    pub halted_rounds: u64,
+}
+
 /// Sets `marketing_publisher_active` while this process leads.
 struct ActiveGauge;
 
@@ -138,6 +153,7 @@ impl Publisher {
                 producer: None,
                 poison_failures: 0,
                 active: None,
+                activity: watch::Sender::new(Activity::default()),
             },
         })
     }
@@ -149,6 +165,11 @@ impl Publisher {
 
     pub fn config(&self) -> &PublisherConfig {
         &self.relay.config
+    }
+
+    /// Ticks with every producer session that ends and every halted round.
+    pub fn activity(&self) -> watch::Receiver<Activity> {
+        self.relay.activity.subscribe()
     }
 
     /// Runs until `shutdown` is cancelled: stands by while another process
@@ -174,6 +195,7 @@ struct Relay {
     poison_failures: u32,
     /// Set while this process leads.
     active: Option<ActiveGauge>,
+    activity: watch::Sender<Activity>,
 }
 
 /// A growing pause: 100 ms doubling per failure, at most 5 s.
@@ -208,6 +230,7 @@ impl Handler for Relay {
             _ = shutdown.cancelled() => return Ok(false),
         }
         self.producer = Some(kafka::create_producer(&self.config)?);
+        self.activity.send_modify(|a| a.sessions_started += 1);
         self.poison_failures = 0;
         metrics::counter!("marketing_publisher_sessions_total").increment(1);
         Ok(true)
@@ -232,6 +255,7 @@ impl Handler for Relay {
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "producer not flushed; unacknowledged records will be sent again");
         }
+        self.activity.send_modify(|a| a.sessions_ended += 1);
     }
 
     /// One round: prepare, produce, await the acknowledgements, then move the
@@ -264,6 +288,7 @@ impl Handler for Relay {
             self.poison_failures += 1;
             metrics::counter!("marketing_publisher_errors_total", "kind" => error.kind()).increment(1);
             tracing::error!(%error, attempts = self.poison_failures, "publishing is halted at an event");
+            self.activity.send_modify(|a| a.halted_rounds += 1);
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(backoff(self.poison_failures)) => {}

@@ -59,20 +59,12 @@ async fn a_broker_crash_and_restart_delays_publishing_but_loses_nothing_unacknow
     broker.kill();
     let head_at_crash = last_committed(&setup).await;
     // Down until a real backlog built up (a condition: under load the writer
-    // is slower and the outage lasts longer), and longer than the stall
-    // timeout, so the producer that was sending at the crash has been given up
-    // (its round ended, its acknowledged prefix committed) before the broker
-    // returns. Otherwise it could still retry into the restarted broker, and
-    // what it had acknowledged from the old one would be indistinguishable
-    // from a gap.
-    let stopped_at = hold_outage(
-        &setup,
-        &name,
-        head_at_crash,
-        BACKLOG,
-        config.stall_timeout + Duration::from_secs(2),
-    )
-    .await;
+    // is slower and the outage lasts longer), and until the producer that was
+    // sending at the crash has been given up (its session ended, its
+    // acknowledged prefix committed) before the broker returns. Otherwise it
+    // could still retry into the restarted broker, and what it had
+    // acknowledged from the old one would be indistinguishable from a gap.
+    let stopped_at = hold_outage(&setup, &name, head_at_crash, BACKLOG, &running).await;
 
     // The broker comes back, empty. Publishing resumes while writes go on.
     let restarted = Instant::now();
@@ -122,32 +114,37 @@ async fn a_broker_crash_and_restart_delays_publishing_but_loses_nothing_unacknow
 /// backlog (the writer adds about 400 a second on an idle machine).
 const BACKLOG: usize = 1_000;
 
-/// Keeps the broker away (the caller stopped it) until at least `backlog`
-/// events were written after `head` and at least `at_least` passed. Meanwhile
-/// checks, on every look, that the checkpoint covers nothing written after
-/// `head`: such events cannot have been acknowledged. Returns the checkpoint at
-/// the end, which is final for the outage.
+/// Keeps the broker away (the caller stopped it, just before) until at least
+/// `backlog` events were written after `head` and every producer session
+/// started before has ended (the stall watchdog gives up on a producer whose
+/// broker does not answer; no new one starts while the broker is away, since
+/// a session first makes sure of its topics). Meanwhile checks, on every
+/// look, that the checkpoint covers nothing written after `head`: such events
+/// cannot have been acknowledged. Returns the checkpoint at the end, which is
+/// final for the outage.
 async fn hold_outage(
     setup: &Setup,
     name: &str,
     head: LogPosition,
     backlog: usize,
-    at_least: Duration,
+    running: &Running,
 ) -> LogPosition {
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(120);
+    let started_before = running.activity.borrow().sessions_started;
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let at = checkpoint(setup, name).await;
         assert!(
             at <= head,
             "the checkpoint {at:?} covers events written after the broker stopped answering at {head:?}"
         );
-        if events_after(setup, head).await >= backlog as i64 && started.elapsed() >= at_least {
+        let sessions_over = running.activity.borrow().sessions_ended >= started_before;
+        if events_after(setup, head).await >= backlog as i64 && sessions_over {
             return at;
         }
         assert!(
             Instant::now() < deadline,
-            "the writer did not build a backlog of {backlog} events"
+            "no backlog of {backlog} events, or the publisher's sessions did not end: {:?}",
+            *running.activity.borrow()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -214,19 +211,11 @@ async fn a_frozen_broker_delays_publishing_and_every_event_arrives_once_it_resum
         reader.read_until(Duration::from_secs(30), |r| r.len() >= 100);
     });
 
-    // Frozen mid-stream, longer than the stall timeout (3 s here): the publisher
-    // gives up on its producer and keeps trying with new ones meanwhile. The
-    // duration is the scenario; no assertion depends on it.
+    // Frozen mid-stream until the publisher gave up on its producer (after the
+    // stall timeout, 3 s here) and keeps trying to start new sessions.
     broker.freeze();
     let head_at_freeze = last_committed(&setup).await;
-    let frozen_at = hold_outage(
-        &setup,
-        &name,
-        head_at_freeze,
-        BACKLOG,
-        config.stall_timeout + Duration::from_secs(2),
-    )
-    .await;
+    let frozen_at = hold_outage(&setup, &name, head_at_freeze, BACKLOG, &running).await;
     broker.thaw();
     let thawed = Instant::now();
     let head_at_thaw = last_committed(&setup).await;

@@ -136,9 +136,15 @@ async fn an_event_that_cannot_be_routed_halts_publishing_at_it_without_skipping(
     )
     .await;
     // ... and is halted there, retrying it (after 200 ms, 400 ms, ...). Give it
-    // rounds to skip it if it would: a wait before a check that only a bug can
-    // fail, so a slow machine weakens the check but never breaks it.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // rounds to skip it if it would: three rounds halted at it.
+    let mut activity = running.activity.clone();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        activity.wait_for(|a| a.halted_rounds >= 3),
+    )
+    .await
+    .expect("the publisher retries the event it is halted at")
+    .unwrap();
     let brokers = shared_brokers();
     let records = block_in_place(|| {
         let mut reader = Reader::new(&brokers, &[&config.campaigns_topic]);

@@ -270,8 +270,17 @@ async fn kill_mid_stream(strike: Strike) {
         "writes still going on when the publisher died"
     );
     if strike == Strike::DuringCheckpointCommit {
-        // Down for a while as writes continue, then restarted.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Down while writes continue (until 50 more events are in the log),
+        // then restarted.
+        let events_at_kill = published_count_at(&setup, last_committed(&setup).await).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while published_count_at(&setup, last_committed(&setup).await).await < events_at_kill + 50 {
+            assert!(
+                Instant::now() < deadline,
+                "the writers stopped while the publisher was down"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(
             checkpoint(&setup, &name).await,
             killed_at,
@@ -291,8 +300,10 @@ async fn kill_mid_stream(strike: Strike) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("publishing resumed {:?} after the kill", killed.elapsed());
-    // The successor publishes under load too, then the writers stop.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The successor publishes under load too (events written after it took
+    // over), then the writers stop.
+    let head_at_takeover = last_committed(&setup).await;
+    wait_for_checkpoint(&setup, &name, head_at_takeover, Duration::from_secs(30)).await;
     stop_writing.store(true, Ordering::SeqCst);
     writers.await.unwrap();
     wait_until_published(&setup, &name, Duration::from_secs(60)).await;

@@ -325,7 +325,7 @@ struct Cursor {
         ("campaign_id" = Uuid, Path),
         Range,
         ("granularity" = inline(Option<Granularity>), Query, description = "day (default), week (ISO, from Monday) or month"),
-        ("limit" = Option<i64>, Query, description = "Rows per page, 1 to 500 (default 50)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Rows per page, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
     responses(

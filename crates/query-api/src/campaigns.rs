@@ -30,7 +30,7 @@ struct Cursor {
     params(
         ("status" = Option<CampaignStatus>, Query, description = "Only campaigns in this status"),
         ("type" = Option<CampaignType>, Query, description = "Only campaigns of this type"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
     responses(

@@ -121,7 +121,7 @@ fn parse_time(params: &HashMap<String, String>, field: &str) -> Result<Option<Da
         ("type" = Option<String>, Query, description = "Only events of this type, e.g. CampaignUpdated"),
         ("from" = Option<DateTime<Utc>>, Query, description = "Recorded at or after (RFC 3339)"),
         ("to" = Option<DateTime<Utc>>, Query, description = "Recorded before (RFC 3339)"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query),
     ),
     responses(

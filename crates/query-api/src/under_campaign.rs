@@ -160,7 +160,7 @@ macro_rules! list {
             params(
                 ("campaign_id" = Uuid, Path),
                 $($filter,)*
-                ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
+                ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
                 ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
             ),
             responses(

@@ -237,8 +237,12 @@ async fn run(
     next: Next,
     spool: Option<Spool>,
 ) -> Result<Response, ApiError> {
-    let key = req
-        .headers()
+    // Authentication first: a request without a valid key is a 401 whatever
+    // its Idempotency-Key, as on every other route.
+    let (mut parts, body) = req.into_parts();
+    let caller = Caller::from_request_parts(&mut parts, &state).await?;
+    let key = parts
+        .headers
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
@@ -250,8 +254,6 @@ async fn run(
             )
         })?
         .to_owned();
-    let (mut parts, body) = req.into_parts();
-    let caller = Caller::from_request_parts(&mut parts, &state).await?;
     // Held until the response is out: the spooled body is read from it.
     let (body, request_hash, _spool_file) = hash_request(&parts, body, spool).await?;
     let project = caller.project.to_string();

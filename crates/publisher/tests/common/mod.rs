@@ -61,6 +61,7 @@ pub fn config(brokers: &str) -> PublisherConfig {
 pub struct Running {
     pub shutdown: CancellationToken,
     pub progress: watch::Receiver<LogPosition>,
+    pub activity: watch::Receiver<publisher::Activity>,
     pub handle: JoinHandle<()>,
 }
 
@@ -83,11 +84,13 @@ pub fn start_with_gate(setup: &Setup, config: PublisherConfig, gate: Arc<dyn Dat
     let publisher =
         Publisher::new(setup.store.clone(), setup.pool.clone(), config, gate).expect("valid config");
     let progress = publisher.progress();
+    let activity = publisher.activity();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(publisher.run(shutdown.clone()));
     Running {
         shutdown,
         progress,
+        activity,
         handle,
     }
 }
