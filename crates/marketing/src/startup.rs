@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use web::ApiKeys;
 
 /// What a process does. `Serve` is everything in one process (the publisher
-/// only when `KAFKA_BROKERS` is set).
+/// only when `KAFKA_BROKERS` is set), the webhook dispatcher included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Serve,
@@ -30,11 +30,15 @@ pub enum Role {
     QueryApi,
     Projector,
     Publisher,
+    Webhooks,
 }
 
 impl Role {
     fn may_publish(self) -> bool {
         matches!(self, Role::Serve | Role::Publisher)
+    }
+    fn dispatches_webhooks(self) -> bool {
+        matches!(self, Role::Serve | Role::Webhooks)
     }
     fn runs_projectors(self) -> bool {
         matches!(self, Role::Serve | Role::Projector)
@@ -50,6 +54,10 @@ impl Role {
 /// Postgres connections of the publisher: one holds its advisory lock, the others
 /// read the log and write the checkpoint.
 const PUBLISHER_POOL_SIZE: usize = 3;
+
+/// Postgres connections of the webhook dispatcher: its lock, the fan-out's
+/// transaction, and the sender's outbox reads and attempt records.
+const WEBHOOKS_POOL_SIZE: usize = 8;
 
 /// How long background tasks (projectors, publisher, listener) have to finish
 /// their batch and commit their checkpoint once the HTTP server has stopped.
@@ -80,6 +88,7 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     projector::migrate(client).await?;
     web::migrate(client).await?;
     lead_vault::migrate(client).await?;
+    webhooks::migrate(client).await?;
     Ok(())
 }
 
@@ -121,6 +130,9 @@ struct Core {
     keys: ApiKeys,
     media: Option<media::MediaStore>,
     vault: lead_vault::LeadVault,
+    /// Wakes this process's webhook dispatcher (a manual retry, an endpoint
+    /// enabled); other processes' dispatchers poll.
+    webhooks_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Core {
@@ -154,6 +166,7 @@ impl Core {
             background: Vec::new(),
             media,
             vault,
+            webhooks_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -193,6 +206,38 @@ impl Core {
         self.background
             .push(tokio::spawn(publisher.run(self.shutdown.clone())));
         Ok(())
+    }
+
+    /// The webhook dispatcher, on a pool of its own (like the publisher's).
+    fn spawn_dispatcher(&mut self, config: &Config) -> anyhow::Result<()> {
+        let pool = connect_pool(&config.database_url, WEBHOOKS_POOL_SIZE)?;
+        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
+            pool.clone(),
+            domain::upcast::ALL,
+            self.wakeups.clone(),
+        ));
+        let gate = Arc::new(crate::lead_gate::LeadDataGate::new(
+            pool.clone(),
+            self.vault.clone(),
+        ));
+        let dispatcher =
+            webhooks::Dispatcher::new(store, pool, gate, config.webhooks(), self.webhooks_wake.clone());
+        self.background
+            .push(tokio::spawn(dispatcher.run(self.shutdown.clone())));
+        Ok(())
+    }
+
+    fn webhooks_state(&self, config: &Config) -> webhooks::WebhooksState {
+        webhooks::WebhooksState {
+            pool: self.pool.clone(),
+            keys: self.keys.clone(),
+            gate: Arc::new(crate::lead_gate::LeadDataGate::new(
+                self.pool.clone(),
+                self.vault.clone(),
+            )),
+            config: Arc::new(config.webhooks()),
+            wake: self.webhooks_wake.clone(),
+        }
     }
 
     /// One runner per shard of each projection, all on one set of leases, so
@@ -266,6 +311,7 @@ impl Core {
             }));
             self.background
                 .push(spawn_idempotency_purge(self.pool.clone(), self.shutdown.clone()));
+            api = api.merge(webhooks::management_router(self.webhooks_state(config)));
         }
         if self.role.serves_queries() {
             api = api.merge(query_api::router(QueryState {
@@ -274,6 +320,7 @@ impl Core {
                 media: self.media.clone().context("media store")?,
                 vault: self.vault.clone(),
             }));
+            api = api.merge(webhooks::feed_router(self.webhooks_state(config)));
         }
         Ok(api)
     }
@@ -302,8 +349,11 @@ impl Application {
             anyhow::bail!("the publisher needs KAFKA_BROKERS (the Kafka bootstrap servers)");
         }
         let mut core = Core::open(&config, role)?;
-        if role.runs_projectors() || publisher_config.is_some() {
+        if role.runs_projectors() || publisher_config.is_some() || role.dispatches_webhooks() {
             core.spawn_listener(&config)?;
+        }
+        if role.dispatches_webhooks() {
+            core.spawn_dispatcher(&config)?;
         }
         if let Some(publisher_config) = publisher_config {
             core.spawn_publisher(&config, publisher_config)?;
