@@ -90,10 +90,7 @@ pub async fn list(
             }
         })
         .collect();
-    Ok(
-        axum::Json(serde_json::json!({ "data": data, "has_more": has_more, "next_cursor": next_cursor }))
-            .into_response(),
-    )
+    Ok(web::pagination::page(&data, next_cursor))
 }
 
 /// Where a delivery stands.

@@ -261,10 +261,7 @@ pub async fn list(
     let next_cursor = has_more
         .then(|| data.last().map(|e| encode_cursor(&(e.created_at, e.id))))
         .flatten();
-    Ok(
-        axum::Json(serde_json::json!({ "data": data, "has_more": has_more, "next_cursor": next_cursor }))
-            .into_response(),
-    )
+    Ok(web::pagination::page(&data, next_cursor))
 }
 
 #[utoipa::path(

@@ -6,9 +6,9 @@
 use crate::outbound::{self, Outbound};
 use crate::WebhooksState;
 use axum::extract::{Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use event_store::{read_project, LogPosition};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use web::pagination::{decode_cursor, parse_limit};
 use web::{ApiError, Caller};
@@ -137,10 +137,7 @@ pub async fn list(
     .await?;
     let data: Vec<Value> = page.items.into_iter().map(|o| Value::Object(o.body)).collect();
     let next_cursor = page.next.map(outbound::cursor);
-    Ok(
-        axum::Json(json!({ "data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor }))
-            .into_response(),
-    )
+    Ok(web::pagination::page(&data, next_cursor))
 }
 
 /// One event of the feed (and the body of a webhook): a CloudEvent in JSON
