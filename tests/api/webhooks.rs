@@ -486,3 +486,48 @@ async fn a_redirect_is_not_followed() {
     assert_eq!(listed[0]["status_code"], 200, "{listed:?}");
     assert!(inner.received().is_empty(), "the redirect target got nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_endpoint_failing_for_the_whole_window_is_given_up_on_disabled_and_says_so() {
+    let app = spawn_app_with(|config| {
+        config.webhooks_allow_private_targets = true;
+        config.webhooks_retry_base_ms = 20;
+        config.webhooks_retry_max_ms = 100;
+        config.webhooks_idle_poll_ms = 50;
+        config.webhooks_give_up_after_secs = 1;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.script(std::iter::repeat_n(Reply::Status(503), 10_000));
+    let endpoint = create_endpoint(&app, &receiver.url(), &["*"]).await;
+    app.create_campaign(&app.key, SEED_CREATE).await;
+    let path = format!("/webhooks/{}", endpoint["id"].as_str().unwrap());
+    let deadline = Instant::now() + WAIT;
+    let disabled = loop {
+        let current: Value = app.get(&path, &app.key).await.json().await.unwrap();
+        if current["enabled"] == false {
+            break current;
+        }
+        assert!(Instant::now() < deadline, "never disabled: {current}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reason = disabled["disabled_reason"].as_str().unwrap();
+    assert!(reason.contains("every delivery failed since"), "{reason}");
+    // Given up: the last attempt has no next retry.
+    let listed = attempts(&app, &endpoint, 2).await;
+    assert!(listed[0]["next_retry_at"].is_null(), "{listed:?}");
+    assert!(listed.iter().all(|a| a["status_code"] == 503));
+
+    let enabled: Value = app
+        .json(Method::PATCH, &path, &app.key, r#"{"enabled": true}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&enabled["enabled"], &enabled["disabled_reason"]),
+        (&json!(true), &Value::Null)
+    );
+}

@@ -313,9 +313,19 @@ pub async fn update(
     let events = body.events.unwrap_or(current.events);
     let description = body.description.unwrap_or(current.description);
     let enabled = body.enabled.unwrap_or(current.enabled);
-    let client = state.pool.get().await?;
-    // Enabling clears what the dispatcher recorded when it disabled it.
-    let row = client
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    // Enabling clears what the dispatcher recorded when it disabled it, and
+    // gives the deliveries that waited meanwhile a fresh retry window.
+    if enabled && !current.enabled {
+        tx.execute(
+            "UPDATE webhook_deliveries SET first_attempt_at = NULL, next_attempt_at = now()
+             WHERE endpoint_id = $1 AND state = 'pending'",
+            &[&current.id],
+        )
+        .await?;
+    }
+    let row = tx
         .query_one(
             &format!(
                 "UPDATE webhook_endpoints SET url = $2, events = $3, description = $4, enabled = $5,
@@ -327,6 +337,7 @@ pub async fn update(
             &[&current.id, &url, &events, &description, &enabled],
         )
         .await?;
+    tx.commit().await?;
     state.wake.notify_one();
     Ok(axum::Json(Endpoint::from_row(&row)).into_response())
 }

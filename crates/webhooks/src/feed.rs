@@ -35,6 +35,19 @@ fn parse_types(raw: Option<&String>) -> Result<Option<Vec<String>>, ApiError> {
     Ok(Some(types))
 }
 
+/// The gate failed (it reads lead keys): a 503 if the database is away now,
+/// as for every other read; a 500 otherwise.
+async fn gate_failure(state: &WebhooksState, error: publisher::GateError) -> ApiError {
+    let reachable = match state.pool.get().await {
+        Ok(client) => client.simple_query("SELECT 1").await.map_err(ApiError::from),
+        Err(error) => Err(ApiError::from(error)),
+    };
+    match reachable {
+        Err(unavailable @ ApiError::Unavailable(_)) => unavailable,
+        _ => ApiError::internal(error),
+    }
+}
+
 /// One page: the matching events after `after` (at most `limit`), and where
 /// the next page starts if the log holds more right now.
 struct Page {
@@ -67,9 +80,10 @@ async fn read_page(
         if let Some(last) = chunk.last() {
             after = last.position;
         }
-        let rendered = outbound::render(&*state.gate, chunk)
-            .await
-            .map_err(ApiError::internal)?;
+        let rendered = match outbound::render(&*state.gate, chunk).await {
+            Ok(rendered) => rendered,
+            Err(error) => return Err(gate_failure(state, error).await),
+        };
         items.extend(
             rendered
                 .into_iter()

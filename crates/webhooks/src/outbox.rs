@@ -97,13 +97,14 @@ fn next_step(config: &WebhooksConfig, due: &Due, outcome: &Outcome, now: DateTim
     if outcome.succeeded() {
         return Next::Delivered;
     }
+    // The same test as for disabling the endpoint (its failure run started
+    // at or before this delivery's first attempt), so an endpoint that fails
+    // throughout is disabled by the attempt that gives up on its delivery.
     let first = due.first_attempt_at.unwrap_or(now);
-    let retry_at = now + config.backoff(due.attempts as u32 + 1);
-    if retry_at - first >= chrono::TimeDelta::from_std(config.give_up_after).unwrap_or(chrono::TimeDelta::MAX)
-    {
+    if now - first >= chrono::TimeDelta::from_std(config.give_up_after).unwrap_or(chrono::TimeDelta::MAX) {
         Next::GiveUp
     } else {
-        Next::Retry(retry_at)
+        Next::Retry(now + config.backoff(due.attempts as u32 + 1))
     }
 }
 
