@@ -103,16 +103,17 @@ async fn a_dispatcher_killed_mid_delivery_loses_nothing() {
     let held = receiver.wait_for(1, WAIT).await.remove(0);
     drop(first);
     let _second = dispatcher(&db.url);
-    let received = receiver.wait_for_distinct(CAMPAIGNS, WAIT).await;
-    let held_id = held.header("webhook-id");
-    assert!(
-        received
-            .iter()
-            .filter(|r| r.header("webhook-id") == held_id)
-            .count()
-            >= 2,
-        "the cut delivery was sent again"
-    );
+    let held_id = held.header("webhook-id").to_owned();
+    receiver
+        .wait_until(WAIT, "the cut delivery sent again", |received| {
+            received
+                .iter()
+                .filter(|r| r.header("webhook-id") == held_id)
+                .count()
+                >= 2
+        })
+        .await;
+    receiver.wait_for_distinct(CAMPAIGNS, WAIT).await;
     // Every delivery is recorded as delivered.
     let db_client = db.connect().await;
     let deadline = Instant::now() + WAIT;

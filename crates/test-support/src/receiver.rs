@@ -158,22 +158,35 @@ impl Receiver {
 
     /// Waits until requests with `count` distinct `webhook-id`s have arrived.
     pub async fn wait_for_distinct(&self, count: usize, timeout: Duration) -> Vec<Received> {
+        self.wait_until(timeout, &format!("{count} distinct deliveries"), |received| {
+            let mut ids: Vec<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.len() >= count
+        })
+        .await
+    }
+
+    /// Waits until what arrived satisfies `done` (`what` names it if it never does).
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
         let mut changes = self.count.clone();
         loop {
             changes.borrow_and_update();
             let received = self.received();
-            let mut ids: Vec<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            if ids.len() >= count {
+            if done(&received) {
                 return received;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if tokio::time::timeout(left, changes.changed()).await.is_err() {
                 panic!(
-                    "{count} distinct deliveries expected, {} arrived in {timeout:?}",
-                    ids.len()
+                    "{what} expected in {timeout:?}; {} requests arrived",
+                    received.len()
                 );
             }
         }

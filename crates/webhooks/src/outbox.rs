@@ -23,8 +23,11 @@ pub struct Due {
     pub secrets: Vec<String>,
 }
 
-/// Up to `limit` due deliveries, at most one per endpoint and aggregate.
-pub async fn due(pool: &Pool, limit: i64) -> Result<Vec<Due>, anyhow::Error> {
+/// Up to `limit` due deliveries, at most one per endpoint and aggregate,
+/// leaving out those in flight (`busy`, as endpoint and event ids): an
+/// aggregate whose head is in flight has nothing due.
+pub async fn due(pool: &Pool, limit: i64, busy: &[(Uuid, Uuid)]) -> Result<Vec<Due>, anyhow::Error> {
+    let (busy_endpoints, busy_events): (Vec<Uuid>, Vec<Uuid>) = busy.iter().copied().unzip();
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -36,9 +39,10 @@ pub async fn due(pool: &Pool, limit: i64) -> Result<Vec<Due>, anyhow::Error> {
                    SELECT 1 FROM webhook_deliveries p
                    WHERE p.endpoint_id = d.endpoint_id AND p.stream_id = d.stream_id
                      AND p.state = 'pending' AND (p.tx_id, p.position) < (d.tx_id, d.position))
+               AND (d.endpoint_id, d.event_id) NOT IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))
              ORDER BY d.next_attempt_at, d.tx_id, d.position
              LIMIT $1",
-            &[&limit],
+            &[&limit, &busy_endpoints, &busy_events],
         )
         .await?;
     Ok(rows

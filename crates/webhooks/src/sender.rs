@@ -10,12 +10,12 @@ use crate::outbox::{self, Due, Outcome};
 use crate::signature::{self, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::target::{self, GuardedResolver};
 use deadpool_postgres::Pool;
-use futures::StreamExt;
 use publisher::DataGate;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -70,61 +70,96 @@ impl Sender {
         }
     }
 
-    /// Rounds until `stop`: send what is due, or sleep until something may be.
+    /// Until `stop`: keeps up to [`MAX_IN_FLIGHT`] deliveries in flight,
+    /// starting due ones as others finish, so a slow endpoint holds only its
+    /// own slots; sleeps until something may be due when nothing is.
     pub async fn run(self, stop: CancellationToken) {
+        let mut in_flight: JoinSet<(Uuid, Uuid)> = JoinSet::new();
+        let mut busy: HashSet<(Uuid, Uuid)> = HashSet::new();
         while !stop.is_cancelled() {
-            let pause = match self.round(&stop).await {
-                Ok(0) => match outbox::next_due_in(&self.pool).await {
-                    Ok(Some(due_in)) => due_in.min(self.config.idle_poll),
-                    Ok(None) => self.config.idle_poll,
-                    Err(error) => {
-                        tracing::warn!(error = format!("{error:#}"), "cannot read the webhook outbox");
-                        self.config.idle_poll
-                    }
-                },
-                Ok(_) => continue,
+            let room = MAX_IN_FLIGHT - in_flight.len();
+            let pause = match self.start_due(room, &mut busy, &mut in_flight).await {
+                Ok(started) if started > 0 && started == room => None,
+                Ok(_) if !in_flight.is_empty() => Some(self.config.idle_poll),
+                Ok(_) => Some(self.until_due().await),
                 Err(error) => {
                     metrics::counter!("marketing_webhook_errors_total").increment(1);
-                    tracing::warn!(error = format!("{error:#}"), "webhook round failed; retrying");
-                    Duration::from_secs(1)
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot read the webhook outbox; retrying"
+                    );
+                    Some(Duration::from_secs(1))
                 }
             };
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(pause) => {}
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok(key) = done {
+                        busy.remove(&key);
+                    }
+                }
+                _ = self.wake.notified(), if pause.is_some() => {}
+                _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+            }
+        }
+        // Attempts cut short here are not recorded: the next leader makes them.
+        in_flight.abort_all();
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// How long until the next pending delivery is due (at most `idle_poll`).
+    async fn until_due(&self) -> Duration {
+        match outbox::next_due_in(&self.pool).await {
+            Ok(Some(due_in)) => due_in.min(self.config.idle_poll),
+            Ok(None) => self.config.idle_poll,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "cannot read the webhook outbox");
+                self.config.idle_poll
             }
         }
     }
 
-    /// Sends one batch of due deliveries; how many there were.
-    async fn round(&self, stop: &CancellationToken) -> Result<usize, anyhow::Error> {
-        let due = outbox::due(&self.pool, (MAX_IN_FLIGHT * 2) as i64).await?;
+    /// Starts up to `room` due deliveries; how many it started.
+    async fn start_due(
+        &self,
+        room: usize,
+        busy: &mut HashSet<(Uuid, Uuid)>,
+        in_flight: &mut JoinSet<(Uuid, Uuid)>,
+    ) -> Result<usize, anyhow::Error> {
+        if room == 0 {
+            return Ok(0);
+        }
+        let busy_now: Vec<(Uuid, Uuid)> = busy.iter().copied().collect();
+        let due = outbox::due(&self.pool, room as i64, &busy_now).await?;
         if due.is_empty() {
             return Ok(0);
         }
         let bodies = self.bodies(&due).await?;
-        let count = due.len();
-        futures::stream::iter(due)
-            .map(|delivery| {
-                let body = bodies.get(&delivery.event_id);
-                let span = tracing::info_span!("webhook_delivery", endpoint_id = %delivery.endpoint_id, event_id = %delivery.event_id);
+        let started = due.len();
+        for delivery in due {
+            let key = (delivery.endpoint_id, delivery.event_id);
+            busy.insert(key);
+            // Rendered once per event, though several endpoints may get it.
+            let body = bodies.get(&delivery.event_id).cloned();
+            let sender = self.clone();
+            let span = tracing::info_span!("webhook_delivery", endpoint_id = %key.0, event_id = %key.1);
+            in_flight.spawn(
                 async move {
-                    let outcome = tokio::select! {
-                        outcome = self.attempt(&delivery, body) => outcome,
-                        // Not recorded: the next leader sends it again.
-                        _ = stop.cancelled() => return,
-                    };
-                    if let Err(error) = outbox::record(&self.pool, &self.config, &delivery, &outcome).await {
-                        tracing::warn!(error = format!("{error:#}"), "cannot record a webhook attempt; it will be made again");
+                    let outcome = sender.attempt(&delivery, body.as_ref()).await;
+                    if let Err(error) =
+                        outbox::record(&sender.pool, &sender.config, &delivery, &outcome).await
+                    {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "cannot record a webhook attempt; it will be made again"
+                        );
                     }
+                    key
                 }
-                .instrument(span)
-            })
-            .buffer_unordered(MAX_IN_FLIGHT)
-            .collect::<Vec<()>>()
-            .await;
-        Ok(count)
+                .instrument(span),
+            );
+        }
+        Ok(started)
     }
 
     /// The bodies of the round's events, rendered now (the personal-data
