@@ -49,6 +49,17 @@ async fn attempts(app: &TestApp, endpoint: &Value, count: usize) -> Vec<Value> {
     }
 }
 
+/// `PATCH` with a JSON body; the answer, which must be 200.
+async fn patch(app: &TestApp, path: &str, body: &str) -> Value {
+    let response = app
+        .json(Method::PATCH, path, &app.key, body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
 fn secret_of(endpoint: &Value) -> String {
     endpoint["secret"].as_str().unwrap().to_owned()
 }
@@ -143,30 +154,16 @@ async fn endpoints_are_managed_and_their_secret_is_shown_only_at_creation_and_ro
     assert_eq!(listed["data"][0]["id"], id.as_str());
     assert!(listed["data"][0].get("secret").is_none());
 
-    let patch =
+    let changes =
         json!({ "events": ["com.marketing.campaign.created.v1"], "description": "crm", "enabled": false });
-    let patched: Value = app
-        .json(Method::PATCH, &path, &app.key, &patch.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let patched: Value = patch(&app, &path, &changes.to_string()).await;
     assert_eq!(patched["events"], json!(["com.marketing.campaign.created.v1"]));
     assert_eq!(
         (&patched["description"], &patched["enabled"]),
         (&json!("crm"), &json!(false))
     );
     assert!(patched.get("secret").is_none());
-    let cleared: Value = app
-        .json(Method::PATCH, &path, &app.key, r#"{"description": null}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cleared: Value = patch(&app, &path, r#"{"description": null}"#).await;
     assert_eq!(cleared["description"], Value::Null);
 
     let rotated = app
@@ -217,6 +214,24 @@ async fn endpoints_are_managed_and_their_secret_is_shown_only_at_creation_and_ro
         let error = assert_error(response, 400, "").await;
         assert_eq!(error["field"], field, "{bad}: {error}");
     }
+
+    // A retried create (same Idempotency-Key) answers the first response,
+    // secret included, and creates nothing more.
+    let body = json!({ "url": "https://93.184.215.14/other", "events": ["*"] }).to_string();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .json(Method::POST, "/webhooks", &app.key, &body)
+            .header("Idempotency-Key", "hook-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        answers.push(response.json::<Value>().await.unwrap());
+    }
+    assert_eq!(answers[0], answers[1]);
+    let listed: Value = app.get("/webhooks", &app.key).await.json().await.unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
 
     let deleted = app.request(Method::DELETE, &path, &app.key).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
@@ -518,14 +533,7 @@ async fn an_endpoint_failing_for_the_whole_window_is_given_up_on_disabled_and_sa
     assert!(listed[0]["next_retry_at"].is_null(), "{listed:?}");
     assert!(listed.iter().all(|a| a["status_code"] == 503));
 
-    let enabled: Value = app
-        .json(Method::PATCH, &path, &app.key, r#"{"enabled": true}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let enabled: Value = patch(&app, &path, r#"{"enabled": true}"#).await;
     assert_eq!(
         (&enabled["enabled"], &enabled["disabled_reason"]),
         (&json!(true), &Value::Null)
