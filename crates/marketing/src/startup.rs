@@ -55,10 +55,6 @@ impl Role {
 /// read the log and write the checkpoint.
 const PUBLISHER_POOL_SIZE: usize = 3;
 
-/// Postgres connections of the webhook dispatcher: its lock, the fan-out's
-/// transaction, and the sender's outbox reads and attempt records.
-const WEBHOOKS_POOL_SIZE: usize = 8;
-
 /// How long background tasks (projectors, publisher, listener) have to finish
 /// their batch and commit their checkpoint once the HTTP server has stopped.
 /// A process exits within `SHUTDOWN_GRACE_MS` plus this after the signal.
@@ -208,23 +204,23 @@ impl Core {
         Ok(())
     }
 
-    /// The webhook dispatcher, on a pool of its own (like the publisher's).
-    fn spawn_dispatcher(&mut self, config: &Config) -> anyhow::Result<()> {
-        let pool = connect_pool(&config.database_url, WEBHOOKS_POOL_SIZE)?;
-        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
-            pool.clone(),
-            domain::upcast::ALL,
-            self.wakeups.clone(),
-        ));
+    /// The webhook dispatcher, on the process's pool: its statements are
+    /// short, and a pool of its own would hold open connections of its own in
+    /// every process (only its lock takes one out of the pool).
+    fn spawn_dispatcher(&mut self, config: &Config) {
         let gate = Arc::new(crate::lead_gate::LeadDataGate::new(
-            pool.clone(),
+            self.pool.clone(),
             self.vault.clone(),
         ));
-        let dispatcher =
-            webhooks::Dispatcher::new(store, pool, gate, config.webhooks(), self.webhooks_wake.clone());
+        let dispatcher = webhooks::Dispatcher::new(
+            self.store.clone(),
+            self.pool.clone(),
+            gate,
+            config.webhooks(),
+            self.webhooks_wake.clone(),
+        );
         self.background
             .push(tokio::spawn(dispatcher.run(self.shutdown.clone())));
-        Ok(())
     }
 
     fn webhooks_state(&self, config: &Config) -> webhooks::WebhooksState {
@@ -353,7 +349,7 @@ impl Application {
             core.spawn_listener(&config)?;
         }
         if role.dispatches_webhooks() {
-            core.spawn_dispatcher(&config)?;
+            core.spawn_dispatcher(&config);
         }
         if let Some(publisher_config) = publisher_config {
             core.spawn_publisher(&config, publisher_config)?;
