@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Benchmark harness: the API against raw Postgres, same machine, same run.
-#   POST /campaigns          vs  pgbench one-row INSERT per transaction
-#   GET  /campaigns/{id}     vs  pgbench primary-key SELECT
-# Both at the same concurrency (default 32). Prints one JSON line per run and
+# Benchmark harness: the API against raw Postgres and the peer, same machine,
+# same run.
+#   POST /campaigns (seed body)      vs  pgbench one-row INSERT per transaction
+#   POST /campaigns/{id}/analytics   vs  the same pgbench INSERT
+#   GET  /campaigns/{id}             vs  pgbench primary-key SELECT
+#   both POST and GET                vs  the peer, cqrs-es + postgres-es doing the
+#                                        same job as a library call (PEER_SCRIPT,
+#                                        default ../shared/peers/run.sh beside this
+#                                        checkout; skipped when it is not there)
+# All at the same concurrency (default 32). Prints one JSON line per run and
 # the ratios. Machines are shared and noisy: compare ratios, not absolutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -44,18 +50,42 @@ pg_tps() {
 
 PG_INSERT=$(pg_tps "$WORK/insert.sql")
 API_CREATE=$("$BIN/marketing-bench" --url "http://127.0.0.1:$PORT" --key "$KEY" --scenario create \
-    --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN")
+    --body-file deploy/bench/seed-campaign.json --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN")
+API_TRACK=$("$BIN/marketing-bench" --url "http://127.0.0.1:$PORT" --key "$KEY" --scenario track \
+    --preload 100 --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN")
 PG_SELECT=$(pg_tps "$WORK/select.sql")
 API_GET=$("$BIN/marketing-bench" --url "http://127.0.0.1:$PORT" --key "$KEY" --scenario get \
     --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN")
 
+# The peer, on a database of its own, after our server is idle.
+PEER_SCRIPT=${PEER_SCRIPT:-../shared/peers/run.sh}
+PEER_OUT=
+if [ -x "$PEER_SCRIPT" ]; then
+    psql -d postgres -qc "CREATE DATABASE ${DB}_peer"
+    PEER_OUT=$(CONNS="$CONCURRENCY" SECS="$SECONDS_PER_RUN" "$PEER_SCRIPT" \
+        "postgres://$PGUSER@$PGHOST:5432/${DB}_peer" 2>/dev/null || true)
+    psql -d postgres -qc "DROP DATABASE IF EXISTS ${DB}_peer WITH (FORCE)"
+else
+    echo "peer: $PEER_SCRIPT not found; skipped" >&2
+fi
+
 echo "pgbench insert tps: $PG_INSERT"
 echo "api create: $API_CREATE"
+echo "api track: $API_TRACK"
 echo "pgbench pk-select tps: $PG_SELECT"
 echo "api get: $API_GET"
-python3 - "$PG_INSERT" "$API_CREATE" "$PG_SELECT" "$API_GET" <<'PY'
-import json, sys
-pg_insert, create, pg_select, get = float(sys.argv[1]), json.loads(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
-print(f"POST /campaigns: {create['rps']:.0f} req/s = {create['rps'] / pg_insert:.2f} x pgbench insert ({pg_insert:.0f} tps); p50 {create['p50_ms']:.1f} ms, p99 {create['p99_ms']:.1f} ms, errors {create['errors']}")
-print(f"GET /campaigns/id: {get['rps']:.0f} req/s = {get['rps'] / pg_select:.2f} x pgbench pk select ({pg_select:.0f} tps); p50 {get['p50_ms']:.1f} ms, p99 {get['p99_ms']:.1f} ms, errors {get['errors']}")
+[ -n "$PEER_OUT" ] && echo "$PEER_OUT"
+python3 - "$PG_INSERT" "$API_CREATE" "$PG_SELECT" "$API_GET" "$API_TRACK" "$PEER_OUT" <<'PY'
+import json, re, sys
+pg_insert, create, pg_select, get, track = (float(sys.argv[1]), json.loads(sys.argv[2]),
+    float(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5]))
+peer = {kind: float(rate) for kind, rate in re.findall(r"(create|view load): ([0-9.]+)/s", sys.argv[6])}
+def line(what, run, base, base_name, peer_rate):
+    text = (f"{what}: {run['rps']:.0f} req/s = {run['rps'] / base:.2f} x {base_name} ({base:.0f} tps)")
+    if peer_rate:
+        text += f" = {run['rps'] / peer_rate:.2f} x peer ({peer_rate:.0f}/s)"
+    print(text + f"; p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, errors {run['errors']}")
+line("POST /campaigns", create, pg_insert, "pgbench insert", peer.get("create"))
+line("POST /campaigns/id/analytics", track, pg_insert, "pgbench insert", None)
+line("GET /campaigns/id", get, pg_select, "pgbench pk select", peer.get("view load"))
 PY

@@ -17,5 +17,6 @@ mod ops;
 mod outage;
 mod pagination;
 mod read_after_write;
+mod sharded_replay;
 mod tasks;
 mod webhooks;

@@ -13,6 +13,9 @@ enum Scenario {
     Create,
     /// `GET /campaigns/{id}` over a set of campaigns created first.
     Get,
+    /// `POST /campaigns/{id}/analytics` spread over the preloaded campaigns,
+    /// a different day or source each time.
+    Track,
 }
 
 #[derive(Debug, Parser)]
@@ -27,9 +30,13 @@ struct Args {
     concurrency: usize,
     #[arg(long, default_value_t = 15)]
     seconds: u64,
-    /// Campaigns created before a `get` run.
+    /// Campaigns created before a `get` or `track` run.
     #[arg(long, default_value_t = 1000)]
     preload: usize,
+    /// The JSON body of each `create` (default: a small valid one). The
+    /// benchmark script passes the seed's full example, as the peer uses.
+    #[arg(long)]
+    body_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -41,7 +48,11 @@ async fn main() -> anyhow::Result<()> {
     let base = format!("{}/v1/dev/marketing/campaigns", args.url);
     let ids: Arc<Vec<String>> = Arc::new(match args.scenario {
         Scenario::Create => Vec::new(),
-        Scenario::Get => preload(&client, &base, &args.key, args.preload).await?,
+        Scenario::Get | Scenario::Track => preload(&client, &base, &args.key, args.preload).await?,
+    });
+    let body: Arc<serde_json::Value> = Arc::new(match &args.body_file {
+        Some(path) => serde_json::from_slice(&std::fs::read(path)?)?,
+        None => json!({ "name": "bench", "type": "sales", "total_budget": 1000.00 }),
     });
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
@@ -51,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
             base: base.clone(),
             key: args.key.clone(),
             ids: ids.clone(),
+            body: body.clone(),
             scenario: args.scenario,
         };
         tokio::spawn(load.run(worker, deadline))
@@ -91,6 +103,7 @@ struct Load {
     base: String,
     key: String,
     ids: Arc<Vec<String>>,
+    body: Arc<serde_json::Value>,
     scenario: Scenario,
 }
 
@@ -116,10 +129,30 @@ impl Load {
     async fn request(&self, worker: usize, n: usize) -> bool {
         let response = match self.scenario {
             Scenario::Create => {
+                let mut body = (*self.body).clone();
+                body["name"] = json!(format!("bench {worker}-{n}"));
                 self.client
                     .post(&self.base)
                     .bearer_auth(&self.key)
-                    .json(&json!({ "name": format!("bench {worker}-{n}"), "type": "sales", "total_budget": 1000.00 }))
+                    .json(&body)
+                    .send()
+                    .await
+            }
+            Scenario::Track => {
+                let id = &self.ids[n % self.ids.len()];
+                // A new (day, source) pair almost every time, as a day's
+                // figures arrive per source, and some restated ones.
+                let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()
+                    + chrono::Days::new((n / 7 % 3650) as u64);
+                self.client
+                    .post(format!("{}/{id}/analytics", self.base))
+                    .bearer_auth(&self.key)
+                    .json(&json!({
+                        "date": day.to_string(),
+                        "source": format!("source{}", n % 7),
+                        "metrics": {"impressions": 1000, "clicks": 50, "conversions": 5,
+                                    "cost": 25.00, "revenue": 500.00}
+                    }))
                     .send()
                     .await
             }

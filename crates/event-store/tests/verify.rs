@@ -142,3 +142,52 @@ async fn reordered_events_are_found() {
     let broken = verify(store.pool()).await.unwrap().first_break.unwrap();
     assert_eq!((broken.stream_id.as_str(), broken.version), ("s-1", 1));
 }
+
+/// The trigger computes the chain with its own copy of `event_hash`'s
+/// expression (migration V5); every appended row must hash exactly as
+/// `event_hash`, which `verify` recomputes with, whatever the content.
+#[tokio::test]
+async fn the_trigger_hashes_exactly_as_event_hash_for_awkward_content() {
+    let db = fresh_database().await;
+    let mut client = db.connect().await;
+    migrate(&mut client).await.unwrap();
+    let store = PgEventStore::new(connect_pool(&db.url, 4).unwrap(), &[], Wakeups::new());
+    let bodies = [
+        json!({}),
+        json!({ "text": "é ✓ 😀 \"quoted\" \\ back\tslash\nnewline", "": "" }),
+        json!({ "big": 123456789012345678901234567890u128, "small": -0.000001, "exp": 1e300 }),
+        json!({ "nested": { "b": [1, { "z": null, "a": true }], "a": [] }, "aa": "x" }),
+        json!([1, "two", null]),
+    ];
+    let events = bodies
+        .iter()
+        .map(|data| NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: "Thing ✓".into(),
+            schema_version: 3,
+            data: data.clone(),
+            metadata: data.clone(),
+            recorded_at: Utc::now(),
+        })
+        .collect();
+    store
+        .append("s-ünïcode", ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
+    let mismatched: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events
+             WHERE hash <> event_hash(
+                 coalesce((SELECT p.hash FROM events p
+                           WHERE p.stream_id = events.stream_id AND p.version = events.version - 1),
+                          event_hash_genesis()),
+                 event_id, stream_id, version, event_type, schema_version, data, metadata, recorded_at)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mismatched, 0);
+    let report = verify(store.pool()).await.unwrap();
+    assert_eq!((report.events, report.first_break), (5, None));
+}

@@ -21,7 +21,7 @@
 
 use crate::{Projection, ProjectionError};
 use deadpool_postgres::Pool;
-use event_store::{EventStore, LogPosition};
+use event_store::{EventStore, LogPosition, RecordedEvent};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -111,32 +111,65 @@ async fn rebuild(
     client.batch_execute(&ddl).await?;
     drop(client);
 
-    let search_path =
-        format!("SET LOCAL search_path TO {schema}, public; SET LOCAL synchronous_commit = off");
-    let mut position = LogPosition::START;
-    let mut applied = 0u64;
-    loop {
-        let events = store.read_all(position, options.batch_size).await?;
-        if let Some(last) = events.last() {
+    // Read the next batch while the previous one is applied: the read and
+    // the apply are different Postgres backends, and this process decodes one
+    // batch while Postgres writes the other.
+    let (batches, mut received) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
+    let read = read_ahead(store, projection, options.batch_size, batches);
+    let apply = async {
+        let search_path =
+            format!("SET LOCAL search_path TO {schema}, public; SET LOCAL synchronous_commit = off");
+        let mut position = LogPosition::START;
+        let mut applied = 0u64;
+        while let Some(events) = received.recv().await {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
             tx.batch_execute(&search_path).await?;
             projection.apply(&tx, &events).await?;
             tx.commit().await?;
-            position = last.position;
+            position = events.last().expect("batches are not empty").position;
             applied += events.len() as u64;
             progress(applied, position);
         }
-        // A short batch means we are at the head of what is readable: the rest
-        // is for the live runner after the swap.
-        if events.len() < options.batch_size {
-            break;
-        }
-    }
+        Ok::<_, ProjectionError>((applied, position))
+    };
+    let ((), (mut applied, position)) = tokio::try_join!(read, apply)?;
     if options.swap {
         applied += swap(store, pool, projection, options, schema, position).await?;
     }
     Ok((applied, position))
+}
+
+/// Reads the whole readable log in batches into `batches`, with the bodies
+/// of the streams `projection` does not read left out.
+async fn read_ahead(
+    store: &dyn EventStore,
+    projection: &dyn Projection,
+    batch_size: usize,
+    batches: tokio::sync::mpsc::Sender<Vec<RecordedEvent>>,
+) -> Result<(), ProjectionError> {
+    let prefixes: Option<Vec<&str>> = projection
+        .reads()
+        .map(|reads| reads.iter().map(|r| r.stream_prefix).collect());
+    let mut position = LogPosition::START;
+    loop {
+        let events = match &prefixes {
+            Some(prefixes) => store.read_all_matching(position, batch_size, prefixes).await?,
+            None => store.read_all(position, batch_size).await?,
+        };
+        // A short batch means we are at the head of what is readable: the
+        // rest is for the live runner after the swap.
+        let done = events.len() < batch_size;
+        if let Some(last) = events.last() {
+            position = last.position;
+            if batches.send(events).await.is_err() {
+                return Ok(()); // the applier failed; its error is the one to report
+            }
+        }
+        if done {
+            return Ok(());
+        }
+    }
 }
 
 /// Swaps the rebuilt tables in. Returns how many events it applied to them on
