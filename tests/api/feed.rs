@@ -230,7 +230,9 @@ async fn the_feed_filters_by_type_and_campaign_within_its_limits_and_tenancy() {
         json!({ "data": [], "has_more": false, "next_cursor": null })
     );
 
+    let too_many_types = format!("type={}", vec!["a"; 65].join(","));
     for (query, field) in [
+        (too_many_types.as_str(), "type"),
         ("limit=0", "limit"),
         ("limit=501", "limit"),
         ("cursor=garbage", "cursor"),

@@ -189,6 +189,10 @@ async fn endpoints_are_managed_and_their_secret_is_shown_only_at_creation_and_ro
     for (bad, field) in [
         (json!({ "url": "https://93.184.215.14/", "events": [] }), "events"),
         (
+            json!({ "url": "https://93.184.215.14/", "events": vec!["*"; 65] }),
+            "events",
+        ),
+        (
             json!({ "url": "https://93.184.215.14/", "events": ["campaign.created"] }),
             "events[0]",
         ),
