@@ -16,6 +16,7 @@
 //! which is also what KurrentDB/EventStoreDB offers (commit and prepare
 //! positions), so a second backend fits behind the same trait.
 
+mod feed;
 pub mod follower;
 mod history;
 pub mod leases;
@@ -23,6 +24,7 @@ mod listener;
 mod postgres;
 mod verify;
 
+pub use feed::{read_events, read_project};
 pub use follower::{lock_key, Batch, Follower, FollowerConfig, Handled, Handler};
 pub use history::{read_correlated, HistoryFilter};
 pub use listener::{spawn_listener, wait, Wakeups, EVENTS_CHANNEL};

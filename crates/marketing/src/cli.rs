@@ -36,6 +36,9 @@ pub enum Command {
     /// Only the Kafka publisher (plus health and metrics on LISTEN_ADDR); needs
     /// KAFKA_BROKERS. Several may run: one publishes, the others stand by.
     Publisher,
+    /// Only the webhook dispatcher (plus health and metrics on LISTEN_ADDR).
+    /// Several may run: one delivers, the others stand by.
+    Webhooks,
     /// Apply all schema migrations (idempotent).
     Migrate,
     /// Delete stored media files that no event references and abandoned
@@ -97,6 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::QueryApi => Role::QueryApi,
         Command::Projector => Role::Projector,
         Command::Publisher => Role::Publisher,
+        Command::Webhooks => Role::Webhooks,
         Command::Migrate => {
             ensure_database(&config.database_url).await?;
             migrate(&config.database_url).await?;

@@ -155,6 +155,42 @@ pub struct Config {
         global = true
     )]
     pub lead_import_max_rows: u64,
+
+    /// Let webhook endpoints point at loopback, private and link-local
+    /// addresses (tests, private networks). Off: only public addresses.
+    #[arg(long, env = "WEBHOOKS_ALLOW_PRIVATE_TARGETS", default_value_t = false,
+          action = clap::ArgAction::Set, global = true)]
+    pub webhooks_allow_private_targets: bool,
+
+    /// The pause before a failed webhook delivery's first retry, in ms; it
+    /// doubles per attempt (with jitter) up to WEBHOOKS_RETRY_MAX_MS.
+    #[arg(long, env = "WEBHOOKS_RETRY_BASE_MS", default_value_t = 5_000, global = true)]
+    pub webhooks_retry_base_ms: u64,
+
+    /// The longest pause between two attempts at one webhook delivery, in ms.
+    #[arg(
+        long,
+        env = "WEBHOOKS_RETRY_MAX_MS",
+        default_value_t = 3_600_000,
+        global = true
+    )]
+    pub webhooks_retry_max_ms: u64,
+
+    /// How long a webhook delivery is retried before it is given up, and how
+    /// long an endpoint may fail without a success before it is disabled, in
+    /// seconds (3 days).
+    #[arg(
+        long,
+        env = "WEBHOOKS_GIVE_UP_AFTER_SECS",
+        default_value_t = 259_200,
+        global = true
+    )]
+    pub webhooks_give_up_after_secs: u64,
+
+    /// The longest the webhook dispatcher waits between looks at its outbox
+    /// when nothing is due, in ms.
+    #[arg(long, env = "WEBHOOKS_IDLE_POLL_MS", default_value_t = 1_000, global = true)]
+    pub webhooks_idle_poll_ms: u64,
 }
 
 /// A setting that must never be printed (`Debug` shows `Secret(..)`).
@@ -221,6 +257,18 @@ impl Config {
             .map_err(anyhow::Error::msg)
     }
 
+    /// The webhook settings (docs/webhooks.md).
+    pub fn webhooks(&self) -> webhooks::WebhooksConfig {
+        webhooks::WebhooksConfig {
+            allow_private_targets: self.webhooks_allow_private_targets,
+            retry_base: Duration::from_millis(self.webhooks_retry_base_ms.max(1)),
+            retry_max: Duration::from_millis(self.webhooks_retry_max_ms.max(1)),
+            give_up_after: Duration::from_secs(self.webhooks_give_up_after_secs),
+            idle_poll: Duration::from_millis(self.webhooks_idle_poll_ms.max(1)),
+            ..webhooks::WebhooksConfig::default()
+        }
+    }
+
     pub fn lead_import_timeout(&self) -> Duration {
         Duration::from_millis(self.lead_import_timeout_ms)
     }
@@ -254,6 +302,11 @@ impl Config {
             lead_import_timeout_ms: 600_000,
             lead_import_max_bytes: 512 * 1024 * 1024,
             lead_import_max_rows: 1_000_000,
+            webhooks_allow_private_targets: false,
+            webhooks_retry_base_ms: 5_000,
+            webhooks_retry_max_ms: 3_600_000,
+            webhooks_give_up_after_secs: 259_200,
+            webhooks_idle_poll_ms: 1_000,
         }
     }
 }

@@ -27,7 +27,9 @@ use utoipa::{Modify, OpenApi};
         (name = "tasks", description = "Campaign tasks"),
         (name = "content", description = "Content calendar, with media upload and download"),
         (name = "analytics", description = "Tracking and querying campaign metrics"),
-        (name = "leads", description = "Campaign leads: CRUD, search, CSV import and export; personal data crypto-shredded on delete")
+        (name = "leads", description = "Campaign leads: CRUD, search, CSV import and export; personal data crypto-shredded on delete"),
+        (name = "events", description = "The project's events, oldest first, as CloudEvents: the feed to reconcile from"),
+        (name = "webhooks", description = "Signed webhooks (Standard Webhooks): endpoints, secrets, deliveries")
     )
 )]
 pub struct ApiDoc;
@@ -42,6 +44,7 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         let mut doc = ApiDoc::openapi();
         doc.merge(command_api::openapi());
         doc.merge(query_api::openapi());
+        doc.merge(webhooks::openapi());
         SharedResponses.modify(&mut doc);
         OperationIds.modify(&mut doc);
         CreatedLinks.modify(&mut doc);

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use web::ApiKeys;
 
 /// What a process does. `Serve` is everything in one process (the publisher
-/// only when `KAFKA_BROKERS` is set).
+/// only when `KAFKA_BROKERS` is set), the webhook dispatcher included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Serve,
@@ -30,11 +30,15 @@ pub enum Role {
     QueryApi,
     Projector,
     Publisher,
+    Webhooks,
 }
 
 impl Role {
     fn may_publish(self) -> bool {
         matches!(self, Role::Serve | Role::Publisher)
+    }
+    fn dispatches_webhooks(self) -> bool {
+        matches!(self, Role::Serve | Role::Webhooks)
     }
     fn runs_projectors(self) -> bool {
         matches!(self, Role::Serve | Role::Projector)
@@ -80,6 +84,7 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     projector::migrate(client).await?;
     web::migrate(client).await?;
     lead_vault::migrate(client).await?;
+    webhooks::migrate(client).await?;
     Ok(())
 }
 
@@ -121,6 +126,9 @@ struct Core {
     keys: ApiKeys,
     media: Option<media::MediaStore>,
     vault: lead_vault::LeadVault,
+    /// Wakes this process's webhook dispatcher (a manual retry, an endpoint
+    /// enabled); other processes' dispatchers poll.
+    webhooks_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Core {
@@ -154,6 +162,7 @@ impl Core {
             background: Vec::new(),
             media,
             vault,
+            webhooks_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -193,6 +202,38 @@ impl Core {
         self.background
             .push(tokio::spawn(publisher.run(self.shutdown.clone())));
         Ok(())
+    }
+
+    /// The webhook dispatcher, on the process's pool: its statements are
+    /// short, and a pool of its own would hold open connections of its own in
+    /// every process (only its lock takes one out of the pool).
+    fn spawn_dispatcher(&mut self, config: &Config) {
+        let gate = Arc::new(crate::lead_gate::LeadDataGate::new(
+            self.pool.clone(),
+            self.vault.clone(),
+        ));
+        let dispatcher = webhooks::Dispatcher::new(
+            self.store.clone(),
+            self.pool.clone(),
+            gate,
+            config.webhooks(),
+            self.webhooks_wake.clone(),
+        );
+        self.background
+            .push(tokio::spawn(dispatcher.run(self.shutdown.clone())));
+    }
+
+    fn webhooks_state(&self, config: &Config) -> webhooks::WebhooksState {
+        webhooks::WebhooksState {
+            pool: self.pool.clone(),
+            keys: self.keys.clone(),
+            gate: Arc::new(crate::lead_gate::LeadDataGate::new(
+                self.pool.clone(),
+                self.vault.clone(),
+            )),
+            config: Arc::new(config.webhooks()),
+            wake: self.webhooks_wake.clone(),
+        }
     }
 
     /// One runner per shard of each projection, all on one set of leases, so
@@ -266,6 +307,7 @@ impl Core {
             }));
             self.background
                 .push(spawn_idempotency_purge(self.pool.clone(), self.shutdown.clone()));
+            api = api.merge(webhooks::management_router(self.webhooks_state(config)));
         }
         if self.role.serves_queries() {
             api = api.merge(query_api::router(QueryState {
@@ -274,6 +316,7 @@ impl Core {
                 media: self.media.clone().context("media store")?,
                 vault: self.vault.clone(),
             }));
+            api = api.merge(webhooks::feed_router(self.webhooks_state(config)));
         }
         Ok(api)
     }
@@ -302,8 +345,11 @@ impl Application {
             anyhow::bail!("the publisher needs KAFKA_BROKERS (the Kafka bootstrap servers)");
         }
         let mut core = Core::open(&config, role)?;
-        if role.runs_projectors() || publisher_config.is_some() {
+        if role.runs_projectors() || publisher_config.is_some() || role.dispatches_webhooks() {
             core.spawn_listener(&config)?;
+        }
+        if role.dispatches_webhooks() {
+            core.spawn_dispatcher(&config);
         }
         if let Some(publisher_config) = publisher_config {
             core.spawn_publisher(&config, publisher_config)?;

@@ -83,47 +83,114 @@ pub struct OutgoingRecord {
     pub headers: Vec<(&'static str, String)>,
 }
 
+/// The attributes of one event, as every outbound channel names them (Kafka
+/// headers, the event feed and webhooks): computed here once, so an event has
+/// the same id, type, source and subject wherever it is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attributes {
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    pub subject: String,
+    pub time: String,
+    pub stream_id: String,
+    pub stream_version: i64,
+    pub position: i64,
+    pub project: Option<String>,
+    pub campaign_id: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+impl Attributes {
+    pub fn of(event: &RecordedEvent, route: &Route) -> Self {
+        let project = event.metadata.get("project").and_then(Value::as_str);
+        let source = match project {
+            Some(project) => format!("{SOURCE_PREFIX}:project:{project}"),
+            None => SOURCE_PREFIX.to_owned(),
+        };
+        Self {
+            id: event.event_id.to_string(),
+            source,
+            event_type: event_type(route, &event.event_type, event.schema_version),
+            subject: route.subject.clone(),
+            time: event.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            stream_id: event.stream_id.clone(),
+            stream_version: event.version,
+            position: event.position.position,
+            project: project.map(str::to_owned),
+            campaign_id: route.campaign_id.map(|id| id.to_string()),
+            correlation_id: event
+                .metadata
+                .get("correlation_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        }
+    }
+}
+
 /// Encodes `event` as routed by `route`, with `data` as the value (the data as
 /// the personal-data gate let it out, see [`crate::DataGate`]).
 pub fn encode(event: &RecordedEvent, route: &Route, data: &Value) -> OutgoingRecord {
-    let project = event.metadata.get("project").and_then(Value::as_str);
-    let source = match project {
-        Some(project) => format!("{SOURCE_PREFIX}:project:{project}"),
-        None => SOURCE_PREFIX.to_owned(),
-    };
+    let a = Attributes::of(event, route);
     let mut headers = vec![
         (header::SPEC_VERSION, SPEC_VERSION.to_owned()),
-        (header::ID, event.event_id.to_string()),
-        (header::SOURCE, source),
-        (
-            header::TYPE,
-            event_type(route, &event.event_type, event.schema_version),
-        ),
-        (header::SUBJECT, route.subject.clone()),
-        (
-            header::TIME,
-            event.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        ),
+        (header::ID, a.id),
+        (header::SOURCE, a.source),
+        (header::TYPE, a.event_type),
+        (header::SUBJECT, a.subject),
+        (header::TIME, a.time),
         (header::CONTENT_TYPE, CONTENT_TYPE.to_owned()),
-        (header::STREAM_ID, event.stream_id.clone()),
-        (header::STREAM_VERSION, event.version.to_string()),
-        (header::POSITION, event.position.position.to_string()),
+        (header::STREAM_ID, a.stream_id),
+        (header::STREAM_VERSION, a.stream_version.to_string()),
+        (header::POSITION, a.position.to_string()),
     ];
-    if let Some(project) = project {
-        headers.push((header::PROJECT, project.to_owned()));
-    }
-    if let Some(campaign_id) = route.campaign_id {
-        headers.push((header::CAMPAIGN_ID, campaign_id.to_string()));
-    }
-    if let Some(correlation) = event.metadata.get("correlation_id").and_then(Value::as_str) {
-        headers.push((header::CORRELATION_ID, correlation.to_owned()));
-    }
+    let optional = [
+        (header::PROJECT, a.project),
+        (header::CAMPAIGN_ID, a.campaign_id),
+        (header::CORRELATION_ID, a.correlation_id),
+    ];
+    headers.extend(
+        optional
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v))),
+    );
     OutgoingRecord {
         key: route.key.clone(),
         // Serializing a `Value` cannot fail: its keys are strings.
         payload: serde_json::to_vec(data).expect("JSON values serialize"),
         headers,
     }
+}
+
+/// The same event in JSON structured mode (CloudEvents' JSON format), for
+/// channels without headers: the event feed and webhook bodies. Attribute
+/// names are the Kafka headers' without their `ce_` prefix; the global
+/// position is left to the caller, which names it as its own cursor.
+pub fn structured(event: &RecordedEvent, route: &Route, data: Value) -> serde_json::Map<String, Value> {
+    let a = Attributes::of(event, route);
+    let attribute = |header: &str| header.strip_prefix("ce_").unwrap_or(header).to_owned();
+    let mut object = serde_json::Map::new();
+    object.insert(attribute(header::SPEC_VERSION), SPEC_VERSION.into());
+    object.insert(attribute(header::ID), a.id.into());
+    object.insert(attribute(header::SOURCE), a.source.into());
+    object.insert(attribute(header::TYPE), a.event_type.into());
+    object.insert(attribute(header::SUBJECT), a.subject.into());
+    object.insert(attribute(header::TIME), a.time.into());
+    object.insert("datacontenttype".into(), CONTENT_TYPE.into());
+    object.insert(attribute(header::STREAM_ID), a.stream_id.into());
+    object.insert(attribute(header::STREAM_VERSION), a.stream_version.into());
+    let optional = [
+        (header::PROJECT, a.project),
+        (header::CAMPAIGN_ID, a.campaign_id),
+        (header::CORRELATION_ID, a.correlation_id),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            object.insert(attribute(name), value.into());
+        }
+    }
+    object.insert("data".into(), data);
+    object
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use crate::params::page;
 use crate::QueryState;
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use event_store::{read_correlated, HistoryFilter, LogPosition, RecordedEvent};
 use serde::Serialize;
@@ -162,7 +162,7 @@ pub async fn history(
     reveal_personal_data(&state.pool, &state.vault, &mut events).await?;
     let next_cursor = has_more.then(|| encode_cursor(&events.last().expect("non-empty page").position));
     let data: Vec<HistoryEntry> = events.into_iter().map(entry).collect();
-    Ok(axum::Json(json!({ "data": data, "has_more": has_more, "next_cursor": next_cursor })).into_response())
+    Ok(web::pagination::page(&data, next_cursor))
 }
 
 /// A page of the audit trail, for the OpenAPI document.

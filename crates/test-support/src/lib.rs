@@ -56,3 +56,8 @@ pub mod kafka;
 
 /// A private Postgres cluster, for tests that stop and restart the database.
 pub mod cluster;
+
+/// A real HTTP server on loopback that records what is POSTed to it, for
+/// webhook tests (feature `receiver`).
+#[cfg(feature = "receiver")]
+pub mod receiver;

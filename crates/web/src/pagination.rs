@@ -41,6 +41,15 @@ pub fn decode_cursor<T: for<'de> Deserialize<'de>>(raw: &str) -> Result<T, ApiEr
     serde_json::from_slice(&bytes).map_err(|_| invalid())
 }
 
+/// A list response, `{"data", "has_more", "next_cursor"}`, from items to
+/// serialize: there is more exactly when there is a next cursor.
+pub fn page<T: Serialize>(data: &[T], next_cursor: Option<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body =
+        serde_json::json!({ "data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor });
+    axum::Json(body).into_response()
+}
+
 /// Writes a list response from resource JSON texts that are already serialized,
 /// so rows go from the database to the client without being parsed.
 pub fn list_body(items: &[String], next_cursor: Option<String>) -> String {

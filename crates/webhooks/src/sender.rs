@@ -1,0 +1,235 @@
+//! Sends due deliveries: one signed `POST` per delivery, at most
+//! [`MAX_IN_FLIGHT`] at once, each attempt recorded in the outbox. Runs only
+//! while its dispatcher leads (the dispatcher starts and stops it with its
+//! sessions). An attempt cut short by a shutdown or a crash is not recorded,
+//! so the next instance sends it again: receivers dedupe on `webhook-id`.
+
+use crate::config::{WebhooksConfig, DELIVERY_TIMEOUT, MAX_IN_FLIGHT};
+use crate::outbound::{self, Outbound};
+use crate::outbox::{self, Due, Outcome};
+use crate::signature::{self, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::target::{self, GuardedResolver};
+use deadpool_postgres::Pool;
+use publisher::DataGate;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// The user agent of every delivery.
+const USER_AGENT: &str = concat!("marketing-webhooks/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Clone)]
+pub struct Sender {
+    pub pool: Pool,
+    pub gate: Arc<dyn DataGate>,
+    pub config: Arc<WebhooksConfig>,
+    pub wake: Arc<Notify>,
+    client: reqwest::Client,
+}
+
+/// The delivery client: 10 s per attempt, no redirects (a 3xx is a failed
+/// attempt, so a public target cannot send a delivery inward), names resolved
+/// through the address guard.
+pub fn http_client(allow_private: bool) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(DELIVERY_TIMEOUT)
+        .connect_timeout(DELIVERY_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+        .user_agent(USER_AGENT)
+        .build()
+        .expect("the TLS backend initialises")
+}
+
+/// The error and its causes, one line: reqwest's own message omits them.
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
+impl Sender {
+    pub fn new(pool: Pool, gate: Arc<dyn DataGate>, config: Arc<WebhooksConfig>, wake: Arc<Notify>) -> Self {
+        let client = http_client(config.allow_private_targets);
+        Self {
+            pool,
+            gate,
+            config,
+            wake,
+            client,
+        }
+    }
+
+    /// Until `stop`: keeps up to [`MAX_IN_FLIGHT`] deliveries in flight,
+    /// starting due ones as others finish, so a slow endpoint holds only its
+    /// own slots; sleeps until something may be due when nothing is.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut in_flight: JoinSet<(Uuid, Uuid)> = JoinSet::new();
+        let mut busy: HashSet<(Uuid, Uuid)> = HashSet::new();
+        while !stop.is_cancelled() {
+            let room = MAX_IN_FLIGHT - in_flight.len();
+            let pause = match self.start_due(room, &mut busy, &mut in_flight).await {
+                Ok(started) if started > 0 && started == room => None,
+                Ok(_) if !in_flight.is_empty() => Some(self.config.idle_poll),
+                Ok(_) => Some(self.until_due().await),
+                Err(error) => {
+                    metrics::counter!("marketing_webhook_errors_total").increment(1);
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot read the webhook outbox; retrying"
+                    );
+                    Some(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok(key) = done {
+                        busy.remove(&key);
+                    }
+                }
+                _ = self.wake.notified(), if pause.is_some() => {}
+                _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+            }
+        }
+        // Attempts cut short here are not recorded: the next leader makes them.
+        in_flight.abort_all();
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// How long until the next pending delivery is due (at most `idle_poll`).
+    async fn until_due(&self) -> Duration {
+        match outbox::next_due_in(&self.pool).await {
+            Ok(Some(due_in)) => due_in.min(self.config.idle_poll),
+            Ok(None) => self.config.idle_poll,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "cannot read the webhook outbox");
+                self.config.idle_poll
+            }
+        }
+    }
+
+    /// Starts up to `room` due deliveries; how many it started.
+    async fn start_due(
+        &self,
+        room: usize,
+        busy: &mut HashSet<(Uuid, Uuid)>,
+        in_flight: &mut JoinSet<(Uuid, Uuid)>,
+    ) -> Result<usize, anyhow::Error> {
+        if room == 0 {
+            return Ok(0);
+        }
+        let busy_now: Vec<(Uuid, Uuid)> = busy.iter().copied().collect();
+        let due = outbox::due(&self.pool, room as i64, &busy_now).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let bodies = self.bodies(&due).await?;
+        let started = due.len();
+        for delivery in due {
+            let key = (delivery.endpoint_id, delivery.event_id);
+            busy.insert(key);
+            // Rendered once per event, though several endpoints may get it.
+            let body = bodies.get(&delivery.event_id).cloned();
+            let sender = self.clone();
+            let span = tracing::info_span!("webhook_delivery", endpoint_id = %key.0, event_id = %key.1);
+            in_flight.spawn(
+                async move {
+                    let outcome = sender.attempt(&delivery, body.as_ref()).await;
+                    if let Err(error) =
+                        outbox::record(&sender.pool, &sender.config, &delivery, &outcome).await
+                    {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "cannot record a webhook attempt; it will be made again"
+                        );
+                    }
+                    key
+                }
+                .instrument(span),
+            );
+        }
+        Ok(started)
+    }
+
+    /// The bodies of the round's events, rendered now (the personal-data
+    /// gate applies at every attempt).
+    async fn bodies(&self, due: &[Due]) -> Result<HashMap<Uuid, Vec<u8>>, anyhow::Error> {
+        let mut ids: Vec<Uuid> = due.iter().map(|d| d.event_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let events = event_store::read_events(&self.pool, domain::upcast::ALL, &ids).await?;
+        let rendered: Vec<Outbound> = outbound::render(&*self.gate, events).await?;
+        Ok(rendered
+            .into_iter()
+            .map(|o| {
+                let body = serde_json::to_vec(&o.body).expect("JSON values serialize");
+                (o.event_id, body)
+            })
+            .collect())
+    }
+
+    async fn attempt(&self, due: &Due, body: Option<&Vec<u8>>) -> Outcome {
+        let started = Instant::now();
+        let failed = |error: String| Outcome {
+            status: None,
+            latency: started.elapsed(),
+            error: Some(error),
+        };
+        let Some(body) = body else {
+            return failed("the event is no longer readable".to_owned());
+        };
+        let url = match target::parse(&due.url)
+            .and_then(|url| target::check_literal(&url, self.config.allow_private_targets).map(|()| url))
+        {
+            Ok(url) => url,
+            Err(error) => return failed(error.to_string()),
+        };
+        let id = due.event_id.to_string();
+        let timestamp = chrono::Utc::now().timestamp();
+        let secrets: Vec<&str> = due.secrets.iter().map(String::as_str).collect();
+        let signature = match signature::header_value(&secrets, &id, timestamp, body) {
+            Ok(signature) => signature,
+            Err(error) => return failed(error.to_string()),
+        };
+        let sent = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(ID_HEADER, &id)
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(SIGNATURE_HEADER, signature)
+            .body(body.clone())
+            .send()
+            .await;
+        let outcome = match sent {
+            Ok(response) => {
+                let status = response.status();
+                Outcome {
+                    status: Some(status.as_u16()),
+                    latency: started.elapsed(),
+                    error: (!status.is_success()).then(|| format!("the endpoint answered {status}")),
+                }
+            }
+            Err(error) => failed(describe(&error)),
+        };
+        let result = if outcome.succeeded() {
+            "delivered"
+        } else {
+            "failed"
+        };
+        metrics::counter!("marketing_webhook_attempts_total", "result" => result).increment(1);
+        metrics::histogram!("marketing_webhook_attempt_seconds").record(outcome.latency.as_secs_f64());
+        outcome
+    }
+}
