@@ -37,7 +37,7 @@ pub struct Attempt {
 
 /// The endpoint's delivery attempts, newest first.
 #[utoipa::path(
-    get, path = "/v1/dev/marketing/webhooks/{webhook_id}/deliveries", tag = "webhooks",
+    get, path = "/v1/dev/marketing/webhooks/{webhook_id}/deliveries", tag = "webhooks", operation_id = "list_deliveries",
     params(
         ("webhook_id" = Uuid, Path),
         ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 50)"),
