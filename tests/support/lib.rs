@@ -21,6 +21,8 @@ pub const SEED_UPDATE: &str =
 
 pub struct RunningApp {
     pub address: String,
+    /// The process's own keys, with its key cache.
+    pub api_keys: web::ApiKeys,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), String>>>,
 }
@@ -35,10 +37,12 @@ impl RunningApp {
             .await
             .expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let api_keys = app.api_keys();
         let shutdown = app.shutdown_token();
         let handle = tokio::spawn(async move { app.run_until_stopped().await.map_err(|e| format!("{e:#}")) });
         Self {
             address,
+            api_keys,
             shutdown,
             handle: Some(handle),
         }

@@ -73,6 +73,7 @@ pub struct Application {
     /// How long in-flight requests have after the shutdown signal.
     grace: Duration,
     background: Vec<JoinHandle<()>>,
+    keys: ApiKeys,
 }
 
 /// Applies every schema migration (idempotent; safe to run concurrently).
@@ -152,9 +153,14 @@ impl Core {
                 lead_vault::KEK_ENV
             );
         }
+        let keys = if role.serves_commands() || role.serves_queries() {
+            ApiKeys::cached(pool.clone())
+        } else {
+            ApiKeys::new(pool.clone())
+        };
         Ok(Self {
             role,
-            keys: ApiKeys::new(pool.clone()),
+            keys,
             pool,
             store,
             wakeups,
@@ -278,6 +284,12 @@ impl Core {
         local_runners: Vec<(Consumer, Option<Local>)>,
     ) -> anyhow::Result<Router> {
         let mut api = Router::new();
+        if self.role.serves_commands() || self.role.serves_queries() {
+            // One connection: the poll is a single-row read every 200 ms.
+            let poll_pool = connect_pool(&config.database_url, 1)?;
+            self.background
+                .extend(self.keys.spawn_cache_poller(poll_pool, self.shutdown.clone()));
+        }
         if self.role.serves_commands() {
             // Without projectors here, every shard is read from its checkpoint row.
             let consumers = if self.role.runs_projectors() {
@@ -386,11 +398,17 @@ impl Application {
             stop_background: core.shutdown,
             grace: config.shutdown_grace(),
             background: core.background,
+            keys: core.keys,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// This process's API keys, with its key cache (tests look into it).
+    pub fn api_keys(&self) -> ApiKeys {
+        self.keys.clone()
     }
 
     /// Cancel this to stop the application gracefully.

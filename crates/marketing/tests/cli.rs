@@ -51,6 +51,23 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) {
     panic!("server did not become healthy");
 }
 
+/// Requests the server authenticated from its key cache so far.
+async fn cache_hits(client: &reqwest::Client, base: &str) -> u64 {
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("marketing_api_key_cache_lookups_total{result=\"hit\"}"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[tokio::test]
 async fn api_keys_serve_and_graceful_shutdown() {
     let db = fresh_database().await;
@@ -109,15 +126,44 @@ async fn api_keys_serve_and_graceful_shutdown() {
         .unwrap();
     assert_eq!(created.status(), 201);
 
+    // Served from the server's key cache before the revocation, so what
+    // follows shows that another process's revocation reaches the cache.
+    let list = format!("{base}/v1/dev/marketing/campaigns");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cache_hits(&client, &base).await == 0 {
+        let response = client.get(&list).bearer_auth(&secret).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            Instant::now() < deadline,
+            "the key was never served from the cache"
+        );
+    }
+
     let revoked = marketing(&db.url, &["api-key", "revoke", &id]);
     assert!(revoked.status.success(), "{revoked:?}");
-    let after = client
-        .get(format!("{base}/v1/dev/marketing/campaigns"))
-        .bearer_auth(&secret)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(after.status(), 401);
+    // The revocation is committed: refused within a second from here on.
+    let committed = Instant::now();
+    loop {
+        let sent = Instant::now();
+        let status = client
+            .get(&list)
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 401 {
+            eprintln!("refused {:?} after the CLI's revocation", sent - committed);
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            sent < committed + Duration::from_secs(1),
+            "still served {:?} after the revocation",
+            sent - committed
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(!marketing(&db.url, &["api-key", "revoke", &id]).status.success());
 
     // SIGTERM: stops accepting, finishes, exits 0.

@@ -1,5 +1,8 @@
 //! Bearer API keys. Each key belongs to one project; everything a request can
-//! see or touch is scoped to that project.
+//! see or touch is scoped to that project. Serving processes keep live keys in
+//! a cache whose revocation bound is explained in [`cache`].
+
+pub mod cache;
 
 use crate::ApiError;
 use axum::extract::{FromRef, FromRequestParts};
@@ -11,7 +14,13 @@ use domain::ProjectSlug;
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use cache::{KeyCache, KeyHash, Lookup};
 
 /// Every secret starts with this, so leaked keys are easy to scan for.
 pub const KEY_PREFIX: &str = "mk_";
@@ -38,17 +47,17 @@ pub struct ApiKeyInfo {
 #[derive(Clone)]
 pub struct ApiKeys {
     pool: Pool,
+    /// `None` in one-shot tools (the CLI), which look every key up.
+    cache: Option<Arc<KeyCache>>,
 }
 
-fn hash(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
+fn hash(secret: &str) -> KeyHash {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
-/// The SHA-256 of a well-formed bearer secret, without looking it up. For hot
-/// read paths that authenticate inside their own query (one round trip instead
-/// of two); they must answer 401 when that query finds no live key.
-#[derive(Debug, Clone)]
-pub struct BearerKeyHash(pub Vec<u8>);
+fn well_formed(secret: &str) -> bool {
+    secret.starts_with(KEY_PREFIX) && secret.len() <= 128
+}
 
 fn bearer_secret(parts: &Parts) -> Option<&str> {
     let header = parts
@@ -58,23 +67,48 @@ fn bearer_secret(parts: &Parts) -> Option<&str> {
         .ok()?;
     let (scheme, secret) = header.split_once(' ')?;
     let secret = secret.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && secret.starts_with(KEY_PREFIX) && secret.len() <= 128)
-        .then_some(secret)
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for BearerKeyHash {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        bearer_secret(parts)
-            .map(|secret| BearerKeyHash(hash(secret)))
-            .ok_or(ApiError::Unauthorized)
-    }
+    (scheme.eq_ignore_ascii_case("bearer") && well_formed(secret)).then_some(secret)
 }
 
 impl ApiKeys {
+    /// Looks every key up in the database: for one-shot tools.
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self { pool, cache: None }
+    }
+
+    /// With a cache of live keys, for serving processes. The cache is
+    /// consulted only once [`ApiKeys::spawn_cache_poller`] (or
+    /// [`ApiKeys::poll_cache`]) has confirmed it.
+    pub fn cached(pool: Pool) -> Self {
+        Self {
+            pool,
+            cache: Some(Arc::default()),
+        }
+    }
+
+    /// Keeps the cache confirmed until `stop`, reading key changes through
+    /// `pool`. A pool of its own, so polls never queue behind requests
+    /// waiting for a connection: a busy process would otherwise stop trusting
+    /// its cache exactly when it needs it most. `None` without a cache.
+    pub fn spawn_cache_poller(&self, pool: Pool, stop: CancellationToken) -> Option<JoinHandle<()>> {
+        let cache = self.cache.clone()?;
+        Some(cache.spawn_poller(pool, stop))
+    }
+
+    /// Reads key changes once, as the poller does (for tests that step it).
+    pub async fn poll_cache(&self) -> anyhow::Result<()> {
+        match &self.cache {
+            Some(cache) => cache.poll(&self.pool).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a request with `secret` would be authenticated from the cache
+    /// now, without the database (for tests and diagnostics).
+    pub fn serves_from_cache(&self, secret: &str) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|cache| cache.holds(&hash(secret), Instant::now()))
     }
 
     /// Creates a key and returns it with its secret. The secret is not stored
@@ -93,7 +127,7 @@ impl ApiKeys {
             .query_one(
                 "INSERT INTO api_keys (id, project, name, key_hash, key_prefix)
                  VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
-                &[&id, &project.as_str(), &name, &hash(&secret), &prefix],
+                &[&id, &project.as_str(), &name, &hash(&secret).as_slice(), &prefix],
             )
             .await?;
         let info = ApiKeyInfo {
@@ -128,7 +162,8 @@ impl ApiKeys {
             .collect())
     }
 
-    /// Revokes a key; true if it existed and was live.
+    /// Revokes a key; true if it existed and was live. Refused at once by this
+    /// process, by every other within the bound of [`cache`].
     pub async fn revoke(&self, id: Uuid) -> anyhow::Result<bool> {
         let client = self.pool.get().await?;
         let n = client
@@ -137,22 +172,45 @@ impl ApiKeys {
                 &[&id],
             )
             .await?;
+        // After the commit: a lookup that starts from now on reads the revocation.
+        if let Some(cache) = &self.cache {
+            cache.invalidate();
+        }
         Ok(n == 1)
     }
 
-    /// Looks a secret up. No cache: a revoked key stops working at once, in
-    /// every process, and the lookup is one primary-key probe.
+    /// Looks a secret up: in the cache when it is confirmed and holds the key,
+    /// else in the database (caching a live key found there).
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Caller>, ApiError> {
-        if !secret.starts_with(KEY_PREFIX) || secret.len() > 128 {
+        if !well_formed(secret) {
             return Ok(None);
         }
+        let hash = hash(secret);
+        let epoch = match self
+            .cache
+            .as_deref()
+            .map(|cache| cache.get(&hash, Instant::now()))
+        {
+            Some(Lookup::Hit(caller)) => return Ok(Some(caller)),
+            Some(Lookup::Miss(epoch)) => Some(epoch),
+            None => None,
+        };
+        let caller = self.look_up(&hash).await?;
+        if let (Some(cache), Some(epoch), Some(caller)) = (&self.cache, epoch, &caller) {
+            cache.insert(epoch, hash, caller.clone());
+        }
+        Ok(caller)
+    }
+
+    /// One primary-key probe.
+    async fn look_up(&self, hash: &KeyHash) -> Result<Option<Caller>, ApiError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT id, name, project FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
             )
             .await?;
-        let Some(row) = client.query_opt(&statement, &[&hash(secret)]).await? else {
+        let Some(row) = client.query_opt(&statement, &[&hash.as_slice()]).await? else {
             return Ok(None);
         };
         let project: String = row.get(2);
