@@ -75,7 +75,11 @@ cleanup() {
 trap cleanup EXIT
 
 log "starting marketing serve on 127.0.0.1:$PORT (database $DB)"
+# Rate limits off: schemathesis sends requests as fast as it can and is not
+# about limits (tests/api/rate_limits.rs is); a 429 would only cut its runs
+# short. The key it gets has every scope (created without --scope).
 LISTEN_ADDR=127.0.0.1:$PORT MEDIA_DIR=$MEDIA RUST_LOG=${RUST_LOG:-warn} \
+    RATE_LIMIT_PER_SECOND=0 RATE_LIMIT_BURST=0 \
     "$MARKETING" serve >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 BASE=http://127.0.0.1:$PORT

@@ -77,11 +77,38 @@ async fn openapi_covers_every_endpoint_and_matches_the_resource() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             let responses = operation["responses"].as_object().unwrap();
-            for status in ["400", "401", "500", "503"] {
+            for status in ["400", "401", "403", "429", "500", "503"] {
                 assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+            }
+            for header in [
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ] {
+                assert!(
+                    responses["429"]["headers"].get(header).is_some(),
+                    "{method} {path}: 429 without {header}"
+                );
             }
             assert!(
                 responses["503"]["headers"].get("Retry-After").is_some(),
+                "{method} {path}"
+            );
+            // Exactly one scope, a known one, named in the description too.
+            let scopes = operation["security"][0]["bearer"].as_array().unwrap();
+            assert_eq!(
+                operation["security"].as_array().unwrap().len(),
+                1,
+                "{method} {path}"
+            );
+            assert_eq!(scopes.len(), 1, "{method} {path}");
+            let scope = web::Scope::parse(scopes[0].as_str().unwrap()).unwrap();
+            assert!(
+                operation["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("`{scope}`")),
                 "{method} {path}"
             );
             if operation.get("requestBody").is_some() {

@@ -99,7 +99,7 @@ fn percent_encode(raw: &str) -> String {
         (status = 409, description = "Idempotency-Key reused with another body", body = web::error::ErrorBody),
         (status = 413, body = web::error::ErrorBody), (status = 415, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["analytics:write"]))
 )]
 pub async fn track(writer: Writer, request: NewItem<JsonBody<TrackAnalytics>>) -> Result<Response, ApiError> {
     let (campaign, place) = request.place(&writer, "analytics").await?;

@@ -68,7 +68,7 @@ impl Resource for CampaignState {
         (status = 409, description = "Initial status not draft/active, or Idempotency-Key reuse", body = web::error::ErrorBody),
         (status = 413, body = web::error::ErrorBody), (status = 415, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["campaigns:write"]))
 )]
 pub async fn create(writer: Writer, JsonBody(input): JsonBody<CreateCampaign>) -> Result<Response, ApiError> {
     let campaign_id = writer.ids().id("campaign", 0);
@@ -93,7 +93,7 @@ pub async fn create(writer: Writer, JsonBody(input): JsonBody<CreateCampaign>) -
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
         (status = 404, body = web::error::ErrorBody), (status = 412, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["campaigns:write"]))
 )]
 pub async fn update(
     writer: Writer,
@@ -119,7 +119,7 @@ pub async fn update(
         (status = 409, description = "Transition not allowed", body = web::error::ErrorBody),
         (status = 412, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["campaigns:write"]))
 )]
 pub async fn change_status(
     writer: Writer,
@@ -142,7 +142,7 @@ pub async fn change_status(
         (status = 401, body = web::error::ErrorBody), (status = 404, body = web::error::ErrorBody),
         (status = 412, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["campaigns:write"]))
 )]
 pub async fn delete(
     writer: Writer,

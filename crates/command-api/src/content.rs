@@ -362,7 +362,7 @@ async fn stage_file(
         (status = 413, description = "Media larger than MEDIA_MAX_BYTES", body = web::error::ErrorBody),
         (status = 415, description = "Media bytes are not an allowed type, or an unsupported Content-Type", body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["campaigns:write"]))
 )]
 pub async fn create(writer: Writer, request: NewItem<Request>) -> Result<Response, ApiError> {
     // Checked before the body is read: no point storing 25 MiB for a 404.
@@ -400,7 +400,7 @@ pub async fn create(writer: Writer, request: NewItem<Request>) -> Result<Respons
         (status = 412, body = web::error::ErrorBody), (status = 413, body = web::error::ErrorBody),
         (status = 415, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["campaigns:write"]))
 )]
 pub async fn update(writer: Writer, request: ItemChange<Request>) -> Result<Response, ApiError> {
     let (campaign, content_id) = request.target::<ContentState>(&writer).await?;
@@ -418,7 +418,7 @@ pub async fn update(writer: Writer, request: ItemChange<Request>) -> Result<Resp
 
 delete_item! {
     /// Delete a content item. Its history (and the media files it names) stay.
-    path = "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}", tag = "content", id = "content_id",
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}", tag = "content", scope = "campaigns:write", id = "content_id",
     not_found = "",
     ContentState, ContentCommand::Delete,
     run = |writer, write| execute_with_media(writer, write, None)

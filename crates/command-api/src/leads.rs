@@ -172,7 +172,7 @@ async fn execute(writer: &Writer, write: Write<'_, LeadState>) -> Result<Root<Le
         (status = 409, description = "A lead with this email already exists in this campaign", body = web::error::ErrorBody),
         (status = 413, body = web::error::ErrorBody), (status = 415, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["leads:write"]))
 )]
 pub async fn create(writer: Writer, request: NewItem<JsonBody<CreateLead>>) -> Result<Response, ApiError> {
     let (campaign, place) = request.place(&writer, "lead").await?;
@@ -195,7 +195,7 @@ pub async fn create(writer: Writer, request: NewItem<JsonBody<CreateLead>>) -> R
         (status = 409, description = "The new email belongs to another lead of the campaign", body = web::error::ErrorBody),
         (status = 412, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["leads:write"]))
 )]
 pub async fn update(writer: Writer, request: ItemChange<JsonBody<UpdateLead>>) -> Result<Response, ApiError> {
     let (campaign, lead_id) = request.target::<LeadState>(&writer).await?;
@@ -210,7 +210,7 @@ pub async fn update(writer: Writer, request: ItemChange<JsonBody<UpdateLead>>) -
 delete_item! {
     /// Delete a lead: its personal data is crypto-shredded (its key destroyed), its
     /// email freed; the log keeps that it existed and was deleted.
-    path = "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}", tag = "leads", id = "lead_id",
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}", tag = "leads", scope = "leads:write", id = "lead_id",
     not_found = "Campaign not found / Lead not found",
     LeadState, LeadCommand::Delete,
     run = |writer, write| execute(writer, write)

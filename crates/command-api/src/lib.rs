@@ -137,6 +137,7 @@ pub fn router(state: CommandState) -> Router {
     // import streams its upload. Imports are safe to retry without it
     // (duplicates are skipped; see docs/leads.md).
     let import = import.layer(DefaultBodyLimit::disable());
-    let (router, _) = json.merge(uploads).merge(import).split_for_parts();
-    router.with_state(state)
+    // Outermost: the access guard (key, rate limit, scope) before idempotency.
+    let keys = state.keys.clone();
+    web::access::guard(json.merge(uploads).merge(import), keys).with_state(state)
 }

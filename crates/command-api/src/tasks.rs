@@ -57,7 +57,7 @@ impl Resource for TaskState {
         (status = 409, description = "Idempotency-Key reuse", body = web::error::ErrorBody),
         (status = 413, body = web::error::ErrorBody), (status = 415, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["campaigns:write"]))
 )]
 pub async fn create(writer: Writer, request: NewItem<JsonBody<CreateTask>>) -> Result<Response, ApiError> {
     let (campaign, place) = request.place(&writer, "task").await?;
@@ -82,7 +82,7 @@ pub async fn create(writer: Writer, request: NewItem<JsonBody<CreateTask>>) -> R
         (status = 404, description = "Campaign not found, or Task not found (also for a task of another campaign)", body = web::error::ErrorBody),
         (status = 412, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["campaigns:write"]))
 )]
 pub async fn update(writer: Writer, request: ItemChange<JsonBody<UpdateTask>>) -> Result<Response, ApiError> {
     let (campaign, task_id) = request.target::<TaskState>(&writer).await?;
@@ -96,7 +96,7 @@ pub async fn update(writer: Writer, request: ItemChange<JsonBody<UpdateTask>>) -
 
 delete_item! {
     /// Delete a task. Its history stays in the log.
-    path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}", tag = "tasks", id = "task_id", not_found = "",
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}", tag = "tasks", scope = "campaigns:write", id = "task_id", not_found = "",
     TaskState, TaskCommand::Delete,
     run = |writer, write| writer.execute(write)
 }

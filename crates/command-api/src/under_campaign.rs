@@ -121,7 +121,7 @@ impl<B> ItemChange<B> {
 macro_rules! delete_item {
     (
         $(#[$doc:meta])*
-        path = $path:literal, tag = $tag:literal, id = $id:literal, not_found = $not_found:literal,
+        path = $path:literal, tag = $tag:literal, scope = $scope:literal, id = $id:literal, not_found = $not_found:literal,
         $state:ty, $command:expr,
         run = |$writer:ident, $write:ident| $run:expr
     ) => {
@@ -135,7 +135,7 @@ macro_rules! delete_item {
                 (status = 404, description = $not_found, body = web::error::ErrorBody),
                 (status = 412, body = web::error::ErrorBody),
             ),
-            security(("bearer" = []))
+            security(("bearer" = [$scope]))
         )]
         pub async fn delete(
             writer: $crate::kernel::Writer,

@@ -18,7 +18,7 @@ pub mod crypto;
 mod publish;
 
 pub use crypto::{CryptoError, LeadKey, Sealed};
-pub use publish::{publishable_event, PublishError};
+pub use publish::{publishable_event, withheld_event, PublishError};
 
 use crate::aggregate::{change, Aggregate, Placement, Recorded, Root, Stamped};
 use crate::changes::not_null;

@@ -85,11 +85,57 @@ pub enum ApiKeyCommand {
         project: String,
         #[arg(long, default_value = "default")]
         name: String,
+        /// What the key may do; repeat for several (e.g. `--scope
+        /// campaigns:read --scope leads:write`). None: every scope.
+        #[arg(long = "scope", value_name = "SCOPE", value_parser = web::Scope::parse)]
+        scopes: Vec<web::Scope>,
+        /// The key stops working this long from now: a number and a unit,
+        /// `s`, `m`, `h`, `d` or `w` (e.g. `90d`), at most 3650d. None: never.
+        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        expires_in: Option<std::time::Duration>,
     },
-    /// List keys (never their secrets).
+    /// List keys with their scopes, expiry and last use (never their secrets).
     List,
+    /// Issue a new secret for a key (printed once, as the last line); the old
+    /// one keeps working for the grace period.
+    Rotate {
+        id: Uuid,
+        /// How long the old secret keeps working, e.g. `24h`; `0` ends it now.
+        /// At most 30d.
+        #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "24h")]
+        grace: std::time::Duration,
+    },
     /// Revoke a key by id; requests with it get 401 from then on.
     Revoke { id: Uuid },
+}
+
+/// `90d`, `24h`, `30m`, `45s`, `2w`; `0` alone for none.
+pub fn duration(raw: &str) -> Result<std::time::Duration, String> {
+    let raw = raw.trim();
+    if raw == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => {
+            return Err(format!(
+                "{raw:?}: expected a number and a unit (s, m, h, d or w), e.g. 90d"
+            ))
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?}: expected a number and a unit (s, m, h, d or w), e.g. 90d"))?;
+    number
+        .checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{raw:?} is too long"))
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -163,40 +209,81 @@ async fn api_key(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
     migrate(&config.database_url).await?;
     let keys = ApiKeys::new(connect_pool(&config.database_url, 2)?);
     match command {
-        ApiKeyCommand::Create { project, name } => {
+        ApiKeyCommand::Create {
+            project,
+            name,
+            scopes,
+            expires_in,
+        } => {
             let project = ProjectSlug::parse(&project).map_err(anyhow::Error::msg)?;
-            let (info, secret) = keys.create(&project, &name).await?;
+            let scopes = if scopes.is_empty() {
+                web::Scopes::all()
+            } else {
+                web::Scopes::of(scopes)
+            };
+            let (info, secret) = keys.create_scoped(&project, &name, scopes, expires_in).await?;
             println!("id: {}", info.id);
             println!("project: {}", info.project);
             println!("name: {}", info.name);
+            println!("scopes: {}", info.scopes);
+            println!("expires: {}", when(info.expires_at, "never"));
             println!("The secret is shown only now; store it safely:");
             println!("{secret}");
         }
-        ApiKeyCommand::List => {
+        ApiKeyCommand::List => list_keys(&keys).await?,
+        ApiKeyCommand::Rotate { id, grace } => {
+            let (info, secret) = keys.rotate(id, grace).await?;
+            println!("id: {}", info.id);
             println!(
-                "{:<36}  {:<20}  {:<20}  {:<10}  {:<25}  status",
-                "id", "project", "name", "prefix", "created"
+                "previous secret works until: {}",
+                when(info.previous_secret_until, "no longer")
             );
-            for key in keys.list().await? {
-                let status = key.revoked_at.map_or_else(
-                    || "active".to_owned(),
-                    |at| format!("revoked {}", at.to_rfc3339()),
-                );
-                println!(
-                    "{:<36}  {:<20}  {:<20}  {:<10}  {:<25}  {status}",
-                    key.id,
-                    key.project,
-                    key.name,
-                    key.key_prefix,
-                    key.created_at.to_rfc3339()
-                );
-            }
+            println!("The new secret is shown only now; store it safely:");
+            println!("{secret}");
         }
         ApiKeyCommand::Revoke { id } => {
             let revoked = keys.revoke(id).await?;
             anyhow::ensure!(revoked, "no active key with id {id}");
             println!("revoked {id}");
         }
+    }
+    Ok(())
+}
+
+fn when(at: Option<chrono::DateTime<chrono::Utc>>, otherwise: &str) -> String {
+    at.map_or_else(
+        || otherwise.to_owned(),
+        |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+/// One line per key. Last use is as the serving processes last wrote it, at
+/// most web::auth::usage::FLUSH_INTERVAL behind.
+async fn list_keys(keys: &ApiKeys) -> anyhow::Result<()> {
+    println!(
+        "{:<36}  {:<20}  {:<20}  {:<10}  {:<20}  {:<20}  {:<20}  {:<30}  status",
+        "id", "project", "name", "prefix", "created", "expires", "last used", "scopes"
+    );
+    let now = chrono::Utc::now();
+    for key in keys.list().await? {
+        let mut status = key.status(now).to_owned();
+        if let Some(at) = key.revoked_at {
+            status = format!("revoked {}", when(Some(at), ""));
+        }
+        if let Some(until) = key.previous_secret_until.filter(|_| key.revoked_at.is_none()) {
+            status.push_str(&format!(" (previous secret until {})", when(Some(until), "")));
+        }
+        println!(
+            "{:<36}  {:<20}  {:<20}  {:<10}  {:<20}  {:<20}  {:<20}  {:<30}  {status}",
+            key.id,
+            key.project,
+            key.name,
+            key.key_prefix,
+            when(Some(key.created_at), ""),
+            when(key.expires_at, "never"),
+            when(key.last_used_at, "never"),
+            key.scopes.to_string(),
+        );
     }
     Ok(())
 }

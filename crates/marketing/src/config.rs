@@ -187,11 +187,29 @@ pub struct Config {
     )]
     pub webhooks_give_up_after_secs: u64,
 
+    /// Requests per second each API key may make across the deployment (its
+    /// sustained rate); 0 turns rate limits off. See docs/operations.md for
+    /// how the processes share it and how exact that is.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = DEFAULT_RATE_LIMIT_PER_SECOND, global = true)]
+    pub rate_limit_per_second: u32,
+
+    /// Requests each API key may make at once before the per-second rate
+    /// applies (the bucket's size); 0 turns rate limits off.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = DEFAULT_RATE_LIMIT_BURST, global = true)]
+    pub rate_limit_burst: u32,
+
     /// The longest the webhook dispatcher waits between looks at its outbox
     /// when nothing is due, in ms.
     #[arg(long, env = "WEBHOOKS_IDLE_POLL_MS", default_value_t = 1_000, global = true)]
     pub webhooks_idle_poll_ms: u64,
 }
+
+/// The production default of `RATE_LIMIT_PER_SECOND`: what a busy sync job
+/// needs, and the order of what comparable APIs allow per account.
+pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 100;
+
+/// The production default of `RATE_LIMIT_BURST`: two seconds' worth.
+pub const DEFAULT_RATE_LIMIT_BURST: u32 = 200;
 
 /// A setting that must never be printed (`Debug` shows `Secret(..)`).
 #[derive(Clone)]
@@ -269,6 +287,11 @@ impl Config {
         }
     }
 
+    /// The per-key rate limits of a process serving `serves`; `None` when off.
+    pub fn rate_limits(&self, serves: web::rate_limit::Serves) -> Option<web::rate_limit::RateLimits> {
+        web::rate_limit::RateLimits::new(self.rate_limit_per_second, self.rate_limit_burst, serves)
+    }
+
     pub fn lead_import_timeout(&self) -> Duration {
         Duration::from_millis(self.lead_import_timeout_ms)
     }
@@ -307,6 +330,11 @@ impl Config {
             webhooks_retry_max_ms: 3_600_000,
             webhooks_give_up_after_secs: 259_200,
             webhooks_idle_poll_ms: 1_000,
+            // Off: tests and benchmarks make requests as fast as they can and
+            // are not about limits; those that are set them. The production
+            // defaults are the environment's (DEFAULT_RATE_LIMIT_*).
+            rate_limit_per_second: 0,
+            rate_limit_burst: 0,
         }
     }
 }

@@ -17,7 +17,10 @@ use utoipa::{Modify, OpenApi};
         title = "Marketing API",
         version = "1.0.0",
         description = "Campaigns, tasks, content calendar, analytics and leads. \
-                       All endpoints take `Authorization: Bearer <key>`; errors are \
+                       All endpoints take `Authorization: Bearer <key>`; each needs the \
+                       one scope its security requirement names (else 403 \
+                       `insufficient_scope`); each key is rate limited (`RateLimit-*` \
+                       headers, 429 with `Retry-After`). Errors are \
                        `{\"message\": ...}` JSON; lists are `{data, has_more, next_cursor}`."
     ),
     modifiers(&BearerAuth),
@@ -46,6 +49,7 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         doc.merge(query_api::openapi());
         doc.merge(webhooks::openapi());
         SharedResponses.modify(&mut doc);
+        ScopeDescriptions.modify(&mut doc);
         OperationIds.modify(&mut doc);
         CreatedLinks.modify(&mut doc);
         doc
@@ -54,25 +58,31 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
 
 /// The answers every operation can give through machinery shared by all
 /// routes, added where a handler's annotation does not already say more:
-/// 400 (a query parameter with a control character), 401 (no valid key), 500,
-/// and 503 with `Retry-After` (the database is unavailable); and for a JSON
-/// request body, 413 (over the body limit) and 415 (not JSON).
+/// 400 (a query parameter with a control character), 401 (no valid key), 403
+/// (the key lacks the route's scope), 429 with `Retry-After` (the key's rate
+/// limit), 500, and 503 with `Retry-After` (the database is unavailable); and
+/// for a JSON request body, 413 (over the body limit) and 415 (not JSON).
 struct SharedResponses;
 
 impl SharedResponses {
     fn error(description: &str, retry_after: bool) -> RefOr<Response> {
+        Self::error_with(description, retry_after, &[])
+    }
+
+    fn error_with(description: &str, retry_after: bool, headers: &[(&str, &str)]) -> RefOr<Response> {
         let mut response = ResponseBuilder::new().description(description).content(
             "application/json",
             ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name("ErrorBody")))
                 .build(),
         );
-        if retry_after {
+        let retry = retry_after.then_some(("Retry-After", "Seconds to wait before retrying"));
+        for (name, about) in retry.iter().chain(headers) {
             response = response.header(
-                "Retry-After",
+                *name,
                 HeaderBuilder::new()
                     .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                    .description(Some("Seconds to wait before retrying"))
+                    .description(Some(*about))
                     .build(),
             );
         }
@@ -80,11 +90,41 @@ impl SharedResponses {
     }
 }
 
+/// The rate-limit headers (docs/operations.md), on every authenticated
+/// answer while limits are on.
+const RATE_LIMIT_HEADERS: [(&str, &str); 3] = [
+    ("RateLimit-Limit", "The key's burst: requests it may make at once"),
+    (
+        "RateLimit-Remaining",
+        "Requests left before the limit applies (0: the next is refused)",
+    ),
+    (
+        "RateLimit-Reset",
+        "Seconds until the whole burst is available again",
+    ),
+];
+
 impl Modify for SharedResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let shared = [
             ("400", Self::error("Invalid input", false)),
-            ("401", Self::error("Missing or invalid API key", false)),
+            ("401", Self::error("Missing, invalid or expired API key", false)),
+            (
+                "403",
+                Self::error(
+                    "The API key lacks the scope this operation needs (`code`: `insufficient_scope`); \
+                     the operation's security requirement names it",
+                    false,
+                ),
+            ),
+            (
+                "429",
+                Self::error_with(
+                    "The key's rate limit is exceeded (`code`: `rate_limited`); retry after Retry-After seconds",
+                    true,
+                    &RATE_LIMIT_HEADERS,
+                ),
+            ),
             ("500", Self::error("Internal error", false)),
             (
                 "503",
@@ -107,6 +147,38 @@ impl Modify for SharedResponses {
                         .entry((*status).to_owned())
                         .or_insert_with(|| response.clone());
                 }
+            }
+        }
+    }
+}
+
+/// Each operation's description ends with the scope it needs, as its security
+/// requirement names it (where `web::access::guard` reads it from).
+struct ScopeDescriptions;
+
+impl Modify for ScopeDescriptions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Ok(required) = web::access::required_scopes(openapi) else {
+            return;
+        };
+        for (method, path, scope) in required {
+            let Some(item) = openapi.paths.paths.get_mut(&path) else {
+                continue;
+            };
+            let operation = match method.as_str() {
+                "GET" => &mut item.get,
+                "PUT" => &mut item.put,
+                "POST" => &mut item.post,
+                "DELETE" => &mut item.delete,
+                "PATCH" => &mut item.patch,
+                _ => continue,
+            };
+            if let Some(operation) = operation {
+                let note = format!("Needs an API key with the scope `{scope}`.");
+                operation.description = Some(match operation.description.take() {
+                    Some(text) if !text.is_empty() => format!("{text}\n\n{note}"),
+                    _ => note,
+                });
             }
         }
     }

@@ -154,7 +154,16 @@ impl Core {
             );
         }
         let keys = if role.serves_commands() || role.serves_queries() {
-            ApiKeys::cached(pool.clone())
+            let serves = match role {
+                Role::CommandApi => web::rate_limit::Serves::Commands,
+                Role::QueryApi => web::rate_limit::Serves::Queries,
+                _ => web::rate_limit::Serves::All,
+            };
+            let keys = ApiKeys::cached(pool.clone());
+            match config.rate_limits(serves) {
+                Some(limits) => keys.with_rate_limits(limits),
+                None => keys,
+            }
         } else {
             ApiKeys::new(pool.clone())
         };
@@ -285,10 +294,12 @@ impl Core {
     ) -> anyhow::Result<Router> {
         let mut api = Router::new();
         if self.role.serves_commands() || self.role.serves_queries() {
-            // One connection: the poll is a single-row read every 200 ms.
-            let poll_pool = connect_pool(&config.database_url, 1)?;
+            // Two connections: the key cache's poll (a single-row read every
+            // 200 ms) never waits long behind the rate-limit heartbeat (every
+            // second) or the last-use writer (every 15 s).
+            let poll_pool = connect_pool(&config.database_url, 2)?;
             self.background
-                .extend(self.keys.spawn_cache_poller(poll_pool, self.shutdown.clone()));
+                .extend(self.keys.spawn_background(poll_pool, self.shutdown.clone()));
         }
         if self.role.serves_commands() {
             // Without projectors here, every shard is read from its checkpoint row.

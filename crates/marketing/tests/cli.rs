@@ -69,6 +69,90 @@ async fn cache_hits(client: &reqwest::Client, base: &str) -> u64 {
 }
 
 #[tokio::test]
+async fn api_keys_with_scopes_expiry_and_rotation() {
+    let db = fresh_database().await;
+    let created = marketing(
+        &db.url,
+        &[
+            "api-key",
+            "create",
+            "--project",
+            "acme",
+            "--name",
+            "bi",
+            "--scope",
+            "campaigns:read",
+            "--scope",
+            "leads:write",
+            "--expires-in",
+            "90d",
+        ],
+    );
+    assert!(created.status.success(), "{created:?}");
+    let out = stdout(&created);
+    assert!(out.contains("scopes: campaigns:read,leads:write"), "{out}");
+    let expires = out.lines().find_map(|l| l.strip_prefix("expires: ")).unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(expires).expect("a time");
+    let days = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
+    assert!((89..=90).contains(&days), "{out}");
+    let first = out.lines().last().unwrap().to_owned();
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .to_owned();
+
+    let all = stdout(&marketing(&db.url, &["api-key", "create", "--project", "acme"]));
+    assert!(
+        all.contains("scopes: all") && all.contains("expires: never"),
+        "{all}"
+    );
+
+    let listed = stdout(&marketing(&db.url, &["api-key", "list"]));
+    let line = listed.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(
+        line.contains("campaigns:read,leads:write") && line.contains(&expires.format("%Y-%m-%d").to_string()),
+        "{listed}"
+    );
+    assert!(
+        line.contains("never") && line.contains("active"),
+        "not used yet: {line}"
+    );
+    assert!(
+        listed.contains("last used") && listed.contains("scopes"),
+        "{listed}"
+    );
+
+    let rotated = marketing(&db.url, &["api-key", "rotate", &id, "--grace", "24h"]);
+    assert!(rotated.status.success(), "{rotated:?}");
+    let out = stdout(&rotated);
+    let second = out.lines().last().unwrap();
+    assert!(second.starts_with("mk_") && second != first, "{out}");
+    assert!(out.contains("previous secret works until: 20"), "{out}");
+    let listed = stdout(&marketing(&db.url, &["api-key", "list"]));
+    assert!(listed.contains("previous secret until"), "{listed}");
+
+    for (args, says) in [
+        (vec!["--scope", "leads:delete"], "leads:export"),
+        (vec!["--expires-in", "90x"], "e.g. 90d"),
+        (vec!["--expires-in", "0"], "more than 0"),
+        (vec!["--expires-in", "3651d"], "at most 3650d"),
+    ] {
+        let mut all = vec!["api-key", "create", "--project", "acme"];
+        all.extend(args);
+        let refused = marketing(&db.url, &all);
+        assert!(!refused.status.success(), "{all:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(says), "{all:?}: {stderr}");
+    }
+    let refused = marketing(&db.url, &["api-key", "rotate", &id, "--grace", "31d"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("at most 30d"));
+    let unknown = uuid::Uuid::nil().to_string();
+    let refused = marketing(&db.url, &["api-key", "rotate", &unknown]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no active key"));
+}
+
+#[tokio::test]
 async fn api_keys_serve_and_graceful_shutdown() {
     let db = fresh_database().await;
     let migrate = marketing(&db.url, &["migrate"]);
@@ -106,6 +190,10 @@ async fn api_keys_serve_and_graceful_shutdown() {
         .env("DATABASE_URL", &db.url)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("READ_AFTER_WRITE_TIMEOUT_MS", "30000")
+        // High (the loop below sends requests as fast as it can), and read
+        // from the environment: the header shows it.
+        .env("RATE_LIMIT_PER_SECOND", "100000")
+        .env("RATE_LIMIT_BURST", "100000")
         .env_remove("EVENT_STORE_URL")
         .env_remove("KAFKA_BROKERS")
         .stdout(Stdio::null())
@@ -125,6 +213,7 @@ async fn api_keys_serve_and_graceful_shutdown() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["ratelimit-limit"], "100000");
 
     // Served from the server's key cache before the revocation, so what
     // follows shows that another process's revocation reaches the cache.

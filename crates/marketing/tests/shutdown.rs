@@ -68,6 +68,9 @@ async fn serve(database_url: &str) -> Server {
         .env("READ_AFTER_WRITE_TIMEOUT_MS", "60000")
         // The held requests wait in their handlers while the load builds up.
         .env("REQUEST_TIMEOUT_MS", "300000")
+        // Off: the writers create as fast as they can with one key; this test
+        // is about shutdown, not limits.
+        .env("RATE_LIMIT_PER_SECOND", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

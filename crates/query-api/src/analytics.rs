@@ -333,7 +333,7 @@ struct Cursor {
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
         (status = 404, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["analytics:read"]))
 )]
 pub async fn rows(
     State(state): State<QueryState>,
@@ -546,7 +546,7 @@ pub struct AnalyticsSummary {
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
         (status = 404, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["analytics:read"]))
 )]
 pub async fn summary(
     State(state): State<QueryState>,

@@ -36,7 +36,7 @@ struct Cursor {
         (status = 200, description = "`{data, has_more, next_cursor}`", body = CampaignPage),
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["campaigns:read"]))
 )]
 pub async fn list(
     State(state): State<QueryState>,
@@ -91,7 +91,7 @@ pub async fn list(
         (status = 200, body = domain::campaign::CampaignResource, headers(("ETag" = String))),
         (status = 401, body = web::error::ErrorBody), (status = 404, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["campaigns:read"]))
 )]
 pub async fn get_one(
     State(state): State<QueryState>,

@@ -108,7 +108,7 @@ fn label_filter(params: &HashMap<String, String>, field: &str) -> Result<Option<
 
 list! {
     /// List a campaign's content calendar, by scheduled date.
-    path = "/v1/dev/marketing/campaigns/{campaign_id}/content", tag = "content",
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/content", tag = "content", scope = "campaigns:read",
     filters(
         ("status" = Option<ContentStatus>, Query, description = "Only items in this status"),
         ("platform" = Option<String>, Query, description = "Only items for this platform (case-insensitive)"),
@@ -192,7 +192,7 @@ impl ItemList for Calendar {
 
 get_one! {
     /// Get one content item.
-    path = "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}", tag = "content", id = "content_id",
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/content/{content_id}", tag = "content", scope = "campaigns:read", id = "content_id",
     body = domain::content::ContentResource,
     not_found = "Campaign not found, or Content not found",
     table = "content_items", NOT_FOUND
@@ -245,7 +245,7 @@ fn content_disposition(file_name: &str) -> HeaderValue {
         (status = 401, body = web::error::ErrorBody),
         (status = 404, description = "Campaign not found, Content not found, or Media not found", body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["campaigns:read"]))
 )]
 pub async fn download_media(
     State(state): State<QueryState>,

@@ -59,17 +59,27 @@ pub fn entry(event: RecordedEvent) -> HistoryEntry {
 
 /// Lead events hold personal data encrypted with the lead's key: show it
 /// decrypted while the lead exists, and erased once its key was destroyed
-/// (the same rule as for Kafka). Other events are shown as stored.
+/// (the same rule as for Kafka), to a key with the `leads:export` scope; to
+/// any other, without the personal data (`"personal_data": "withheld"`).
+/// Other events are shown as stored.
 pub async fn reveal_personal_data(
     pool: &deadpool_postgres::Pool,
     vault: &lead_vault::LeadVault,
     events: &mut [RecordedEvent],
+    may_see_personal_data: bool,
 ) -> Result<(), ApiError> {
     let lead_id = |e: &RecordedEvent| {
         e.stream_id
             .strip_prefix(domain::lead::STREAM_PREFIX)
             .and_then(|id| uuid::Uuid::parse_str(id).ok())
     };
+    if !may_see_personal_data {
+        for event in events.iter_mut().filter(|e| lead_id(e).is_some()) {
+            event.data =
+                domain::lead::withheld_event(&event.event_type, &event.data).map_err(ApiError::internal)?;
+        }
+        return Ok(());
+    }
     let lead_ids: Vec<uuid::Uuid> = events.iter().filter_map(lead_id).collect();
     if lead_ids.is_empty() {
         return Ok(());
@@ -113,7 +123,8 @@ fn parse_time(params: &HashMap<String, String>, field: &str) -> Result<Option<Da
         .transpose()
 }
 
-/// The audit trail of a campaign, oldest first.
+/// The audit trail of a campaign, oldest first. Lead personal data is shown
+/// only to keys that also have the `leads:export` scope.
 #[utoipa::path(
     get, path = "/v1/dev/marketing/campaigns/{campaign_id}/history", tag = "audit",
     params(
@@ -129,7 +140,7 @@ fn parse_time(params: &HashMap<String, String>, field: &str) -> Result<Option<Da
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
         (status = 404, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["history:read"]))
 )]
 pub async fn history(
     State(state): State<QueryState>,
@@ -159,7 +170,8 @@ pub async fn history(
     .await?;
     let has_more = events.len() as i64 > limit;
     events.truncate(limit as usize);
-    reveal_personal_data(&state.pool, &state.vault, &mut events).await?;
+    let may_see_personal_data = caller.may(web::Scope::LeadsExport);
+    reveal_personal_data(&state.pool, &state.vault, &mut events, may_see_personal_data).await?;
     let next_cursor = has_more.then(|| encode_cursor(&events.last().expect("non-empty page").position));
     let data: Vec<HistoryEntry> = events.into_iter().map(entry).collect();
     Ok(web::pagination::page(&data, next_cursor))

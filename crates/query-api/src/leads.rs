@@ -58,7 +58,7 @@ fn search_pattern(search: &str) -> String {
 
 list! {
     /// List a campaign's leads, newest first.
-    path = "/v1/dev/marketing/campaigns/{campaign_id}/leads", tag = "leads",
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/leads", tag = "leads", scope = "leads:read",
     filters(
         ("status" = Option<LeadStatus>, Query, description = "Only leads in this status"),
         ("search" = Option<String>, Query, description = "Case-insensitive substring of name, email or phone (at most 200 characters)"),
@@ -135,7 +135,7 @@ impl ItemList for Leads {
 
 get_one! {
     /// Get one lead (where a create's `Location` points).
-    path = "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}", tag = "leads", id = "lead_id",
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/leads/{lead_id}", tag = "leads", scope = "leads:read", id = "lead_id",
     body = domain::lead::LeadResource,
     not_found = "Campaign not found / Lead not found",
     table = "leads", NOT_FOUND
@@ -155,7 +155,7 @@ get_one! {
         (status = 401, body = web::error::ErrorBody),
         (status = 404, description = "Campaign not found", body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["leads:export"]))
 )]
 pub async fn export(
     State(state): State<QueryState>,

@@ -87,6 +87,5 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The read routes, at their full paths.
 pub fn router(state: QueryState) -> Router {
-    let (router, _) = routes().split_for_parts();
-    router.with_state(state)
+    web::access::guard(routes(), state.keys.clone()).with_state(state)
 }

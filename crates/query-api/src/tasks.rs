@@ -30,7 +30,7 @@ impl From<&Row> for Cursor {
 
 list! {
     /// List a campaign's tasks, oldest first.
-    path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks", tag = "tasks",
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks", tag = "tasks", scope = "campaigns:read",
     filters(
         ("status" = Option<TaskStatus>, Query, description = "Only tasks in this status"),
         ("assigned_to" = Option<Uuid>, Query, description = "Only tasks assigned to this user"),
@@ -101,7 +101,7 @@ impl ItemList for Tasks {
 
 get_one! {
     /// Get one task of a campaign.
-    path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}", tag = "tasks", id = "task_id",
+    path = "/v1/dev/marketing/campaigns/{campaign_id}/tasks/{task_id}", tag = "tasks", scope = "campaigns:read", id = "task_id",
     body = domain::task::TaskResource,
     not_found = "Campaign not found, or Task not found",
     table = "tasks", NOT_FOUND

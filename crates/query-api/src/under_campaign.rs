@@ -70,7 +70,7 @@ pub(crate) async fn get_item(
 macro_rules! get_one {
     (
         $(#[$doc:meta])*
-        path = $path:literal, tag = $tag:literal, id = $id:literal,
+        path = $path:literal, tag = $tag:literal, scope = $scope:literal, id = $id:literal,
         body = $body:ty,
         not_found = $not_found_doc:literal,
         table = $table:literal, $not_found:expr
@@ -84,7 +84,7 @@ macro_rules! get_one {
                 (status = 401, body = web::error::ErrorBody),
                 (status = 404, description = $not_found_doc, body = web::error::ErrorBody),
             ),
-            security(("bearer" = []))
+            security(("bearer" = [$scope]))
         )]
         pub async fn get_one(
             axum::extract::State(state): axum::extract::State<$crate::QueryState>,
@@ -147,7 +147,7 @@ pub(crate) async fn list_items<L: ItemList>(
 macro_rules! list {
     (
         $(#[$doc:meta])*
-        path = $path:literal, tag = $tag:literal,
+        path = $path:literal, tag = $tag:literal, scope = $scope:literal,
         filters($($filter:tt),* $(,)?),
         ok = $ok:literal,
         $(#[$page_doc:meta])*
@@ -168,7 +168,7 @@ macro_rules! list {
                 (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
                 (status = 404, description = "Campaign not found", body = web::error::ErrorBody),
             ),
-            security(("bearer" = []))
+            security(("bearer" = [$scope]))
         )]
         pub async fn list(
             axum::extract::State(state): axum::extract::State<$crate::QueryState>,

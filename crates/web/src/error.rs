@@ -17,6 +17,12 @@ pub enum ApiError {
     BadRequest { message: String, field: Option<String> },
     #[error("Invalid or missing API key")]
     Unauthorized,
+    /// 403: the key is valid but lacks the scope the route needs.
+    #[error("This API key lacks the scope {0}")]
+    InsufficientScope(crate::auth::Scope),
+    /// 429 with `Retry-After`: the key's rate limit (`crate::rate_limit`).
+    #[error("Rate limit exceeded; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// 404 with the resource's message, e.g. "Campaign not found".
     #[error("{0}")]
     NotFound(&'static str),
@@ -70,6 +76,8 @@ impl ApiError {
         match self {
             Self::Validation(_) | Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -85,6 +93,8 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::BadRequest { .. } => "bad_request",
             Self::Unauthorized => "unauthorized",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::RateLimited { .. } => "rate_limited",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::PreconditionFailed(_) => "precondition_failed",
@@ -188,10 +198,15 @@ impl IntoResponse for ApiError {
             }
             other => json!({ "message": other.to_string(), "code": self.code() }),
         };
-        if matches!(self, Self::Unavailable(_)) {
+        let retry_after = match &self {
+            Self::Unavailable(_) => Some(RETRY_AFTER_SECONDS),
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             return (
                 status,
-                [(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
+                [(axum::http::header::RETRY_AFTER, seconds.to_string())],
                 Json(body),
             )
                 .into_response();

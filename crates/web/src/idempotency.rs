@@ -237,8 +237,8 @@ async fn run(
     next: Next,
     spool: Option<Spool>,
 ) -> Result<Response, ApiError> {
-    // Authentication first: a request without a valid key is a 401 whatever
-    // its Idempotency-Key, as on every other route.
+    // The caller the access guard admitted (it runs first, so a 401, 403 or
+    // 429 is never stored here): records are per project.
     let (mut parts, body) = req.into_parts();
     let caller = Caller::from_request_parts(&mut parts, &state).await?;
     let key = parts

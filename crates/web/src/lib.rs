@@ -3,6 +3,7 @@
 //! bearer-key authentication scoped to a project, extractors whose rejections use
 //! that envelope, the middleware stack, cursors and idempotent POSTs.
 
+pub mod access;
 pub mod auth;
 pub mod drain;
 pub mod error;
@@ -10,9 +11,10 @@ pub mod extract;
 pub mod idempotency;
 pub mod middleware;
 pub mod pagination;
+pub mod rate_limit;
 pub mod text_guard;
 
-pub use auth::{ApiKeys, Caller};
+pub use auth::{ApiKeys, Caller, Scope, Scopes};
 pub use error::ApiError;
 
 mod embedded {

@@ -90,3 +90,41 @@ async fn the_revoking_process_refuses_at_once_and_other_keys_stay_cached() {
         "a revoked key is never cached"
     );
 }
+
+/// Expiry needs no poll: a cached entry stops working at its expiry, by the
+/// clock, while the cache still holds it.
+#[tokio::test]
+async fn a_cached_key_stops_working_at_its_expiry() {
+    let db = migrated().await;
+    let serving = keys(&db, true);
+    let project = ProjectSlug::parse("acme").unwrap();
+    let (_, secret) = serving
+        .create_scoped(
+            &project,
+            "brief",
+            web::Scopes::all(),
+            Some(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    let expired = Instant::now() + Duration::from_secs(1) + Duration::from_millis(50);
+    serving.poll_cache().await.unwrap();
+    // Whether or not it is still live now, the lookup caches it.
+    let _ = serving.authenticate(&secret).await.unwrap();
+    // The scenario: its lifetime passes; polls keep the cache trusted.
+    tokio::time::sleep_until(expired.into()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        serving.poll_cache().await.unwrap();
+        let _ = serving.authenticate(&secret).await.unwrap();
+        if serving.serves_from_cache(&secret) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the key never came from the cache");
+    }
+    assert!(serving.authenticate(&secret).await.unwrap().is_none());
+    assert!(
+        serving.serves_from_cache(&secret),
+        "refused by the clock, not by a poll"
+    );
+}

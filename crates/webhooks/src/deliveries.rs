@@ -48,7 +48,7 @@ pub struct Attempt {
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
         (status = 404, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["webhooks:manage"]))
 )]
 pub async fn list(
     State(state): State<WebhooksState>,
@@ -112,7 +112,7 @@ pub struct Delivery {
         (status = 202, description = "Queued", body = Delivery),
         (status = 401, body = web::error::ErrorBody), (status = 404, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["webhooks:manage"]))
 )]
 pub async fn retry(
     State(state): State<WebhooksState>,

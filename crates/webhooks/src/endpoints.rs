@@ -147,7 +147,7 @@ fn location(id: Uuid) -> String {
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
         (status = 409, description = "The project has the most endpoints allowed", body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["webhooks:manage"]))
 )]
 pub async fn create(
     State(state): State<WebhooksState>,
@@ -234,7 +234,7 @@ pub async fn owned(state: &WebhooksState, caller: &Caller, raw_id: &str) -> Resu
         (status = 200, description = "`{data: [Endpoint], has_more, next_cursor}`", body = EndpointPage),
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["webhooks:manage"]))
 )]
 pub async fn list(
     State(state): State<WebhooksState>,
@@ -271,7 +271,7 @@ pub async fn list(
         (status = 200, body = Endpoint),
         (status = 401, body = web::error::ErrorBody), (status = 404, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["webhooks:manage"]))
 )]
 pub async fn get_one(
     State(state): State<WebhooksState>,
@@ -291,7 +291,7 @@ pub async fn get_one(
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
         (status = 404, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["webhooks:manage"]))
 )]
 pub async fn update(
     State(state): State<WebhooksState>,
@@ -350,7 +350,7 @@ pub async fn update(
         (status = 204, description = "Deleted"),
         (status = 401, body = web::error::ErrorBody), (status = 404, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["webhooks:manage"]))
 )]
 pub async fn delete(
     State(state): State<WebhooksState>,
@@ -381,7 +381,7 @@ pub async fn delete(
         (status = 200, description = "The endpoint with its new `secret`", body = Endpoint),
         (status = 401, body = web::error::ErrorBody), (status = 404, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["webhooks:manage"]))
 )]
 pub async fn rotate_secret(
     State(state): State<WebhooksState>,

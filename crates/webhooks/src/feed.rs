@@ -119,7 +119,7 @@ async fn read_page(
         (status = 200, description = "`{data: [CloudEvent + position], has_more, next_cursor}`", body = EventPage),
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["events:read"]))
 )]
 pub async fn list(
     State(state): State<WebhooksState>,

@@ -84,8 +84,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The feed route, at its full path.
 pub fn feed_router(state: WebhooksState) -> Router {
-    let (router, _) = feed_routes().split_for_parts();
-    router.with_state(state)
+    web::access::guard(feed_routes(), state.keys.clone()).with_state(state)
 }
 
 /// The management routes, at their full paths, with `Idempotency-Key` on
@@ -95,11 +94,10 @@ pub fn management_router(state: WebhooksState) -> Router {
         pool: state.pool.clone(),
         keys: state.keys.clone(),
     };
-    let (router, _) = management_routes()
-        .layer(axum::middleware::from_fn_with_state(
-            idempotency_state,
-            idempotency,
-        ))
-        .split_for_parts();
-    router.with_state(state)
+    let routes = management_routes().layer(axum::middleware::from_fn_with_state(
+        idempotency_state,
+        idempotency,
+    ));
+    // Outermost: the access guard (key, rate limit, scope) before idempotency.
+    web::access::guard(routes, state.keys.clone()).with_state(state)
 }

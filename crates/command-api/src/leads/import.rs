@@ -207,7 +207,7 @@ struct ImportContext {
         (status = 413, description = "File larger than LEAD_IMPORT_MAX_BYTES or with more rows than LEAD_IMPORT_MAX_ROWS (with the report of what was imported before the limit)", body = web::error::ErrorBody),
         (status = 415, description = "Not multipart/form-data", body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["leads:write"]))
 )]
 pub async fn import(
     writer: Writer,

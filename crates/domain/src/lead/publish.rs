@@ -39,6 +39,22 @@ pub fn publishable_event(
     data: &Value,
     key: Option<&LeadKey>,
 ) -> Result<Value, PublishError> {
+    render(event_type, data, key.ok_or("erased"))
+}
+
+/// The same value without the personal data and `"personal_data": "withheld"`:
+/// for a reader that may see the facts but not the person (an API key without
+/// the `leads:export` scope). Pure: no I/O.
+pub fn withheld_event(event_type: &str, data: &Value) -> Result<Value, PublishError> {
+    render(event_type, data, Err("withheld"))
+}
+
+/// With the key, the personal data opened; else the marker saying why not.
+fn render(
+    event_type: &str,
+    data: &Value,
+    key: Result<&LeadKey, &'static str>,
+) -> Result<Value, PublishError> {
     let event = LeadEvent::from_data(event_type, data.clone())?;
     let mut out = Map::new();
     out.insert("lead_id".into(), json!(event.lead_id()));
@@ -49,7 +65,7 @@ pub fn publishable_event(
             out.insert("status".into(), json!(e.status));
             out.insert("source".into(), json!(e.source));
             match key {
-                Some(key) => {
+                Ok(key) => {
                     // Every personal field, under its resource name: a field
                     // added to `PersonalData` goes out with no change here.
                     let personal = open_created(e, key).map_err(PublishError::Decrypt)?;
@@ -58,8 +74,8 @@ pub fn publishable_event(
                     }
                     out.insert("personal_data".into(), json!("present"));
                 }
-                None => {
-                    out.insert("personal_data".into(), json!("erased"));
+                Err(marker) => {
+                    out.insert("personal_data".into(), json!(marker));
                 }
             }
         }
@@ -72,7 +88,7 @@ pub fn publishable_event(
             }
             if e.personal.is_some() {
                 match key {
-                    Some(key) => {
+                    Ok(key) => {
                         let changes = open_updated(e, key)
                             .map_err(PublishError::Decrypt)?
                             .unwrap_or_default();
@@ -81,8 +97,8 @@ pub fn publishable_event(
                         }
                         out.insert("personal_data".into(), json!("present"));
                     }
-                    None => {
-                        out.insert("personal_data".into(), json!("erased"));
+                    Err(marker) => {
+                        out.insert("personal_data".into(), json!(marker));
                     }
                 }
             }

@@ -352,6 +352,26 @@ fn published_events_carry_personal_data_only_while_the_key_exists() {
     ));
 }
 
+#[test]
+fn withheld_events_carry_the_facts_and_no_personal_data() {
+    let event = created();
+    let withheld = super::withheld_event(event.event_type(), &event.to_data()).unwrap();
+    assert_eq!(withheld["personal_data"], "withheld");
+    assert_eq!(withheld["status"], "new");
+    assert_eq!(withheld["lead_id"], lead_id().to_string());
+    let text = withheld.to_string();
+    assert!(!text.contains("john") && !text.contains("ciphertext"), "{text}");
+
+    let updated = given(&[created()])
+        .handle(update(SEED_UPDATE), &key(), [2; 24])
+        .unwrap()
+        .remove(0);
+    let withheld = super::withheld_event(updated.event_type(), &updated.to_data()).unwrap();
+    assert_eq!(withheld["personal_data"], "withheld");
+    assert_eq!(withheld["status"], "contacted");
+    assert!(withheld.get("notes").is_none());
+}
+
 fn command() -> impl Strategy<Value = LeadCommand> {
     prop_oneof![
         3 => proptest::sample::select(LeadStatus::ALL.to_vec())

@@ -20,6 +20,10 @@
 //!   if it has moved on.
 //!
 //! Only the SHA-256 of a secret is a key here, never the secret.
+//!
+//! An entry carries what the access guard needs: the key's scopes and when
+//! the secret stops working (key expiry, or a rotation's grace period). Expiry
+//! is checked on every request against the clock, so it needs no poll.
 
 use super::Caller;
 use deadpool_postgres::Pool;
@@ -48,7 +52,8 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 /// fewer, and every key change drops them all; the bound only stops a process
 /// with very many keys from growing without limit. Unknown and revoked keys
 /// are never cached (an attacker could fill such entries at will, and a
-/// refusal is not the hot path), so only live keys compete for room.
+/// refusal is not the hot path), so only keys that exist compete for room (an
+/// expired one stays, refused by its expiry, until the next key change).
 pub const CAPACITY: usize = 10_000;
 
 /// The SHA-256 of a secret.
@@ -206,6 +211,8 @@ mod tests {
             key_id: Uuid::now_v7(),
             key_name: name.to_owned(),
             project: ProjectSlug::parse("acme").unwrap(),
+            scopes: crate::auth::Scopes::all(),
+            expires_at: None,
         }
     }
 
