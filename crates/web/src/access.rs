@@ -22,7 +22,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -80,6 +80,8 @@ fn declared_scope(security: &serde_json::Value) -> Result<Scope, String> {
 struct Access {
     keys: ApiKeys,
     scopes: HashMap<(Method, String), Scope>,
+    /// Every path of `scopes`.
+    paths: HashSet<String>,
 }
 
 /// The routes as a router, every one behind the access guard.
@@ -92,11 +94,12 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let (router, doc) = routes.split_for_parts();
-    let scopes = match required_scopes(&doc) {
+    let scopes: HashMap<(Method, String), Scope> = match required_scopes(&doc) {
         Ok(found) => found.into_iter().map(|(m, p, s)| ((m, p), s)).collect(),
         Err(errors) => panic!("routes without an API-key scope:\n{}", errors.join("\n")),
     };
-    let access = Arc::new(Access { keys, scopes });
+    let paths = scopes.keys().map(|(_, path)| path.clone()).collect();
+    let access = Arc::new(Access { keys, scopes, paths });
     router.route_layer(axum::middleware::from_fn_with_state(access, check))
 }
 
@@ -110,13 +113,17 @@ async fn check(State(access): State<Arc<Access>>, mut req: Request, next: Next) 
     let path = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let Some(required) = path.and_then(|path| access.scopes.get(&(method, path)).copied()) else {
+        .map_or_else(String::new, |p| p.as_str().to_owned());
+    if !access.paths.contains(&path) {
+        // Only a route added around utoipa (plain `.route`) gets here: refuse
+        // rather than serve anything the guard has no scope for.
+        return ApiError::internal(anyhow::anyhow!("{path} has no declared scope")).into_response();
+    }
+    let Some(required) = access.scopes.get(&(method, path)).copied() else {
         // A method the path does not have: axum's route layers wrap the
-        // path's `405 Method Not Allowed` too, so let it answer. Nothing is
-        // served unchecked this way: every route of the router has a scope
-        // (`guard` refuses to build otherwise), and a handler reached without
-        // the guard finds no `Caller` and answers 500 (the `Caller` extractor).
+        // path's `405 Method Not Allowed` too, so let it answer (with the
+        // right `Allow`). A handler reached without the guard finds no
+        // `Caller` and answers 500 (the `Caller` extractor).
         return next.run(req).await;
     };
     let caller = match bearer_secret(req.headers()) {
@@ -148,4 +155,61 @@ async fn check(State(access): State<Arc<Access>>, mut req: Request, next: Next) 
         decision.set_headers(response.headers_mut());
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use utoipa_axum::routes;
+
+    #[utoipa::path(get, path = "/unscoped", responses((status = 200)), security(("bearer" = [])))]
+    async fn unscoped() {}
+
+    #[utoipa::path(post, path = "/scoped", responses((status = 200)), security(("bearer" = ["events:read"])))]
+    async fn scoped() {}
+
+    #[utoipa::path(get, path = "/undeclared", responses((status = 200)))]
+    async fn undeclared() {}
+
+    #[test]
+    fn a_route_without_exactly_one_known_scope_is_named() {
+        let doc = OpenApiRouter::<()>::new()
+            .routes(routes!(unscoped))
+            .routes(routes!(scoped))
+            .routes(routes!(undeclared))
+            .into_openapi();
+        let errors = required_scopes(&doc).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("GET /undeclared: no security"),
+            "{errors:?}"
+        );
+        assert!(errors[1].starts_with("GET /unscoped: 0 scopes"), "{errors:?}");
+
+        let doc = OpenApiRouter::<()>::new().routes(routes!(scoped)).into_openapi();
+        assert_eq!(
+            required_scopes(&doc).unwrap(),
+            vec![(Method::POST, "/scoped".to_owned(), Scope::EventsRead)]
+        );
+    }
+
+    #[test]
+    fn the_declared_scope_is_one_known_name_of_the_bearer_scheme() {
+        assert_eq!(
+            declared_scope(&json!([{"bearer": ["leads:export"]}])),
+            Ok(Scope::LeadsExport)
+        );
+        for bad in [
+            json!(null),
+            json!([]),
+            json!([{"bearer": []}]),
+            json!([{"bearer": ["leads:read", "leads:write"]}]),
+            json!([{"bearer": ["leads:read"]}, {"bearer": ["leads:write"]}]),
+            json!([{"other": ["leads:read"]}]),
+            json!([{"bearer": ["leads:everything"]}]),
+        ] {
+            assert!(declared_scope(&bad).is_err(), "{bad}");
+        }
+    }
 }
