@@ -131,7 +131,7 @@ CONFIG=$OUT/schemathesis.toml
 {
     cat "$ROOT/deploy/local/schemathesis.toml"
     for pair in campaign_ids:$ST_CAMPAIGN_ID task_ids:$ST_TASK_ID content_ids:$ST_CONTENT_ID \
-        lead_ids:$ST_LEAD_ID media_sha256s:$ST_MEDIA_SHA256; do
+        lead_ids:$ST_LEAD_ID lead_emails:seed-kept@example.com media_sha256s:$ST_MEDIA_SHA256; do
         printf '\n[dictionaries.%s]\nvalues = ["%s"]\n' "${pair%%:*}" "${pair#*:}"
     done
 } >"$CONFIG"

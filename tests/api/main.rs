@@ -4,6 +4,7 @@
 mod analytics;
 mod audit;
 mod auth_and_errors;
+mod campaign_lists;
 mod campaigns;
 mod concurrency;
 mod content;
@@ -12,6 +13,7 @@ mod early_413;
 mod feed;
 mod hostile_bodies;
 mod kafka;
+mod lead_sync;
 mod leads;
 mod ops;
 mod outage;

@@ -190,6 +190,26 @@ pub struct Writer {
     request_id: String,
     ids: IdSource,
     idempotency: Option<IdempotencyKey>,
+    /// Set for the items of a batch: their writes record where they got to
+    /// here instead of each waiting for the read models, and the batch waits
+    /// once, for the last of them.
+    deferred: Option<Deferred>,
+}
+
+/// The furthest log position the writes of a batch reached, for its one
+/// read-after-write wait.
+#[derive(Clone, Default)]
+pub(crate) struct Deferred(std::sync::Arc<std::sync::Mutex<Option<LogPosition>>>);
+
+impl Deferred {
+    fn reached(&self, position: LogPosition) {
+        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last = (*last).max(Some(position));
+    }
+
+    pub(crate) fn last(&self) -> Option<LogPosition> {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl FromRequestParts<CommandState> for Writer {
@@ -205,6 +225,7 @@ impl FromRequestParts<CommandState> for Writer {
             request_id,
             ids,
             idempotency: parts.extensions.get::<IdempotencyKey>().cloned(),
+            deferred: None,
         })
     }
 }
@@ -220,6 +241,25 @@ impl Writer {
 
     pub(crate) fn ids(&self) -> &IdSource {
         &self.ids
+    }
+
+    /// The writer of item `n` of a batch: ids derived from the request's
+    /// `Idempotency-Key` and the item's place (so a retried batch recreates
+    /// nothing, and two items never share an event id), and its read-after-
+    /// write wait left to the batch (`deferred`).
+    pub(crate) fn batch_item(&self, n: usize, deferred: &Deferred) -> Writer {
+        let ids = IdSource::new(self.idempotency.as_ref().map(|key| IdempotencyKey {
+            project: key.project.clone(),
+            key: format!("{}\u{0}batch item\u{0}{n}", key.key),
+        }));
+        Writer {
+            state: self.state.clone(),
+            caller: self.caller.clone(),
+            request_id: self.request_id.clone(),
+            ids,
+            idempotency: self.idempotency.clone(),
+            deferred: Some(deferred.clone()),
+        }
     }
 
     /// The request's `Idempotency-Key`, if it had one.
@@ -293,7 +333,7 @@ impl Writer {
                 .collect();
             match self.append(&write, &before, &context, &events, hooks).await? {
                 Appended::Done(after, position) => {
-                    self.wait_for_read_models(position, &written).await;
+                    self.after_write(position, &written).await;
                     return Ok(after);
                 }
                 Appended::Stored(position) => {
@@ -301,7 +341,7 @@ impl Writer {
                     // with what is stored (the idempotent result), not a second
                     // change.
                     let (stored, _) = self.load(write.id, hooks).await?;
-                    self.wait_for_read_models(position, &written).await;
+                    self.after_write(position, &written).await;
                     return Ok(stored);
                 }
                 Appended::Conflict => {
@@ -468,6 +508,14 @@ impl Writer {
         let stored = self.state.store.read_stream(&append.stream_id).await?;
         let ours = stored.first().map(|e| e.event_id) == append.events.first().map(|e| e.event_id);
         Ok(ours.then(|| stored.last().map(|e| e.position)).flatten())
+    }
+
+    /// Read-after-write, now or (for a batch item) left to the batch.
+    async fn after_write(&self, position: LogPosition, written: &[Written<'_>]) {
+        match &self.deferred {
+            Some(deferred) => deferred.reached(position),
+            None => self.wait_for_read_models(position, written).await,
+        }
     }
 
     /// Read-after-write: hold the answer until the read models that consume

@@ -3,7 +3,9 @@
 //! Every write runs in one Postgres transaction that holds the event append
 //! together with the lead's vault rows (key, email claim): see [`VaultHooks`].
 
+pub mod batch;
 pub mod import;
+pub mod upsert;
 
 use crate::kernel::{respond, Hooks, Resource, Write, Writer};
 use crate::under_campaign::{delete_item, ItemChange, NewItem};
@@ -68,6 +70,11 @@ struct VaultHooks<'a> {
     writer: &'a Writer,
     /// The key made for a lead being created.
     new_key: Option<LeadKey>,
+    /// For an upsert's update: the email digest the lead was found by. The
+    /// update commits only while the lead still holds that claim (its row is
+    /// locked until the commit), so a concurrent change of address cannot
+    /// make the upsert change a lead that no longer has the email.
+    keyed_by: Option<Vec<u8>>,
 }
 
 #[async_trait]
@@ -122,12 +129,26 @@ impl Hooks<LeadState> for VaultHooks<'_> {
                         .idempotency()
                         .map(|k| (k.project.clone(), k.key.clone())),
                 };
-                let claimed = vault
-                    .register(&**tx, std::slice::from_ref(&entry))
+                for _ in 0..CLAIM_ATTEMPTS {
+                    let claimed = vault
+                        .register(&**tx, std::slice::from_ref(&entry))
+                        .await
+                        .map_err(vault_error)?;
+                    if !claimed.is_empty() {
+                        return Ok(());
+                    }
+                    duplicate_of(tx, vault, new.campaign_id, &entry.email_digest).await?;
+                }
+                return Err(email_contended());
+            }
+            (Some(_), Some(new)) if self.keyed_by.is_some() => {
+                let digest = self.keyed_by.as_deref().unwrap_or_default();
+                if !vault
+                    .lock_claim(&**tx, new.campaign_id, digest, new.id)
                     .await
-                    .map_err(vault_error)?;
-                if claimed.is_empty() {
-                    return Err(ApiError::Conflict(DUPLICATE_EMAIL.into()));
+                    .map_err(vault_error)?
+                {
+                    return Err(ApiError::NotFound(NOT_FOUND));
                 }
             }
             (Some(old), Some(new)) => {
@@ -135,14 +156,20 @@ impl Hooks<LeadState> for VaultHooks<'_> {
                     email_digest(old.campaign_id, &old.email),
                     email_digest(new.campaign_id, &new.email),
                 );
-                if from != to
-                    && !vault
+                if from == to {
+                    return Ok(());
+                }
+                for _ in 0..CLAIM_ATTEMPTS {
+                    if vault
                         .move_email(&**tx, new.id, new.campaign_id, &from, &to)
                         .await
                         .map_err(vault_error)?
-                {
-                    return Err(ApiError::Conflict(DUPLICATE_EMAIL.into()));
+                    {
+                        return Ok(());
+                    }
+                    duplicate_of(tx, vault, new.campaign_id, &to).await?;
                 }
+                return Err(email_contended());
             }
             (Some(old), None) => vault.erase_lead(&**tx, old.id).await.map_err(vault_error)?,
             (None, None) => {}
@@ -151,10 +178,50 @@ impl Hooks<LeadState> for VaultHooks<'_> {
     }
 }
 
+/// Claims tried in one transaction when the holder of an email keeps
+/// vanishing between a failed claim and its lookup (deleted at that moment).
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// After a failed claim: the `409` naming the lead that holds the email, or
+/// `Ok` if that lead released it in the meantime (the claim is then retried).
+async fn duplicate_of(
+    tx: &deadpool_postgres::Transaction<'_>,
+    vault: &lead_vault::LeadVault,
+    campaign_id: Uuid,
+    digest: &[u8],
+) -> Result<(), ApiError> {
+    match vault
+        .holder(&**tx, campaign_id, digest)
+        .await
+        .map_err(vault_error)?
+    {
+        Some(existing_id) => Err(ApiError::Duplicate {
+            message: DUPLICATE_EMAIL.into(),
+            existing_id,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn email_contended() -> ApiError {
+    ApiError::Conflict("The email is being claimed and released concurrently; retry the request".into())
+}
+
 async fn execute(writer: &Writer, write: Write<'_, LeadState>) -> Result<Root<LeadState>, ApiError> {
+    execute_keyed(writer, write, None).await
+}
+
+/// [`execute`], for an update that must only apply while the lead holds the
+/// email of `keyed_by` (a digest; see [`VaultHooks::keyed_by`]).
+async fn execute_keyed(
+    writer: &Writer,
+    write: Write<'_, LeadState>,
+    keyed_by: Option<Vec<u8>>,
+) -> Result<Root<LeadState>, ApiError> {
     let mut hooks = VaultHooks {
         writer,
         new_key: None,
+        keyed_by,
     };
     writer.execute_with(write, &mut hooks).await
 }
@@ -169,7 +236,7 @@ async fn execute(writer: &Writer, write: Write<'_, LeadState>) -> Result<Root<Le
          headers(("Location" = String), ("ETag" = String))),
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
         (status = 404, description = "Campaign not found", body = web::error::ErrorBody),
-        (status = 409, description = "A lead with this email already exists in this campaign", body = web::error::ErrorBody),
+        (status = 409, description = "A lead with this email already exists in this campaign (`existing_id` names it)", body = web::error::ErrorBody),
         (status = 413, body = web::error::ErrorBody), (status = 415, body = web::error::ErrorBody),
     ),
     security(("bearer" = ["leads:write"]))
@@ -192,7 +259,7 @@ pub async fn create(writer: Writer, request: NewItem<JsonBody<CreateLead>>) -> R
         (status = 200, body = domain::lead::LeadResource, headers(("ETag" = String))),
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
         (status = 404, description = "Campaign not found / Lead not found", body = web::error::ErrorBody),
-        (status = 409, description = "The new email belongs to another lead of the campaign", body = web::error::ErrorBody),
+        (status = 409, description = "The new email belongs to another lead of the campaign (`existing_id` names it)", body = web::error::ErrorBody),
         (status = 412, body = web::error::ErrorBody),
     ),
     security(("bearer" = ["leads:write"]))

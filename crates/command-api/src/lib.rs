@@ -84,7 +84,10 @@ fn routes() -> Routes {
             .routes(routes!(tasks::update, tasks::delete))
             .routes(routes!(analytics::track))
             .routes(routes!(leads::create))
-            .routes(routes!(leads::update, leads::delete)),
+            .routes(routes!(leads::update, leads::delete))
+            // Static segments win over `{lead_id}`: never read as lead ids.
+            .routes(routes!(leads::upsert::upsert_by_email))
+            .routes(routes!(leads::batch::batch)),
         uploads: OpenApiRouter::default()
             .routes(routes!(content::create))
             .routes(routes!(content::update, content::delete)),

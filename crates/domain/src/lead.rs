@@ -175,6 +175,50 @@ update_body! {
     ignores echoed read_only_id = "id", read_only_campaign_id = "campaign_id", read_only_created_at = "created_at", read_only_updated_at = "updated_at", read_only_version = "version"
 }
 
+/// An upsert keyed by email (`PUT .../leads/by-email/{email}`, or an item of
+/// an upsert batch): the body is an [`UpdateLead`], applied to the lead that
+/// has the address, or made into a [`CreateLead`] with it when none has.
+impl UpdateLead {
+    /// Checks the body against the address it is keyed by and takes its
+    /// `email` out: an upsert never changes a lead's address (that is
+    /// `PUT .../leads/{lead_id}`), so the body may only repeat it (in any case
+    /// and spacing); the stored spelling stays. `status` cannot be `null`.
+    pub fn for_upsert(mut self, email: &str) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        match self.email.take() {
+            None => {}
+            Some(Some(given)) if normalized_email(&given) == normalized_email(email) => {}
+            Some(_) => errors.add(
+                "email",
+                "email must be the address the upsert is keyed by (change an address with PUT .../leads/{lead_id})",
+            ),
+        }
+        if matches!(self.status, Some(None)) {
+            errors.add("status", "status must not be null");
+        }
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The lead an upsert creates when no lead has `email`: the fields the
+    /// body gives (`null` and absent alike are empty).
+    pub fn into_create(self, email: &str) -> CreateLead {
+        CreateLead {
+            name: self.name.flatten(),
+            email: email.to_owned(),
+            phone: self.phone.flatten(),
+            company: self.company.flatten(),
+            source: self.source.flatten(),
+            status: self.status.flatten(),
+            notes: self.notes.flatten(),
+            custom_fields: self.custom_fields.flatten(),
+        }
+    }
+}
+
 /// A lead as the API returns it. The field order is the resource's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(

@@ -289,6 +289,48 @@ impl LeadVault {
         Ok(accepted)
     }
 
+    /// The lead that holds `email_digest` in `campaign_id`, if any: for the
+    /// `existing_id` of a duplicate-email `409`, and the lookup of an upsert.
+    /// Called after a claim failed in the same transaction, it sees the
+    /// holder's committed claim (each statement of a read-committed
+    /// transaction takes a new snapshot, and the failed insert waited for the
+    /// holder to commit).
+    pub async fn holder<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        campaign_id: Uuid,
+        email_digest: &[u8],
+    ) -> Result<Option<Uuid>, VaultError> {
+        let row = client
+            .query_opt(
+                "SELECT lead_id FROM lead_email_claims WHERE campaign_id = $1 AND email_digest = $2",
+                &[&campaign_id, &email_digest],
+            )
+            .await?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    /// True if `lead_id` holds `email_digest` in `campaign_id`; the claim row
+    /// is then locked until the caller's transaction ends, so it cannot be
+    /// released or moved before that.
+    pub async fn lock_claim<C: GenericClient + Sync>(
+        &self,
+        tx: &C,
+        campaign_id: Uuid,
+        email_digest: &[u8],
+        lead_id: Uuid,
+    ) -> Result<bool, VaultError> {
+        let row = tx
+            .query_opt(
+                "SELECT 1 FROM lead_email_claims
+                 WHERE campaign_id = $1 AND email_digest = $2 AND lead_id = $3
+                 FOR SHARE",
+                &[&campaign_id, &email_digest, &lead_id],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Moves a lead's claim from one email to another inside the caller's
     /// transaction. False if another lead of the campaign holds the new one
     /// (the caller must then roll back).

@@ -244,49 +244,64 @@ impl Modify for CreatedLinks {
             }
         }
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let Some(created) = item
-                .post
-                .as_mut()
-                .and_then(|post| post.responses.responses.get_mut("201"))
+            // A create is a POST to its collection; an upsert a PUT to
+            // `<collection>/by-<key>/{<key>}`, whose `201` made an item of
+            // that collection.
+            let upsert_collection = path.rsplit_once("/by-").map(|(collection, _)| collection);
+            let creates = [
+                (item.post.as_mut(), Some(path.as_str())),
+                (item.put.as_mut(), upsert_collection),
+            ];
+            for (operation, collection) in creates {
+                let (Some(operation), Some(collection)) = (operation, collection) else {
+                    continue;
+                };
+                if let Some(RefOr::T(created)) = operation.responses.responses.get_mut("201") {
+                    Self::link(created, path, collection, &targets);
+                }
+            }
+        }
+    }
+}
+
+impl CreatedLinks {
+    /// Adds to `created` (a `201` of the operation at `path`) a link to every
+    /// operation at or below `<collection>/{<id>}`.
+    fn link(created: &mut Response, path: &str, collection: &str, targets: &[(String, String)]) {
+        for (target, operation_id) in targets {
+            let Some(id) = target
+                .strip_prefix(collection)
+                .and_then(|rest| rest.strip_prefix("/{"))
+                .and_then(|rest| rest.split_once('}'))
+                .map(|(id, _)| id)
             else {
                 continue;
             };
-            let RefOr::T(created) = created else { continue };
-            for (target, operation_id) in &targets {
-                let Some(id) = target
-                    .strip_prefix(path.as_str())
-                    .and_then(|rest| rest.strip_prefix("/{"))
-                    .and_then(|rest| rest.split_once('}'))
-                    .map(|(id, _)| id)
-                else {
-                    continue;
-                };
-                let known = Self::parameters(path);
-                let parameters = Self::parameters(target);
-                // Only what the create's answer and request determine (not,
-                // from a campaign's create, one of its tasks).
-                if !parameters.iter().all(|p| *p == id || known.contains(p)) {
-                    continue;
-                }
-                let mut link = LinkBuilder::new();
-                for parameter in parameters {
-                    let value = if parameter == id {
-                        "$response.body#/id".to_owned()
-                    } else {
-                        format!("$request.path.{parameter}")
-                    };
-                    link = link.parameter(parameter, value);
-                }
-                let mut link = link.build();
-                // utoipa writes its `operation_id` under that snake-case key;
-                // the specification's (and every tool's) key is `operationId`.
-                link.extensions = Some(
-                    [("operationId", serde_json::Value::from(operation_id.as_str()))]
-                        .into_iter()
-                        .collect::<Extensions>(),
-                );
-                created.links.insert(operation_id.clone(), RefOr::T(link));
+            let known = Self::parameters(path);
+            let parameters = Self::parameters(target);
+            // Only what the create's answer and request determine (not,
+            // from a campaign's create, one of its tasks).
+            if !parameters.iter().all(|p| *p == id || known.contains(p)) {
+                continue;
             }
+            let mut link = LinkBuilder::new();
+            for parameter in parameters {
+                let value = if parameter == id {
+                    "$response.body#/id".to_owned()
+                } else {
+                    format!("$request.path.{parameter}")
+                };
+                link = link.parameter(parameter, value);
+            }
+            let mut link = link.build();
+            // utoipa writes its `operation_id` under that snake-case key;
+            // the specification's (and every tool's) key is `operationId`.
+            link.extensions = Some(
+                [("operationId", serde_json::Value::from(operation_id.as_str()))]
+                    .into_iter()
+                    .collect::<Extensions>(),
+            );
+            created.links.insert(operation_id.clone(), RefOr::T(link));
         }
     }
 }

@@ -93,6 +93,9 @@ async fn write(tx: &tokio_postgres::Transaction<'_>, rows: Rows) -> Result<(), P
     let mut statuses = Vec::new();
     let mut types = Vec::new();
     let mut created_at: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    let mut name_keys = Vec::new();
+    let mut start_dates = Vec::new();
+    let mut end_dates = Vec::new();
     let mut versions = Vec::new();
     let mut bodies = Vec::new();
     let mut deleted = Vec::new();
@@ -113,20 +116,28 @@ async fn write(tx: &tokio_postgres::Transaction<'_>, rows: Rows) -> Result<(), P
         statuses.push(text("status"));
         types.push(text("type"));
         created_at.push(state.created_at);
+        // Lowercased here, as the list lowercases its search term: one rule.
+        name_keys.push(state.details.name.to_lowercase());
+        start_dates.push(state.details.start_date);
+        end_dates.push(state.details.end_date);
         versions.push(state.version);
         // Sent as text: a jsonb parameter would reorder the keys.
         bodies.push(body.to_string());
     }
     if !bodies.is_empty() {
         tx.execute(
-            "INSERT INTO campaigns (id, project, status, campaign_type, created_at, version, body)
-             SELECT id, project, status, campaign_type, created_at, version, body::json
+            "INSERT INTO campaigns (id, project, status, campaign_type, created_at, version, body,
+                                    name_key, start_date, end_date)
+             SELECT id, project, status, campaign_type, created_at, version, body::json,
+                    name_key, start_date, end_date
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                         $6::int8[], $7::text[])
-                  AS u(id, project, status, campaign_type, created_at, version, body)
+                         $6::int8[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])
+                  AS u(id, project, status, campaign_type, created_at, version, body,
+                       name_key, start_date, end_date)
              ON CONFLICT (id) DO UPDATE SET
                  status = excluded.status, campaign_type = excluded.campaign_type,
-                 version = excluded.version, body = excluded.body",
+                 version = excluded.version, body = excluded.body, name_key = excluded.name_key,
+                 start_date = excluded.start_date, end_date = excluded.end_date",
             &[
                 &ids,
                 &projects,
@@ -135,6 +146,9 @@ async fn write(tx: &tokio_postgres::Transaction<'_>, rows: Rows) -> Result<(), P
                 &created_at,
                 &versions,
                 &bodies,
+                &name_keys,
+                &start_dates,
+                &end_dates,
             ],
         )
         .await?;

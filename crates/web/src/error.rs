@@ -28,6 +28,14 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// 409 because a unique value (a lead's email in its campaign) is taken:
+    /// the answer names the resource that holds it (`existing_id`), so a
+    /// client can update that one instead.
+    #[error("{message}")]
+    Duplicate {
+        message: String,
+        existing_id: uuid::Uuid,
+    },
     /// 412: `If-Match` named a version that is no longer current.
     #[error("{0}")]
     PreconditionFailed(String),
@@ -79,7 +87,7 @@ impl ApiError {
             Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Duplicate { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -96,7 +104,7 @@ impl ApiError {
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::RateLimited { .. } => "rate_limited",
             Self::NotFound(_) => "not_found",
-            Self::Conflict(_) => "conflict",
+            Self::Conflict(_) | Self::Duplicate { .. } => "conflict",
             Self::PreconditionFailed(_) => "precondition_failed",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -176,10 +184,11 @@ pub fn is_database_unavailable(error: &(dyn std::error::Error + 'static)) -> boo
     false
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let body = match &self {
+impl ApiError {
+    /// The JSON envelope of this error, as its response carries it (also one
+    /// item's `error` in a batch answer).
+    pub fn body(&self) -> serde_json::Value {
+        match self {
             Self::Validation(errors) => {
                 let first = errors.first();
                 json!({
@@ -196,8 +205,18 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = format!("{error:#}"), "request failed");
                 json!({ "message": "Something went wrong", "code": self.code() })
             }
+            Self::Duplicate { message, existing_id } => {
+                json!({ "message": message, "code": self.code(), "existing_id": existing_id })
+            }
             other => json!({ "message": other.to_string(), "code": self.code() }),
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = self.body();
         let retry_after = match &self {
             Self::Unavailable(_) => Some(RETRY_AFTER_SECONDS),
             Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
@@ -228,6 +247,9 @@ pub struct ErrorBody {
     pub field: Option<String>,
     /// Every field error, for validation failures.
     pub errors: Option<Vec<FieldErrorBody>>,
+    /// For a `409` on a unique value (a lead's email): the id of the resource
+    /// that holds it.
+    pub existing_id: Option<uuid::Uuid>,
 }
 
 #[allow(dead_code)]

@@ -405,3 +405,56 @@ proptest! {
         prop_assert_eq!(replayed.version(), live.version());
     }
 }
+
+#[test]
+fn an_upsert_body_may_repeat_its_address_but_not_change_it() {
+    let body = |json: &str| -> UpdateLead { from_json_slice(json.as_bytes()).unwrap() };
+    // Absent, or the same address in another case: accepted, and taken out so
+    // the stored spelling stays.
+    let ok = body(r#"{"email": " John@Example.com", "name": "John"}"#)
+        .for_upsert("john@example.com")
+        .unwrap();
+    assert_eq!(ok.email, None);
+    assert_eq!(ok.name, Some(Some("John".to_owned())));
+    assert!(body(r#"{"status": "contacted"}"#)
+        .for_upsert("a@example.com")
+        .is_ok());
+    // Another address, a null email or a null status: 400 naming the field.
+    let errors = body(r#"{"email": "jon@example.com"}"#)
+        .for_upsert("john@example.com")
+        .unwrap_err();
+    assert_eq!(errors.first().unwrap().field, "email");
+    let errors = body(r#"{"email": null}"#)
+        .for_upsert("john@example.com")
+        .unwrap_err();
+    assert_eq!(errors.first().unwrap().field, "email");
+    let errors = body(r#"{"status": null}"#)
+        .for_upsert("john@example.com")
+        .unwrap_err();
+    assert_eq!(errors.first().unwrap().field, "status");
+}
+
+#[test]
+fn an_upsert_creates_with_the_fields_given_and_the_keyed_address() {
+    let body: UpdateLead = from_json_slice(
+        br#"{"name": "John", "phone": null, "status": "qualified", "custom_fields": {"a": "1"}}"#,
+    )
+    .unwrap();
+    let create = body
+        .for_upsert("john@example.com")
+        .unwrap()
+        .into_create("john@example.com");
+    assert_eq!(create.email, "john@example.com");
+    assert_eq!(create.name.as_deref(), Some("John"));
+    assert_eq!(create.phone, None);
+    assert_eq!(create.status, Some(LeadStatus::Qualified));
+    assert_eq!(create.custom_fields.as_ref().unwrap()["a"], "1");
+    let events = Lead::default()
+        .handle(
+            LeadCommand::Create(placed(lead_id()), Box::new(create)),
+            &key(),
+            [1; 24],
+        )
+        .unwrap();
+    assert!(matches!(&events[..], [LeadEvent::Created(_)]));
+}
