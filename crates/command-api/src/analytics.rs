@@ -180,7 +180,8 @@ impl<S: Send + Sync> FromRequest<S> for DayRequest {
 
 /// Restate one day and source: its metrics become exactly these, superseding
 /// every earlier record (`POST`) and restatement (`PUT`) of that day and
-/// source. The same metrics again change nothing (no event).
+/// source. The same metrics again change nothing (no event), which is what
+/// makes a retry safe without an `Idempotency-Key` (that layer serves POSTs).
 #[utoipa::path(
     put, path = "/v1/dev/marketing/campaigns/{campaign_id}/analytics/{date}/{source}", tag = "analytics",
     request_body = RestateAnalytics,
@@ -188,14 +189,13 @@ impl<S: Send + Sync> FromRequest<S> for DayRequest {
         ("campaign_id" = Uuid, Path),
         ("date" = String, Path, description = "The day, YYYY-MM-DD (2000-01-01 to 2099-12-31)"),
         ("source" = String, Path, description = "The source, case-insensitive (percent-encoded)"),
-        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Retries with the same key and body replay the first response"),
     ),
     responses(
         (status = 200, description = "The day and source as restated (unchanged, same `ETag`, when the metrics were the same)",
          body = RestatedDayState, headers(("ETag" = String))),
         (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
         (status = 404, description = "Campaign not found (or another project's)", body = web::error::ErrorBody),
-        (status = 409, description = "Idempotency-Key reused with another body, or too many concurrent restatements of the key", body = web::error::ErrorBody),
+        (status = 409, description = "Too many concurrent restatements of the key", body = web::error::ErrorBody),
         (status = 413, body = web::error::ErrorBody), (status = 415, body = web::error::ErrorBody),
     ),
     security(("bearer" = []))

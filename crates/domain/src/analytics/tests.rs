@@ -655,3 +655,61 @@ fn a_record_stream_ignores_restatements_and_a_day_ignores_records() {
     let record: AnalyticsRecord = crate::aggregate::testing::given(&restated, &());
     assert!(record.state().is_none());
 }
+
+// ---------------------------------------------------------------------------
+// Metric kinds: given the rollups' aggregates, the value each kind gives.
+
+fn aggregate_of(records: &[(&str, u64)]) -> CustomAggregate {
+    let mut a = CustomAggregate::default();
+    for (value, impressions) in records {
+        let (value, impressions) = (dec(value), Decimal::from(*impressions));
+        a.sum += value;
+        a.records += Decimal::ONE;
+        a.weighted[0] += value * impressions;
+        a.bases[0] += impressions;
+        a.last = Some(value);
+    }
+    a
+}
+
+#[test]
+fn an_average_weighted_by_impressions_is_the_weighted_mean() {
+    let a = aggregate_of(&[("0.05", 10_000), ("0.10", 30_000), ("0.02", 60_000)]);
+    let by_impressions = MetricKind::Average {
+        weighted_by: WeightBase::Impressions,
+    };
+    assert_eq!(by_impressions.combine(&a), q("0.047"));
+    let by_records = MetricKind::Average {
+        weighted_by: WeightBase::Records,
+    };
+    assert_eq!(by_records.combine(&a), q("0.0566666667"), "rounded to 10 places");
+    assert_eq!(MetricKind::default().combine(&a), q("0.17"));
+    assert_eq!(MetricKind::Last {}.combine(&a), q("0.02"));
+    // No base at all: no average, rather than a division by zero.
+    assert_eq!(by_impressions.combine(&aggregate_of(&[("0.5", 0)])), None);
+}
+
+#[test]
+fn kinds_read_as_declared_and_refuse_what_they_do_not_know() {
+    let kind: MetricKind = serde_json::from_str(r#"{"kind": "average"}"#).unwrap();
+    assert_eq!(
+        kind,
+        MetricKind::Average {
+            weighted_by: WeightBase::Records
+        }
+    );
+    assert_eq!(
+        serde_json::to_value(MetricKind::Last {}).unwrap(),
+        serde_json::json!({"kind": "last"})
+    );
+    for bad in [
+        r#"{"kind": "median"}"#,
+        r#"{"kind": "sum", "weighted_by": "impressions"}"#,
+        r#"{"kind": "average", "weighted_by": "cost"}"#,
+        r#"{}"#,
+    ] {
+        assert!(serde_json::from_str::<MetricKind>(bad).is_err(), "{bad}");
+    }
+    let applied = AppliedKind::of(None);
+    assert_eq!((applied.kind, applied.declared), (KindName::Sum, false));
+}
