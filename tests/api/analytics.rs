@@ -1489,6 +1489,23 @@ async fn engagement_rate_declared_average_by_impressions_gives_the_weighted_mean
         s["metrics"]["custom_metric_kinds"]["engagement_rate"]["declared"],
         false
     );
+    // `null` clears every declaration: all summed.
+    let cleared: Value = app
+        .json(
+            Method::PUT,
+            &format!("/campaigns/{campaign}"),
+            &app.key,
+            r#"{"custom_metric_kinds": null}"#,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared["custom_metric_kinds"], json!({}));
+    let s = summary(&app, &campaign, "").await;
+    assert_eq!(num(&s["metrics"]["custom_metrics"]["followers"]), "360");
     // Invalid declarations name their field.
     for (bad, field) in [
         (
