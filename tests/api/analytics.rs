@@ -7,7 +7,7 @@ use domain::{DomainEvent, Money, ProjectSlug};
 use event_store::{connect_pool, EventStore, ExpectedVersion, NewEvent, PgEventStore, StreamAppend, Wakeups};
 use futures::future::join_all;
 use marketing::startup::Role;
-use marketing_e2e::{assert_error, spawn_app, RunningApp, TestApp, SEED_CREATE};
+use marketing_e2e::{assert_error, spawn_app, spawn_app_with, RunningApp, TestApp, SEED_CREATE};
 use reqwest::{Method, Response};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -385,7 +385,7 @@ async fn derived_metrics_are_null_when_their_divisor_is_zero() {
     }
     assert_eq!(
         empty["budget"],
-        json!({"total_budget": null, "spent": 0, "remaining": null, "spent_ratio": null})
+        json!({"currency": "USD", "total_budget": null, "spent": 0, "remaining": null, "spent_ratio": null})
     );
     assert_eq!(empty["kpis"][0]["metric"], Value::Null);
     assert_eq!(empty["kpis"][0]["progress"], Value::Null);
@@ -800,6 +800,8 @@ fn analytics_append(campaign: &str, date: &str, source: &str, cents: i64) -> Str
         project: ProjectSlug::parse("acme").unwrap(),
         date: date.parse().unwrap(),
         source: source.to_owned(),
+        // As events stored before currencies were: the campaign's (USD).
+        currency: None,
         metrics: Metrics {
             clicks: 1,
             cost: Money(Decimal::new(cents, 2)),
@@ -892,7 +894,9 @@ async fn dump_rollups(db: &tokio_postgres::Client) -> Vec<String> {
         "SELECT concat_ws('|', campaign_id, day, source, impressions, clicks, conversions, cost,
                           revenue, records)
          FROM analytics_daily ORDER BY campaign_id, day, source",
-        "SELECT concat_ws('|', 'custom', campaign_id, day, source, name, value)
+        "SELECT concat_ws('|', 'custom', campaign_id, day, source, name, value, records,
+                          w_impressions, w_clicks, w_conversions, b_impressions, b_clicks,
+                          b_conversions, last)
          FROM analytics_daily_custom ORDER BY campaign_id, day, source, name",
         "SELECT concat_ws('|', 'deleted', campaign_id) FROM campaign_tombstones
          WHERE projection = 'analytics'",
@@ -928,6 +932,20 @@ async fn replaying_the_rollup_projection_gives_identical_results() {
             track(&app, &doomed, &body(date, source, &metrics)).await;
         }
     }
+    // Restatements: one replaces a tracked day (and drops its custom metric),
+    // one adds a day, and a record lands on top of a restated day.
+    for c in [&campaign, &doomed] {
+        restate(&app, c, "2024-06-15", "google", r#"{"clicks": 3, "cost": 1.10}"#).await;
+        restate(
+            &app,
+            c,
+            "2024-07-09",
+            "facebook",
+            r#"{"clicks": 4, "custom_metrics": {"engagement_rate": 0.5}}"#,
+        )
+        .await;
+        track(&app, c, &body("2024-07-09", "facebook", r#"{"clicks": 1}"#)).await;
+    }
     let deleted = app
         .request(Method::DELETE, &format!("/campaigns/{doomed}"), &app.key)
         .send()
@@ -943,9 +961,10 @@ async fn replaying_the_rollup_projection_gives_identical_results() {
     before.push(summary(&app, &campaign, SEED_SUMMARY_QUERY).await);
     let db = app.db.connect().await;
     let table_before = dump_rollups(&db).await;
-    // 4 days x 2 sources, each with a custom metric, and the deleted campaign's
-    // tombstone (but none of its rows).
-    assert_eq!(table_before.len(), 8 + 8 + 1, "{table_before:#?}");
+    // 4 days x 2 sources and the restated new day; custom metrics on all but
+    // the restated 2024-06-15 google; the deleted campaign's tombstone (but
+    // none of its rows).
+    assert_eq!(table_before.len(), 9 + 8 + 1, "{table_before:#?}");
 
     // Rebuild from scratch: stop the service, empty the projection's tables,
     // rewind its checkpoint, start again.
@@ -1008,4 +1027,514 @@ async fn replaying_the_rollup_projection_gives_identical_results() {
         "Campaign not found",
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// Restatement: `PUT .../analytics/{date}/{source}` replaces the day and source.
+
+async fn put_day(app: &TestApp, campaign: &str, date: &str, source: &str, metrics: &str) -> Response {
+    let path = format!("{}/{date}/{source}", analytics_path(campaign));
+    app.json(
+        Method::PUT,
+        &path,
+        &app.key,
+        &format!(r#"{{"metrics": {metrics}}}"#),
+    )
+    .send()
+    .await
+    .unwrap()
+}
+
+async fn restate(app: &TestApp, campaign: &str, date: &str, source: &str, metrics: &str) -> Value {
+    let response = put_day(app, campaign, date, source, metrics).await;
+    assert_eq!(response.status(), 200, "PUT {date}/{source}");
+    response.json().await.unwrap()
+}
+
+/// The campaign's analytics events in the audit history, by type.
+async fn analytics_history(app: &TestApp, campaign: &str) -> Vec<String> {
+    let page = get_json(app, &format!("/campaigns/{campaign}/history?limit=500")).await;
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .filter(|t| t.starts_with("Analytics"))
+        .collect()
+}
+
+/// Day `i` of the week before 2024-06-08, as a sync job re-sends it.
+fn synced_day(i: u32, source: &str, late_conversions: u32) -> (String, String) {
+    let date = format!("2024-06-{:02}", 1 + i);
+    let metrics = format!(
+        r#"{{"impressions": {}, "clicks": {}, "conversions": {}, "cost": {}.25, "revenue": 99.90, "custom_metrics": {{"video_views": {}}}}}"#,
+        1000 + i,
+        50 + i,
+        5 + i + late_conversions,
+        10 + i,
+        3 * i + source.len() as u32
+    );
+    (date, metrics)
+}
+
+#[tokio::test]
+async fn resending_the_last_seven_days_by_put_three_times_counts_once() {
+    let app = spawn_app().await;
+    let once = new_campaign(&app).await;
+    let thrice = new_campaign(&app).await;
+    for (campaign, sends) in [(&once, 1), (&thrice, 3)] {
+        for send in 0..sends {
+            for source in ["google", "meta"] {
+                for i in 0..7 {
+                    let (date, metrics) = synced_day(i, source, 0);
+                    let day = restate(&app, campaign, &date, source, &metrics).await;
+                    // The same figures again change nothing: same version.
+                    assert_eq!(day["version"], 0, "send {send}: {day}");
+                    assert_eq!(day["date"], date.as_str());
+                    assert_eq!(day["source"], source);
+                }
+            }
+        }
+    }
+    let mut one = summary(&app, &once, "").await;
+    let mut three = summary(&app, &thrice, "").await;
+    let clicks: u32 = (0..7).map(|i| 50 + i).sum::<u32>() * 2;
+    assert_eq!(num(&three["metrics"]["clicks"]), clicks.to_string());
+    for s in [&mut one, &mut three] {
+        s["campaign_id"] = Value::Null;
+    }
+    assert_eq!(three, one, "three sends total what one send does");
+    assert_eq!(three["records"], 14);
+    // Re-sends appended nothing: one event per day and source.
+    assert_eq!(analytics_history(&app, &thrice).await.len(), 14);
+    assert_eq!(
+        rows(&app, &once, "").await,
+        rows(&app, &thrice, "").await,
+        "every row agrees too"
+    );
+
+    // The platform restates the week with late conversions: the days now
+    // hold the new figures, not old + new.
+    for source in ["google", "meta"] {
+        for i in 0..7 {
+            let (date, metrics) = synced_day(i, source, 2);
+            let day = restate(&app, &thrice, &date, source, &metrics).await;
+            assert_eq!(day["version"], 1, "{day}");
+        }
+    }
+    let restated = summary(&app, &thrice, "").await;
+    let conversions: u32 = (0..7).map(|i| 5 + i).sum::<u32>() * 2;
+    assert_eq!(
+        num(&restated["metrics"]["conversions"]),
+        (conversions + 7 * 2 * 2).to_string()
+    );
+    assert_eq!(restated["metrics"]["clicks"], one["metrics"]["clicks"]);
+    assert_eq!(restated["records"], 14);
+    assert_eq!(analytics_history(&app, &thrice).await.len(), 28);
+}
+
+#[tokio::test]
+async fn post_and_put_on_one_day_follow_the_log_order() {
+    let app = spawn_app().await;
+    let campaign = new_campaign(&app).await;
+    let day = "?start_date=2024-06-15&end_date=2024-06-15";
+    let post = |clicks: u32, rate: &str| {
+        body(
+            "2024-06-15",
+            "Google",
+            &format!(
+                r#"{{"clicks": {clicks}, "cost": 1.00, "custom_metrics": {{"engagement_rate": {rate}}}}}"#
+            ),
+        )
+    };
+    // POSTs add.
+    track(&app, &campaign, &post(10, "0.1")).await;
+    track(&app, &campaign, &post(20, "0.2")).await;
+    let row = &rows(&app, &campaign, day).await[0];
+    assert_eq!(
+        (num(&row["metrics"]["clicks"]), row["records"].clone()),
+        ("30".into(), json!(2))
+    );
+    // A PUT supersedes them, custom metrics included.
+    let put = restate(
+        &app,
+        &campaign,
+        "2024-06-15",
+        "GOOGLE",
+        r#"{"clicks": 100, "cost": 5.50}"#,
+    )
+    .await;
+    assert_eq!(put["source"], "google");
+    assert_eq!(put["version"], 0);
+    let row = &rows(&app, &campaign, day).await[0];
+    assert_eq!(num(&row["metrics"]["clicks"]), "100");
+    assert_eq!(num(&row["metrics"]["cost"]), "5.50");
+    assert_eq!(row["metrics"]["custom_metrics"], json!({}));
+    assert_eq!(row["records"], 1);
+    // A POST after it adds on top.
+    track(&app, &campaign, &post(1, "0.3")).await;
+    let row = &rows(&app, &campaign, day).await[0];
+    assert_eq!(num(&row["metrics"]["clicks"]), "101");
+    assert_eq!(num(&row["metrics"]["cost"]), "6.50");
+    assert_eq!(num(&row["metrics"]["custom_metrics"]["engagement_rate"]), "0.3");
+    assert_eq!(row["records"], 2);
+    // The same PUT again is a no-op: no event, and the later POST stays.
+    let again = restate(
+        &app,
+        &campaign,
+        "2024-06-15",
+        "google",
+        r#"{"cost": 5.5, "clicks": 100}"#,
+    )
+    .await;
+    assert_eq!(again["version"], 0);
+    assert_eq!(again["restated_at"], put["restated_at"]);
+    assert_eq!(
+        num(&rows(&app, &campaign, day).await[0]["metrics"]["clicks"]),
+        "101"
+    );
+    // Different figures supersede everything again.
+    let changed = restate(&app, &campaign, "2024-06-15", "google", r#"{"clicks": 7}"#).await;
+    assert_eq!(changed["version"], 1);
+    let row = &rows(&app, &campaign, day).await[0];
+    assert_eq!(num(&row["metrics"]["clicks"]), "7");
+    assert_eq!(num(&row["metrics"]["cost"]), "0");
+    assert_eq!(row["records"], 1);
+    // Other days and sources are untouched by it.
+    track(&app, &campaign, &body("2024-06-15", "meta", r#"{"clicks": 2}"#)).await;
+    restate(&app, &campaign, "2024-06-16", "google", r#"{"clicks": 3}"#).await;
+    let all = rows(&app, &campaign, "").await;
+    assert_eq!(
+        all.iter()
+            .map(|r| num(&r["metrics"]["clicks"]))
+            .collect::<Vec<_>>(),
+        ["7", "2", "3"]
+    );
+    // The history shows every POST and every PUT that changed something.
+    assert_eq!(
+        analytics_history(&app, &campaign).await,
+        [
+            "AnalyticsRecorded",
+            "AnalyticsRecorded",
+            "AnalyticsRestated",
+            "AnalyticsRecorded",
+            "AnalyticsRestated",
+            "AnalyticsRecorded",
+            "AnalyticsRestated",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn invalid_restatements_are_400s_naming_the_field_and_unknown_campaigns_404() {
+    let app = spawn_app().await;
+    let campaign = new_campaign(&app).await;
+    for (date, source, metrics, field) in [
+        ("2024-02-30", "google", "{}", "date"),
+        ("20240615", "google", "{}", "date"),
+        ("1999-12-31", "google", "{}", "date"),
+        ("2024-06-15", "%20", "{}", "source"),
+        ("2024-06-15", "%07x", "{}", "source"),
+        ("2024-06-15", "google", r#"{"clicks": -1}"#, "metrics.clicks"),
+        ("2024-06-15", "google", r#"{"cost": "1"}"#, "metrics.cost"),
+        ("2024-06-15", "google", r#"{"views": 1}"#, "metrics.views"),
+    ] {
+        let response = put_day(&app, &campaign, date, source, metrics).await;
+        assert_eq!(response.status(), 400, "{date}/{source} {metrics}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["field"], field, "{error}");
+    }
+    let path = format!("{}/2024-06-15/google", analytics_path(&campaign));
+    let response = app
+        .json(
+            Method::PUT,
+            &path,
+            &app.key,
+            r#"{"metrics": {}, "date": "2024-06-15"}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(
+        analytics_history(&app, &campaign).await.is_empty(),
+        "nothing was written"
+    );
+    for unknown in [Uuid::new_v4().to_string(), "not-a-uuid".to_owned()] {
+        assert_error(
+            put_day(&app, &unknown, "2024-02-30", "google", "{}").await,
+            404,
+            "Campaign not found",
+        )
+        .await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Currency: a campaign's money is in its currency, and so is its analytics.
+
+/// A `400` naming `field`, and its message.
+async fn refused(response: Response, field: &str) -> String {
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["field"], field, "{error}");
+    error["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn currency_mismatches_are_refused_and_every_money_figure_states_its_currency() {
+    let app = spawn_app().await;
+    let usd = new_campaign(&app).await;
+    let created = app
+        .create_campaign(
+            &app.key,
+            r#"{"name": "EU", "currency": "EUR", "total_budget": 100.00}"#,
+        )
+        .await;
+    assert_eq!(created["currency"], "EUR");
+    let eur = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        get_json(&app, &format!("/campaigns/{usd}")).await["currency"],
+        "USD"
+    );
+
+    let stated = |currency: &str| {
+        format!(
+            r#"{{"date": "2024-06-15", "source": "meta", "currency": "{currency}", "metrics": {{"cost": 12.50}}}}"#
+        )
+    };
+    let record = track(&app, &eur, &stated("EUR")).await;
+    assert_eq!(record["currency"], "EUR");
+    let record = track(&app, &eur, &body("2024-06-16", "meta", r#"{"cost": 1.25}"#)).await;
+    assert_eq!(
+        record["currency"], "EUR",
+        "a record without one is in the campaign's"
+    );
+    let message = refused(post_track(&app, &app.key, &eur, &stated("USD")).await, "currency").await;
+    assert_eq!(message, "currency USD does not match the campaign's currency EUR");
+    refused(post_track(&app, &app.key, &eur, &stated("eur")).await, "currency").await;
+    let path = format!("{}/2024-06-17/meta", analytics_path(&eur));
+    let put = |currency: &str| {
+        app.json(
+            Method::PUT,
+            &path,
+            &app.key,
+            &format!(r#"{{"currency": "{currency}", "metrics": {{"cost": 3}}}}"#),
+        )
+        .send()
+    };
+    refused(put("USD").await.unwrap(), "currency").await;
+    let day: Value = put("EUR").await.unwrap().json().await.unwrap();
+    assert_eq!(day["currency"], "EUR");
+    // Refused writes wrote nothing.
+    assert_eq!(analytics_history(&app, &eur).await.len(), 3);
+
+    let s = summary(&app, &eur, "").await;
+    assert_eq!(s["currency"], "EUR");
+    assert_eq!(s["budget"]["currency"], "EUR");
+    assert_eq!(num(&s["metrics"]["cost"]), "16.75");
+    assert_eq!(s["by_source"][0]["currency"], "EUR");
+    for row in rows(&app, &eur, "").await {
+        assert_eq!(row["currency"], "EUR");
+    }
+    assert_eq!(summary(&app, &usd, "").await["currency"], "USD");
+
+    // Changing the currency relabels (converts nothing): from then on the
+    // campaign's money, and what records must state, is in the new one.
+    let updated = app
+        .json(
+            Method::PUT,
+            &format!("/campaigns/{eur}"),
+            &app.key,
+            r#"{"currency": "GBP"}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    let s = summary(&app, &eur, "").await;
+    assert_eq!(
+        (s["currency"].as_str(), num(&s["metrics"]["cost"])),
+        (Some("GBP"), "16.75".into())
+    );
+    refused(post_track(&app, &app.key, &eur, &stated("EUR")).await, "currency").await;
+    for bad in [
+        r#"{"currency": null}"#,
+        r#"{"currency": "XYZ"}"#,
+        r#"{"currency": 978}"#,
+    ] {
+        let response = app
+            .json(Method::PUT, &format!("/campaigns/{eur}"), &app.key, bad)
+            .send()
+            .await
+            .unwrap();
+        refused(response, "currency").await;
+    }
+    let response = app
+        .json(
+            Method::POST,
+            "/campaigns",
+            &app.key,
+            r#"{"name": "x", "currency": "Euro"}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    refused(response, "currency").await;
+}
+
+#[tokio::test]
+async fn the_default_currency_is_configurable() {
+    let app =
+        spawn_app_with(|config| config.default_currency = domain::Currency::parse("c", "JPY").unwrap()).await;
+    let campaign = new_campaign(&app).await;
+    assert_eq!(
+        get_json(&app, &format!("/campaigns/{campaign}")).await["currency"],
+        "JPY"
+    );
+    let record = track(&app, &campaign, SEED_TRACK).await;
+    assert_eq!(record["currency"], "JPY");
+}
+
+// ---------------------------------------------------------------------------
+// Metric kinds: custom metrics combine as the campaign declares.
+
+#[tokio::test]
+async fn engagement_rate_declared_average_by_impressions_gives_the_weighted_mean() {
+    let app = spawn_app().await;
+    let created = app
+        .create_campaign(
+            &app.key,
+            r#"{"name": "Kinds", "custom_metric_kinds": {
+                "engagement_rate": {"kind": "average", "weighted_by": "impressions"},
+                "score": {"kind": "average"},
+                "followers": {"kind": "last"}}}"#,
+        )
+        .await;
+    assert_eq!(
+        created["custom_metric_kinds"]["score"],
+        json!({"kind": "average", "weighted_by": "records"})
+    );
+    let campaign = created["id"].as_str().unwrap().to_owned();
+    for (date, source, metrics) in [
+        (
+            "2024-06-15",
+            "google",
+            r#"{"impressions": 10000, "custom_metrics": {"engagement_rate": 0.05, "followers": 100, "score": 1, "video_views": 5}}"#,
+        ),
+        (
+            "2024-06-15",
+            "google",
+            r#"{"impressions": 30000, "custom_metrics": {"engagement_rate": 0.10, "followers": 120, "score": 3}}"#,
+        ),
+        (
+            "2024-06-16",
+            "meta",
+            r#"{"impressions": 60000, "custom_metrics": {"engagement_rate": 0.02, "followers": 50, "video_views": 7}}"#,
+        ),
+        // An earlier day of google, tracked last: not google's latest follower count.
+        (
+            "2024-06-14",
+            "google",
+            r#"{"impressions": 0, "custom_metrics": {"followers": 90}}"#,
+        ),
+    ] {
+        track(&app, &campaign, &body(date, source, metrics)).await;
+    }
+    let s = summary(&app, &campaign, "").await;
+    let custom = &s["metrics"]["custom_metrics"];
+    // (0.05·10000 + 0.10·30000 + 0.02·60000) / 100000, not the mean of the
+    // rates (0.0566…) nor their sum (0.17).
+    assert_eq!(num(&custom["engagement_rate"]), "0.047");
+    assert_eq!(num(&custom["score"]), "2");
+    // Each source's latest value, added over the sources.
+    assert_eq!(num(&custom["followers"]), "170");
+    assert_eq!(num(&custom["video_views"]), "12");
+    assert_eq!(
+        s["metrics"]["custom_metric_kinds"],
+        json!({
+            "engagement_rate": {"kind": "average", "weighted_by": "impressions", "declared": true},
+            "followers": {"kind": "last", "weighted_by": null, "declared": true},
+            "score": {"kind": "average", "weighted_by": "records", "declared": true},
+            "video_views": {"kind": "sum", "weighted_by": null, "declared": false},
+        })
+    );
+    let google = &s["by_source"][0]["metrics"]["custom_metrics"];
+    assert_eq!(num(&google["engagement_rate"]), "0.0875");
+    assert_eq!(num(&google["followers"]), "120");
+    // Rows combine the same way, per period and source.
+    let day = rows(&app, &campaign, "?start_date=2024-06-15&end_date=2024-06-15").await;
+    assert_eq!(
+        num(&day[0]["metrics"]["custom_metrics"]["engagement_rate"]),
+        "0.0875"
+    );
+    let month = rows(&app, &campaign, "?granularity=month&source=google").await;
+    assert_eq!(num(&month[0]["metrics"]["custom_metrics"]["followers"]), "120");
+
+    // Kinds apply to all data at once: undeclared, the rate is summed again.
+    let response = app
+        .json(
+            Method::PUT,
+            &format!("/campaigns/{campaign}"),
+            &app.key,
+            r#"{"custom_metric_kinds": {"followers": {"kind": "last"}}}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let s = summary(&app, &campaign, "").await;
+    assert_eq!(num(&s["metrics"]["custom_metrics"]["engagement_rate"]), "0.17");
+    assert_eq!(
+        s["metrics"]["custom_metric_kinds"]["engagement_rate"]["declared"],
+        false
+    );
+    // `null` clears every declaration: all summed.
+    let cleared: Value = app
+        .json(
+            Method::PUT,
+            &format!("/campaigns/{campaign}"),
+            &app.key,
+            r#"{"custom_metric_kinds": null}"#,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared["custom_metric_kinds"], json!({}));
+    let s = summary(&app, &campaign, "").await;
+    assert_eq!(num(&s["metrics"]["custom_metrics"]["followers"]), "360");
+    // Invalid declarations name their field.
+    for (bad, field) in [
+        (
+            r#"{"custom_metric_kinds": {"r": {"kind": "median"}}}"#,
+            "custom_metric_kinds.r",
+        ),
+        (
+            r#"{"custom_metric_kinds": {"r": {"kind": "average", "weighted_by": "cost"}}}"#,
+            "custom_metric_kinds.r",
+        ),
+        (
+            r#"{"custom_metric_kinds": {"r": {"kind": "sum", "x": 1}}}"#,
+            "custom_metric_kinds.r",
+        ),
+        (
+            r#"{"custom_metric_kinds": {" ": {"kind": "sum"}}}"#,
+            "custom_metric_kinds. ",
+        ),
+    ] {
+        let response = app
+            .json(Method::PUT, &format!("/campaigns/{campaign}"), &app.key, bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            error["field"].as_str().is_some_and(|f| f.starts_with(field)),
+            "{bad}: {error}"
+        );
+    }
 }

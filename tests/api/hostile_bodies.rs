@@ -361,7 +361,12 @@ fn json_writes(doc: &Value) -> Vec<Operation> {
 async fn seed(app: &TestApp) -> Vec<(&'static str, String)> {
     let campaign = app.create_campaign(&app.key, r#"{"name": "Target"}"#).await;
     let campaign_id = campaign["id"].as_str().unwrap().to_owned();
-    let mut ids = vec![("{campaign_id}", campaign_id.clone())];
+    // A restatement's day and source: valid, so bodies reach its checks.
+    let mut ids = vec![
+        ("{campaign_id}", campaign_id.clone()),
+        ("{date}", "2024-06-15".to_owned()),
+        ("{source}", "google".to_owned()),
+    ];
     for (param, resource, body) in [
         ("{task_id}", "tasks", r#"{"title": "A task"}"#),
         (

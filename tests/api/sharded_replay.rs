@@ -18,7 +18,8 @@ async fn write(request: reqwest::RequestBuilder) -> Value {
 }
 
 /// One campaign with a bit of everything: an update, a status change, a task
-/// (updated), a content item, two leads (one updated) and a day of analytics.
+/// (updated), a content item, two leads (one updated), a day of analytics
+/// and two restated days.
 async fn busy_campaign(app: &TestApp, i: usize) -> String {
     let body = format!(r#"{{"name": "campaign {i}", "total_budget": {i}.5}}"#);
     let id = app.create_campaign(&app.key, &body).await["id"]
@@ -69,6 +70,12 @@ async fn busy_campaign(app: &TestApp, i: usize) -> String {
         100 * (i + 1)
     );
     write(app.json(Method::POST, &format!("{base}/analytics"), key, &track)).await;
+    // A restatement of the tracked day, and of one more.
+    for day in [1 + i % 28, 29] {
+        let path = format!("{base}/analytics/2024-06-{day:02}/google");
+        let metrics = format!(r#"{{"metrics": {{"clicks": {i}, "custom_metrics": {{"views": 1}}}}}}"#);
+        write(app.json(Method::PUT, &path, key, &metrics)).await;
+    }
     id
 }
 

@@ -14,13 +14,27 @@
 
 use crate::kernel::{respond, Resource, Write, Writer, CAMPAIGN_NOT_FOUND};
 use crate::under_campaign::NewItem;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
-use axum::response::Response;
-use domain::analytics::{AnalyticsError, AnalyticsRecordState, Track, TrackAnalytics};
+use axum::response::{IntoResponse, Response};
+use domain::analytics::{
+    AnalyticsError, AnalyticsRecordState, DayKey, Restate, RestateAnalytics, RestatedDayState, Track,
+    TrackAnalytics,
+};
 use std::convert::Infallible;
 use uuid::Uuid;
-use web::extract::JsonBody;
+use web::extract::{parse_id, JsonBody};
 use web::{ApiError, BASE_PATH};
+
+fn analytics_api_error(error: AnalyticsError) -> ApiError {
+    match error {
+        AnalyticsError::Invalid(errors) => ApiError::Validation(errors),
+        AnalyticsError::CampaignNotFound => ApiError::NotFound(CAMPAIGN_NOT_FOUND),
+        AnalyticsError::AlreadyRecorded => {
+            ApiError::Conflict("An analytics record with this id already exists".into())
+        }
+    }
+}
 
 impl Resource for AnalyticsRecordState {
     const NOT_FOUND: &'static str = CAMPAIGN_NOT_FOUND;
@@ -29,13 +43,7 @@ impl Resource for AnalyticsRecordState {
     const EVENT_IDS: &'static str = "analytics-event";
 
     fn to_api_error(error: AnalyticsError) -> ApiError {
-        match error {
-            AnalyticsError::Invalid(errors) => ApiError::Validation(errors),
-            AnalyticsError::CampaignNotFound => ApiError::NotFound(CAMPAIGN_NOT_FOUND),
-            AnalyticsError::AlreadyRecorded => {
-                ApiError::Conflict("An analytics record with this id already exists".into())
-            }
-        }
+        analytics_api_error(error)
     }
 
     fn fold_error(never: Infallible) -> ApiError {
@@ -111,6 +119,102 @@ pub async fn track(writer: Writer, request: NewItem<JsonBody<TrackAnalytics>>) -
     };
     let write = Write::<AnalyticsRecordState>::new(place.id, command).under(&campaign);
     respond(StatusCode::CREATED, &writer.execute(write).await?)
+}
+
+impl Resource for RestatedDayState {
+    const NOT_FOUND: &'static str = CAMPAIGN_NOT_FOUND;
+    const EVENT_IDS: &'static str = "analytics-restated-event";
+
+    fn to_api_error(error: AnalyticsError) -> ApiError {
+        analytics_api_error(error)
+    }
+
+    fn fold_error(never: Infallible) -> ApiError {
+        match never {}
+    }
+
+    fn is_create(_: &Restate) -> bool {
+        false
+    }
+
+    fn is_upsert(_: &Restate) -> bool {
+        true
+    }
+
+    fn campaign_id(&self) -> Uuid {
+        self.campaign_id
+    }
+
+    fn location(&self) -> String {
+        format!(
+            "{BASE_PATH}/campaigns/{}/analytics/{}/{}",
+            self.campaign_id,
+            self.date,
+            percent_encode(&self.source)
+        )
+    }
+}
+
+/// `PUT .../campaigns/{campaign_id}/analytics/{date}/{source}`: the path as
+/// given, then the JSON body.
+pub struct DayRequest {
+    path: (String, String, String),
+    body: RestateAnalytics,
+}
+
+impl<S: Send + Sync> FromRequest<S> for DayRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Path(path) = Path::<(String, String, String)>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let JsonBody(body) =
+            JsonBody::<RestateAnalytics>::from_request(Request::from_parts(parts, body), state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        Ok(Self { path, body })
+    }
+}
+
+/// Restate one day and source: its metrics become exactly these, superseding
+/// every earlier record (`POST`) and restatement (`PUT`) of that day and
+/// source. The same metrics again change nothing (no event), which is what
+/// makes a retry safe without an `Idempotency-Key` (that layer serves POSTs).
+#[utoipa::path(
+    put, path = "/v1/dev/marketing/campaigns/{campaign_id}/analytics/{date}/{source}", tag = "analytics",
+    request_body = RestateAnalytics,
+    params(
+        ("campaign_id" = Uuid, Path),
+        ("date" = String, Path, description = "The day, YYYY-MM-DD (2000-01-01 to 2099-12-31)"),
+        ("source" = String, Path, description = "The source, case-insensitive (percent-encoded)"),
+    ),
+    responses(
+        (status = 200, description = "The day and source as restated (unchanged, same `ETag`, when the metrics were the same)",
+         body = RestatedDayState, headers(("ETag" = String))),
+        (status = 400, body = web::error::ErrorBody), (status = 401, body = web::error::ErrorBody),
+        (status = 404, description = "Campaign not found (or another project's)", body = web::error::ErrorBody),
+        (status = 409, description = "Too many concurrent restatements of the key", body = web::error::ErrorBody),
+        (status = 413, body = web::error::ErrorBody), (status = 415, body = web::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn restate(writer: Writer, request: DayRequest) -> Result<Response, ApiError> {
+    let (campaign_id, date, source) = &request.path;
+    let campaign = writer
+        .campaign(parse_id(campaign_id, CAMPAIGN_NOT_FOUND)?)
+        .await?;
+    let key = DayKey::parse(campaign.id(), date, source).map_err(ApiError::Validation)?;
+    let id = key.id();
+    let command = Restate {
+        key,
+        project: writer.caller().project.clone(),
+        campaign: campaign.root().clone(),
+        input: request.body,
+    };
+    let write = Write::<RestatedDayState>::new(id, command).under(&campaign);
+    respond(StatusCode::OK, &writer.execute(write).await?)
 }
 
 #[cfg(test)]

@@ -70,8 +70,12 @@ impl Resource for CampaignState {
     ),
     security(("bearer" = ["campaigns:write"]))
 )]
-pub async fn create(writer: Writer, JsonBody(input): JsonBody<CreateCampaign>) -> Result<Response, ApiError> {
+pub async fn create(
+    writer: Writer,
+    JsonBody(mut input): JsonBody<CreateCampaign>,
+) -> Result<Response, ApiError> {
     let campaign_id = writer.ids().id("campaign", 0);
+    input.currency.get_or_insert(writer.state().default_currency);
     let command = CampaignCommand::Create {
         campaign_id,
         project: writer.caller().project.clone(),

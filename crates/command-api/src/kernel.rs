@@ -55,6 +55,12 @@ pub(crate) trait Resource: Aggregate + Serialize {
     fn to_api_error(error: Self::Error) -> ApiError;
     fn fold_error(error: Self::FoldError) -> ApiError;
     fn is_create(command: &Self::Command) -> bool;
+    /// A command that creates its aggregate when the stream is empty and
+    /// changes it otherwise (a restated analytics day): always loaded, and
+    /// checked like a change only when the stream exists.
+    fn is_upsert(_command: &Self::Command) -> bool {
+        false
+    }
     /// The campaign this aggregate belongs to (a campaign's is its own id).
     fn campaign_id(&self) -> Uuid;
     /// The project of a top-level aggregate; children are checked through
@@ -312,7 +318,8 @@ impl Writer {
             } else {
                 self.load(write.id, hooks).await?
             };
-            if !creating {
+            let new_upsert = A::is_upsert(&write.command) && !before.exists();
+            if !creating && !new_upsert {
                 self.check_existing(&before, &write)?;
             }
             let events = before

@@ -42,6 +42,8 @@ pub struct CommandState {
     /// Per-lead keys and email claims.
     pub vault: lead_vault::LeadVault,
     pub lead_import: leads::import::ImportLimits,
+    /// The currency of campaigns created without one.
+    pub default_currency: domain::Currency,
 }
 
 impl FromRef<CommandState> for ApiKeys {
@@ -83,6 +85,7 @@ fn routes() -> Routes {
             .routes(routes!(tasks::create))
             .routes(routes!(tasks::update, tasks::delete))
             .routes(routes!(analytics::track))
+            .routes(routes!(analytics::restate))
             .routes(routes!(leads::create))
             .routes(routes!(leads::update, leads::delete))
             // Static segments win over `{lead_id}`: never read as lead ids.

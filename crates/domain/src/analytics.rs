@@ -15,7 +15,7 @@
 use crate::aggregate::{PlainAggregate, Recorded, Root};
 use crate::campaign::{Campaign, Goals, Kpi};
 use crate::input::double_option;
-use crate::{domain_events, Money, ProjectSlug, ValidationErrors};
+use crate::{domain_events, Currency, Money, ProjectSlug, ValidationErrors};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
@@ -111,6 +111,11 @@ pub struct TrackAnalytics {
     /// Where the metrics come from; case-insensitive, returned lower-cased.
     #[cfg_attr(feature = "openapi", schema(example = "facebook"))]
     pub source: String,
+    /// The ISO 4217 code `cost` and `revenue` are in. Optional; when given it
+    /// must be the campaign's currency (nothing is converted).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "USD"))]
+    pub currency: Option<Currency>,
     pub metrics: MetricsInput,
 }
 
@@ -280,81 +285,113 @@ pub struct ValidTrack {
     pub metrics: Metrics,
 }
 
+/// The record's day: `YYYY-MM-DD`, 2000-01-01 to 2099-12-31. The message names `field`.
+pub fn check_date(errors: &mut ValidationErrors, field: &str, raw: &str) -> Option<NaiveDate> {
+    match parse_day(field, raw) {
+        Ok(day) if day < first_day() || day > last_day() => {
+            errors.add(
+                field,
+                format!("{field} must be between {} and {}", first_day(), last_day()),
+            );
+            None
+        }
+        Ok(day) => Some(day),
+        Err(message) => {
+            errors.add(field, message);
+            None
+        }
+    }
+}
+
+impl MetricsInput {
+    /// Checks every metric, adding each problem to `errors` under
+    /// `metrics.<name>`; what is returned is meaningful only when none was added.
+    pub fn check(&self, errors: &mut ValidationErrors) -> Metrics {
+        let m = self;
+        let impressions = check_count(errors, "metrics.impressions", &m.impressions);
+        let clicks = check_count(errors, "metrics.clicks", &m.clicks);
+        let conversions = check_count(errors, "metrics.conversions", &m.conversions);
+        let cost = check_money(errors, "metrics.cost", &m.cost);
+        let revenue = check_money(errors, "metrics.revenue", &m.revenue);
+        let custom_metrics = check_custom(errors, m.custom_metrics.as_ref());
+        Metrics {
+            impressions,
+            clicks,
+            conversions,
+            cost,
+            revenue,
+            custom_metrics,
+        }
+    }
+}
+
+fn check_custom(
+    errors: &mut ValidationErrors,
+    custom: Option<&BTreeMap<String, Number>>,
+) -> BTreeMap<String, Quantity> {
+    let mut custom_metrics = BTreeMap::new();
+    if custom.is_some_and(|c| c.len() > MAX_CUSTOM_METRICS) {
+        errors.add(
+            "metrics.custom_metrics",
+            format!("metrics.custom_metrics must have at most {MAX_CUSTOM_METRICS} entries"),
+        );
+        return custom_metrics;
+    }
+    for (name, number) in custom.into_iter().flatten() {
+        let field = format!("metrics.custom_metrics.{name}");
+        if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            errors.add(
+                field.clone(),
+                format!("custom metric names must be 1 to {MAX_NAME_CHARS} characters"),
+            );
+            continue;
+        }
+        if name.chars().any(char::is_control) {
+            errors.add(
+                field.clone(),
+                "custom metric names must not contain control characters",
+            );
+            continue;
+        }
+        let value = check_decimal(
+            errors,
+            &field,
+            number,
+            MAX_CUSTOM_DECIMAL_PLACES,
+            MAX_CUSTOM_VALUE,
+        );
+        custom_metrics.insert(name.clone(), Quantity(value));
+    }
+    custom_metrics
+}
+
+/// A record may state its currency; it must be the campaign's, since amounts
+/// in two currencies cannot be added (and nothing is converted).
+pub fn check_currency(errors: &mut ValidationErrors, stated: Option<Currency>, campaign: Currency) {
+    if let Some(stated) = stated.filter(|c| *c != campaign) {
+        errors.add(
+            "currency",
+            format!("currency {stated} does not match the campaign's currency {campaign}"),
+        );
+    }
+}
+
 impl TrackAnalytics {
     /// Checks every field and reports every problem, each naming its field.
     pub fn validate(&self) -> Result<ValidTrack, ValidationErrors> {
         let mut errors = ValidationErrors::new();
-        let date = match parse_day("date", &self.date) {
-            Ok(day) if day < first_day() || day > last_day() => {
-                errors.add(
-                    "date",
-                    format!("date must be between {} and {}", first_day(), last_day()),
-                );
-                None
-            }
-            Ok(day) => Some(day),
-            Err(message) => {
-                errors.add("date", message);
-                None
-            }
-        };
+        let date = check_date(&mut errors, "date", &self.date);
         let source = normalize_source("source", &self.source)
             .map_err(|message| errors.add("source", message))
             .ok();
-        let m = &self.metrics;
-        let impressions = check_count(&mut errors, "metrics.impressions", &m.impressions);
-        let clicks = check_count(&mut errors, "metrics.clicks", &m.clicks);
-        let conversions = check_count(&mut errors, "metrics.conversions", &m.conversions);
-        let cost = check_money(&mut errors, "metrics.cost", &m.cost);
-        let revenue = check_money(&mut errors, "metrics.revenue", &m.revenue);
-        let mut custom_metrics = BTreeMap::new();
-        let custom = m.custom_metrics.as_ref();
-        if custom.is_some_and(|c| c.len() > MAX_CUSTOM_METRICS) {
-            errors.add(
-                "metrics.custom_metrics",
-                format!("metrics.custom_metrics must have at most {MAX_CUSTOM_METRICS} entries"),
-            );
-        } else {
-            for (name, number) in custom.into_iter().flatten() {
-                let field = format!("metrics.custom_metrics.{name}");
-                if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
-                    errors.add(
-                        field.clone(),
-                        format!("custom metric names must be 1 to {MAX_NAME_CHARS} characters"),
-                    );
-                    continue;
-                }
-                if name.chars().any(char::is_control) {
-                    errors.add(
-                        field.clone(),
-                        "custom metric names must not contain control characters",
-                    );
-                    continue;
-                }
-                let value = check_decimal(
-                    &mut errors,
-                    &field,
-                    number,
-                    MAX_CUSTOM_DECIMAL_PLACES,
-                    MAX_CUSTOM_VALUE,
-                );
-                custom_metrics.insert(name.clone(), Quantity(value));
-            }
-        }
+        let metrics = self.metrics.check(&mut errors);
         let (Some(date), Some(source)) = (date, source) else {
             return Err(errors);
         };
         errors.into_result(ValidTrack {
             date,
             source,
-            metrics: Metrics {
-                impressions,
-                clicks,
-                conversions,
-                cost,
-                revenue,
-                custom_metrics,
-            },
+            metrics,
         })
     }
 }
@@ -369,14 +406,21 @@ pub struct AnalyticsRecorded {
     pub project: ProjectSlug,
     pub date: NaiveDate,
     pub source: String,
+    /// The campaign's currency when the record was tracked; absent in events
+    /// stored before currencies existed (their campaigns are USD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<Currency>,
     pub metrics: Metrics,
 }
 
 domain_events! {
-    /// What tracking records: one event per record, never changed.
+    /// What tracking records: one event per `POST`ed record, never changed
+    /// (its stream has that one event), and one per restatement of a day and
+    /// source (on that key's stream, see [`restate`]).
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum AnalyticsEvent: "analytics events" {
         Recorded(AnalyticsRecorded) = "AnalyticsRecorded",
+        Restated(AnalyticsRestated) = "AnalyticsRestated",
     }
 }
 
@@ -393,6 +437,8 @@ pub struct AnalyticsRecordState {
     pub date: NaiveDate,
     #[cfg_attr(feature = "openapi", schema(example = "facebook"))]
     pub source: String,
+    /// What `metrics.cost` and `metrics.revenue` are in: the campaign's currency.
+    pub currency: Currency,
     pub metrics: Metrics,
     pub recorded_at: DateTime<Utc>,
 }
@@ -437,24 +483,38 @@ impl PlainAggregate for AnalyticsRecordState {
             .state()
             .filter(|c| c.project == command.project)
             .ok_or(AnalyticsError::CampaignNotFound)?;
-        let valid = command.input.validate().map_err(AnalyticsError::Invalid)?;
+        let currency = campaign.details.currency;
+        let valid = match (command.input.validate(), command.input.currency) {
+            (Ok(valid), stated) if stated.is_none_or(|c| c == currency) => valid,
+            (result, stated) => {
+                let mut errors = result.err().unwrap_or_default();
+                check_currency(&mut errors, stated, currency);
+                return Err(AnalyticsError::Invalid(errors));
+            }
+        };
         Ok(vec![AnalyticsEvent::Recorded(AnalyticsRecorded {
             record_id: command.record_id,
             campaign_id: campaign.id,
             project: campaign.project.clone(),
             date: valid.date,
             source: valid.source,
+            currency: Some(currency),
             metrics: valid.metrics,
         })])
     }
 
     fn evolve(state: &mut Option<Self>, event: &AnalyticsEvent, at: Recorded) {
-        let AnalyticsEvent::Recorded(e) = event;
+        // A record's stream holds its one `AnalyticsRecorded`; restatements
+        // live on streams of their own.
+        let AnalyticsEvent::Recorded(e) = event else {
+            return;
+        };
         *state = Some(AnalyticsRecordState {
             id: e.record_id,
             campaign_id: e.campaign_id,
             date: e.date,
             source: e.source.clone(),
+            currency: e.currency.unwrap_or_default(),
             metrics: e.metrics.clone(),
             recorded_at: at.at,
         });
@@ -595,6 +655,8 @@ impl DerivedMetrics {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BudgetUsage {
+    /// What every amount here is in: the campaign's currency.
+    pub currency: Currency,
     /// The campaign's `total_budget`; `null` when it has none.
     pub total_budget: Option<Money>,
     /// Sum of `cost` over the range.
@@ -606,8 +668,9 @@ pub struct BudgetUsage {
 }
 
 impl BudgetUsage {
-    pub fn new(total_budget: Option<Money>, spent: Decimal) -> Self {
+    pub fn new(currency: Currency, total_budget: Option<Money>, spent: Decimal) -> Self {
         Self {
+            currency,
             total_budget,
             spent: Quantity(spent),
             remaining: total_budget.and_then(|b| b.amount().checked_sub(spent).map(Quantity)),
@@ -671,6 +734,11 @@ pub fn kpi_progress(kpis: &[Kpi], goals: Option<&Goals>, totals: &Totals) -> Vec
         .map(|k| measure(&k.metric, KpiOrigin::GoalKpis, k.target, k.current));
     defined.chain(goal_kpis).collect()
 }
+
+pub mod kinds;
+pub use kinds::{AppliedKind, CustomAggregate, KindName, MetricKind, WeightBase};
+pub mod restate;
+pub use restate::{AnalyticsRestated, DayKey, Restate, RestateAnalytics, RestatedDay, RestatedDayState};
 
 #[cfg(test)]
 mod tests;

@@ -5,13 +5,17 @@
 //! rules are tested without a database (given events, when command, then events).
 
 use crate::aggregate::{change, PlainAggregate, Recorded, Root, Stamped};
+use crate::analytics::kinds::{check_kinds, MetricKind};
 use crate::changes::{changed, not_null};
 use crate::input::{check_optional_text, check_text, double_option};
-use crate::{changes, choice_enum, domain_events, update_body, Money, ProjectSlug, ValidationErrors};
+use crate::{
+    changes, choice_enum, domain_events, update_body, Currency, Money, ProjectSlug, ValidationErrors,
+};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// Every campaign event stream is named `campaign-<uuid>`.
@@ -151,10 +155,18 @@ pub struct CampaignDetails {
     pub start_date: Option<DateTime<Utc>>,
     pub end_date: Option<DateTime<Utc>>,
     pub total_budget: Option<Money>,
+    /// What every money amount of the campaign (budget, KPI money targets,
+    /// analytics cost and revenue) is in. Campaigns stored before currencies
+    /// existed have none: USD.
+    #[serde(default = "Currency::legacy")]
+    pub currency: Currency,
     pub target_audience: Option<TargetAudience>,
     pub goals: Option<Goals>,
     pub channels: Vec<Channel>,
     pub kpis: Vec<Kpi>,
+    /// How each custom analytics metric combines (`sum` if undeclared).
+    #[serde(default)]
+    pub custom_metric_kinds: BTreeMap<String, MetricKind>,
 }
 
 /// Body of `POST /campaigns`. Unknown fields are refused so typos do not vanish.
@@ -178,6 +190,11 @@ pub struct CreateCampaign {
     pub end_date: Option<DateTime<Utc>>,
     #[serde(default)]
     pub total_budget: Option<Money>,
+    /// ISO 4217 code (upper case); defaults to the service's configured
+    /// default currency (`DEFAULT_CURRENCY`, USD if unset).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "EUR"))]
+    pub currency: Option<Currency>,
     #[serde(default)]
     pub target_audience: Option<TargetAudience>,
     #[serde(default)]
@@ -186,6 +203,12 @@ pub struct CreateCampaign {
     pub channels: Vec<Channel>,
     #[serde(default)]
     pub kpis: Vec<Kpi>,
+    /// Custom analytics metric name → how it combines over records, days and
+    /// sources: `{"kind": "sum"}` (the default), `{"kind": "average",
+    /// "weighted_by": "impressions"}` (or `clicks`, `conversions`, `records`)
+    /// or `{"kind": "last"}`.
+    #[serde(default)]
+    pub custom_metric_kinds: BTreeMap<String, MetricKind>,
 }
 
 update_body! {
@@ -208,10 +231,16 @@ update_body! {
         start_date: DateTime<Utc>,
         end_date: DateTime<Utc>,
         total_budget: Money,
+        /// Relabels the campaign's money: converts nothing (see docs/analytics.md).
+        #[serde(deserialize_with = "double_option")]
+        // Not required (absent: unchanged), not nullable (a campaign has a currency).
+        #[cfg_attr(feature = "openapi", schema(value_type = String, required = false))]
+        pub currency: Option<Option<Currency>>,
         target_audience: TargetAudience,
         goals: Goals,
         channels: Vec<Channel>,
         kpis: Vec<Kpi>,
+        custom_metric_kinds: BTreeMap<String, MetricKind>,
         /// Accepted only when equal to the current status.
         pub status: Option<CampaignStatus>,
     }
@@ -231,10 +260,12 @@ changes! {
         start_date: Option<DateTime<Utc>>,
         end_date: Option<DateTime<Utc>>,
         total_budget: Option<Money>,
+        currency: Currency,
         target_audience: Option<TargetAudience>,
         goals: Option<Goals>,
         channels: Vec<Channel>,
         kpis: Vec<Kpi>,
+        custom_metric_kinds: BTreeMap<String, MetricKind>,
     }
 }
 
@@ -324,7 +355,7 @@ impl<'de> Deserialize<'de> for CampaignState {
 impl Serialize for CampaignState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let d = &self.details;
-        let mut map = serializer.serialize_map(Some(17))?;
+        let mut map = serializer.serialize_map(Some(19))?;
         map.serialize_entry("id", &self.id)?;
         map.serialize_entry("project", &self.project)?;
         map.serialize_entry("name", &d.name)?;
@@ -334,10 +365,12 @@ impl Serialize for CampaignState {
         map.serialize_entry("start_date", &d.start_date)?;
         map.serialize_entry("end_date", &d.end_date)?;
         map.serialize_entry("total_budget", &d.total_budget)?;
+        map.serialize_entry("currency", &d.currency)?;
         map.serialize_entry("target_audience", &d.target_audience)?;
         map.serialize_entry("goals", &d.goals)?;
         map.serialize_entry("channels", &d.channels)?;
         map.serialize_entry("kpis", &d.kpis)?;
+        map.serialize_entry("custom_metric_kinds", &d.custom_metric_kinds)?;
         map.serialize_entry("created_at", &self.created_at)?;
         map.serialize_entry("updated_at", &self.updated_at)?;
         map.serialize_entry("version", &self.version)?;
@@ -461,10 +494,12 @@ fn create(
         start_date: input.start_date,
         end_date: input.end_date,
         total_budget: input.total_budget,
+        currency: input.currency.unwrap_or_default(),
         target_audience: input.target_audience,
         goals: input.goals,
         channels: input.channels,
         kpis: input.kpis,
+        custom_metric_kinds: input.custom_metric_kinds,
     };
     validate_details(&details).map_err(CampaignError::Invalid)?;
     if !status.is_initial() {
@@ -497,6 +532,10 @@ fn update(state: &CampaignState, input: UpdateCampaign) -> Result<Vec<CampaignEv
         not_null(&mut invalid, "type", input.campaign_type),
         &current.campaign_type,
     );
+    let currency = changed(
+        not_null(&mut invalid, "currency", input.currency),
+        &current.currency,
+    );
     if !invalid.is_empty() {
         return Err(CampaignError::Invalid(invalid));
     }
@@ -507,10 +546,15 @@ fn update(state: &CampaignState, input: UpdateCampaign) -> Result<Vec<CampaignEv
         start_date: changed(input.start_date, &current.start_date),
         end_date: changed(input.end_date, &current.end_date),
         total_budget: changed(input.total_budget, &current.total_budget),
+        currency,
         target_audience: changed(input.target_audience, &current.target_audience),
         goals: changed(input.goals, &current.goals),
         channels: changed(input.channels.map(Option::unwrap_or_default), &current.channels),
         kpis: changed(input.kpis.map(Option::unwrap_or_default), &current.kpis),
+        custom_metric_kinds: changed(
+            input.custom_metric_kinds.map(Option::unwrap_or_default),
+            &current.custom_metric_kinds,
+        ),
     };
     let mut merged = current.clone();
     changes.apply_to(&mut merged);
@@ -567,6 +611,7 @@ pub fn validate_details(d: &CampaignDetails) -> Result<(), ValidationErrors> {
     }
     check_channels(&mut errors, &d.channels, d.total_budget);
     check_kpis(&mut errors, &d.kpis);
+    check_kinds(&mut errors, &d.custom_metric_kinds);
     errors.into_result(())
 }
 
@@ -686,10 +731,14 @@ pub struct CampaignResource {
     pub start_date: Option<DateTime<Utc>>,
     pub end_date: Option<DateTime<Utc>>,
     pub total_budget: Option<Money>,
+    /// ISO 4217 code of every money amount of the campaign.
+    pub currency: Currency,
     pub target_audience: Option<TargetAudience>,
     pub goals: Option<Goals>,
     pub channels: Vec<Channel>,
     pub kpis: Vec<Kpi>,
+    /// How each custom analytics metric combines; undeclared ones are summed.
+    pub custom_metric_kinds: BTreeMap<String, MetricKind>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Stream version; also the `ETag`.

@@ -18,6 +18,7 @@ pub mod campaign;
 pub mod changes;
 pub mod choice;
 pub mod content;
+pub mod currency;
 pub mod error;
 pub mod event;
 pub mod input;
@@ -28,6 +29,7 @@ pub mod task;
 pub mod upcast;
 
 pub use aggregate::{Aggregate, Recorded, Root};
+pub use currency::Currency;
 pub use error::{FieldError, ValidationErrors};
 pub use event::{DecodeError, DomainEvent};
 pub use money::Money;

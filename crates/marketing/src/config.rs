@@ -156,6 +156,12 @@ pub struct Config {
     )]
     pub lead_import_max_rows: u64,
 
+    /// ISO 4217 currency of campaigns created without one (upper case).
+    /// Campaigns stored before currencies existed are USD whatever this says.
+    #[arg(long, env = "DEFAULT_CURRENCY", default_value = "USD",
+          value_parser = parse_currency, global = true)]
+    pub default_currency: domain::Currency,
+
     /// Let webhook endpoints point at loopback, private and link-local
     /// addresses (tests, private networks). Off: only public addresses.
     #[arg(long, env = "WEBHOOKS_ALLOW_PRIVATE_TARGETS", default_value_t = false,
@@ -325,6 +331,7 @@ impl Config {
             lead_import_timeout_ms: 600_000,
             lead_import_max_bytes: 512 * 1024 * 1024,
             lead_import_max_rows: 1_000_000,
+            default_currency: domain::Currency::USD,
             webhooks_allow_private_targets: false,
             webhooks_retry_base_ms: 5_000,
             webhooks_retry_max_ms: 3_600_000,
@@ -337,4 +344,9 @@ impl Config {
             rate_limit_burst: 0,
         }
     }
+}
+
+/// `DEFAULT_CURRENCY`: an ISO 4217 code, checked at start-up.
+fn parse_currency(raw: &str) -> Result<domain::Currency, String> {
+    domain::Currency::parse("DEFAULT_CURRENCY", raw)
 }

@@ -327,6 +327,7 @@ impl Core {
                     max_bytes: config.lead_import_max_bytes,
                     max_rows: config.lead_import_max_rows,
                 },
+                default_currency: config.default_currency,
             }));
             self.background
                 .push(spawn_idempotency_purge(self.pool.clone(), self.shutdown.clone()));

@@ -3,6 +3,10 @@
 //! `analytics_daily_custom`), so analytics reads touch at most one row per day
 //! and source (and custom metric), never the raw events.
 //!
+//! An `AnalyticsRestated` replaces its row (and the row's custom metrics)
+//! with its own metrics: it supersedes everything before it in the log for
+//! that day and source; records after it add on top, as ever.
+//!
 //! A campaign's `CampaignDeleted` removes its rows and leaves a tombstone
 //! ([`crate::tombstones`]), so
 //! records that reach the log after the delete stay out. Every write is a pure
@@ -12,7 +16,7 @@
 use crate::{decode, tombstones, Projection, ProjectionError, Reads, CAMPAIGN_DELETIONS};
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use domain::analytics::{AnalyticsEvent, AnalyticsRecorded, Quantity, Totals};
+use domain::analytics::{AnalyticsEvent, AnalyticsRecorded, AnalyticsRestated, Metrics, Quantity, Totals};
 use domain::campaign::CampaignEvent;
 use event_store::RecordedEvent;
 use rust_decimal::Decimal;
@@ -33,17 +37,49 @@ const READS: [Reads; 2] = [
     CAMPAIGN_DELETIONS,
 ];
 
-/// What the batch adds to one `(campaign, day, source)` row.
+/// What the batch does to one `(campaign, day, source)` row: adds to it, or
+/// (after a restatement in the batch) replaces it.
 #[derive(Default)]
 struct Delta {
+    /// The row becomes this delta instead of growing by it.
+    replace: bool,
     totals: Totals,
-    custom: BTreeMap<String, Decimal>,
+    /// One entry per record and custom metric, in log order: Postgres sums
+    /// the products for weighted averages exactly (`NUMERIC`), which
+    /// `Decimal`'s 28 digits could not promise for value × impressions.
+    custom: Vec<Custom>,
     records: i64,
+}
+
+/// One custom metric of one record, with the record's bases.
+struct Custom {
+    name: String,
+    value: Decimal,
+    bases: [Decimal; 3],
+    /// Position in the batch: the latest is the row's `last`.
+    seq: i64,
+}
+
+impl Delta {
+    fn add(&mut self, metrics: &Metrics, seq: i64) {
+        let totals = metrics.totals();
+        self.totals.add(&totals);
+        for (name, Quantity(value)) in &metrics.custom_metrics {
+            self.custom.push(Custom {
+                name: name.clone(),
+                value: *value,
+                bases: [totals.impressions, totals.clicks, totals.conversions],
+                seq,
+            });
+        }
+        self.records += 1;
+    }
 }
 
 type RowKey = (Uuid, NaiveDate, String);
 
-/// `analytics_daily_custom` rows to upsert, as parallel arrays for `unnest`.
+/// Custom metric entries to add into `analytics_daily_custom`, as parallel
+/// arrays for `unnest` (grouped into rows by the statement).
 #[derive(Default)]
 struct CustomColumns {
     campaign_ids: Vec<Uuid>,
@@ -51,6 +87,10 @@ struct CustomColumns {
     sources: Vec<String>,
     names: Vec<String>,
     values: Vec<Decimal>,
+    impressions: Vec<Decimal>,
+    clicks: Vec<Decimal>,
+    conversions: Vec<Decimal>,
+    seqs: Vec<i64>,
 }
 
 /// `analytics_daily` rows to upsert, as parallel arrays for `unnest`.
@@ -69,6 +109,7 @@ struct DailyColumns {
 
 enum Step {
     Record(AnalyticsRecorded),
+    Restate(AnalyticsRestated),
     Delete(Uuid),
 }
 
@@ -102,6 +143,7 @@ impl Projection for AnalyticsProjection {
             .iter()
             .map(|step| match step {
                 Step::Record(r) => r.campaign_id,
+                Step::Restate(r) => r.campaign_id,
                 Step::Delete(id) => *id,
             })
             .collect::<HashSet<_>>()
@@ -123,8 +165,10 @@ fn steps(events: &[RecordedEvent]) -> Result<Vec<Step>, ProjectionError> {
     let mut steps = Vec::new();
     for event in events {
         if records.matches(event) {
-            let AnalyticsEvent::Recorded(recorded) = decode(event)?;
-            steps.push(Step::Record(recorded));
+            steps.push(match decode(event)? {
+                AnalyticsEvent::Recorded(recorded) => Step::Record(recorded),
+                AnalyticsEvent::Restated(restated) => Step::Restate(restated),
+            });
         } else if deletions.matches(event) {
             if let CampaignEvent::Deleted(deleted) = decode(event)? {
                 steps.push(Step::Delete(deleted.campaign_id));
@@ -140,17 +184,25 @@ fn fold(steps: Vec<Step>, gone: &mut HashSet<Uuid>) -> (BTreeMap<RowKey, Delta>,
     // BTreeMap: rows are written in key order, the same on every run.
     let mut deltas: BTreeMap<RowKey, Delta> = BTreeMap::new();
     let mut newly_deleted = Vec::new();
-    for step in steps {
+    for (seq, step) in (0..).zip(steps) {
         match step {
             Step::Record(r) if !gone.contains(&r.campaign_id) => {
-                let delta = deltas.entry((r.campaign_id, r.date, r.source)).or_default();
-                delta.totals.add(&r.metrics.totals());
-                for (name, Quantity(value)) in r.metrics.custom_metrics {
-                    *delta.custom.entry(name).or_default() += value;
-                }
-                delta.records += 1;
+                deltas
+                    .entry((r.campaign_id, r.date, r.source))
+                    .or_default()
+                    .add(&r.metrics, seq);
             }
-            Step::Record(_) => {}
+            Step::Restate(r) if !gone.contains(&r.campaign_id) => {
+                // Whatever came before for the key, in this batch or in the
+                // row, is superseded.
+                let mut delta = Delta {
+                    replace: true,
+                    ..Delta::default()
+                };
+                delta.add(&r.metrics, seq);
+                deltas.insert((r.campaign_id, r.date, r.source), delta);
+            }
+            Step::Record(_) | Step::Restate(_) => {}
             Step::Delete(id) => {
                 if gone.insert(id) {
                     newly_deleted.push(id);
@@ -162,43 +214,134 @@ fn fold(steps: Vec<Step>, gone: &mut HashSet<Uuid>) -> (BTreeMap<RowKey, Delta>,
     (deltas, newly_deleted)
 }
 
-/// Adds the deltas into their rows: one upsert per table.
+/// Writes the deltas into their rows: rows replaced by a restatement lose
+/// their custom metrics first, then one upsert per table and kind of delta.
 async fn write(
     tx: &tokio_postgres::Transaction<'_>,
     deltas: BTreeMap<RowKey, Delta>,
 ) -> Result<(), ProjectionError> {
-    let mut daily = DailyColumns::default();
+    let mut added = DailyColumns::default();
+    let mut replaced = DailyColumns::default();
     let mut custom = CustomColumns::default();
     for ((campaign_id, day, source), delta) in deltas {
-        for (name, value) in delta.custom {
+        for entry in delta.custom {
             custom.campaign_ids.push(campaign_id);
             custom.days.push(day);
             custom.sources.push(source.clone());
-            custom.names.push(name);
-            custom.values.push(value);
+            custom.names.push(entry.name);
+            custom.values.push(entry.value);
+            let [impressions, clicks, conversions] = entry.bases;
+            custom.impressions.push(impressions);
+            custom.clicks.push(clicks);
+            custom.conversions.push(conversions);
+            custom.seqs.push(entry.seq);
         }
-        daily.campaign_ids.push(campaign_id);
-        daily.days.push(day);
-        daily.sources.push(source);
-        daily.impressions.push(delta.totals.impressions);
-        daily.clicks.push(delta.totals.clicks);
-        daily.conversions.push(delta.totals.conversions);
-        daily.costs.push(delta.totals.cost);
-        daily.revenues.push(delta.totals.revenue);
-        daily.records.push(delta.records);
+        let daily = if delta.replace { &mut replaced } else { &mut added };
+        daily.push(campaign_id, day, source, &delta.totals, delta.records);
     }
+    if !replaced.campaign_ids.is_empty() {
+        tx.execute(
+            "DELETE FROM analytics_daily_custom c
+             USING unnest($1::uuid[], $2::date[], $3::text[]) AS r(campaign_id, day, source)
+             WHERE (c.campaign_id, c.day, c.source) = (r.campaign_id, r.day, r.source)",
+            &[&replaced.campaign_ids, &replaced.days, &replaced.sources],
+        )
+        .await?;
+        upsert_daily(tx, &replaced, "excluded.{c}").await?;
+    }
+    if !added.campaign_ids.is_empty() {
+        upsert_daily(tx, &added, "d.{c} + excluded.{c}").await?;
+    }
+    if !custom.names.is_empty() {
+        upsert_custom(tx, &custom).await?;
+    }
+    Ok(())
+}
+
+/// Adds the entries into their rows: sums, counts, weighted sums and bases,
+/// and the batch's latest value as the row's `last` (the batch comes after
+/// whatever the row holds).
+async fn upsert_custom(
+    tx: &tokio_postgres::Transaction<'_>,
+    custom: &CustomColumns,
+) -> Result<(), ProjectionError> {
     tx.execute(
-        "INSERT INTO analytics_daily AS d
-             (campaign_id, day, source, impressions, clicks, conversions, cost, revenue, records)
-         SELECT * FROM unnest($1::uuid[], $2::date[], $3::text[], $4::numeric[], $5::numeric[],
-                              $6::numeric[], $7::numeric[], $8::numeric[], $9::int8[])
-         ON CONFLICT (campaign_id, day, source) DO UPDATE SET
-             impressions = d.impressions + excluded.impressions,
-             clicks = d.clicks + excluded.clicks,
-             conversions = d.conversions + excluded.conversions,
-             cost = d.cost + excluded.cost,
-             revenue = d.revenue + excluded.revenue,
-             records = d.records + excluded.records",
+        "INSERT INTO analytics_daily_custom AS c
+             (campaign_id, day, source, name, value, records, w_impressions, w_clicks,
+              w_conversions, b_impressions, b_clicks, b_conversions, last)
+         SELECT campaign_id, day, source, name, sum(value), count(*),
+                sum(value * impressions), sum(value * clicks), sum(value * conversions),
+                sum(impressions), sum(clicks), sum(conversions),
+                (array_agg(value ORDER BY seq DESC))[1]
+         FROM unnest($1::uuid[], $2::date[], $3::text[], $4::text[], $5::numeric[],
+                     $6::numeric[], $7::numeric[], $8::numeric[], $9::int8[])
+              AS e(campaign_id, day, source, name, value, impressions, clicks, conversions, seq)
+         GROUP BY campaign_id, day, source, name
+         ON CONFLICT (campaign_id, day, source, name) DO UPDATE SET
+             value = c.value + excluded.value,
+             records = c.records + excluded.records,
+             w_impressions = c.w_impressions + excluded.w_impressions,
+             w_clicks = c.w_clicks + excluded.w_clicks,
+             w_conversions = c.w_conversions + excluded.w_conversions,
+             b_impressions = c.b_impressions + excluded.b_impressions,
+             b_clicks = c.b_clicks + excluded.b_clicks,
+             b_conversions = c.b_conversions + excluded.b_conversions,
+             last = excluded.last",
+        &[
+            &custom.campaign_ids,
+            &custom.days,
+            &custom.sources,
+            &custom.names,
+            &custom.values,
+            &custom.impressions,
+            &custom.clicks,
+            &custom.conversions,
+            &custom.seqs,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+impl DailyColumns {
+    fn push(&mut self, campaign_id: Uuid, day: NaiveDate, source: String, totals: &Totals, records: i64) {
+        self.campaign_ids.push(campaign_id);
+        self.days.push(day);
+        self.sources.push(source);
+        self.impressions.push(totals.impressions);
+        self.clicks.push(totals.clicks);
+        self.conversions.push(totals.conversions);
+        self.costs.push(totals.cost);
+        self.revenues.push(totals.revenue);
+        self.records.push(records);
+    }
+}
+
+/// One upsert of `analytics_daily`; `update` is how a column `{c}` of an
+/// existing row is set (`excluded.{c}` replaces, `d.{c} + excluded.{c}` adds).
+async fn upsert_daily(
+    tx: &tokio_postgres::Transaction<'_>,
+    daily: &DailyColumns,
+    update: &str,
+) -> Result<(), ProjectionError> {
+    let set = [
+        "impressions",
+        "clicks",
+        "conversions",
+        "cost",
+        "revenue",
+        "records",
+    ]
+    .map(|c| format!("{c} = {}", update.replace("{c}", c)))
+    .join(", ");
+    tx.execute(
+        &format!(
+            "INSERT INTO analytics_daily AS d
+                 (campaign_id, day, source, impressions, clicks, conversions, cost, revenue, records)
+             SELECT * FROM unnest($1::uuid[], $2::date[], $3::text[], $4::numeric[], $5::numeric[],
+                                  $6::numeric[], $7::numeric[], $8::numeric[], $9::int8[])
+             ON CONFLICT (campaign_id, day, source) DO UPDATE SET {set}"
+        ),
         &[
             &daily.campaign_ids,
             &daily.days,
@@ -212,21 +355,5 @@ async fn write(
         ],
     )
     .await?;
-    if !custom.names.is_empty() {
-        tx.execute(
-            "INSERT INTO analytics_daily_custom AS c (campaign_id, day, source, name, value)
-             SELECT * FROM unnest($1::uuid[], $2::date[], $3::text[], $4::text[], $5::numeric[])
-             ON CONFLICT (campaign_id, day, source, name) DO UPDATE SET
-                 value = c.value + excluded.value",
-            &[
-                &custom.campaign_ids,
-                &custom.days,
-                &custom.sources,
-                &custom.names,
-                &custom.values,
-            ],
-        )
-        .await?;
-    }
     Ok(())
 }

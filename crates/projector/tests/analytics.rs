@@ -3,7 +3,7 @@
 
 use chrono::{NaiveDate, Utc};
 use deadpool_postgres::Pool;
-use domain::analytics::{AnalyticsEvent, AnalyticsRecorded, Metrics, Quantity};
+use domain::analytics::{AnalyticsEvent, AnalyticsRecorded, AnalyticsRestated, DayKey, Metrics, Quantity};
 use domain::campaign::{CampaignDeleted, CampaignEvent};
 use domain::{DomainEvent, Money, ProjectSlug};
 use event_store::{
@@ -54,6 +54,7 @@ fn record(
         project: ProjectSlug::parse("acme").unwrap(),
         date,
         source: source.to_owned(),
+        currency: None,
         metrics: Metrics {
             impressions: 1000,
             clicks: 10,
@@ -80,8 +81,38 @@ fn new_event(event: &impl DomainEvent) -> NewEvent {
 }
 
 fn stream_of(event: &AnalyticsEvent) -> String {
-    let AnalyticsEvent::Recorded(r) = event;
-    domain::analytics::stream_id(r.record_id)
+    match event {
+        AnalyticsEvent::Recorded(r) => domain::analytics::stream_id(r.record_id),
+        AnalyticsEvent::Restated(r) => {
+            let key = DayKey {
+                campaign_id: r.campaign_id,
+                date: r.date,
+                source: r.source.clone(),
+            };
+            domain::analytics::stream_id(key.id())
+        }
+    }
+}
+
+/// A restatement of `campaign_id`'s `date` and `source` to these figures.
+fn restated(
+    campaign_id: Uuid,
+    date: NaiveDate,
+    source: &str,
+    cents: i64,
+    custom: &[(&str, &str)],
+) -> AnalyticsEvent {
+    let AnalyticsEvent::Recorded(r) = record(campaign_id, date, source, cents, custom) else {
+        unreachable!("record() makes records")
+    };
+    AnalyticsEvent::Restated(AnalyticsRestated {
+        campaign_id,
+        project: r.project,
+        date,
+        source: source.to_owned(),
+        currency: domain::Currency::USD,
+        metrics: r.metrics,
+    })
 }
 
 /// `cents` as an exact JSON money amount, e.g. `12.34`.
@@ -97,7 +128,9 @@ async fn dump(pool: &Pool) -> Vec<String> {
         "SELECT concat_ws('|', campaign_id, day, source, impressions, clicks, conversions, cost,
                           revenue, records)
          FROM analytics_daily ORDER BY campaign_id, day, source",
-        "SELECT concat_ws('|', 'custom', campaign_id, day, source, name, value)
+        "SELECT concat_ws('|', 'custom', campaign_id, day, source, name, value, records,
+                          w_impressions, w_clicks, w_conversions, b_impressions, b_clicks,
+                          b_conversions, last)
          FROM analytics_daily_custom ORDER BY campaign_id, day, source, name",
         "SELECT concat_ws('|', 'deleted', campaign_id) FROM campaign_tombstones
          WHERE projection = 'analytics' ORDER BY 1",
@@ -224,6 +257,67 @@ async fn rebuilds_reproduce_the_table_whatever_the_batch_size_and_deletes_hide_c
     for batch_size in [1, 500] {
         reset(&setup.pool).await;
         assert!(dump(&setup.pool).await.is_empty());
+        project_until(&setup, batch_size, last).await;
+        assert_eq!(dump(&setup.pool).await, live, "batch size {batch_size}");
+    }
+}
+
+/// Records and restatements of a few keys interleaved: each restatement
+/// replaces its row (custom metrics too), records after it add on top, and
+/// every batch size rebuilds the same table. Restatements of one key share a
+/// stream, appended at its versions as the command side does.
+#[tokio::test]
+async fn restatements_replace_their_row_and_replays_agree_at_every_batch_size() {
+    let setup = setup().await;
+    let campaign = Uuid::new_v4();
+    // The log, in order.
+    let script: Vec<AnalyticsEvent> = vec![
+        record(campaign, day(1), "google", 100, &[("engagement_rate", "0.5")]),
+        record(campaign, day(1), "google", 200, &[]),
+        restated(campaign, day(1), "google", 1000, &[("video_views", "7")]),
+        record(campaign, day(1), "google", 5, &[("engagement_rate", "0.25")]),
+        record(campaign, day(2), "google", 50, &[]),
+        restated(campaign, day(2), "meta", 70, &[]),
+        restated(campaign, day(1), "google", 2000, &[]),
+        record(campaign, day(2), "meta", 1, &[]),
+        restated(campaign, day(2), "google", 9, &[("engagement_rate", "0.125")]),
+    ];
+    let mut versions: BTreeMap<String, i64> = BTreeMap::new();
+    let mut last = None;
+    for event in &script {
+        let stream = stream_of(event);
+        let expected = match versions.get(&stream) {
+            None => ExpectedVersion::NoStream,
+            Some(v) => ExpectedVersion::Exact(*v),
+        };
+        let outcome = setup
+            .store
+            .append(&stream, expected, vec![new_event(event)])
+            .await
+            .unwrap();
+        *versions.entry(stream).or_insert(-1) += 1;
+        last = Some(outcome.last_position);
+    }
+    let last = last.unwrap();
+    project_until(&setup, 500, last).await;
+    let live = dump(&setup.pool).await;
+    let c = campaign;
+    assert_eq!(
+        live,
+        vec![
+            // day 1 google: restated to 20.00 (the second restatement), nothing after.
+            format!("{c}|2024-06-01|google|1000|10|1|20.00|60.00|1"),
+            // day 2 google: a record, then a restatement to 0.09.
+            format!("{c}|2024-06-02|google|1000|10|1|0.09|0.27|1"),
+            // day 2 meta: restated to 0.70, then a record of 0.01 on top.
+            format!("{c}|2024-06-02|meta|2000|20|2|0.71|2.13|2"),
+            format!(
+                "custom|{c}|2024-06-02|google|engagement_rate|0.125|1|125.000|1.250|0.125|1000|10|1|0.125"
+            ),
+        ],
+    );
+    for batch_size in [1, 2, 3, 7] {
+        reset(&setup.pool).await;
         project_until(&setup, batch_size, last).await;
         assert_eq!(dump(&setup.pool).await, live, "batch size {batch_size}");
     }

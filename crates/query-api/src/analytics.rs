@@ -18,10 +18,11 @@ use axum::Json;
 use chrono::{Days, Months, NaiveDate};
 use deadpool_postgres::Transaction;
 use domain::analytics::{
-    kpi_progress, normalize_source, parse_day, BudgetUsage, DerivedMetrics, KpiProgress, Quantity, Totals,
+    kpi_progress, normalize_source, parse_day, AppliedKind, BudgetUsage, CustomAggregate, DerivedMetrics,
+    KpiProgress, MetricKind, Quantity, Totals,
 };
 use domain::campaign::{Goals, Kpi};
-use domain::Money;
+use domain::{Currency, Money};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -160,6 +161,8 @@ fn filter(params: &HashMap<String, String>) -> Result<Filter, ApiError> {
 /// What the summary needs from the campaign; `None` when the caller's project
 /// has no such live campaign (the tenancy check for both reads).
 struct CampaignFacts {
+    currency: Currency,
+    kinds: Kinds,
     total_budget: Option<Money>,
     kpis: Vec<Kpi>,
     goals: Option<Goals>,
@@ -173,7 +176,8 @@ async fn campaign_facts(
     let statement = client
         .prepare_cached(
             "SELECT coalesce(body->'total_budget', 'null'), coalesce(body->'kpis', '[]'),
-                    coalesce(body->'goals', 'null')
+                    coalesce(body->'goals', 'null'), coalesce(body->'currency', '\"USD\"'),
+                    coalesce(body->'custom_metric_kinds', '{}')
              FROM campaigns WHERE id = $1 AND project = $2",
         )
         .await?;
@@ -186,11 +190,17 @@ async fn campaign_facts(
         total_budget: serde_json::from_value(field(0)).map_err(ApiError::internal)?,
         kpis: serde_json::from_value(field(1)).map_err(ApiError::internal)?,
         goals: serde_json::from_value(field(2)).map_err(ApiError::internal)?,
+        // Rows stored before currencies existed have none: USD.
+        currency: serde_json::from_value(field(3)).map_err(ApiError::internal)?,
+        kinds: serde_json::from_value(field(4)).map_err(ApiError::internal)?,
     })
 }
 
+/// A campaign's declared custom metric kinds.
+type Kinds = BTreeMap<String, MetricKind>;
+
 /// Exact sums of one row or group: the five core metrics as they were posted,
-/// plus the custom metrics, each summed.
+/// plus the custom metrics, each combined by its kind.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MetricSums {
     pub impressions: Quantity,
@@ -198,9 +208,15 @@ pub struct MetricSums {
     pub conversions: Quantity,
     pub cost: Quantity,
     pub revenue: Quantity,
-    /// Name → sum over the records. For a non-additive metric (a rate), divide
-    /// by `records` for the mean.
+    /// Name → value over the records, combined by the metric's kind (see
+    /// `custom_metric_kinds`): summed, averaged or the last value. An average
+    /// without any base (no impressions, say) or an unknown `last` is left
+    /// out here (its kind is still listed).
     pub custom_metrics: BTreeMap<String, Quantity>,
+    /// Name → the kind applied to each metric of `custom_metrics`;
+    /// `declared: false` marks a metric the campaign does not declare, which
+    /// was summed.
+    pub custom_metric_kinds: BTreeMap<String, AppliedKind>,
 }
 
 impl MetricSums {
@@ -221,6 +237,7 @@ impl MetricSums {
             cost: sum(3)?,
             revenue: sum(4)?,
             custom_metrics: BTreeMap::new(),
+            custom_metric_kinds: BTreeMap::new(),
         })
     }
 
@@ -240,20 +257,51 @@ impl MetricSums {
 const CORE_SUMS: &str = "sum(impressions), sum(clicks), sum(conversions), sum(cost), sum(revenue),
                          coalesce(sum(records), 0)::int8";
 
+/// What a custom query reads per group and name after the name, in the
+/// order [`aggregate`] takes them: the sum, the records carrying the metric,
+/// value × each base, the bases, and the latest day's last value.
+const CUSTOM_AGGREGATES: &str = "sum(value) AS value, sum(records) AS records,
+    sum(w_impressions) AS w_impressions, sum(w_clicks) AS w_clicks,
+    sum(w_conversions) AS w_conversions, sum(b_impressions) AS b_impressions,
+    sum(b_clicks) AS b_clicks, sum(b_conversions) AS b_conversions,
+    (array_agg(last ORDER BY day DESC))[1] AS last";
+
+/// The columns of [`CUSTOM_AGGREGATES`] from `first` on.
+fn aggregate(row: &tokio_postgres::Row, first: usize) -> Result<CustomAggregate, ApiError> {
+    let get = |i: usize| -> Result<Decimal, ApiError> {
+        Ok(row.try_get::<_, Option<Decimal>>(first + i)?.unwrap_or_default())
+    };
+    Ok(CustomAggregate {
+        sum: get(0)?,
+        records: get(1)?,
+        weighted: [get(2)?, get(3)?, get(4)?],
+        bases: [get(5)?, get(6)?, get(7)?],
+        last: row.try_get(first + 8)?,
+    })
+}
+
 /// Custom metrics come from a second query over `analytics_daily_custom`, whose
-/// rows `(group..., name, sum)` are merged here. Both queries run in one
-/// read-only snapshot.
+/// rows `(group..., name, aggregates...)` are combined by each metric's kind and
+/// merged here. Both queries run in one read-only snapshot.
 fn attach_custom<K: Ord>(
     groups: &mut BTreeMap<K, &mut MetricSums>,
     custom_rows: &[tokio_postgres::Row],
+    kinds: &Kinds,
     key: impl Fn(&tokio_postgres::Row) -> K,
     name_column: usize,
 ) -> Result<(), ApiError> {
     for row in custom_rows {
         if let Some(sums) = groups.get_mut(&key(row)) {
             let name: String = row.try_get(name_column)?;
-            let value: Decimal = row.try_get(name_column + 1)?;
-            sums.custom_metrics.insert(name, Quantity(value));
+            let declared = kinds.get(&name).copied();
+            let value = declared
+                .unwrap_or_default()
+                .combine(&aggregate(row, name_column + 1)?);
+            sums.custom_metric_kinds
+                .insert(name.clone(), AppliedKind::of(declared));
+            if let Some(value) = value {
+                sums.custom_metrics.insert(name, value);
+            }
         }
     }
     Ok(())
@@ -283,6 +331,9 @@ pub struct AnalyticsRow {
     pub period_end: NaiveDate,
     #[schema(example = "facebook")]
     pub source: String,
+    /// The campaign's currency: what `metrics.cost`, `metrics.revenue` and
+    /// `derived.cpc`, `cpm` and `cpa` are in.
+    pub currency: Currency,
     pub metrics: MetricSums,
     pub derived: DerivedMetrics,
     /// How many tracked records were summed into this row.
@@ -365,15 +416,21 @@ pub async fn rows(
     };
     let mut client = state.pool.get().await?;
     let tx = snapshot(&mut client).await?;
-    campaign_facts(&tx, campaign_id, &caller).await?;
-    let (mut data, has_more) = core_rows(&tx, &page).await?;
+    let campaign = campaign_facts(&tx, campaign_id, &caller).await?;
+    let (mut data, has_more) = core_rows(&tx, &page, campaign.currency).await?;
     if let (Some(first), Some(last)) = (data.first(), data.last()) {
         let custom_rows = custom_rows(&tx, &page, (first.date, &first.source), (last, &last.source)).await?;
         let mut groups: BTreeMap<(NaiveDate, String), &mut MetricSums> = data
             .iter_mut()
             .map(|row| ((row.date, row.source.clone()), &mut row.metrics))
             .collect();
-        attach_custom(&mut groups, &custom_rows, |r| (r.get(0), r.get(1)), 2)?;
+        attach_custom(
+            &mut groups,
+            &custom_rows,
+            &campaign.kinds,
+            |r| (r.get(0), r.get(1)),
+            2,
+        )?;
     }
     tx.commit().await?;
     for row in &mut data {
@@ -403,7 +460,11 @@ struct Page {
 }
 
 /// The page's (period, source) groups with their core sums, and whether more follow.
-async fn core_rows(tx: &Transaction<'_>, page: &Page) -> Result<(Vec<AnalyticsRow>, bool), ApiError> {
+async fn core_rows(
+    tx: &Transaction<'_>,
+    page: &Page,
+    currency: Currency,
+) -> Result<(Vec<AnalyticsRow>, bool), ApiError> {
     // `day::timestamp`: date_trunc on a bare date would pick the timestamptz
     // variant and depend on the session's time zone.
     let statement = tx
@@ -446,6 +507,7 @@ async fn core_rows(tx: &Transaction<'_>, page: &Page) -> Result<(Vec<AnalyticsRo
                 date,
                 period_end: page.granularity.period_end(date),
                 source: row.try_get(1)?,
+                currency,
                 metrics: MetricSums::from_row(row, 2)?,
                 derived: DerivedMetrics::default(),
                 records: row.try_get(7)?,
@@ -464,8 +526,8 @@ async fn custom_rows(
     (last, last_source): (&AnalyticsRow, &String),
 ) -> Result<Vec<tokio_postgres::Row>, ApiError> {
     let statement = tx
-        .prepare_cached(
-            "SELECT date_trunc($2, day::timestamp)::date AS period, source, name, sum(value)
+        .prepare_cached(&format!(
+            "SELECT date_trunc($2, day::timestamp)::date AS period, source, name, {CUSTOM_AGGREGATES}
              FROM analytics_daily_custom
              WHERE campaign_id = $1
                AND ($3::date IS NULL OR day >= $3)
@@ -473,8 +535,8 @@ async fn custom_rows(
                AND ($5::text IS NULL OR source = $5)
                AND day BETWEEN $6 AND $8
                AND (date_trunc($2, day::timestamp)::date, source) BETWEEN ($6, $7) AND ($9, $10)
-             GROUP BY period, source, name",
-        )
+             GROUP BY period, source, name"
+        ))
         .await?;
     Ok(tx
         .query(
@@ -500,6 +562,8 @@ async fn custom_rows(
 pub struct SourceSummary {
     #[schema(example = "facebook")]
     pub source: String,
+    /// The campaign's currency, as in [`AnalyticsRow`].
+    pub currency: Currency,
     pub metrics: MetricSums,
     pub derived: DerivedMetrics,
     pub records: i64,
@@ -520,6 +584,10 @@ pub struct AnalyticsSummary {
     pub first_date: Option<NaiveDate>,
     #[schema(value_type = Option<String>)]
     pub last_date: Option<NaiveDate>,
+    /// The campaign's currency: what every money figure of the summary is in
+    /// (`metrics.cost`, `metrics.revenue`, `derived.cpc`, `cpm`, `cpa`, the
+    /// budget, and KPIs on `cost` or `revenue`).
+    pub currency: Currency,
     /// Sums over the range.
     pub metrics: MetricSums,
     /// Computed from `metrics` (the sums), never averaged from per-row ratios;
@@ -571,6 +639,7 @@ pub async fn summary(
         .map(|row| {
             Ok(SourceSummary {
                 source: row.try_get(1)?,
+                currency: campaign.currency,
                 metrics: MetricSums::from_row(row, 2)?,
                 derived: DerivedMetrics::default(),
                 records: row.try_get(7)?,
@@ -587,6 +656,7 @@ pub async fn summary(
         attach_custom(
             &mut groups,
             &custom_rows,
+            &campaign.kinds,
             |r| (!r.get::<_, bool>(0)).then(|| r.get(1)),
             2,
         )?;
@@ -602,10 +672,11 @@ pub async fn summary(
         source: filter.source,
         first_date: total.get(8),
         last_date: total.get(9),
+        currency: campaign.currency,
         derived: DerivedMetrics::from_totals(&totals),
         records: total.get(7),
         by_source,
-        budget: BudgetUsage::new(campaign.total_budget, totals.cost),
+        budget: BudgetUsage::new(campaign.currency, campaign.total_budget, totals.cost),
         kpis: kpi_progress(&campaign.kpis, campaign.goals.as_ref(), &totals),
         metrics,
     }))
@@ -632,16 +703,28 @@ async fn summary_rows(
              ORDER BY is_total DESC, source"
         ))
         .await?;
+    // Per source and name, then per name over the sources: there a `last`
+    // is the sum of each source's latest value (unknown if any is).
     let custom_statement = tx
-        .prepare_cached(
-            "SELECT GROUPING(source) = 1 AS is_total, source, name, sum(value)
-             FROM analytics_daily_custom
-             WHERE campaign_id = $1
-               AND ($2::date IS NULL OR day >= $2)
-               AND ($3::date IS NULL OR day <= $3)
-               AND ($4::text IS NULL OR source = $4)
-             GROUP BY GROUPING SETS ((source, name), (name))",
-        )
+        .prepare_cached(&format!(
+            "WITH per_source AS (
+                 SELECT source, name, {CUSTOM_AGGREGATES}
+                 FROM analytics_daily_custom
+                 WHERE campaign_id = $1
+                   AND ($2::date IS NULL OR day >= $2)
+                   AND ($3::date IS NULL OR day <= $3)
+                   AND ($4::text IS NULL OR source = $4)
+                 GROUP BY source, name
+             )
+             SELECT false AS is_total, source, name, value, records, w_impressions, w_clicks,
+                    w_conversions, b_impressions, b_clicks, b_conversions, last
+             FROM per_source
+             UNION ALL
+             SELECT true, NULL, name, sum(value), sum(records), sum(w_impressions), sum(w_clicks),
+                    sum(w_conversions), sum(b_impressions), sum(b_clicks), sum(b_conversions),
+                    CASE WHEN bool_and(last IS NOT NULL) THEN sum(last) END
+             FROM per_source GROUP BY name"
+        ))
         .await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
         [&campaign_id, &filter.start, &filter.end, &filter.source];

@@ -60,6 +60,7 @@ fn recorded(result: Result<Vec<AnalyticsEvent>, AnalyticsError>) -> AnalyticsRec
     match result {
         Ok(mut events) if events.len() == 1 => match events.remove(0) {
             AnalyticsEvent::Recorded(e) => e,
+            other => panic!("expected AnalyticsRecorded, got {other:?}"),
         },
         other => panic!("expected one AnalyticsRecorded, got {other:?}"),
     }
@@ -392,15 +393,15 @@ fn ratios_round_half_away_from_zero_to_six_places() {
 
 #[test]
 fn budget_usage_against_total_budget() {
-    let b = BudgetUsage::new(Some(Money(dec("10000.00"))), dec("250.00"));
+    let b = BudgetUsage::new(Currency::USD, Some(Money(dec("10000.00"))), dec("250.00"));
     assert_eq!(b.remaining, q("9750.00"));
     assert_eq!(b.spent_ratio, q("0.025"));
-    let over = BudgetUsage::new(Some(Money(dec("100"))), dec("150.50"));
+    let over = BudgetUsage::new(Currency::USD, Some(Money(dec("100"))), dec("150.50"));
     assert_eq!(over.remaining, q("-50.50"));
     assert_eq!(over.spent_ratio, q("1.505"));
-    let none = BudgetUsage::new(None, dec("5"));
+    let none = BudgetUsage::new(Currency::USD, None, dec("5"));
     assert_eq!((none.remaining, none.spent_ratio), (None, None));
-    let zero = BudgetUsage::new(Some(Money::ZERO), dec("5"));
+    let zero = BudgetUsage::new(Currency::USD, Some(Money::ZERO), dec("5"));
     assert_eq!(zero.spent_ratio, None);
 }
 
@@ -510,4 +511,205 @@ proptest! {
             prop_assert!(v.is_null() || v.is_number());
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Restatement: given a day's restatements, when restating, then one
+// `AnalyticsRestated` (or nothing when it changes nothing).
+
+fn day_key() -> DayKey {
+    DayKey::parse(campaign_id(), "2024-06-15", " Google ").unwrap()
+}
+
+fn restate(
+    campaign: &Campaign,
+    day: &RestatedDay,
+    project: ProjectSlug,
+    metrics: &str,
+) -> Result<Vec<AnalyticsEvent>, AnalyticsError> {
+    let body = format!(r#"{{"metrics": {metrics}}}"#);
+    let input = from_json_slice::<RestateAnalytics>(body.as_bytes()).map_err(AnalyticsError::Invalid)?;
+    day.handle(Restate {
+        key: day_key(),
+        project,
+        campaign: campaign.clone(),
+        input,
+    })
+}
+
+fn given_day(events: &[AnalyticsEvent]) -> RestatedDay {
+    crate::aggregate::testing::given(events, &())
+}
+
+#[test]
+fn day_keys_are_checked_normalized_and_name_one_stream() {
+    let key = day_key();
+    assert_eq!(key.source, "google");
+    assert_eq!(
+        key.id(),
+        DayKey::parse(campaign_id(), "2024-06-15", "GOOGLE").unwrap().id()
+    );
+    assert_ne!(
+        key.id(),
+        DayKey::parse(campaign_id(), "2024-06-16", "google").unwrap().id()
+    );
+    assert_ne!(
+        key.id(),
+        DayKey::parse(record_id(), "2024-06-15", "google").unwrap().id()
+    );
+    // Stable across versions: the stream ids already written depend on it.
+    assert_eq!(
+        DayKey::parse(Uuid::nil(), "2024-01-01", "x")
+            .unwrap()
+            .id()
+            .to_string(),
+        Uuid::new_v5(
+            &Uuid::from_u128(0x6d61_726b_6574_696e_6700_616e_616c_7974),
+            b"00000000-0000-0000-0000-000000000000/2024-01-01/x"
+        )
+        .to_string()
+    );
+    let fields = |r: Result<DayKey, ValidationErrors>| -> Vec<String> {
+        r.unwrap_err().0.into_iter().map(|e| e.field).collect()
+    };
+    assert_eq!(fields(DayKey::parse(campaign_id(), "2024-02-30", "x")), ["date"]);
+    assert_eq!(
+        fields(DayKey::parse(campaign_id(), "1999-12-31", " ")),
+        ["date", "source"]
+    );
+}
+
+#[test]
+fn a_first_restatement_records_the_day_in_full() {
+    let campaign = given_campaign(&[created(acme())]);
+    let events = restate(
+        &campaign,
+        &RestatedDay::default(),
+        acme(),
+        r#"{"clicks": 7, "cost": 1.50}"#,
+    )
+    .unwrap();
+    let [AnalyticsEvent::Restated(e)] = events.as_slice() else {
+        panic!("expected one AnalyticsRestated, got {events:?}");
+    };
+    assert_eq!(
+        (e.campaign_id, e.date, e.source.as_str()),
+        (campaign_id(), day_key().date, "google")
+    );
+    assert_eq!(e.metrics.clicks, 7);
+    assert_eq!(e.metrics.cost.to_string(), "1.50");
+    let stored = AnalyticsEvent::from_data("AnalyticsRestated", events[0].to_data()).unwrap();
+    assert_eq!(stored, events[0]);
+}
+
+#[test]
+fn restating_the_same_metrics_again_decides_nothing_and_other_metrics_supersede() {
+    let campaign = given_campaign(&[created(acme())]);
+    let first = restate(
+        &campaign,
+        &RestatedDay::default(),
+        acme(),
+        r#"{"clicks": 7, "cost": 1.50}"#,
+    )
+    .unwrap();
+    let day = given_day(&first);
+    assert_eq!(day.state().unwrap().metrics.clicks, 7);
+    // The same figures, even written differently, change nothing.
+    assert_eq!(
+        restate(&campaign, &day, acme(), r#"{"cost": 1.5, "clicks": 7.0}"#).unwrap(),
+        vec![]
+    );
+    let second = restate(&campaign, &day, acme(), r#"{"clicks": 9}"#).unwrap();
+    let day = given_day(&[first[0].clone(), second[0].clone()]);
+    let state = day.state().unwrap();
+    assert_eq!((state.metrics.clicks, state.metrics.cost), (9, Money::ZERO));
+    assert_eq!(state.version, 1);
+}
+
+#[test]
+fn restating_needs_the_callers_live_campaign_before_a_valid_body() {
+    let other = ProjectSlug::parse("other").unwrap();
+    let live = given_campaign(&[created(acme())]);
+    let gone = given_campaign(&[created(acme()), deleted()]);
+    for (campaign, project) in [(&live, other), (&gone, acme()), (&Campaign::default(), acme())] {
+        let refused = restate(campaign, &RestatedDay::default(), project, r#"{"clicks": -1}"#);
+        assert_eq!(refused, Err(AnalyticsError::CampaignNotFound));
+    }
+    let invalid = restate(
+        &live,
+        &RestatedDay::default(),
+        acme(),
+        r#"{"clicks": -1, "cost": "x"}"#,
+    );
+    assert_eq!(invalid_fields(invalid), ["metrics.cost"]);
+    let invalid = restate(&live, &RestatedDay::default(), acme(), r#"{"clicks": -1}"#);
+    assert_eq!(invalid_fields(invalid), ["metrics.clicks"]);
+}
+
+#[test]
+fn a_record_stream_ignores_restatements_and_a_day_ignores_records() {
+    let campaign = given_campaign(&[created(acme())]);
+    let recorded = track(&campaign, SEED_TRACK).unwrap();
+    assert!(given_day(&recorded).state().is_none());
+    let restated = restate(&campaign, &RestatedDay::default(), acme(), "{}").unwrap();
+    let record: AnalyticsRecord = crate::aggregate::testing::given(&restated, &());
+    assert!(record.state().is_none());
+}
+
+// ---------------------------------------------------------------------------
+// Metric kinds: given the rollups' aggregates, the value each kind gives.
+
+fn aggregate_of(records: &[(&str, u64)]) -> CustomAggregate {
+    let mut a = CustomAggregate::default();
+    for (value, impressions) in records {
+        let (value, impressions) = (dec(value), Decimal::from(*impressions));
+        a.sum += value;
+        a.records += Decimal::ONE;
+        a.weighted[0] += value * impressions;
+        a.bases[0] += impressions;
+        a.last = Some(value);
+    }
+    a
+}
+
+#[test]
+fn an_average_weighted_by_impressions_is_the_weighted_mean() {
+    let a = aggregate_of(&[("0.05", 10_000), ("0.10", 30_000), ("0.02", 60_000)]);
+    let by_impressions = MetricKind::Average {
+        weighted_by: WeightBase::Impressions,
+    };
+    assert_eq!(by_impressions.combine(&a), q("0.047"));
+    let by_records = MetricKind::Average {
+        weighted_by: WeightBase::Records,
+    };
+    assert_eq!(by_records.combine(&a), q("0.0566666667"), "rounded to 10 places");
+    assert_eq!(MetricKind::default().combine(&a), q("0.17"));
+    assert_eq!(MetricKind::Last {}.combine(&a), q("0.02"));
+    // No base at all: no average, rather than a division by zero.
+    assert_eq!(by_impressions.combine(&aggregate_of(&[("0.5", 0)])), None);
+}
+
+#[test]
+fn kinds_read_as_declared_and_refuse_what_they_do_not_know() {
+    let kind: MetricKind = serde_json::from_str(r#"{"kind": "average"}"#).unwrap();
+    assert_eq!(
+        kind,
+        MetricKind::Average {
+            weighted_by: WeightBase::Records
+        }
+    );
+    assert_eq!(
+        serde_json::to_value(MetricKind::Last {}).unwrap(),
+        serde_json::json!({"kind": "last"})
+    );
+    for bad in [
+        r#"{"kind": "median"}"#,
+        r#"{"kind": "sum", "weighted_by": "impressions"}"#,
+        r#"{"kind": "average", "weighted_by": "cost"}"#,
+        r#"{}"#,
+    ] {
+        assert!(serde_json::from_str::<MetricKind>(bad).is_err(), "{bad}");
+    }
+    let applied = AppliedKind::of(None);
+    assert_eq!((applied.kind, applied.declared), (KindName::Sum, false));
 }
