@@ -6,7 +6,6 @@
 use marketing_e2e::{assert_error, spawn_app_with, TestApp, SEED_CREATE, SEED_UPDATE};
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use test_support::receiver::{Received, Receiver, Reply};
 
@@ -474,17 +473,7 @@ async fn a_receiver_down_for_a_while_gets_everything_in_order_per_aggregate() {
     receiver.up().await;
     let received = receiver.wait_for_distinct(12, WAIT).await;
     // First arrivals of each aggregate's events are in stream order.
-    let mut seen = std::collections::HashSet::new();
-    let mut order: HashMap<String, Vec<i64>> = HashMap::new();
-    for request in &received {
-        let body = request.json();
-        if seen.insert(body["id"].as_str().unwrap().to_owned()) {
-            order
-                .entry(body["streamid"].as_str().unwrap().to_owned())
-                .or_default()
-                .push(body["streamversion"].as_i64().unwrap());
-        }
-    }
+    let order = test_support::receiver::first_arrivals_by_stream(&received);
     for stream in &streams {
         assert_eq!(order[stream], [0, 1, 2, 3], "{stream}");
     }
@@ -542,4 +531,93 @@ async fn an_endpoint_failing_for_the_whole_window_is_given_up_on_disabled_and_sa
         (&enabled["enabled"], &enabled["disabled_reason"]),
         (&json!(true), &Value::Null)
     );
+}
+
+/// The shard, of the app's dispatcher shards, of a delivery's campaign.
+fn shard_of(app: &TestApp, request: &Received) -> usize {
+    let campaign: uuid::Uuid = request.json()["campaignid"].as_str().unwrap().parse().unwrap();
+    projector::Shard::of(campaign, app.config.webhooks_shards).index as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_endpoint_does_not_hold_up_the_others() {
+    use webhooks::config::MAX_IN_FLIGHT;
+    let app = hooks_app(true).await;
+    let shards = app.config.webhooks_shards as usize;
+    // A receiver that answers nothing until the test lets it.
+    let slow = Receiver::start().await;
+    slow.script(std::iter::repeat_n(Reply::Hold, 100_000));
+    create_endpoint(&app, &slow.url(), &["com.marketing.campaign.created.v1"]).await;
+    // More aggregates due to it in every shard than a shard's sender has
+    // slots: without a per-endpoint bound they would take them all.
+    let mut per_shard = vec![0usize; shards];
+    let mut campaigns = 0;
+    while per_shard.iter().any(|&n| n <= MAX_IN_FLIGHT) {
+        let campaign = app.create_campaign(&app.key, SEED_CREATE).await;
+        let id: uuid::Uuid = campaign["id"].as_str().unwrap().parse().unwrap();
+        per_shard[projector::Shard::of(id, shards as u32).index as usize] += 1;
+        campaigns += 1;
+    }
+    slow.wait_for(1, WAIT).await;
+    // Another endpoint gets all its events while the slow one holds on.
+    let fast = Receiver::start().await;
+    create_endpoint(&app, &fast.url(), &["*"]).await;
+    const FAST: usize = 10;
+    for _ in 0..FAST {
+        app.create_campaign(&app.key, SEED_CREATE).await;
+    }
+    fast.wait_for_distinct(FAST, WAIT).await;
+    // No shard gave the slow endpoint every slot (each gives it at most
+    // MAX_IN_FLIGHT_PER_ENDPOINT per 10 s timeout round; none was answered).
+    let mut slow_per_shard = vec![0usize; shards];
+    for request in slow.received() {
+        slow_per_shard[shard_of(&app, &request)] += 1;
+    }
+    assert!(
+        slow_per_shard.iter().all(|&n| n < MAX_IN_FLIGHT),
+        "requests to the slow endpoint per shard: {slow_per_shard:?}"
+    );
+    // Let go: the slow endpoint gets everything too.
+    slow.clear_script();
+    slow.release();
+    slow.wait_for_distinct(campaigns + FAST, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_purges_old_attempts_and_finished_deliveries_but_not_pending_ones() {
+    use webhooks::retention::{purge, Purged};
+    let app = hooks_app(true).await;
+    let up = Receiver::start().await;
+    let mut down = Receiver::start().await;
+    down.down().await;
+    let delivered = create_endpoint(&app, &up.url(), &["*"]).await;
+    let failing = create_endpoint(&app, &down.url(), &["*"]).await;
+    app.create_campaign(&app.key, SEED_CREATE).await;
+    attempts(&app, &delivered, 1).await;
+    attempts(&app, &failing, 1).await;
+    let pool = event_store::connect_pool(&app.db.url, 2).unwrap();
+    let retention = app.config.webhooks().retention;
+    // Nothing is old enough yet.
+    let now = chrono::Utc::now();
+    assert_eq!(purge(&pool, retention, now).await.unwrap(), Purged::default());
+    // As if the retention period had passed.
+    let later = now + chrono::TimeDelta::from_std(retention).unwrap() + chrono::TimeDelta::days(1);
+    let purged = purge(&pool, retention, later).await.unwrap();
+    assert!(purged.attempts >= 2, "{purged:?}");
+    assert_eq!(purged.deliveries, 1, "{purged:?}");
+    // The pending delivery stays (it is still retried); the list of the
+    // delivered endpoint's attempts is empty now.
+    let client = app.db.connect().await;
+    let left: Vec<(uuid::Uuid, String)> = client
+        .query("SELECT endpoint_id, state FROM webhook_deliveries", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let failing_id: uuid::Uuid = failing["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(left, [(failing_id, "pending".to_owned())]);
+    let path = format!("/webhooks/{}/deliveries", delivered["id"].as_str().unwrap());
+    let page: Value = app.get(&path, &app.key).await.json().await.unwrap();
+    assert_eq!(page["data"], json!([]));
 }

@@ -198,7 +198,7 @@ impl<S: Send + Sync> FromRequest<S> for DayRequest {
         (status = 409, description = "Too many concurrent restatements of the key", body = web::error::ErrorBody),
         (status = 413, body = web::error::ErrorBody), (status = 415, body = web::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["analytics:write"]))
 )]
 pub async fn restate(writer: Writer, request: DayRequest) -> Result<Response, ApiError> {
     let (campaign_id, date, source) = &request.path;

@@ -40,6 +40,9 @@ pub struct Leases {
     /// The last member count read, and when.
     members: StdMutex<(usize, Option<Instant>)>,
     member_id: i32,
+    /// The membership lock's `classid`: processes count only the members of
+    /// their own group ([`Leases::for_group`]).
+    class: i32,
 }
 
 /// Leadership of one reader, on the shared lease connection.
@@ -51,8 +54,24 @@ pub struct Lease {
 }
 
 impl Leases {
-    /// Leases for a process that runs `readers` readers.
+    /// Leases for a process that runs `readers` readers (the projections'
+    /// shards).
     pub fn new(pool: Pool, readers: usize) -> Arc<Self> {
+        Self::with_class(pool, readers, MEMBER_CLASS)
+    }
+
+    /// Leases of another group of readers (the webhook dispatcher's shards),
+    /// divided among the processes that run that group: a process that runs
+    /// only projectors must not count towards the dispatcher's fair share,
+    /// or a lone dispatcher would lead only part of its shards.
+    pub fn for_group(pool: Pool, readers: usize, group: &str) -> Arc<Self> {
+        // A classid of its own per group (never the projections' one).
+        let class = (crate::follower::lock_key("members:", group) >> 32) as i32;
+        let class = if class == MEMBER_CLASS { class ^ 1 } else { class };
+        Self::with_class(pool, readers, class)
+    }
+
+    fn with_class(pool: Pool, readers: usize, class: i32) -> Arc<Self> {
         Arc::new(Self {
             pool,
             readers: readers.max(1),
@@ -60,6 +79,7 @@ impl Leases {
             connection: Mutex::new(None),
             members: StdMutex::new((1, None)),
             member_id: rand_member_id(),
+            class,
         })
     }
 
@@ -77,10 +97,7 @@ impl Leases {
         }
         let connection = Object::take(self.pool.get().await?);
         connection
-            .execute(
-                "SELECT pg_advisory_lock($1, $2)",
-                &[&MEMBER_CLASS, &self.member_id],
-            )
+            .execute("SELECT pg_advisory_lock($1, $2)", &[&self.class, &self.member_id])
             .await?;
         let connection = Arc::new(connection);
         *slot = Some(connection.clone());
@@ -103,7 +120,7 @@ impl Leases {
                  WHERE locktype = 'advisory' AND granted AND objsubid = 2
                    AND classid = $1::int4::oid
                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                &[&MEMBER_CLASS],
+                &[&self.class],
             )
             .await?
             .get(0);

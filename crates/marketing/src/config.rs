@@ -208,6 +208,19 @@ pub struct Config {
     /// when nothing is due, in ms.
     #[arg(long, env = "WEBHOOKS_IDLE_POLL_MS", default_value_t = 1_000, global = true)]
     pub webhooks_idle_poll_ms: u64,
+
+    /// Shards of the webhook dispatcher (1 to 64): events are divided by
+    /// campaign, and `marketing webhooks` processes divide the shards.
+    /// Changing it needs no replay (docs/webhooks.md).
+    #[arg(long, env = "WEBHOOKS_SHARDS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64), global = true)]
+    pub webhooks_shards: u32,
+
+    /// How long webhook attempts, and delivered or given-up deliveries, are
+    /// kept before they are purged, in days (1 to 3650).
+    #[arg(long, env = "WEBHOOKS_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650), global = true)]
+    pub webhooks_retention_days: u64,
 }
 
 /// The production default of `RATE_LIMIT_PER_SECOND`: what a busy sync job
@@ -289,6 +302,8 @@ impl Config {
             retry_max: Duration::from_millis(self.webhooks_retry_max_ms.max(1)),
             give_up_after: Duration::from_secs(self.webhooks_give_up_after_secs),
             idle_poll: Duration::from_millis(self.webhooks_idle_poll_ms.max(1)),
+            shards: self.webhooks_shards,
+            retention: Duration::from_secs(self.webhooks_retention_days * 24 * 3600),
             ..webhooks::WebhooksConfig::default()
         }
     }
@@ -342,6 +357,8 @@ impl Config {
             // defaults are the environment's (DEFAULT_RATE_LIMIT_*).
             rate_limit_per_second: 0,
             rate_limit_burst: 0,
+            webhooks_shards: 2,
+            webhooks_retention_days: 30,
         }
     }
 }

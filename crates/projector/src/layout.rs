@@ -19,7 +19,7 @@ use event_store::follower::lock_key;
 use event_store::LogPosition;
 
 /// The checkpoint rows of every layout of `projection`, locked for update.
-pub(crate) async fn lock_all(
+pub async fn lock_all(
     client: &tokio_postgres::Transaction<'_>,
     projection: &str,
 ) -> Result<Vec<(String, LogPosition)>, tokio_postgres::Error> {
@@ -46,7 +46,7 @@ pub(crate) async fn lock_all(
 /// Replaces every checkpoint row of `projection` with one per shard of
 /// `count`, all at `at`. Sound only when the tables hold every event of the
 /// projection up to `at` and none after.
-pub(crate) async fn install(
+pub async fn install(
     client: &tokio_postgres::Transaction<'_>,
     projection: &str,
     count: u32,

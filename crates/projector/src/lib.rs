@@ -26,7 +26,7 @@ pub use campaigns::CampaignsProjection;
 pub type ContentProjection = owned::Owned<content::ContentItems>;
 /// The `leads` read model ([`leads`]).
 pub type LeadsProjection = owned::Owned<leads::Leads>;
-pub use layout::prepare as prepare_shards;
+pub use layout::{install as install_shards, lock_all as lock_shard_checkpoints, prepare as prepare_shards};
 pub use progress::{Consumer, Local, Progress, ReadModelProgress, Written};
 pub use replay::{replay, ReplayOptions, ReplayOutcome};
 pub use runner::{ProjectionRunner, RunnerConfig};

@@ -131,6 +131,11 @@ impl Receiver {
         self.state.script.lock().unwrap().extend(replies);
     }
 
+    /// Drops the replies still scripted: every next request gets 200.
+    pub fn clear_script(&self) {
+        self.state.script.lock().unwrap().clear();
+    }
+
     /// Answers every held request.
     pub fn release(&self) {
         self.state.release.notify_waiters();
@@ -191,4 +196,22 @@ impl Receiver {
             }
         }
     }
+}
+
+/// The stream versions of each aggregate's events, in the order their first
+/// deliveries arrived (retries and duplicates left out): per-aggregate order
+/// holds when each list is ascending.
+pub fn first_arrivals_by_stream(received: &[Received]) -> std::collections::HashMap<String, Vec<i64>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut order: std::collections::HashMap<String, Vec<i64>> = std::collections::HashMap::new();
+    for request in received {
+        let body = request.json();
+        if seen.insert(body["id"].as_str().unwrap().to_owned()) {
+            order
+                .entry(body["streamid"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(body["streamversion"].as_i64().unwrap());
+        }
+    }
+    order
 }

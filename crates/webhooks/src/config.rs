@@ -14,8 +14,16 @@ pub const MAX_DESCRIPTION_CHARS: usize = 500;
 /// How long the secret before a rotation still signs deliveries (next to
 /// the new one), so receivers can switch without losing any.
 pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
-/// Most deliveries the dispatcher has in flight at once.
+/// Most deliveries one shard's sender has in flight at once.
 pub const MAX_IN_FLIGHT: usize = 32;
+/// Most deliveries one shard's sender has in flight to one endpoint at once,
+/// so that an endpoint that answers slowly (or not at all, until the
+/// timeout) holds only these slots and the others keep flowing.
+pub const MAX_IN_FLIGHT_PER_ENDPOINT: usize = 4;
+/// How often the leader of shard 0 purges what the retention lets go.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// The most shards the dispatcher may have (the projections' limit).
+pub const MAX_SHARDS: u32 = projector::MAX_SHARDS;
 
 #[derive(Debug, Clone)]
 pub struct WebhooksConfig {
@@ -32,8 +40,13 @@ pub struct WebhooksConfig {
     /// nothing is due (new events and manual retries in this process wake
     /// it sooner).
     pub idle_poll: Duration,
-    /// Keys the dispatcher's checkpoint row and lock.
+    /// Keys the dispatcher's checkpoint rows and locks (one per shard).
     pub name: String,
+    /// How many shards the dispatcher runs (1 to [`MAX_SHARDS`]); the
+    /// dispatcher processes divide them.
+    pub shards: u32,
+    /// How long attempts, and delivered or given-up deliveries, are kept.
+    pub retention: Duration,
 }
 
 impl Default for WebhooksConfig {
@@ -45,6 +58,8 @@ impl Default for WebhooksConfig {
             give_up_after: Duration::from_secs(3 * 24 * 3600),
             idle_poll: Duration::from_secs(1),
             name: "webhooks".to_owned(),
+            shards: 2,
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

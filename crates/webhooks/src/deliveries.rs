@@ -124,14 +124,14 @@ pub async fn retry(
     let client = state.pool.get().await?;
     let row = client
         .query_opt(
-            "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = now(), first_attempt_at = NULL
+            "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = now(), first_attempt_at = NULL, finished_at = NULL
              WHERE endpoint_id = $1 AND event_id = $2
              RETURNING event_id, state, attempts, next_attempt_at",
             &[&endpoint.id, &event_id],
         )
         .await?
         .ok_or(ApiError::NotFound(DELIVERY_NOT_FOUND))?;
-    state.wake.notify_one();
+    state.wake.notify_waiters();
     let delivery = Delivery {
         event_id: row.get(0),
         state: row.get(1),

@@ -1,9 +1,11 @@
-//! The dispatcher: a log follower (leadership by advisory lock, fail-over,
-//! checkpoint by compare-and-set, as the publisher's) whose handler fans
-//! each event out into the outbox of every endpoint it matches, in the
-//! transaction that moves its checkpoint. So every event lands in every
-//! matching outbox exactly once, whatever crashes. While it leads, its
-//! [`Sender`] delivers from the outbox.
+//! The dispatcher: one log follower per shard ([`crate::layout`]; leadership
+//! by lease, fail-over, checkpoint by compare-and-set, as the projections'
+//! shards) whose handler fans each event of its shard out into the outbox of
+//! every endpoint it matches, in the transaction that moves the shard's
+//! checkpoint. So every event lands in every matching outbox exactly once,
+//! whatever crashes. While it leads a shard, the shard's [`Sender`] delivers
+//! that shard's deliveries from the outbox. The dispatcher processes divide
+//! the shards between them ([`event_store::leases`]).
 
 use crate::config::WebhooksConfig;
 use crate::outbound;
@@ -11,8 +13,10 @@ use crate::sender::Sender;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use event_store::follower::{self, Batch, Follower, FollowerConfig, Handled, Handler};
+use event_store::follower::{Batch, Follower, FollowerConfig, Handled, Handler};
+use event_store::leases::Leases;
 use event_store::{EventStore, LogPosition, RecordedEvent, StoreError};
+use projector::Shard;
 use publisher::DataGate;
 use serde_json::Value;
 use std::sync::Arc;
@@ -30,6 +34,8 @@ pub enum DispatchError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("event store error: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Layout(String),
 }
 
 /// An enabled endpoint, as the fan-out matches events against it.
@@ -59,12 +65,18 @@ struct Rows {
     positions: Vec<i64>,
     stream_ids: Vec<String>,
     event_types: Vec<String>,
+    campaign_ids: Vec<Option<Uuid>>,
+}
+
+/// Whether `shard` fans `event` out: a public event of one of its campaigns.
+fn fans_out(shard: Shard, event: &RecordedEvent) -> bool {
+    shard.holds_event(event) && outbound::public_route(event).is_some()
 }
 
 impl Rows {
-    fn of(events: &[RecordedEvent], subscribers: &[Subscriber]) -> Self {
+    fn of(shard: Shard, events: &[RecordedEvent], subscribers: &[Subscriber]) -> Self {
         let mut rows = Rows::default();
-        for event in events {
+        for event in events.iter().filter(|e| shard.holds_event(e)) {
             let Some(route) = outbound::public_route(event) else {
                 continue;
             };
@@ -82,15 +94,19 @@ impl Rows {
                 rows.positions.push(event.position.position);
                 rows.stream_ids.push(event.stream_id.clone());
                 rows.event_types.push(event_type.clone());
+                rows.campaign_ids.push(projector::campaign_of(event));
             }
         }
         rows
     }
 }
 
-/// The follower's handler: fan-out, plus the sender's life.
+/// A shard's follower handler: fan-out, plus the shard's sender's life.
 struct Fanout {
-    config: Arc<WebhooksConfig>,
+    shard: Shard,
+    /// The shard's reader name (checkpoint row) and lock key.
+    reader: String,
+    lock_key: i64,
     sender: Sender,
     prefixes: Vec<&'static str>,
     /// The running sender of this session.
@@ -102,24 +118,34 @@ impl Handler for Fanout {
     type Error = DispatchError;
 
     fn name(&self) -> &str {
-        &self.config.name
+        &self.reader
     }
 
     fn lock_key(&self) -> i64 {
-        follower::lock_key("webhooks:", &self.config.name)
+        self.lock_key
+    }
+
+    /// The rows are the layout's ([`crate::layout::prepare`]), made by
+    /// [`Dispatcher::run`] before the shards follow.
+    fn creates_checkpoint(&self) -> bool {
+        false
     }
 
     fn stream_prefixes(&self) -> Option<&[&str]> {
         Some(&self.prefixes)
     }
 
+    fn wants(&self, events: &[RecordedEvent]) -> bool {
+        events.iter().any(|e| fans_out(self.shard, e))
+    }
+
     fn became_active(&mut self, checkpoint: LogPosition) {
-        metrics::gauge!("marketing_webhooks_active").set(1.0);
-        tracing::info!(?checkpoint, "became the active webhook dispatcher");
+        metrics::gauge!("marketing_webhooks_active", "shard" => self.shard_label()).set(1.0);
+        tracing::info!(reader = %self.reader, ?checkpoint, "became the active webhook dispatcher of a shard");
     }
 
     fn stood_down(&mut self) {
-        metrics::gauge!("marketing_webhooks_active").set(0.0);
+        metrics::gauge!("marketing_webhooks_active", "shard" => self.shard_label()).set(0.0);
     }
 
     async fn begin(&mut self, _shutdown: &CancellationToken) -> Result<bool, DispatchError> {
@@ -158,14 +184,16 @@ impl Handler for Fanout {
                 created_at: row.get(3),
             })
             .collect();
-        let rows = Rows::of(&batch.events, &subscribers);
+        let rows = Rows::of(self.shard, &batch.events, &subscribers);
         if !rows.event_ids.is_empty() {
+            let shard = self.shard.index as i32;
             tx.execute(
                 "INSERT INTO webhook_deliveries
-                     (endpoint_id, event_id, tx_id, position, stream_id, event_type, next_attempt_at)
-                 SELECT u.*, now() FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[]) AS u
+                     (endpoint_id, event_id, tx_id, position, stream_id, event_type, campaign_id, shard, next_attempt_at)
+                 SELECT u.*, $8, now()
+                 FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::uuid[]) AS u
                  ON CONFLICT DO NOTHING",
-                &[&rows.endpoint_ids, &rows.event_ids, &rows.tx_ids, &rows.positions, &rows.stream_ids, &rows.event_types],
+                &[&rows.endpoint_ids, &rows.event_ids, &rows.tx_ids, &rows.positions, &rows.stream_ids, &rows.event_types, &rows.campaign_ids, &shard],
             )
             .await?;
         }
@@ -176,28 +204,36 @@ impl Handler for Fanout {
         if !rows.event_ids.is_empty() {
             metrics::counter!("marketing_webhook_deliveries_queued_total")
                 .increment(rows.event_ids.len() as u64);
-            self.sender.wake.notify_one();
+            self.sender.queued.notify_one();
         }
         Ok(Handled::Committed(to))
     }
 
     fn failed(&self, error: &DispatchError, failures: u32) -> Duration {
         metrics::counter!("marketing_webhook_errors_total").increment(1);
-        tracing::warn!(%error, failures, "webhook dispatcher failed; retrying");
+        tracing::warn!(reader = %self.reader, %error, failures, "webhook dispatcher failed; retrying");
         Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(Duration::from_secs(5))
     }
 
     fn lost(&self, error: &DispatchError) {
         metrics::counter!("marketing_webhook_errors_total").increment(1);
-        tracing::error!(%error, "webhook dispatcher lost its leadership; standing by");
+        tracing::error!(reader = %self.reader, %error, "webhook dispatcher lost its leadership; standing by");
     }
 }
 
-/// One dispatcher process's part: follows the log as the active instance or
-/// stands by.
+impl Fanout {
+    fn shard_label(&self) -> String {
+        format!("{}/{}", self.shard.index, self.shard.count)
+    }
+}
+
+/// One dispatcher process's part: a follower per shard, each leading its
+/// shard or standing by, on one set of leases, so the dispatcher processes
+/// divide the shards between them and take over those of one that dies.
 pub struct Dispatcher {
-    follower: Follower,
-    fanout: Fanout,
+    pool: Pool,
+    config: Arc<WebhooksConfig>,
+    shards: Vec<(Follower, Fanout)>,
 }
 
 impl Dispatcher {
@@ -209,35 +245,81 @@ impl Dispatcher {
         wake: Arc<Notify>,
     ) -> Self {
         let config = Arc::new(config);
-        let follower = Follower::new(
-            store,
-            pool.clone(),
-            FollowerConfig {
-                batch_size: 1000,
-                idle_poll: Duration::from_millis(500),
-                standby_poll: Duration::from_secs(1),
-            },
-        );
-        let prefixes = publisher::route::AGGREGATES.iter().map(|a| a.prefix).collect();
-        Self {
-            follower,
-            fanout: Fanout {
-                sender: Sender::new(pool, gate, config.clone(), wake),
-                config,
-                prefixes,
-                session: None,
-            },
-        }
+        let count = config.shards.clamp(1, crate::config::MAX_SHARDS);
+        let leases = Leases::for_group(pool.clone(), count as usize, &config.name);
+        let prefixes: Vec<&'static str> = publisher::route::AGGREGATES.iter().map(|a| a.prefix).collect();
+        let shards = Shard::all(count)
+            .map(|shard| {
+                let follower = Follower::new(
+                    store.clone(),
+                    pool.clone(),
+                    FollowerConfig {
+                        batch_size: 1000,
+                        idle_poll: Duration::from_millis(500),
+                        standby_poll: Duration::from_secs(1),
+                    },
+                )
+                .with_leases(leases.clone());
+                let reader = shard.reader_name(&config.name);
+                let fanout = Fanout {
+                    shard,
+                    lock_key: crate::layout::reader_lock_key(&reader),
+                    reader,
+                    sender: Sender::new(pool.clone(), gate.clone(), config.clone(), wake.clone(), shard),
+                    prefixes: prefixes.clone(),
+                    session: None,
+                };
+                (follower, fanout)
+            })
+            .collect();
+        Self { pool, config, shards }
     }
 
-    /// Ticks with the checkpoint: every event at or before it is in the outbox.
-    pub fn progress(&self) -> tokio::sync::watch::Receiver<LogPosition> {
-        self.follower.progress()
+    /// True, per shard, while this process leads it.
+    pub fn leading(&self) -> Vec<tokio::sync::watch::Receiver<bool>> {
+        self.shards.iter().map(|(f, _)| f.leading()).collect()
     }
 
     /// Runs until `shutdown`; errors are logged and retried.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        self.follower.run(&mut self.fanout, &shutdown).await;
+    pub async fn run(self, shutdown: CancellationToken) {
+        if !self.prepare(&shutdown).await {
+            return;
+        }
+        let retention = crate::retention::spawn(
+            self.pool.clone(),
+            self.config.clone(),
+            self.shards.first().map(|(f, _)| f.leading()),
+            shutdown.clone(),
+        );
+        let runs = self.shards.into_iter().map(|(follower, mut fanout)| {
+            let shutdown = shutdown.clone();
+            async move { follower.run(&mut fanout, &shutdown).await }
+        });
+        futures::future::join_all(runs).await;
+        let _ = retention.await;
         tracing::info!("webhook dispatcher stopped");
+    }
+
+    /// Makes sure the checkpoint rows are this shard count's, retrying until
+    /// they are or shutdown.
+    async fn prepare(&self, shutdown: &CancellationToken) -> bool {
+        let count = self.shards.len() as u32;
+        loop {
+            let prepared = match self.pool.get().await {
+                Ok(mut client) => crate::layout::prepare(&mut client, &self.config.name, count).await,
+                Err(error) => Err(error.into()),
+            };
+            match prepared {
+                Ok(()) => return true,
+                Err(error) => {
+                    metrics::counter!("marketing_webhook_errors_total").increment(1);
+                    tracing::error!(%error, "cannot start the webhook dispatcher's shards");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 }

@@ -338,7 +338,7 @@ pub async fn update(
         )
         .await?;
     tx.commit().await?;
-    state.wake.notify_one();
+    state.wake.notify_waiters();
     Ok(axum::Json(Endpoint::from_row(&row)).into_response())
 }
 

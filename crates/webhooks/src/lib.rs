@@ -5,19 +5,22 @@
 //!   order, each the CloudEvent the publisher sends to Kafka (same id, type,
 //!   source, subject; [`outbound`]) plus its `position` cursor.
 //! * [`endpoints`], [`deliveries`]: the management API.
-//! * [`Dispatcher`]: a log follower that fans each event out into the
-//!   delivery outbox ([`outbox`]) of every matching endpoint, and while it
-//!   leads, sends from it ([`sender`]): signed per Standard Webhooks
-//!   ([`signature`]), only to public addresses ([`target`]), retried with
-//!   backoff, per aggregate in log order.
+//! * [`Dispatcher`]: one log follower per shard ([`layout`]) that fans each
+//!   event of its shard out into the delivery outbox ([`outbox`]) of every
+//!   matching endpoint, and while it leads the shard, sends the shard's
+//!   deliveries ([`sender`]): signed per Standard Webhooks ([`signature`]),
+//!   only to public addresses ([`target`]), retried with backoff, per
+//!   aggregate in log order; old rows are purged ([`retention`]).
 
 pub mod config;
 pub mod deliveries;
 mod dispatcher;
 pub mod endpoints;
 pub mod feed;
+pub mod layout;
 pub mod outbound;
 pub mod outbox;
+pub mod retention;
 pub mod sender;
 pub mod signature;
 pub mod target;
@@ -52,7 +55,8 @@ pub struct WebhooksState {
     /// What of lead events' personal data may leave (the publisher's rule).
     pub gate: Arc<dyn DataGate>,
     pub config: Arc<WebhooksConfig>,
-    /// Wakes this process's dispatcher (a manual retry, an endpoint enabled).
+    /// Wakes this process's dispatcher shards (a manual retry, an endpoint
+    /// enabled), with `notify_waiters`.
     pub wake: Arc<Notify>,
 }
 

@@ -2,10 +2,13 @@
 //! each attempt's outcome. Per endpoint, only the oldest pending delivery of
 //! each aggregate is ever due, so a later event of an aggregate waits while an
 //! earlier one is retried, and deliveries of one aggregate go out in log order.
+//! Each shard's sender reads only its shard's rows; an aggregate's rows are
+//! all in one shard.
 
 use crate::config::WebhooksConfig;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use projector::Shard;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -23,26 +26,45 @@ pub struct Due {
     pub secrets: Vec<String>,
 }
 
-/// Up to `limit` due deliveries, at most one per endpoint and aggregate,
-/// leaving out those in flight (`busy`, as endpoint and event ids): an
-/// aggregate whose head is in flight has nothing due.
-pub async fn due(pool: &Pool, limit: i64, busy: &[(Uuid, Uuid)]) -> Result<Vec<Due>, anyhow::Error> {
+/// Up to `limit` due deliveries of `shard`, at most one per endpoint and
+/// aggregate, and at most `per_endpoint` per endpoint counting those in flight
+/// (`busy`, as endpoint and event ids), so the oldest due rows of one endpoint
+/// cannot take every slot. An aggregate whose head is in flight has nothing due.
+pub async fn due(
+    pool: &Pool,
+    shard: Shard,
+    limit: i64,
+    per_endpoint: i64,
+    busy: &[(Uuid, Uuid)],
+) -> Result<Vec<Due>, anyhow::Error> {
     let (busy_endpoints, busy_events): (Vec<Uuid>, Vec<Uuid>) = busy.iter().copied().unzip();
+    let shard = shard.index as i32;
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT d.endpoint_id, d.event_id, d.event_type, d.attempts, d.first_attempt_at, e.url, e.secret,
+            "WITH busy AS (
+                 SELECT endpoint_id, count(*) AS n FROM unnest($2::uuid[]) AS b (endpoint_id) GROUP BY endpoint_id
+             ), heads AS (
+                 SELECT d.endpoint_id, d.event_id, d.event_type, d.attempts, d.first_attempt_at,
+                        d.next_attempt_at, d.tx_id, d.position,
+                        row_number() OVER (PARTITION BY d.endpoint_id
+                                           ORDER BY d.next_attempt_at, d.tx_id, d.position) AS rank
+                 FROM webhook_deliveries d
+                 WHERE d.state = 'pending' AND d.shard = $4 AND d.next_attempt_at <= now()
+                   AND NOT EXISTS (
+                       SELECT 1 FROM webhook_deliveries p
+                       WHERE p.endpoint_id = d.endpoint_id AND p.stream_id = d.stream_id
+                         AND p.state = 'pending' AND (p.tx_id, p.position) < (d.tx_id, d.position))
+                   AND (d.endpoint_id, d.event_id) NOT IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))
+             )
+             SELECT h.endpoint_id, h.event_id, h.event_type, h.attempts, h.first_attempt_at, e.url, e.secret,
                     CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret
-             FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-             WHERE d.state = 'pending' AND d.next_attempt_at <= now() AND e.enabled
-               AND NOT EXISTS (
-                   SELECT 1 FROM webhook_deliveries p
-                   WHERE p.endpoint_id = d.endpoint_id AND p.stream_id = d.stream_id
-                     AND p.state = 'pending' AND (p.tx_id, p.position) < (d.tx_id, d.position))
-               AND (d.endpoint_id, d.event_id) NOT IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))
-             ORDER BY d.next_attempt_at, d.tx_id, d.position
+             FROM heads h JOIN webhook_endpoints e ON e.id = h.endpoint_id
+             LEFT JOIN busy b ON b.endpoint_id = h.endpoint_id
+             WHERE e.enabled AND h.rank + COALESCE(b.n, 0) <= $5
+             ORDER BY h.next_attempt_at, h.tx_id, h.position
              LIMIT $1",
-            &[&limit, &busy_endpoints, &busy_events],
+            &[&limit, &busy_endpoints, &busy_events, &shard, &per_endpoint],
         )
         .await?;
     Ok(rows
@@ -61,15 +83,16 @@ pub async fn due(pool: &Pool, limit: i64, busy: &[(Uuid, Uuid)]) -> Result<Vec<D
         .collect())
 }
 
-/// How long until the next pending delivery is due, if any is.
-pub async fn next_due_in(pool: &Pool) -> Result<Option<Duration>, anyhow::Error> {
+/// How long until the next pending delivery of `shard` is due, if any is.
+pub async fn next_due_in(pool: &Pool, shard: Shard) -> Result<Option<Duration>, anyhow::Error> {
+    let shard = shard.index as i32;
     let client = pool.get().await?;
     let next: Option<DateTime<Utc>> = client
         .query_one(
             "SELECT min(d.next_attempt_at) FROM webhook_deliveries d
              JOIN webhook_endpoints e ON e.id = d.endpoint_id
-             WHERE d.state = 'pending' AND e.enabled",
-            &[],
+             WHERE d.state = 'pending' AND d.shard = $1 AND e.enabled",
+            &[&shard],
         )
         .await?
         .get(0);
@@ -139,7 +162,8 @@ pub async fn record(
         .execute(
             "UPDATE webhook_deliveries SET state = $3, attempts = $4,
                  next_attempt_at = COALESCE($5, next_attempt_at),
-                 first_attempt_at = COALESCE(first_attempt_at, $6)
+                 first_attempt_at = COALESCE(first_attempt_at, $6),
+                 finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $6 END
              WHERE endpoint_id = $1 AND event_id = $2 AND attempts = $7 AND state = 'pending'",
             &[
                 &due.endpoint_id,

@@ -1,15 +1,17 @@
-//! Sends due deliveries: one signed `POST` per delivery, at most
-//! [`MAX_IN_FLIGHT`] at once, each attempt recorded in the outbox. Runs only
-//! while its dispatcher leads (the dispatcher starts and stops it with its
-//! sessions). An attempt cut short by a shutdown or a crash is not recorded,
+//! Sends one shard's due deliveries: one signed `POST` per delivery, at most
+//! [`MAX_IN_FLIGHT`] at once and [`MAX_IN_FLIGHT_PER_ENDPOINT`] to one
+//! endpoint, each attempt recorded in the outbox. Runs only while its
+//! dispatcher leads the shard (the shard's follower starts and stops it with
+//! its sessions). An attempt cut short by a shutdown or a crash is not recorded,
 //! so the next instance sends it again: receivers dedupe on `webhook-id`.
 
-use crate::config::{WebhooksConfig, DELIVERY_TIMEOUT, MAX_IN_FLIGHT};
+use crate::config::{WebhooksConfig, DELIVERY_TIMEOUT, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_ENDPOINT};
 use crate::outbound::{self, Outbound};
 use crate::outbox::{self, Due, Outcome};
 use crate::signature::{self, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::target::{self, GuardedResolver};
 use deadpool_postgres::Pool;
+use projector::Shard;
 use publisher::DataGate;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,7 +30,12 @@ pub struct Sender {
     pub pool: Pool,
     pub gate: Arc<dyn DataGate>,
     pub config: Arc<WebhooksConfig>,
+    /// Wakes every shard's sender of this process (a manual retry, an
+    /// endpoint enabled): `notify_waiters`.
     pub wake: Arc<Notify>,
+    /// Wakes this shard's sender when its fan-out queued deliveries.
+    pub queued: Arc<Notify>,
+    pub shard: Shard,
     client: reqwest::Client,
 }
 
@@ -59,24 +66,38 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Sender {
-    pub fn new(pool: Pool, gate: Arc<dyn DataGate>, config: Arc<WebhooksConfig>, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        pool: Pool,
+        gate: Arc<dyn DataGate>,
+        config: Arc<WebhooksConfig>,
+        wake: Arc<Notify>,
+        shard: Shard,
+    ) -> Self {
         let client = http_client(config.allow_private_targets);
         Self {
             pool,
             gate,
             config,
             wake,
+            queued: Arc::new(Notify::new()),
+            shard,
             client,
         }
     }
 
     /// Until `stop`: keeps up to [`MAX_IN_FLIGHT`] deliveries in flight,
     /// starting due ones as others finish, so a slow endpoint holds only its
-    /// own slots; sleeps until something may be due when nothing is.
+    /// own slots (at most [`MAX_IN_FLIGHT_PER_ENDPOINT`]); sleeps until
+    /// something may be due when nothing is.
     pub async fn run(self, stop: CancellationToken) {
         let mut in_flight: JoinSet<(Uuid, Uuid)> = JoinSet::new();
         let mut busy: HashSet<(Uuid, Uuid)> = HashSet::new();
         while !stop.is_cancelled() {
+            // Armed before the outbox is read, so a wake-up during the read
+            // is not lost (`notify_waiters` keeps no permit).
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let room = MAX_IN_FLIGHT - in_flight.len();
             let pause = match self.start_due(room, &mut busy, &mut in_flight).await {
                 Ok(started) if started > 0 && started == room => None,
@@ -98,7 +119,8 @@ impl Sender {
                         busy.remove(&key);
                     }
                 }
-                _ = self.wake.notified(), if pause.is_some() => {}
+                _ = &mut woken, if pause.is_some() => {}
+                _ = self.queued.notified(), if pause.is_some() => {}
                 _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
             }
         }
@@ -109,7 +131,7 @@ impl Sender {
 
     /// How long until the next pending delivery is due (at most `idle_poll`).
     async fn until_due(&self) -> Duration {
-        match outbox::next_due_in(&self.pool).await {
+        match outbox::next_due_in(&self.pool, self.shard).await {
             Ok(Some(due_in)) => due_in.min(self.config.idle_poll),
             Ok(None) => self.config.idle_poll,
             Err(error) => {
@@ -130,7 +152,14 @@ impl Sender {
             return Ok(0);
         }
         let busy_now: Vec<(Uuid, Uuid)> = busy.iter().copied().collect();
-        let due = outbox::due(&self.pool, room as i64, &busy_now).await?;
+        let due = outbox::due(
+            &self.pool,
+            self.shard,
+            room as i64,
+            MAX_IN_FLIGHT_PER_ENDPOINT as i64,
+            &busy_now,
+        )
+        .await?;
         if due.is_empty() {
             return Ok(0);
         }
