@@ -18,9 +18,26 @@ function flatten(value, prefix = '', out = {}) {
 
 const show = (v) => (v === undefined ? '(none)' : JSON.stringify(v));
 
+// Creation events carry the fields under `details`, updates under `changes`:
+// both are the resource's fields, so they are compared under one name.
+const field = (path) => path.replace(/^(details|changes)\./, '');
+
+/** A status change (`{from, to}`) is a change of `status`. */
+function normalise(data) {
+  const keys = Object.keys(data || {});
+  if (keys.includes('from') && keys.includes('to')) {
+    const rest = { ...data };
+    delete rest.from; delete rest.to;
+    return { before: { status: data.from }, data: { ...rest, status: data.to } };
+  }
+  return { before: null, data };
+}
+
 /** The rows of one event's diff, and the stream's state after it. */
-function diff(state, data) {
-  const after = flatten(data);
+function diff(stateBefore, raw) {
+  const { before: stated, data } = normalise(raw);
+  const state = stated ? { ...stateBefore, ...stated } : stateBefore;
+  const after = Object.fromEntries(Object.entries(flatten(data)).map(([k, v]) => [field(k), v]));
   const rows = [];
   for (const [path, value] of Object.entries(after)) {
     const before = state[path];

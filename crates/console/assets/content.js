@@ -210,8 +210,8 @@ export async function view(root, campaignId, params) {
 
   clear(root, heading(`Content calendar: ${campaign.name}`),
     h('div', { class: 'filters' },
-      field('Month', monthInput, { name: 'month' }), field('Platform', platform, { name: 'platform' }),
-      field('Status', status, { name: 'status' }),
+      field('Month', monthInput, { name: 'month' }), field('Show platform', platform, { name: 'platform' }),
+      field('Show status', status, { name: 'status' }),
       h('div', { class: 'actions', role: 'group', 'aria-label': 'View' }, modeMonth, modeWeek),
       h('div', { class: 'actions' }, prev, next)),
     body, createForm(campaignId, v, async (created) => {

@@ -19,7 +19,7 @@ const BASE = process.env.CONSOLE_BASE;
 const API = `${BASE}/v1/dev/marketing`;
 const { KEY_A, KEY_B } = process.env;
 const SHOTS = process.env.SHOTS;
-const TIMEOUT = 30_000; // per wait; generous for a loaded machine, never slept
+const TIMEOUT = 15_000; // per wait; generous for a loaded machine, never slept
 fs.mkdirSync(SHOTS, { recursive: true });
 
 // --- helpers -------------------------------------------------------------------
@@ -70,7 +70,8 @@ async function step(name, fn) {
 const shot = (name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 const heading = (name) => page.getByRole('heading', { level: 1, name }).waitFor();
 /** The message shown next to the field labelled `label`. */
-const fieldError = (label) => page.locator('.field', { has: page.getByLabel(label, { exact: true }) }).locator('.field-error');
+const fieldError = (label) => page.locator('.field')
+  .filter({ has: page.locator('label').getByText(label, { exact: true }) }).locator('.field-error');
 const apiResponse = (method, pattern) => page.waitForResponse((r) => r.request().method() === method && pattern.test(r.url()));
 
 async function main() {
@@ -178,7 +179,7 @@ async function main() {
       await shot('campaign-edit-conflict');
       assert.equal((await api('GET', `/campaigns/${campaignId}`)).body.description, 'Changed elsewhere');
       await page.getByRole('button', { name: 'Reload the current version' }).click();
-      await page.getByLabel('Description').filter({ hasText: 'Changed elsewhere' }).waitFor();
+      await page.waitForFunction(() => document.querySelector('textarea[name=description]').value === 'Changed elsewhere');
       await page.getByLabel('Total budget').fill('12000.00');
       await page.getByRole('button', { name: 'Save changes' }).click();
       await heading('Summer Sale');
@@ -218,7 +219,7 @@ async function main() {
       await heading('Content calendar: Summer Sale');
       await page.getByLabel('Title', { exact: true }).fill('Launch post');
       await page.getByLabel('Scheduled date (UTC)').fill('2024-06-15T10:00');
-      await page.getByLabel('Platform').fill('instagram');
+      await page.getByLabel('Platform', { exact: true }).fill('instagram');
       await page.getByLabel('Status', { exact: true }).selectOption('scheduled');
       await page.getByLabel('Media file').setInputFiles({ name: 'launch.png', mimeType: 'image/png', buffer: png(8, 8, [220, 40, 40]) });
       await page.getByRole('button', { name: 'Schedule content' }).click();
@@ -239,10 +240,10 @@ async function main() {
       await page.getByLabel('Month').fill('2024-06');
       await page.getByLabel('Month').dispatchEvent('change');
       await page.locator('td[data-date="2024-06-20"]').getByText('LinkedIn article').waitFor();
-      await page.getByLabel('Platform', { exact: true }).selectOption('instagram');
+      await page.getByLabel('Show platform').selectOption('instagram');
       await page.locator('td[data-date="2024-06-20"]').getByText('LinkedIn article').waitFor({ state: 'detached' });
       await cell.getByText('Launch post').waitFor();
-      await page.getByLabel('Platform', { exact: true }).selectOption('');
+      await page.getByLabel('Show platform').selectOption('');
       await shot('content-calendar-month');
       const before = await cell.getByRole('img', { name: 'Image of Launch post' }).getAttribute('src');
       const replaced = apiResponse('PUT', /\/content\/[^/]+$/);
@@ -292,7 +293,7 @@ async function main() {
       const track = async (source, values) => {
         await page.getByLabel('Date', { exact: true }).fill(today);
         await page.getByLabel('Source', { exact: true }).fill(source);
-        for (const [name, value] of Object.entries(values)) await page.getByLabel(name, { exact: true }).fill(value);
+        for (const [name, value] of Object.entries(values)) await page.getByRole('textbox', { name, exact: true }).fill(value);
         const tracked = apiResponse('POST', /\/analytics$/);
         await page.getByRole('button', { name: 'Track metrics' }).click();
         return (await tracked).status();
@@ -371,9 +372,13 @@ async function main() {
       await timeline.getByRole('heading', { name: 'CampaignCreated' }).waitFor();
       const update = timeline.getByRole('article').filter({ has: page.getByRole('heading', { name: 'CampaignUpdated' }) })
         .filter({ has: page.getByRole('rowheader', { name: 'total_budget' }) });
-      await update.getByRole('cell', { name: '10000.00' }).waitFor();
-      await update.getByRole('cell', { name: '12000.00' }).waitFor();
+      await update.getByRole('cell', { name: /^10000(\.00)?$/ }).waitFor();
+      await update.getByRole('cell', { name: /^12000(\.00)?$/ }).waitFor();
       await update.getByText('by marketer').waitFor();
+      // A status change reads as one: status, before → after.
+      const paused = timeline.getByRole('article').filter({ has: page.getByRole('heading', { name: 'CampaignStatusChanged' }) })
+        .filter({ has: page.getByRole('cell', { name: '"paused"', exact: true }) }).first();
+      await paused.getByRole('rowheader', { name: 'status' }).waitFor();
       const statusChanges = timeline.getByRole('heading', { name: 'CampaignStatusChanged' });
       assert.equal(await statusChanges.count(), 3);
       await timeline.getByRole('heading', { name: 'ContentCreated' }).first().waitFor();
