@@ -3,7 +3,7 @@
 // same figures as a table, and a form to track a day's metrics.
 import { all, call, get, literal } from './api.js';
 import {
-  h, clear, field, formError, showErrors, heading, flash, money, count, percent, ratio, table,
+  h, clear, clearErrors, field, formError, showErrors, heading, flash, money, count, percent, ratio, table,
 } from './ui.js';
 import { currencyOf } from './campaigns.js';
 
@@ -85,6 +85,7 @@ function trackForm(id, onTracked) {
       showErrors(el, error);
       return;
     }
+    clearErrors(el);
     flash(`Tracked ${body.source} for ${body.date}.`);
     await onTracked(body.date);
   });

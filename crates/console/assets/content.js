@@ -3,7 +3,7 @@
 // thumbnails; a form to schedule content with media, and media replacement.
 import { all, blob, call, get, vocab } from './api.js';
 import {
-  h, clear, field, select, formError, showErrors, heading, flash, when, fromLocalInput,
+  h, clear, clearErrors, field, select, formError, showErrors, heading, flash, when, fromLocalInput,
 } from './ui.js';
 
 const DAY = 86400000;
@@ -111,6 +111,7 @@ function createForm(campaignId, v, onCreated) {
     if (ctl.media.files[0]) form.append('media', ctl.media.files[0]);
     try {
       const { data } = await call('POST', `/campaigns/${campaignId}/content`, { form });
+      clearErrors(el);
       flash(`Content “${data.title}” scheduled.`);
       await onCreated(data);
     } catch (error) { showErrors(el, error); }

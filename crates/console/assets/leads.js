@@ -1,7 +1,7 @@
 // Leads: a table with search and status filter (the API's own), CSV import
 // with upload progress and the line-numbered report, and the CSV export.
-import { blob, call, get, upload, vocab } from './api.js';
-import { h, clear, field, select, formError, showErrors, heading, flash, when, table } from './ui.js';
+import { blob, get, upload, vocab } from './api.js';
+import { h, clear, clearErrors, field, select, formError, showErrors, heading, flash, when, table } from './ui.js';
 
 const PAGE = 50;
 
@@ -38,6 +38,7 @@ function importForm(campaignId, onDone) {
     progress.value = 0;
     try {
       const { data } = await upload(`/campaigns/${campaignId}/leads/import`, form, (p) => { progress.value = p; });
+      clearErrors(el);
       clear(out, report(data));
       flash(`Import finished: ${data.imported} imported, ${data.failed} failed, ${data.duplicates} duplicates.`);
       await onDone();

@@ -2,7 +2,7 @@
 // is not completed or cancelled is marked overdue.
 import { all, call, get, vocab } from './api.js';
 import {
-  h, clear, field, select, formError, showErrors, heading, flash, when, fromLocalInput,
+  h, clear, clearErrors, field, select, formError, showErrors, heading, flash, when, fromLocalInput,
 } from './ui.js';
 
 const DONE = new Set(['completed', 'cancelled']);
@@ -51,6 +51,7 @@ function createForm(campaignId, onCreated) {
     if (ctl.due_date.value) body.due_date = fromLocalInput(ctl.due_date.value);
     try {
       const { data } = await call('POST', `/campaigns/${campaignId}/tasks`, { json: body });
+      clearErrors(el);
       flash(`Task “${data.title}” added.`);
       await onCreated();
     } catch (error) { showErrors(el, error); }

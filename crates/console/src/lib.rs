@@ -33,16 +33,56 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 
 /// `(file name, media type, bytes)` of every asset under `/console/assets/`.
 const ASSETS: &[(&str, &str, &[u8])] = &[
-    ("console.css", "text/css; charset=utf-8", include_bytes!("../assets/console.css")),
-    ("api.js", "text/javascript; charset=utf-8", include_bytes!("../assets/api.js")),
-    ("ui.js", "text/javascript; charset=utf-8", include_bytes!("../assets/ui.js")),
-    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../assets/app.js")),
-    ("campaigns.js", "text/javascript; charset=utf-8", include_bytes!("../assets/campaigns.js")),
-    ("audit.js", "text/javascript; charset=utf-8", include_bytes!("../assets/audit.js")),
-    ("analytics.js", "text/javascript; charset=utf-8", include_bytes!("../assets/analytics.js")),
-    ("content.js", "text/javascript; charset=utf-8", include_bytes!("../assets/content.js")),
-    ("tasks.js", "text/javascript; charset=utf-8", include_bytes!("../assets/tasks.js")),
-    ("leads.js", "text/javascript; charset=utf-8", include_bytes!("../assets/leads.js")),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/console.css"),
+    ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/api.js"),
+    ),
+    (
+        "ui.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/ui.js"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/app.js"),
+    ),
+    (
+        "campaigns.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/campaigns.js"),
+    ),
+    (
+        "audit.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/audit.js"),
+    ),
+    (
+        "analytics.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/analytics.js"),
+    ),
+    (
+        "content.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/content.js"),
+    ),
+    (
+        "tasks.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/tasks.js"),
+    ),
+    (
+        "leads.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/leads.js"),
+    ),
     // Chart.js, vendored byte for byte from the npm package pinned in
     // deploy/local/console-e2e/package-lock.json (the browser test checks that).
     (
@@ -126,7 +166,10 @@ fn with_headers(mut response: Response) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     // Assets change with the binary; revalidating costs little on loopback
     // and never shows a page from an older release.
@@ -162,7 +205,10 @@ mod tests {
         // No inline script: every <script> has a src under /console/assets/.
         for tag in html.split("<script").skip(1) {
             let tag = &tag[..tag.find('>').unwrap()];
-            assert!(tag.contains("src=\"/console/assets/"), "inline or foreign script: {tag}");
+            assert!(
+                tag.contains("src=\"/console/assets/"),
+                "inline or foreign script: {tag}"
+            );
         }
         for (name, media_type, bytes) in ASSETS {
             let (status, headers, body) = get(&format!("/console/assets/{name}")).await;
