@@ -6,6 +6,7 @@ mod audit;
 mod auth_and_errors;
 mod campaigns;
 mod concurrency;
+mod console;
 mod content;
 mod control_characters;
 mod early_413;
