@@ -6,7 +6,8 @@
 #   4. drops test databases left over from earlier runs (not those of a suite
 #      running beside this one);
 #   5. cargo fmt --check, cargo clippy -D warnings, and every test;
-#   6. schemathesis against a live server (deploy/local/schemathesis.sh).
+#   6. schemathesis against a live server (deploy/local/schemathesis.sh);
+#   7. the web console in headless Chromium (deploy/local/console-test.sh).
 # Build artefacts and the broker binary live in a cache outside the checkout
 # ($MARKETING_CACHE_DIR, default /var/tmp/marketing-cache), so a fresh clone
 # reuses a warm build.
@@ -119,3 +120,5 @@ else
 fi
 log "schemathesis"
 deploy/local/schemathesis.sh
+log "console (browser)"
+deploy/local/console-test.sh

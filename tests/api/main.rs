@@ -7,6 +7,7 @@ mod auth_and_errors;
 mod campaign_lists;
 mod campaigns;
 mod concurrency;
+mod console;
 mod content;
 mod control_characters;
 mod early_413;

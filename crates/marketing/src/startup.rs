@@ -341,6 +341,9 @@ impl Core {
                 vault: self.vault.clone(),
             }));
             api = api.merge(webhooks::feed_router(self.webhooks_state(config)));
+            // The web console is a client of the read (and, in `serve`, the
+            // write) routes on the same origin: served wherever reads are.
+            api = api.merge(console::router());
         }
         Ok(api)
     }

@@ -1,0 +1,411 @@
+// End-to-end test of the web console in headless Chromium, driven by
+// Playwright (playwright-core with Debian's chromium). Run by
+// deploy/local/console-test.sh, which starts `marketing serve` on a fresh
+// database and passes:
+//   CONSOLE_BASE   http://127.0.0.1:PORT
+//   KEY_A, KEY_B   API keys of two projects
+//   CHROMIUM       the browser binary
+//   SHOTS          where screenshots go (docs/console to refresh the committed ones)
+// Every wait is on a condition (a selector, a response, a download), never a
+// sleep. Controls are found by role and accessible name, as a user finds them.
+'use strict';
+const { chromium } = require('playwright-core');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const zlib = require('node:zlib');
+
+const BASE = process.env.CONSOLE_BASE;
+const API = `${BASE}/v1/dev/marketing`;
+const { KEY_A, KEY_B } = process.env;
+const SHOTS = process.env.SHOTS;
+const TIMEOUT = 15_000; // per wait; generous for a loaded machine, never slept
+fs.mkdirSync(SHOTS, { recursive: true });
+
+// --- helpers -------------------------------------------------------------------
+async function api(method, url, { key = KEY_A, json, headers = {} } = {}) {
+  const h = { Authorization: `Bearer ${key}`, ...headers };
+  if (json) h['Content-Type'] = 'application/json';
+  const res = await fetch(API + url, { method, headers: h, body: json ? JSON.stringify(json) : undefined });
+  const text = await res.text();
+  return { status: res.status, etag: res.headers.get('etag'), body: text ? JSON.parse(text) : null };
+}
+
+/** A solid-colour PNG of w×h pixels (so two uploads differ by content). */
+function png(w, h, [r, g, b]) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => { let c = 0xffffffff; for (const x of buf) c = crcTable[(c ^ x) & 0xff] ^ (c >>> 8); return (c ^ 0xffffffff) >>> 0; };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type), data]);
+    const c = Buffer.alloc(4); c.writeUInt32BE(crc(td));
+    return Buffer.concat([len, td, c]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 2;
+  const row = Buffer.concat([Buffer.from([0]), Buffer.from(Array.from({ length: w }, () => [r, g, b]).flat())]);
+  const raw = Buffer.concat(Array.from({ length: h }, () => row));
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+const steps = [];
+let page;
+async function step(name, fn) {
+  const started = Date.now();
+  try {
+    await fn();
+  } catch (error) {
+    if (page) await page.screenshot({ path: path.join(SHOTS, `FAILED-${name.replace(/\W+/g, '-')}.png`), fullPage: true }).catch(() => {});
+    console.error(`FAIL ${name}: ${error.stack || error}`);
+    throw error;
+  }
+  steps.push(name);
+  console.log(`ok   ${name} (${Date.now() - started} ms)`);
+}
+const shot = (name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+const heading = (name) => page.getByRole('heading', { level: 1, name }).waitFor();
+/** The message shown next to the field labelled `label`. */
+const fieldError = (label) => page.locator('.field')
+  .filter({ has: page.locator('label').getByText(label, { exact: true }) }).locator('.field-error');
+const apiResponse = (method, pattern) => page.waitForResponse((r) => r.request().method() === method && pattern.test(r.url()));
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM,
+    headless: true,
+    // Playwright gives each launch a fresh temporary profile (--user-data-dir).
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic'],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  context.setDefaultTimeout(TIMEOUT);
+  page = await context.newPage();
+  // Any script error or CSP violation fails the run.
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) problems.push(`console: ${m.text()}`);
+  });
+  let campaignId;
+
+  try {
+    await step('the console is served with a strict policy, and asks for a key', async () => {
+      const res = await page.goto(`${BASE}/console`);
+      assert.equal(res.status(), 200);
+      const csp = res.headers()['content-security-policy'];
+      assert.match(csp, /script-src 'self'(;|$)/);
+      assert.match(csp, /default-src 'none'/);
+      await heading('Sign in');
+      // Keyboard: the key field has the focus, ready to type.
+      assert.equal(await page.evaluate(() => document.activeElement.id), await page.getByLabel('API key').getAttribute('id'));
+      await shot('sign-in');
+    });
+
+    await step('a wrong key is refused next to the field', async () => {
+      await page.getByLabel('API key').fill('mk_not_a_key');
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await fieldError('API key').filter({ hasText: 'Invalid or missing API key' }).waitFor();
+      assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    });
+
+    await step('sign in with the keyboard; the key is kept in sessionStorage only', async () => {
+      await page.getByLabel('API key').fill(KEY_A);
+      await page.getByLabel('API key').press('Enter');
+      await heading('Campaigns');
+      const stored = await page.evaluate(() => ({ session: Object.values(sessionStorage), local: localStorage.length, cookie: document.cookie }));
+      assert.deepEqual(stored, { session: [KEY_A], local: 0, cookie: '' });
+    });
+
+    await step('create a campaign: the API\'s validation messages next to the fields, then success', async () => {
+      await page.getByRole('link', { name: 'New campaign' }).click();
+      await heading('New campaign');
+      await page.getByLabel('Name', { exact: true }).fill('Summer Sale');
+      await page.getByLabel('Type').selectOption('sales');
+      await page.getByLabel('Start date (UTC)').fill('2024-06-01T00:00');
+      await page.getByLabel('End date (UTC)').fill('2024-05-01T00:00');
+      await page.getByLabel('Total budget').fill('1000.00');
+      await page.getByLabel('Channels (JSON list)').fill('[{"name": "Facebook Ads", "type": "social_media", "platform": "facebook", "budget_allocation": 5000}]');
+      const refused = apiResponse('POST', /\/campaigns$/);
+      await page.getByRole('button', { name: 'Create campaign' }).click();
+      assert.equal((await refused).status(), 400);
+      await fieldError('End date (UTC)').filter({ hasText: 'end_date' }).waitFor();
+      await fieldError('Channels (JSON list)').filter({ hasText: 'exceed total_budget' }).waitFor();
+      assert.equal(await page.getByLabel('Channels (JSON list)').getAttribute('aria-invalid'), 'true');
+      assert.equal(await fieldError('Name').isHidden(), true);
+      await shot('campaign-form-errors');
+      await page.getByLabel('End date (UTC)').fill('2024-08-31T23:59');
+      await page.getByLabel('Total budget').fill('10000.00');
+      const created = apiResponse('POST', /\/campaigns$/);
+      await page.getByRole('button', { name: 'Create campaign' }).click();
+      const body = await (await created).json();
+      campaignId = body.id;
+      await heading('Summer Sale');
+      await page.getByRole('table', { name: 'Channels' }).getByRole('cell', { name: 'Facebook Ads' }).waitFor();
+      await page.getByText('10,000.00').first().waitFor();
+    });
+
+    await step('status changes offer only the allowed transitions', async () => {
+      const offered = async () => page.getByRole('group', { name: 'Change status' }).getByRole('button').allTextContents();
+      assert.deepEqual(await offered(), ['Change status to active', 'Change status to cancelled']);
+      // By keyboard: focus the button and press Enter.
+      await page.getByRole('button', { name: 'Change status to active' }).focus();
+      await page.keyboard.press('Enter');
+      await page.getByRole('button', { name: 'Change status to paused' }).waitFor();
+      assert.deepEqual(await offered(), ['Change status to paused', 'Change status to completed', 'Change status to cancelled']);
+      await page.getByRole('button', { name: 'Change status to paused' }).click();
+      await page.getByRole('button', { name: 'Change status to active' }).waitFor();
+      assert.deepEqual(await offered(), ['Change status to active', 'Change status to completed', 'Change status to cancelled']);
+      await page.getByRole('button', { name: 'Change status to active' }).click();
+      await page.getByRole('button', { name: 'Change status to paused' }).waitFor();
+      await shot('campaign-detail');
+    });
+
+    await step('a stale edit shows a conflict instead of overwriting (If-Match)', async () => {
+      await page.getByRole('link', { name: 'Edit campaign' }).click();
+      await heading('Edit Summer Sale');
+      // Someone else changes the campaign after the form was loaded.
+      const other = await api('PUT', `/campaigns/${campaignId}`, { json: { description: 'Changed elsewhere' } });
+      assert.equal(other.status, 200);
+      await page.getByLabel('Total budget').fill('12000.00');
+      const stale = apiResponse('PUT', /\/campaigns\/[^/]+$/);
+      await page.getByRole('button', { name: 'Save changes' }).click();
+      assert.equal((await stale).status(), 412);
+      await page.getByRole('alert').filter({ hasText: 'Conflict' }).waitFor();
+      await shot('campaign-edit-conflict');
+      assert.equal((await api('GET', `/campaigns/${campaignId}`)).body.description, 'Changed elsewhere');
+      await page.getByRole('button', { name: 'Reload the current version' }).click();
+      await page.waitForFunction(() => document.querySelector('textarea[name=description]').value === 'Changed elsewhere');
+      await page.getByLabel('Total budget').fill('12000.00');
+      await page.getByRole('button', { name: 'Save changes' }).click();
+      await heading('Summer Sale');
+      await page.getByText('12,000.00').first().waitFor();
+    });
+
+    await step('the list filters by status, searches and pages', async () => {
+      for (let i = 1; i <= 20; i++) {
+        const r = await api('POST', '/campaigns', { json: { name: `Winter Launch ${i}`, type: 'awareness' } });
+        assert.equal(r.status, 201);
+      }
+      await page.getByRole('link', { name: 'Campaigns', exact: true }).click();
+      await heading('Campaigns');
+      const rows = page.getByRole('table', { name: 'Campaigns, newest first' }).locator('tbody tr');
+      await page.getByRole('button', { name: 'Next page' }).waitFor();
+      assert.equal(await rows.count(), 20);
+      await page.getByRole('button', { name: 'Next page' }).click();
+      await page.getByRole('link', { name: 'Summer Sale' }).waitFor();
+      assert.equal(await rows.count(), 1);
+      await page.getByRole('button', { name: 'Previous page' }).click();
+      await page.getByRole('link', { name: 'Winter Launch 20' }).waitFor();
+      await page.getByLabel('Status').selectOption('active');
+      await page.getByRole('link', { name: 'Summer Sale' }).waitFor();
+      assert.equal(await rows.count(), 1);
+      await page.getByLabel('Status').selectOption('');
+      await page.getByRole('link', { name: 'Winter Launch 20' }).waitFor();
+      await page.getByLabel('Search this page').fill('launch 1');
+      await page.getByRole('link', { name: 'Winter Launch 20' }).waitFor({ state: 'detached' });
+      // "Winter Launch 1" and 10 to 19 match; 2 to 9 and 20 do not.
+      assert.equal(await rows.count(), 11);
+      await page.getByLabel('Search this page').fill('');
+      await shot('campaigns');
+    });
+
+    await step('schedule content with an image and see it on the calendar; replace the image', async () => {
+      await page.goto(`${BASE}/console#/campaigns/${campaignId}/content`);
+      await heading('Content calendar: Summer Sale');
+      await page.getByLabel('Title', { exact: true }).fill('Launch post');
+      await page.getByLabel('Scheduled date (UTC)').fill('2024-06-15T10:00');
+      await page.getByLabel('Platform', { exact: true }).fill('instagram');
+      await page.getByLabel('Status', { exact: true }).selectOption('scheduled');
+      await page.getByLabel('Media file').setInputFiles({ name: 'launch.png', mimeType: 'image/png', buffer: png(8, 8, [220, 40, 40]) });
+      await page.getByRole('button', { name: 'Schedule content' }).click();
+      await page.getByRole('table', { name: 'Content calendar, June 2024' }).waitFor();
+      const cell = page.locator('td[data-date="2024-06-15"]');
+      await cell.getByText('Launch post').waitFor();
+      const thumb = cell.getByRole('img', { name: 'Image of Launch post' });
+      await thumb.waitFor();
+      await page.waitForFunction((el) => el.complete && el.naturalWidth === 8, await thumb.elementHandle());
+      // A second item on another platform, for the filter.
+      const form = new FormData();
+      form.append('title', 'LinkedIn article'); form.append('content_type', 'blog');
+      form.append('platform', 'linkedin'); form.append('scheduled_date', '2024-06-20T09:00:00Z');
+      const r = await fetch(`${API}/campaigns/${campaignId}/content`, { method: 'POST', headers: { Authorization: `Bearer ${KEY_A}` }, body: form });
+      assert.equal(r.status, 201);
+      await page.reload();
+      await page.getByRole('button', { name: 'Next month' }).waitFor();
+      await page.getByLabel('Month').fill('2024-06');
+      await page.getByLabel('Month').dispatchEvent('change');
+      await page.locator('td[data-date="2024-06-20"]').getByText('LinkedIn article').waitFor();
+      await page.getByLabel('Show platform').selectOption('instagram');
+      await page.locator('td[data-date="2024-06-20"]').getByText('LinkedIn article').waitFor({ state: 'detached' });
+      await cell.getByText('Launch post').waitFor();
+      await page.getByLabel('Show platform').selectOption('');
+      await shot('content-calendar-month');
+      const before = await cell.getByRole('img', { name: 'Image of Launch post' }).getAttribute('src');
+      const replaced = apiResponse('PUT', /\/content\/[^/]+$/);
+      await page.getByLabel('Replace media of Launch post').setInputFiles({ name: 'launch-v2.png', mimeType: 'image/png', buffer: png(16, 16, [40, 90, 220]) });
+      assert.equal((await replaced).status(), 200);
+      await page.getByRole('cell', { name: /launch-v2\.png/ }).waitFor();
+      const newThumb = page.locator('td[data-date="2024-06-15"]').getByRole('img', { name: 'Image of Launch post' });
+      await page.waitForFunction((el) => el.complete && el.naturalWidth === 16, await newThumb.elementHandle());
+      assert.notEqual(await newThumb.getAttribute('src'), before);
+      await page.getByRole('button', { name: 'Week' }).click();
+      await page.getByRole('heading', { name: 'Week of 2024-05-27' }).waitFor();
+      await page.getByRole('button', { name: 'Next week' }).click();
+      await page.getByRole('button', { name: 'Next week' }).click();
+      await page.getByRole('heading', { name: 'Week of 2024-06-10' }).waitFor();
+      await page.getByRole('region', { name: 'Week of 2024-06-10' }).getByText('Launch post').waitFor();
+      await shot('content-calendar-week');
+    });
+
+    await step('the task board marks overdue tasks', async () => {
+      await page.getByRole('link', { name: 'Tasks' }).click();
+      await heading('Tasks: Summer Sale');
+      const add = async (title, due) => {
+        await page.getByLabel('Task title').fill(title);
+        await page.getByLabel('Due date (UTC)').fill(due);
+        await page.getByRole('button', { name: 'Add task' }).click();
+        await page.getByRole('listitem').filter({ hasText: title }).waitFor();
+      };
+      await add('Write ad copy', '2024-01-10T12:00');
+      await add('Plan next quarter', '2099-01-01T12:00');
+      const pending = page.getByRole('region', { name: 'pending (2)' });
+      await pending.getByRole('listitem', { name: 'Write ad copy (overdue)' }).getByText('Overdue').waitFor();
+      await pending.getByRole('listitem', { name: 'Plan next quarter', exact: true }).waitFor();
+      assert.equal(await pending.getByRole('listitem', { name: 'Plan next quarter', exact: true }).getByText('Overdue').count(), 0);
+      await shot('tasks');
+      await page.getByLabel('Status of Write ad copy').selectOption('completed');
+      // Done: no longer overdue.
+      await page.getByRole('region', { name: 'completed (1)' }).getByRole('listitem', { name: 'Write ad copy', exact: true }).waitFor();
+    });
+
+    await step('track analytics and see the chart and tiles change', async () => {
+      await page.getByRole('link', { name: 'Analytics' }).click();
+      await heading('Analytics: Summer Sale');
+      const tile = (name) => page.getByRole('group', { name, exact: true }).locator('.tile-value');
+      await tile('CTR').filter({ hasText: '—' }).waitFor();
+      await tile('Budget spent (all time)').filter({ hasText: '0.00 of 12,000.00' }).waitFor();
+      const today = new Date().toISOString().slice(0, 10);
+      const track = async (source, values) => {
+        await page.getByLabel('Date', { exact: true }).fill(today);
+        await page.getByLabel('Source', { exact: true }).fill(source);
+        for (const [name, value] of Object.entries(values)) await page.getByRole('textbox', { name, exact: true }).fill(value);
+        const tracked = apiResponse('POST', /\/analytics$/);
+        await page.getByRole('button', { name: 'Track metrics' }).click();
+        return (await tracked).status();
+      };
+      // A bad number is refused next to its field.
+      assert.equal(await track('facebook', { Impressions: '10000', Clicks: '500', Conversions: '50', Cost: 'lots', Revenue: '5000.00' }), 400);
+      await fieldError('Cost').waitFor();
+      assert.equal(await track('facebook', { Impressions: '10000', Clicks: '500', Conversions: '50', Cost: '250.00', Revenue: '5000.00' }), 201);
+      await tile('CTR').filter({ hasText: '5.00%' }).waitFor();
+      await tile('CPC').filter({ hasText: '0.50' }).waitFor();
+      await tile('CPA').filter({ hasText: '5.00' }).waitFor();
+      await tile('ROAS').filter({ hasText: '20.00×' }).waitFor();
+      await tile('Budget spent (all time)').filter({ hasText: '250.00 of 12,000.00' }).waitFor();
+      const chartData = () => page.evaluate(() => {
+        const chart = window.Chart.getChart(document.querySelector('canvas'));
+        return Object.fromEntries(chart.data.datasets.map((d) => [d.label, d.data]));
+      });
+      assert.deepEqual((await chartData()).Impressions, [10000]);
+      assert.equal(await track('google', { Impressions: '10000', Clicks: '100', Conversions: '10', Cost: '250.00', Revenue: '500.00' }), 201);
+      await tile('CTR').filter({ hasText: '3.00%' }).waitFor();
+      await tile('ROAS').filter({ hasText: '11.00×' }).waitFor();
+      await tile('Budget spent (all time)').filter({ hasText: '500.00 of 12,000.00' }).waitFor();
+      const data = await chartData();
+      assert.deepEqual([data.Impressions, data.Clicks, data.Cost, data.Revenue], [[20000], [600], [500], [5500]]);
+      await page.getByRole('table', { name: 'Daily figures' }).getByRole('cell', { name: today }).waitFor();
+      // One source only.
+      await page.getByLabel('Source (blank: all)').fill('google');
+      await page.getByRole('button', { name: 'Show' }).click();
+      await tile('CTR').filter({ hasText: '1.00%' }).waitFor();
+      await page.getByLabel('Source (blank: all)').fill('');
+      await page.getByRole('button', { name: 'Show' }).click();
+      await tile('CTR').filter({ hasText: '3.00%' }).waitFor();
+      await shot('analytics');
+    });
+
+    await step('import a CSV with a bad row and see the line-numbered report; search; export', async () => {
+      await page.getByRole('link', { name: 'Leads' }).click();
+      await heading('Leads: Summer Sale');
+      const csv = ['email,name,phone,referral',
+        'ann@example.com,Ann Archer,+1 555 0100,A1',
+        'not-an-email,Bob Baker,,B2',
+        'cy@example.com,Cy Cole,,C3',
+        'ANN@example.com,Ann again,,'].join('\n');
+      await page.getByLabel('CSV file').setInputFiles({ name: 'leads.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
+      await page.getByRole('button', { name: 'Import' }).click();
+      const report = page.getByRole('region', { name: 'Import report' });
+      await report.waitFor();
+      const failed = report.getByRole('table', { name: 'Rows that failed' });
+      await failed.getByRole('row').filter({ hasText: 'email' }).filter({ has: page.getByRole('cell', { name: '3', exact: true }) }).waitFor();
+      assert.equal(await failed.locator('tbody tr').count(), 1);
+      await report.getByRole('table', { name: 'Duplicate rows' }).getByRole('cell', { name: '5', exact: true }).waitFor();
+      assert.equal(await page.getByRole('progressbar', { name: 'Upload progress' }).getAttribute('value'), '1');
+      const leads = page.getByRole('table', { name: 'Leads' });
+      await leads.getByRole('cell', { name: 'cy@example.com' }).waitFor();
+      assert.equal(await leads.locator('tbody tr').count(), 2);
+      await shot('leads');
+      await page.getByLabel('Search leads').fill('archer');
+      await page.getByRole('button', { name: 'Filter' }).click();
+      await leads.getByRole('cell', { name: 'cy@example.com' }).waitFor({ state: 'detached' });
+      await leads.getByRole('cell', { name: 'ann@example.com' }).waitFor();
+      await page.getByLabel('Lead status').selectOption('contacted');
+      await page.getByText('No leads match.').waitFor();
+      const downloading = page.waitForEvent('download');
+      await page.getByRole('button', { name: 'Export CSV' }).click();
+      const download = await downloading;
+      const exported = fs.readFileSync(await download.path(), 'utf8');
+      assert.match(exported, /ann@example\.com/);
+      assert.match(exported, /cy@example\.com/);
+      assert.doesNotMatch(exported, /not-an-email/);
+    });
+
+    await step('the audit timeline shows who changed what', async () => {
+      await page.getByRole('link', { name: 'Audit' }).click();
+      await heading('Audit trail: Summer Sale');
+      const timeline = page.getByRole('list', { name: 'Events, oldest first' });
+      await timeline.getByRole('heading', { name: 'CampaignCreated' }).waitFor();
+      const update = timeline.getByRole('article').filter({ has: page.getByRole('heading', { name: 'CampaignUpdated' }) })
+        .filter({ has: page.getByRole('rowheader', { name: 'total_budget' }) });
+      await update.getByRole('cell', { name: /^10000(\.00)?$/ }).waitFor();
+      await update.getByRole('cell', { name: /^12000(\.00)?$/ }).waitFor();
+      await update.getByText('by marketer').waitFor();
+      // A status change reads as one: status, before → after.
+      const paused = timeline.getByRole('article').filter({ has: page.getByRole('heading', { name: 'CampaignStatusChanged' }) })
+        .filter({ has: page.getByRole('cell', { name: '"paused"', exact: true }) }).first();
+      await paused.getByRole('rowheader', { name: 'status' }).waitFor();
+      const statusChanges = timeline.getByRole('heading', { name: 'CampaignStatusChanged' });
+      assert.equal(await statusChanges.count(), 3);
+      await timeline.getByRole('heading', { name: 'ContentCreated' }).first().waitFor();
+      await timeline.getByRole('heading', { name: 'LeadCreated' }).first().waitFor();
+      await shot('audit');
+    });
+
+    await step('sign out forgets the key; a second project\'s key sees none of the first\'s data', async () => {
+      await page.getByRole('button', { name: 'Sign out' }).click();
+      await heading('Sign in');
+      assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+      await page.getByLabel('API key').fill(KEY_B);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await heading('Campaigns');
+      await page.getByText('No campaigns match.').waitFor();
+      for (const tab of ['', '/content', '/tasks', '/analytics', '/leads', '/audit']) {
+        await page.goto(`${BASE}/console#/campaigns/${campaignId}${tab}`);
+        await page.getByRole('alert').filter({ hasText: 'Campaign not found' }).waitFor();
+        assert.equal(await page.getByText('Summer Sale').count(), 0);
+      }
+    });
+
+    assert.deepEqual(problems, []);
+  } finally {
+    await browser.close();
+  }
+  console.log(`console: ${steps.length} steps passed`);
+}
+
+main().catch(() => { process.exitCode = 1; });
