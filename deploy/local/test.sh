@@ -5,7 +5,8 @@
 #   3. installs (once, cached) and starts the Kafka-protocol broker `tansu` on loopback;
 #   4. drops test databases left over from earlier runs (not those of a suite
 #      running beside this one);
-#   5. cargo fmt --check, cargo clippy -D warnings, and every test;
+#   5. cargo fmt --check, cargo clippy -D warnings, the deployment files
+#      (deploy/local/validate-deploy.sh), and every test;
 #   6. schemathesis against a live server (deploy/local/schemathesis.sh);
 #   7. the web console in headless Chromium (deploy/local/console-test.sh).
 # Build artefacts and the broker binary live in a cache outside the checkout
@@ -109,6 +110,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+log "deployment files (compose schema, Kubernetes schemas, nginx -t)"
+deploy/local/validate-deploy.sh
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     # nextest does not run doctests: run them first, so the last word is the

@@ -35,6 +35,18 @@ pub struct VerifyReport {
 /// hash from the stored content and the previous stored hash with the same SQL
 /// function the insert trigger uses. Memory stays flat whatever the log size.
 pub async fn verify(pool: &Pool) -> Result<VerifyReport, StoreError> {
+    verify_with_progress(pool, |_| {}).await
+}
+
+/// Events checked between two calls of a [`verify_with_progress`] callback.
+pub const PROGRESS_EVERY: u64 = 1024;
+
+/// [`verify`], calling `progress` with the number of events checked so far
+/// every [`PROGRESS_EVERY`] events (the CLI's progress bar).
+pub async fn verify_with_progress(
+    pool: &Pool,
+    mut progress: impl FnMut(u64),
+) -> Result<VerifyReport, StoreError> {
     let client = pool.get().await?;
     let rows = client
         .query_raw(
@@ -64,6 +76,9 @@ pub async fn verify(pool: &Pool) -> Result<VerifyReport, StoreError> {
         let expected: Vec<u8> = row.get(3);
         let previous_version: Option<i64> = row.get(4);
         report.events += 1;
+        if report.events.is_multiple_of(PROGRESS_EVERY) {
+            progress(report.events);
+        }
         if current.as_ref().is_none_or(|(s, _)| *s != stream_id) {
             if let Some((stream, head)) = current.take() {
                 digest.update(stream.as_bytes());

@@ -1,6 +1,7 @@
 //! The auditor's commands: `replay`, `history`, `verify`.
 
 use crate::config::Config;
+use crate::progress::{Progress, Unit};
 use anyhow::Context;
 use event_store::{
     connect_pool, read_correlated, EventStore, HistoryFilter, LogPosition, PgEventStore, Wakeups,
@@ -31,10 +32,10 @@ pub async fn replay(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
             known.join(", ")
         );
     }
+    let total = log_size(&pool).await?;
     for projection in projections {
         let name = projection.name();
-        let started = Instant::now();
-        let mut last_report = Instant::now();
+        let mut progress = Progress::new(config, format!("replay {name}"), Unit::Events, Some(total));
         let outcome = projector::replay(
             store.as_ref(),
             &pool,
@@ -43,19 +44,11 @@ pub async fn replay(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
                 shards: config.projection_shards,
                 ..ReplayOptions::default()
             },
-            |events, position| {
-                if last_report.elapsed().as_secs() >= 1 {
-                    last_report = Instant::now();
-                    let rate = events as f64 / started.elapsed().as_secs_f64();
-                    eprintln!(
-                        "{name}: {events} events replayed ({rate:.0}/s), at position {}",
-                        position.position
-                    );
-                }
-            },
+            |events, _position| progress.set(events),
         )
         .await
         .with_context(|| format!("replay of {name} failed"))?;
+        progress.finish();
         let seconds = outcome.elapsed.as_secs_f64();
         println!(
             "{name}: rebuilt from {} events in {seconds:.1}s ({:.0} events/s) and swapped in",
@@ -138,7 +131,10 @@ pub async fn history(
 pub async fn verify(config: &Config) -> anyhow::Result<()> {
     let pool = connect_pool(&config.database_url, 2)?;
     let started = Instant::now();
-    let report = event_store::verify(&pool).await?;
+    let mut progress = Progress::new(config, "verify", Unit::Events, Some(log_size(&pool).await?));
+    let report = event_store::verify_with_progress(&pool, |events| progress.set(events)).await?;
+    progress.set(report.events);
+    progress.finish();
     println!(
         "checked {} events in {} streams in {:.1}s",
         report.events,
@@ -158,4 +154,12 @@ pub async fn verify(config: &Config) -> anyhow::Result<()> {
             broken.reason
         ),
     }
+}
+
+/// Events in the log now: the total the progress of a whole-log pass counts
+/// towards (writes during the pass may take it a little beyond).
+pub async fn log_size(pool: &deadpool_postgres::Pool) -> anyhow::Result<u64> {
+    let client = pool.get().await?;
+    let count: i64 = client.query_one("SELECT count(*) FROM events", &[]).await?.get(0);
+    Ok(count.max(0) as u64)
 }

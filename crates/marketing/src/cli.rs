@@ -75,6 +75,38 @@ pub enum Command {
     },
     /// Re-check every stream's hash chain; exits non-zero at the first break.
     Verify,
+    /// Import leads from a CSV file into a campaign, as the HTTP import does
+    /// (same rules, same report), with progress on stderr.
+    ImportLeads {
+        campaign_id: Uuid,
+        file: std::path::PathBuf,
+    },
+}
+
+impl Command {
+    /// Whether this is a one-shot command run by a person (or a script) that
+    /// reads its output, rather than a long-running role.
+    pub fn is_one_shot(&self) -> bool {
+        !matches!(
+            self,
+            Command::Serve
+                | Command::CommandApi
+                | Command::QueryApi
+                | Command::Projector
+                | Command::Publisher
+                | Command::Webhooks
+        )
+    }
+
+    /// The log level when `RUST_LOG` is unset: one-shot commands print their
+    /// result, and warnings or errors only.
+    pub fn default_log_level(&self) -> &'static str {
+        if self.is_one_shot() {
+            "warn"
+        } else {
+            "info"
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,7 +171,10 @@ pub fn duration(raw: &str) -> Result<std::time::Duration, String> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.config;
+    let mut config = cli.config;
+    if cli.command.is_one_shot() {
+        config.database_url = crate::config::without_notices(&config.database_url);
+    }
     let role = match cli.command {
         Command::Serve => Role::Serve,
         Command::CommandApi => Role::CommandApi,
@@ -161,6 +196,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             event_type,
         } => return crate::audit::history(&config, campaign_id, json, event_type).await,
         Command::Verify => return crate::audit::verify(&config).await,
+        Command::ImportLeads { campaign_id, file } => {
+            return crate::import_leads::run(&config, campaign_id, &file).await
+        }
         Command::MediaGc { grace_hours, dry_run } => {
             let grace = std::time::Duration::from_secs(grace_hours.saturating_mul(3600));
             let report = crate::media_gc::run(&config, grace, dry_run).await?;
@@ -222,12 +260,16 @@ async fn api_key(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
                 web::Scopes::of(scopes)
             };
             let (info, secret) = keys.create_scoped(&project, &name, scopes, expires_in).await?;
-            println!("id: {}", info.id);
-            println!("project: {}", info.project);
-            println!("name: {}", info.name);
-            println!("scopes: {}", info.scopes);
-            println!("expires: {}", when(info.expires_at, "never"));
-            println!("The secret is shown only now; store it safely:");
+            // One line on the key, then the secret alone on the last line,
+            // for `| tail -1`.
+            println!(
+                "key {} (project {}, name {}, scopes {}, expires {}); shown only now, send it as `Authorization: Bearer <key>`:",
+                info.id,
+                info.project,
+                info.name,
+                info.scopes,
+                when(info.expires_at, "never")
+            );
             println!("{secret}");
         }
         ApiKeyCommand::List => list_keys(&keys).await?,

@@ -221,6 +221,44 @@ pub struct Config {
     #[arg(long, env = "WEBHOOKS_RETENTION_DAYS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3650), global = true)]
     pub webhooks_retention_days: u64,
+    /// How often `replay`, `verify`, `media-gc` and `import-leads` print a
+    /// progress line when stderr is not a terminal (or with LOG_FORMAT=json),
+    /// in ms. On a terminal they draw a bar instead.
+    #[arg(long, env = "PROGRESS_INTERVAL_MS", default_value_t = 1_000, global = true)]
+    pub progress_interval_ms: u64,
+}
+
+/// Variables the binary reads besides the flags of [`Config`]: `RUST_LOG`
+/// (the log filter) and the object store's settings for an `s3://`
+/// MEDIA_STORE_URL. The deployment files are checked against these and the
+/// flags' variables (crates/marketing/tests/manifests.rs).
+pub const EXTERNAL_ENV: &[&str] = &[
+    "RUST_LOG",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_ENDPOINT",
+    "AWS_ALLOW_HTTP",
+];
+
+/// The session option that keeps Postgres' NOTICEs (`relation ... already
+/// exists, skipping` from idempotent DDL) off a connection.
+const QUIET_SESSION: &str = "-c client_min_messages=warning";
+
+/// `database_url` with Postgres' notices turned off for its sessions, for the
+/// one-shot commands, whose output is for people. A URL that already sets
+/// `options` is left as it is: those are the operator's.
+pub fn without_notices(database_url: &str) -> String {
+    if database_url.contains("options=") {
+        return database_url.to_owned();
+    }
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        let separator = if database_url.contains('?') { '&' } else { '?' };
+        format!("{database_url}{separator}options=-c%20client_min_messages%3Dwarning")
+    } else {
+        format!("{database_url} options='{QUIET_SESSION}'")
+    }
 }
 
 /// The production default of `RATE_LIMIT_PER_SECOND`: what a busy sync job
@@ -359,6 +397,41 @@ impl Config {
             rate_limit_burst: 0,
             webhooks_shards: 2,
             webhooks_retention_days: 30,
+            progress_interval_ms: 1_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_shot_sessions_ask_for_no_notices_in_either_url_form() {
+        for (url, expected) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/marketing",
+                "postgres://postgres@127.0.0.1:5432/marketing?options=-c%20client_min_messages%3Dwarning",
+            ),
+            (
+                "postgresql://u@h/db?sslmode=disable",
+                "postgresql://u@h/db?sslmode=disable&options=-c%20client_min_messages%3Dwarning",
+            ),
+            (
+                "host=h dbname=db",
+                "host=h dbname=db options='-c client_min_messages=warning'",
+            ),
+            (
+                "postgres://h/db?options=-c%20x%3Dy",
+                "postgres://h/db?options=-c%20x%3Dy",
+            ),
+        ] {
+            let quiet = without_notices(url);
+            assert_eq!(quiet, expected);
+            let parsed: tokio_postgres::Config = quiet.parse().unwrap();
+            if !url.contains("options=") {
+                assert_eq!(parsed.get_options(), Some(QUIET_SESSION));
+            }
         }
     }
 }

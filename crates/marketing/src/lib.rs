@@ -4,9 +4,11 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod import_leads;
 pub mod lead_gate;
 pub mod media_gc;
 pub mod openapi;
 pub mod ops;
+pub mod progress;
 pub mod startup;
 pub mod telemetry;

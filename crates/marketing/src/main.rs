@@ -6,7 +6,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = marketing::cli::Cli::parse();
-    marketing::telemetry::init_tracing(&cli.config);
+    marketing::telemetry::init_tracing(&cli.config, cli.command.default_log_level());
     match marketing::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -10,6 +10,7 @@
 //! into place just before its event is appended.
 
 use crate::config::Config;
+use crate::progress::{Progress, Unit};
 use domain::content::{ContentEvent, STREAM_PREFIX};
 use domain::DomainEvent;
 use event_store::{connect_pool, EventStore, LogPosition, PgEventStore, Wakeups};
@@ -18,15 +19,27 @@ use std::time::Duration;
 
 /// Every media hash named by any content event, read from the whole log.
 pub async fn referenced_media(store: &dyn EventStore) -> anyhow::Result<HashSet<String>> {
+    referenced_media_with_progress(store, |_| {}).await
+}
+
+/// [`referenced_media`], calling `progress` with the events read so far after
+/// each batch.
+pub async fn referenced_media_with_progress(
+    store: &dyn EventStore,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<HashSet<String>> {
     const BATCH: usize = 1000;
     let mut referenced = HashSet::new();
     let mut after = LogPosition::START;
+    let mut read = 0u64;
     loop {
         let batch = store.read_all(after, BATCH).await?;
         let Some(last) = batch.last() else {
             return Ok(referenced);
         };
         after = last.position;
+        read += batch.len() as u64;
+        progress(read);
         for recorded in batch.iter().filter(|e| e.stream_id.starts_with(STREAM_PREFIX)) {
             let event = ContentEvent::from_data(&recorded.event_type, recorded.data.clone())?;
             if let Some(media) = event.attached_media() {
@@ -39,8 +52,11 @@ pub async fn referenced_media(store: &dyn EventStore) -> anyhow::Result<HashSet<
 /// Runs one collection against the configured database and media store.
 pub async fn run(config: &Config, grace: Duration, dry_run: bool) -> anyhow::Result<media::GcReport> {
     let pool = connect_pool(&config.database_url, 2)?;
+    let total = crate::audit::log_size(&pool).await?;
     let store = PgEventStore::new(pool, domain::upcast::ALL, Wakeups::new());
-    let referenced = referenced_media(&store).await?;
+    let mut progress = Progress::new(config, "media-gc: reading the log", Unit::Events, Some(total));
+    let referenced = referenced_media_with_progress(&store, |read| progress.set(read)).await?;
+    progress.finish();
     let media = config.media_store()?;
     Ok(media
         .collect_garbage(|sha| referenced.contains(sha), grace, dry_run)

@@ -5,8 +5,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 
-pub fn init_tracing(config: &Config) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise: `info`
+/// for the long-running roles, `warn` for the one-shot commands, whose output
+/// is for a person at a shell (see `cli::Command::default_log_level`).
+pub fn init_tracing(config: &Config, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

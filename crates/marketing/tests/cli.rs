@@ -90,21 +90,17 @@ async fn api_keys_with_scopes_expiry_and_rotation() {
     );
     assert!(created.status.success(), "{created:?}");
     let out = stdout(&created);
-    assert!(out.contains("scopes: campaigns:read,leads:write"), "{out}");
-    let expires = out.lines().find_map(|l| l.strip_prefix("expires: ")).unwrap();
+    assert!(out.contains("scopes campaigns:read,leads:write,"), "{out}");
+    let expires = between(&out, "expires ", ")");
     let expires = chrono::DateTime::parse_from_rfc3339(expires).expect("a time");
     let days = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
     assert!((89..=90).contains(&days), "{out}");
     let first = out.lines().last().unwrap().to_owned();
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("id: "))
-        .unwrap()
-        .to_owned();
+    let id = between(&out, "key ", " (").to_owned();
 
     let all = stdout(&marketing(&db.url, &["api-key", "create", "--project", "acme"]));
     assert!(
-        all.contains("scopes: all") && all.contains("expires: never"),
+        all.contains("scopes all,") && all.contains("expires never)"),
         "{all}"
     );
 
@@ -170,7 +166,7 @@ async fn api_keys_serve_and_graceful_shutdown() {
     assert!(secret.starts_with("mk_"), "last line is the secret: {out}");
     let id = out
         .lines()
-        .find_map(|l| l.strip_prefix("id: "))
+        .find_map(|l| l.strip_prefix("key ")?.split_whitespace().next())
         .unwrap()
         .to_owned();
     let listed = stdout(&marketing(&db.url, &["api-key", "list"]));
@@ -386,4 +382,223 @@ async fn history_verify_and_replay_commands() {
     );
     stop.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// A one-shot command run as a person would (no `RUST_LOG`, stderr a pipe so
+/// progress comes as plain lines, one line per update).
+fn one_shot(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("PROGRESS_INTERVAL_MS", "0")
+        .env_remove("RUST_LOG")
+        .env_remove("LOG_FORMAT")
+        .env_remove("EVENT_STORE_URL")
+        .env_remove("KAFKA_BROKERS");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run marketing");
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    output
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// No Postgres notice, no INFO line: what a one-shot command prints is its result.
+fn assert_quiet(what: &str, output: &Output) {
+    let all = format!("{}{}", stdout(output), stderr(output));
+    assert!(
+        !all.contains("NOTICE") && !all.contains("already exists") && !all.contains("skipping"),
+        "{what} printed a Postgres notice: {all}"
+    );
+    assert!(!all.contains(" INFO "), "{what} printed INFO lines: {all}");
+}
+
+#[tokio::test]
+async fn one_shot_commands_are_quiet_and_report_progress() {
+    let db = fresh_database().await;
+    // Twice: the second run meets every table already there, which is when
+    // idempotent DDL raises its notices.
+    for _ in 0..2 {
+        let migrated = one_shot(&db.url, &["migrate"], &[]);
+        assert_quiet("migrate", &migrated);
+        assert_eq!(stdout(&migrated), "migrations applied\n");
+    }
+
+    // The key, and one line of how to use it, nothing else.
+    let created = one_shot(
+        &db.url,
+        &["api-key", "create", "--project", "acme", "--name", "ops"],
+        &[],
+    );
+    assert_quiet("api-key create", &created);
+    assert_eq!(stderr(&created), "", "api-key create writes nothing to stderr");
+    let out = stdout(&created);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains("Authorization: Bearer <key>"), "{out}");
+    let key = lines[1].to_owned();
+    assert!(key.starts_with("mk_"), "{out}");
+
+    // Even with RUST_LOG=info (INFO lines allowed then), the sessions ask
+    // Postgres for no notices.
+    let verbose = one_shot(
+        &db.url,
+        &["api-key", "create", "--project", "acme"],
+        &[("RUST_LOG", "info")],
+    );
+    assert!(
+        !stderr(&verbose).contains("NOTICE"),
+        "notices with RUST_LOG=info: {}",
+        stderr(&verbose)
+    );
+
+    let app = marketing::startup::Application::build(
+        marketing::config::Config::for_database(&db.url),
+        marketing::startup::Role::Serve,
+    )
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}/v1/dev/marketing/campaigns", app.port());
+    let stop = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let campaign: serde_json::Value = client
+        .post(&base)
+        .bearer_auth(&key)
+        .json(&serde_json::json!({ "name": "Imported into" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let campaign_id = campaign["id"].as_str().unwrap().to_owned();
+
+    // import-leads: the endpoint's rules and report, progress in bytes.
+    let dir = std::env::temp_dir().join(format!("import-leads-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("leads.csv");
+    std::fs::write(
+        &csv,
+        "email,name,tier\nann@example.com,Ann,gold\nnot-an-email,Bob,\nANN@example.com,Ann again,\nzoe@example.com,Zoe,silver\n",
+    )
+    .unwrap();
+    let imported = one_shot(
+        &db.url,
+        &["import-leads", &campaign_id, csv.to_str().unwrap()],
+        &[],
+    );
+    assert_quiet("import-leads", &imported);
+    let report = stdout(&imported);
+    assert!(
+        report.starts_with("4 rows: 2 imported, 1 duplicates, 1 failed\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("line 3 (email): "),
+        "the bad row by line: {report}"
+    );
+    let progress = stderr(&imported);
+    assert!(
+        progress
+            .lines()
+            .any(|l| l.starts_with("import-leads ") && l.contains("MiB/s, done")),
+        "{progress}"
+    );
+    // The leads are there for the API (once the projector has them), with
+    // their custom column.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page: serde_json::Value = client
+            .get(format!("{base}/{campaign_id}/leads"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let leads = page["data"].as_array().unwrap();
+        if leads.len() == 2 {
+            assert!(
+                leads.iter().any(|l| l["custom_fields"]["tier"] == "gold"),
+                "{page}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "imported leads never listed: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let missing = Command::new(BIN)
+        .args([
+            "import-leads",
+            &uuid::Uuid::new_v4().to_string(),
+            csv.to_str().unwrap(),
+        ])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("no campaign"), "{}", stderr(&missing));
+
+    // Non-terminal progress: a plain line per update, with the total, rate
+    // and share, and a last line when done. The log has 3 events.
+    let replayed = one_shot(&db.url, &["replay", "--projection", "leads"], &[]);
+    assert_quiet("replay", &replayed);
+    assert!(
+        stderr(&replayed)
+            .lines()
+            .any(|l| l.starts_with("replay leads: 3/3 events (100%), ") && l.ends_with("events/s, done")),
+        "{}",
+        stderr(&replayed)
+    );
+    assert!(stdout(&replayed).starts_with("leads: rebuilt from 3 events"));
+    let verified = one_shot(&db.url, &["verify"], &[]);
+    assert_quiet("verify", &verified);
+    assert!(
+        stderr(&verified)
+            .lines()
+            .any(|l| l.starts_with("verify: 3/3 events (100%)")),
+        "{}",
+        stderr(&verified)
+    );
+    let media_dir = dir.join("media");
+    let collected = one_shot(
+        &db.url,
+        &["media-gc", "--dry-run"],
+        &[("MEDIA_DIR", media_dir.to_str().unwrap())],
+    );
+    assert_quiet("media-gc", &collected);
+    assert!(
+        stderr(&collected).contains("media-gc: reading the log: 3/3 events (100%)"),
+        "{}",
+        stderr(&collected)
+    );
+
+    // LOG_FORMAT=json: the progress lines are JSON objects.
+    let json = one_shot(&db.url, &["verify"], &[("LOG_FORMAT", "json")]);
+    let last: serde_json::Value = serde_json::from_str(stderr(&json).lines().last().unwrap()).unwrap();
+    assert_eq!(last["progress"], "verify");
+    assert_eq!(last["done"], 3);
+    assert_eq!(last["total"], 3);
+    assert_eq!(last["finished"], true);
+    assert!(last["rate_per_second"].is_number(), "{last}");
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The text of `out` between the first `start` and the next `end`.
+fn between<'a>(out: &'a str, start: &str, end: &str) -> &'a str {
+    let from = out.find(start).unwrap_or_else(|| panic!("no {start:?} in {out}")) + start.len();
+    let len = out[from..]
+        .find(end)
+        .unwrap_or_else(|| panic!("no {end:?} in {out}"));
+    &out[from..from + len]
 }
