@@ -402,6 +402,11 @@ impl Config {
     }
 }
 
+/// `DEFAULT_CURRENCY`: an ISO 4217 code, checked at start-up.
+fn parse_currency(raw: &str) -> Result<domain::Currency, String> {
+    domain::Currency::parse("DEFAULT_CURRENCY", raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,9 +439,4 @@ mod tests {
             }
         }
     }
-}
-
-/// `DEFAULT_CURRENCY`: an ISO 4217 code, checked at start-up.
-fn parse_currency(raw: &str) -> Result<domain::Currency, String> {
-    domain::Currency::parse("DEFAULT_CURRENCY", raw)
 }
