@@ -288,7 +288,7 @@ async function main() {
       await heading('Analytics: Summer Sale');
       const tile = (name) => page.getByRole('group', { name, exact: true }).locator('.tile-value');
       await tile('CTR').filter({ hasText: '—' }).waitFor();
-      await tile('Budget spent (all time)').filter({ hasText: '0.00 of 12,000.00' }).waitFor();
+      await tile('Budget spent (all time)').filter({ hasText: '$0.00 of $12,000.00' }).waitFor();
       const today = new Date().toISOString().slice(0, 10);
       const track = async (source, values) => {
         await page.getByLabel('Date', { exact: true }).fill(today);
@@ -306,7 +306,7 @@ async function main() {
       await tile('CPC').filter({ hasText: '0.50' }).waitFor();
       await tile('CPA').filter({ hasText: '5.00' }).waitFor();
       await tile('ROAS').filter({ hasText: '20.00×' }).waitFor();
-      await tile('Budget spent (all time)').filter({ hasText: '250.00 of 12,000.00' }).waitFor();
+      await tile('Budget spent (all time)').filter({ hasText: '$250.00 of $12,000.00' }).waitFor();
       const chartData = () => page.evaluate(() => {
         const chart = window.Chart.getChart(document.querySelector('canvas'));
         return Object.fromEntries(chart.data.datasets.map((d) => [d.label, d.data]));
@@ -315,7 +315,7 @@ async function main() {
       assert.equal(await track('google', { Impressions: '10000', Clicks: '100', Conversions: '10', Cost: '250.00', Revenue: '500.00' }), 201);
       await tile('CTR').filter({ hasText: '3.00%' }).waitFor();
       await tile('ROAS').filter({ hasText: '11.00×' }).waitFor();
-      await tile('Budget spent (all time)').filter({ hasText: '500.00 of 12,000.00' }).waitFor();
+      await tile('Budget spent (all time)').filter({ hasText: '$500.00 of $12,000.00' }).waitFor();
       const data = await chartData();
       assert.deepEqual([data.Impressions, data.Clicks, data.Cost, data.Revenue], [[20000], [600], [500], [5500]]);
       await page.getByRole('table', { name: 'Daily figures' }).getByRole('cell', { name: today }).waitFor();
