@@ -350,3 +350,92 @@ async fn history_shows_lead_personal_data_only_while_the_lead_exists() {
     );
     assert!(after.contains("erased"), "{after}");
 }
+
+#[tokio::test]
+async fn the_chain_check_of_a_campaign_names_the_event_that_was_altered() {
+    let app = spawn_app().await;
+    let id = app.create_campaign(&app.key, SEED_CREATE).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/campaigns/{id}");
+    let updated = app
+        .json(Method::PUT, &path, &app.key, SEED_UPDATE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    let task = app
+        .json(
+            Method::POST,
+            &format!("{path}/tasks"),
+            &app.key,
+            r#"{"title": "Brief"}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(task.status(), 201);
+    let other = app.create_campaign(&app.key, SEED_CREATE).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let check = |campaign: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .get(&format!("/campaigns/{campaign}/history/verify"), &app.key)
+                .await;
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let intact = check(id.clone()).await;
+    assert_eq!(intact["intact"], true, "{intact}");
+    assert_eq!(
+        intact["streams"], 2,
+        "the campaign's stream and its task's: {intact}"
+    );
+    assert_eq!(intact["events"], 3, "{intact}");
+    assert!(intact["first_break"].is_null());
+    let digest = intact["digest"].as_str().unwrap().to_owned();
+    assert_eq!(digest.len(), 64);
+    assert_eq!(
+        check(id.clone()).await["digest"],
+        digest.as_str(),
+        "the same events, the same digest"
+    );
+
+    // Alter the update behind the service's back.
+    app.db
+        .connect()
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE events DISABLE TRIGGER events_immutable;
+             UPDATE events SET data = jsonb_set(data, '{{name}}', '\"Tampered\"')
+               WHERE stream_id = 'campaign-{id}' AND version = 1;
+             ALTER TABLE events ENABLE TRIGGER events_immutable;"
+        ))
+        .await
+        .unwrap();
+    let broken = check(id.clone()).await;
+    assert_eq!(broken["intact"], false, "{broken}");
+    assert_eq!(broken["first_break"]["stream_id"], format!("campaign-{id}"));
+    assert_eq!(broken["first_break"]["version"], 1);
+    assert!(
+        broken["first_break"]["reason"].as_str().unwrap().contains("hash"),
+        "{broken}"
+    );
+    // Another campaign's streams are untouched, and say so.
+    assert_eq!(check(other).await["intact"], true);
+
+    // Another project cannot check (or learn of) the campaign.
+    let rival = app.new_key("rival").await;
+    assert_error(
+        app.get(&format!("{path}/history/verify"), &rival).await,
+        404,
+        "Campaign not found",
+    )
+    .await;
+}

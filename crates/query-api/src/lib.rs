@@ -67,6 +67,7 @@ fn routes() -> OpenApiRouter<QueryState> {
         .routes(routes!(campaigns::list))
         .routes(routes!(campaigns::get_one))
         .routes(routes!(history::history))
+        .routes(routes!(history::verify))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::get_one))
         .routes(routes!(content::list))

@@ -383,6 +383,8 @@ async function main() {
       assert.equal(await statusChanges.count(), 3);
       await timeline.getByRole('heading', { name: 'ContentCreated' }).first().waitFor();
       await timeline.getByRole('heading', { name: 'LeadCreated' }).first().waitFor();
+      const chain = page.getByRole('status', { name: 'Hash-chain check' });
+      await chain.getByText(/^Hash chains intact: \d+ events in \d+ streams re-checked/).waitFor();
       await shot('audit');
     });
 
