@@ -1,7 +1,7 @@
 //! The content-calendar endpoints and media upload/download, over real HTTP,
 //! Postgres and a real media directory.
 
-use marketing_e2e::{assert_error, spawn_app, spawn_app_with, TestApp, SEED_CREATE};
+use marketing_e2e::{assert_error, spawn_app, spawn_app_with, TestApp};
 use reqwest::multipart::{Form, Part};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -72,13 +72,6 @@ fn seed_update_form(media: Part) -> Form {
         .part("media", media)
 }
 
-async fn campaign(app: &TestApp) -> String {
-    app.create_campaign(&app.key, SEED_CREATE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 async fn create(app: &TestApp, campaign_id: &str, form: Form) -> Value {
     let response = app
         .multipart(
@@ -120,7 +113,7 @@ async fn list(app: &TestApp, campaign_id: &str, query: &str) -> Vec<String> {
 #[tokio::test]
 async fn seed_multipart_create_and_update_with_byte_identical_media() {
     let app = spawn_app().await;
-    let campaign_id = campaign(&app).await;
+    let campaign_id = app.campaign().await;
     let content = format!("/campaigns/{campaign_id}/content");
 
     // The seed's form verbatim: "uuid-here" is refused, and nothing is kept.
@@ -275,7 +268,7 @@ async fn seed_multipart_create_and_update_with_byte_identical_media() {
 #[tokio::test]
 async fn large_media_streams_through_unchanged_and_json_bodies_work_too() {
     let app = spawn_app().await;
-    let campaign_id = campaign(&app).await;
+    let campaign_id = app.campaign().await;
     let bytes = big_png(7 * 1024 * 1024 + 3);
     let created = create(
         &app,
@@ -387,7 +380,7 @@ async fn large_media_streams_through_unchanged_and_json_bodies_work_too() {
 #[tokio::test]
 async fn refused_writes_leave_no_event_and_no_file() {
     let app = spawn_app_with(|config| config.media_max_bytes = 4096).await;
-    let campaign_id = campaign(&app).await;
+    let campaign_id = app.campaign().await;
     let content = format!("/campaigns/{campaign_id}/content");
     let with_png = |form: Form| form.part("media", file(red_png(), "file.png", "image/png"));
     let base = || Form::new().text("title", "T").text("content_type", "blog");
@@ -559,7 +552,7 @@ async fn refused_writes_leave_no_event_and_no_file() {
 async fn default_limit_is_25_mib() {
     let app = spawn_app().await;
     assert_eq!(app.config.media_max_bytes, 25 * 1024 * 1024);
-    let campaign_id = campaign(&app).await;
+    let campaign_id = app.campaign().await;
     let response = app
         .multipart(
             Method::POST,
@@ -587,8 +580,8 @@ async fn default_limit_is_25_mib() {
 #[tokio::test]
 async fn wrong_campaign_other_project_and_unknown_ids_are_404() {
     let app = spawn_app().await;
-    let campaign_a = campaign(&app).await;
-    let campaign_b = campaign(&app).await;
+    let campaign_a = app.campaign().await;
+    let campaign_b = app.campaign().await;
     let item = create(
         &app,
         &campaign_a,
@@ -677,8 +670,8 @@ async fn wrong_campaign_other_project_and_unknown_ids_are_404() {
 #[tokio::test]
 async fn calendar_filters_window_sort_and_pagination() {
     let app = spawn_app().await;
-    let campaign_id = campaign(&app).await;
-    let other = campaign(&app).await;
+    let campaign_id = app.campaign().await;
+    let other = app.campaign().await;
     create(
         &app,
         &other,
@@ -829,7 +822,7 @@ async fn calendar_filters_window_sort_and_pagination() {
 #[tokio::test]
 async fn delete_item_and_campaign_and_keep_history() {
     let app = spawn_app().await;
-    let campaign_id = campaign(&app).await;
+    let campaign_id = app.campaign().await;
     let content = format!("/campaigns/{campaign_id}/content");
     let first = create(
         &app,
@@ -948,7 +941,7 @@ async fn delete_item_and_campaign_and_keep_history() {
 #[tokio::test]
 async fn idempotent_multipart_create_stores_once() {
     let app = spawn_app().await;
-    let campaign_id = campaign(&app).await;
+    let campaign_id = app.campaign().await;
     let content = format!("/campaigns/{campaign_id}/content");
     let bytes = big_png(2 * 1024 * 1024);
     let post = |key: &'static str, title: &'static str| {

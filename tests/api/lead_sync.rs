@@ -4,19 +4,12 @@
 //! item.
 
 use futures::future::join_all;
-use marketing_e2e::{assert_error, spawn_app, TestApp, SEED_CREATE};
+use marketing_e2e::{assert_error, spawn_app, TestApp};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 
 const DUPLICATE: &str = "A lead with this email already exists in this campaign";
-
-async fn campaign(app: &TestApp) -> String {
-    app.create_campaign(&app.key, SEED_CREATE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 fn leads_path(campaign: &str) -> String {
     format!("/campaigns/{campaign}/leads")
@@ -82,7 +75,7 @@ fn statuses(answer: &Value) -> Vec<u64> {
 #[tokio::test]
 async fn duplicate_email_409s_name_the_lead_that_has_the_address() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let john = create_lead(
         &app,
         &campaign,
@@ -141,7 +134,7 @@ async fn duplicate_email_409s_name_the_lead_that_has_the_address() {
 #[tokio::test]
 async fn concurrent_upserts_of_one_email_make_exactly_one_lead() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     // 24 at once, in two spellings, each with its own name so that every
     // update is a real change that races the others for the lead's stream.
     let requests = (0..24).map(|i| {
@@ -201,7 +194,7 @@ async fn concurrent_upserts_of_one_email_make_exactly_one_lead() {
 #[tokio::test]
 async fn upsert_creates_then_updates_the_lead_with_the_address() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let path = upsert_path(&campaign, "john+news@example.com");
     let response = send(
         &app,
@@ -312,7 +305,7 @@ async fn upsert_creates_then_updates_the_lead_with_the_address() {
 #[tokio::test]
 async fn a_batch_answers_each_item_in_order_and_writes_no_partial_item() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let existing = create_lead(&app, &campaign, r#"{"email": "old@example.com"}"#).await;
     let answer = batch(
         &app,
@@ -416,7 +409,7 @@ async fn a_batch_answers_each_item_in_order_and_writes_no_partial_item() {
 #[tokio::test]
 async fn batch_limits_and_shape_are_checked_before_any_item() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let path = format!("{}/batch", leads_path(&campaign));
     let items = |n: usize| -> Vec<Value> {
         (0..n)
@@ -474,7 +467,7 @@ async fn batch_limits_and_shape_are_checked_before_any_item() {
 #[tokio::test]
 async fn a_batch_retried_with_its_idempotency_key_creates_nothing_twice() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let path = format!("{}/batch", leads_path(&campaign));
     let body = json!({"leads": [
         {"email": "one@example.com"}, {"email": "two@example.com"}, {"email": "bad"}

@@ -3,7 +3,7 @@
 
 use futures::future::join_all;
 use futures::StreamExt;
-use marketing_e2e::{assert_error, spawn_app, spawn_app_with, TestApp, SEED_CREATE};
+use marketing_e2e::{assert_error, spawn_app, spawn_app_with, TestApp};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
@@ -13,13 +13,6 @@ use std::collections::{BTreeSet, HashSet};
 const LEAD_CREATE: &str = r#"{ "name": "John Doe", "email": "john@example.com", "phone": "+1234567890", "source": "facebook", "status": "new", "notes": "Interested in product", "custom_fields": { "referral_code": "SUMMER2024" } }"#;
 const LEAD_UPDATE: &str = r#"{ "status": "contacted", "notes": "Follow up scheduled" }"#;
 const NOWHERE: &str = "00000000-0000-0000-0000-000000000000";
-
-async fn campaign(app: &TestApp) -> String {
-    app.create_campaign(&app.key, SEED_CREATE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 fn leads_path(campaign: &str) -> String {
     format!("/campaigns/{campaign}/leads")
@@ -103,7 +96,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 #[tokio::test]
 async fn seed_bodies_create_update_list_and_delete() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let response = post_lead(&app, &campaign, LEAD_CREATE).await;
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["etag"], "\"0\"");
@@ -193,7 +186,7 @@ async fn seed_bodies_create_update_list_and_delete() {
 #[tokio::test]
 async fn invalid_input_is_a_400_naming_the_field() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     for (body, field) in [
         (r#"{"name": "No Email"}"#, "email"),
         (r#"{"email": "not-an-email"}"#, "email"),
@@ -258,8 +251,8 @@ async fn invalid_input_is_a_400_naming_the_field() {
 #[tokio::test]
 async fn unknown_foreign_or_deleted_campaigns_and_leads_are_404() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
-    let other_campaign = self::campaign(&app).await;
+    let campaign = app.campaign().await;
+    let other_campaign = app.campaign().await;
     let lead = create_lead(&app, &campaign, LEAD_CREATE).await;
     let lead_id = lead["id"].as_str().unwrap();
     let stranger = app.new_key("globex").await;
@@ -333,7 +326,7 @@ async fn unknown_foreign_or_deleted_campaigns_and_leads_are_404() {
 #[tokio::test]
 async fn import_and_export_routes_are_not_taken_for_lead_ids() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     create_lead(&app, &campaign, LEAD_CREATE).await;
     // GET .../leads/export is the export, not "lead export not found".
     assert!(export(&app, &campaign).await.contains("john@example.com"));
@@ -364,7 +357,7 @@ async fn import_and_export_routes_are_not_taken_for_lead_ids() {
 #[tokio::test]
 async fn if_match_guards_updates_and_deletes() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let lead = create_lead(&app, &campaign, LEAD_CREATE).await;
     let path = format!("{}/{}", leads_path(&campaign), lead["id"].as_str().unwrap());
     let stale = app
@@ -400,8 +393,8 @@ async fn if_match_guards_updates_and_deletes() {
 #[tokio::test]
 async fn emails_are_unique_per_campaign_case_insensitively_and_freed_by_delete() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
-    let other = self::campaign(&app).await;
+    let campaign = app.campaign().await;
+    let other = app.campaign().await;
     let john = create_lead(&app, &campaign, LEAD_CREATE).await;
     let response = post_lead(&app, &campaign, r#"{"email": "  JOHN@Example.com "}"#).await;
     let body = assert_error(
@@ -479,7 +472,7 @@ async fn emails_are_unique_per_campaign_case_insensitively_and_freed_by_delete()
 #[tokio::test]
 async fn concurrent_creates_of_one_email_yield_exactly_one_201() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let requests = (0..24).map(|i| {
         let email = if i % 2 == 0 {
             "race@example.com"
@@ -506,7 +499,7 @@ async fn concurrent_creates_of_one_email_yield_exactly_one_201() {
 #[tokio::test]
 async fn concurrent_imports_and_creates_never_duplicate_an_email() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     // Three overlapping files and single creates, all at once.
     let file = |from: usize, to: usize| {
         let mut csv = String::from("email,name\n");
@@ -548,7 +541,7 @@ async fn concurrent_imports_and_creates_never_duplicate_an_email() {
 #[tokio::test]
 async fn search_matches_name_email_or_phone_and_paginates() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     for (name, email, phone, status) in [
         ("Alice Johnson", "alice@acme.io", "+44 20 7946 0018", "new"),
         (
@@ -610,7 +603,7 @@ async fn search_matches_name_email_or_phone_and_paginates() {
 #[tokio::test]
 async fn import_reports_duplicates_and_bad_rows_and_imports_the_rest() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     create_lead(&app, &campaign, LEAD_CREATE).await;
     let csv = "\u{feff}Name,EMAIL,Phone,status,Notes,Tier,Referral Code\r\n\
         \"Doe, Jane\",jane@example.com,+1 555 0101,qualified,\"She said \"\"call me\"\"\",gold,\r\n\
@@ -685,7 +678,7 @@ async fn import_reports_duplicates_and_bad_rows_and_imports_the_rest() {
 #[tokio::test]
 async fn files_that_are_not_lead_csv_are_refused_with_nothing_imported() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89".to_vec();
     for (file, message) in [
         (
@@ -740,7 +733,7 @@ async fn import_limits_answer_413_with_the_report_of_what_got_in() {
         config.lead_import_max_bytes = 2_000;
     })
     .await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     // Exactly at the row limit: fine.
     let report = import_ok(
         &app,
@@ -773,7 +766,7 @@ async fn import_limits_answer_413_with_the_report_of_what_got_in() {
 #[tokio::test]
 async fn uploads_without_content_length_are_cut_at_the_byte_limit() {
     let app = spawn_app_with(|config| config.lead_import_max_bytes = 50_000).await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     // A chunked upload (no Content-Length): the limit is enforced while streaming.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = std::iter::once(Ok(b"email\n".to_vec()))
         .chain((0..5_000).map(|i| Ok(format!("chunked{i}@example.com\n").into_bytes())))
@@ -798,7 +791,7 @@ async fn uploads_without_content_length_are_cut_at_the_byte_limit() {
 #[tokio::test]
 async fn export_streams_every_lead_and_imports_back_unchanged() {
     let app = spawn_app().await;
-    let source = campaign(&app).await;
+    let source = app.campaign().await;
     create_lead(&app, &source, LEAD_CREATE).await;
     for body in [
         json!({"email": "quote@example.com", "name": "Quote \"Q\" O'Neil", "notes": "a, b\r\nc", "custom_fields": {"Tier": "gold"}}),
@@ -827,7 +820,7 @@ async fn export_streams_every_lead_and_imports_back_unchanged() {
     assert!(exported.contains("\"Quote \"\"Q\"\" O'Neil\",quote@example.com,,,,new,\"a, b\r\nc\",gold,,\r\n"));
     assert_eq!(exported.matches("@example.com").count(), 2_504);
 
-    let target = campaign(&app).await;
+    let target = app.campaign().await;
     let report = import_ok(&app, &target, exported.clone()).await;
     assert_eq!(report["imported"], 2_504, "{report}");
     assert_eq!(report["failed"], 0);
@@ -849,7 +842,7 @@ async fn export_streams_every_lead_and_imports_back_unchanged() {
     assert_eq!(strip(a.clone()), strip(b.clone()));
 
     // An empty campaign exports just the header.
-    let empty = campaign(&app).await;
+    let empty = app.campaign().await;
     assert_eq!(
         export(&app, &empty).await,
         "name,email,phone,company,source,status,notes\r\n"
@@ -859,7 +852,7 @@ async fn export_streams_every_lead_and_imports_back_unchanged() {
 #[tokio::test]
 async fn idempotent_create_replays_and_imports_skip_the_buffering_middleware() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let send = |body: &str| {
         app.json(Method::POST, &leads_path(&campaign), &app.key, body)
             .header("idempotency-key", "lead-1")
@@ -902,7 +895,7 @@ async fn idempotent_create_replays_and_imports_skip_the_buffering_middleware() {
 #[tokio::test]
 async fn deleted_leads_leave_no_personal_data_in_a_database_dump() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let secrets = [
         "Evangeline Quux-Whistler",
         "evangeline.quux@whistler-mail.org",
@@ -1008,7 +1001,7 @@ async fn keys_are_wrapped_when_a_key_encryption_key_is_configured() {
         config.lead_key_encryption_key = Some(marketing::config::Secret(kek.to_owned()));
     })
     .await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let lead = create_lead(&app, &campaign, LEAD_CREATE).await;
     let path = format!("{}/{}", leads_path(&campaign), lead["id"].as_str().unwrap());
     let updated = app
@@ -1032,7 +1025,7 @@ async fn keys_are_wrapped_when_a_key_encryption_key_is_configured() {
 #[tokio::test]
 async fn the_documented_lead_resource_matches_what_is_returned() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let lead = create_lead(&app, &campaign, LEAD_CREATE).await;
     let doc: Value = app
         .client
@@ -1062,7 +1055,7 @@ async fn imports_get_their_own_request_timeout() {
         config.lead_import_timeout_ms = 10_000;
     })
     .await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let slow = |pieces: Vec<&'static str>| {
         futures::stream::iter(pieces).then(|piece| async move {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -1108,7 +1101,7 @@ async fn imports_get_their_own_request_timeout() {
 #[tokio::test]
 async fn replaying_the_log_never_brings_an_erased_lead_back() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let kept = create_lead(&app, &campaign, LEAD_CREATE).await;
     let gone = create_lead(
         &app,
@@ -1125,7 +1118,7 @@ async fn replaying_the_log_never_brings_an_erased_lead_back() {
             .status(),
         204
     );
-    let erased_campaign = self::campaign(&app).await;
+    let erased_campaign = app.campaign().await;
     create_lead(
         &app,
         &erased_campaign,
@@ -1188,7 +1181,7 @@ async fn replaying_the_log_never_brings_an_erased_lead_back() {
 #[tokio::test]
 async fn exports_with_more_custom_columns_than_a_lead_may_have_import_back() {
     let app = spawn_app().await;
-    let source = campaign(&app).await;
+    let source = app.campaign().await;
     let mut csv = String::from("email");
     for i in 0..60 {
         csv.push_str(&format!(",field{i:02}"));
@@ -1207,7 +1200,7 @@ async fn exports_with_more_custom_columns_than_a_lead_may_have_import_back() {
         exported.lines().next().unwrap().split(',').count(),
         domain::lead::STANDARD_FIELDS.len() + 60
     );
-    let target = campaign(&app).await;
+    let target = app.campaign().await;
     assert_eq!(import_ok(&app, &target, exported.clone()).await["imported"], 60);
     assert_eq!(export(&app, &target).await, exported);
 }
@@ -1216,7 +1209,7 @@ async fn exports_with_more_custom_columns_than_a_lead_may_have_import_back() {
 #[tokio::test]
 async fn import_reports_are_bounded_but_count_every_row() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let mut csv = String::from("email\n");
     for i in 0..1_100 {
         csv.push_str(&format!("not-an-address-{i}\n"));
@@ -1238,7 +1231,7 @@ async fn import_reports_are_bounded_but_count_every_row() {
 #[tokio::test]
 async fn company_goes_through_the_api_and_the_csv_files() {
     let app = spawn_app().await;
-    let campaign = campaign(&app).await;
+    let campaign = app.campaign().await;
     let lead = create_lead(
         &app,
         &campaign,
@@ -1268,7 +1261,7 @@ async fn company_goes_through_the_api_and_the_csv_files() {
     let exported = export(&app, &campaign).await;
     assert!(exported.starts_with("name,email,phone,company,"), "{exported}");
     assert!(exported.contains(",ann@example.com,,Globex,"), "{exported}");
-    let target = self::campaign(&app).await;
+    let target = app.campaign().await;
     let report = import_ok(&app, &target, exported.clone()).await;
     assert_eq!(report["imported"], 2, "{report}");
     assert_eq!(export(&app, &target).await, exported);

@@ -193,6 +193,14 @@ impl TestApp {
             .body(body.to_owned())
     }
 
+    /// The id of a new campaign of the seed's body, created with [`Self::key`].
+    pub async fn campaign(&self) -> String {
+        self.create_campaign(&self.key, SEED_CREATE).await["id"]
+            .as_str()
+            .expect("a created campaign has an id")
+            .to_owned()
+    }
+
     pub async fn create_campaign(&self, key: &str, body: &str) -> Value {
         let response = self
             .json(Method::POST, "/campaigns", key, body)
