@@ -520,7 +520,10 @@ async fn invalid_tracks_are_400s_naming_the_field_and_write_nothing() {
     let m = |metrics: &str| body("2024-06-15", "facebook", metrics);
     let cases = [
         (r#"{"date": "2024-06-15", "metrics": {}}"#.to_owned(), "source"),
-        (r#"{"source": "facebook", "metrics": {}}"#.to_owned(), "date"),
+        (
+            r#"{"date": 20240615, "source": "facebook", "metrics": {}}"#.to_owned(),
+            "date",
+        ),
         (body("15/06/2024", "facebook", "{}"), "date"),
         (body("2024-02-30", "facebook", "{}"), "date"),
         (body("2024-06-15", "", "{}"), "source"),

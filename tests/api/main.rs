@@ -2,6 +2,7 @@
 //! per test.
 
 mod analytics;
+mod analytics_import;
 mod audit;
 mod auth_and_errors;
 mod campaign_lists;

@@ -12,6 +12,8 @@
 //! before the idempotency middleware stored its response, appends nothing new
 //! and answers with the record already stored.
 
+pub mod import;
+
 use crate::kernel::{respond, Resource, Write, Writer, CAMPAIGN_NOT_FOUND};
 use crate::under_campaign::NewItem;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -116,6 +118,7 @@ pub async fn track(writer: Writer, request: NewItem<JsonBody<TrackAnalytics>>) -
         project: place.project,
         campaign: campaign.root().clone(),
         input: request.body.0,
+        at: chrono::Utc::now(),
     };
     let write = Write::<AnalyticsRecordState>::new(place.id, command).under(&campaign);
     respond(StatusCode::CREATED, &writer.execute(write).await?)

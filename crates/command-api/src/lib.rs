@@ -10,6 +10,7 @@
 pub mod analytics;
 pub mod campaigns;
 pub mod content;
+pub mod csv_upload;
 mod kernel;
 pub mod leads;
 pub mod tasks;
@@ -41,7 +42,8 @@ pub struct CommandState {
     pub media: media::MediaStore,
     /// Per-lead keys and email claims.
     pub vault: lead_vault::LeadVault,
-    pub lead_import: leads::import::ImportLimits,
+    pub lead_import: csv_upload::ImportLimits,
+    pub analytics_import: csv_upload::ImportLimits,
     /// The currency of campaigns created without one.
     pub default_currency: domain::Currency,
 }
@@ -72,7 +74,7 @@ struct Routes {
     json: OpenApiRouter<CommandState>,
     /// Content writes: uploads up to the media limit, spooled for idempotency.
     uploads: OpenApiRouter<CommandState>,
-    /// The streamed lead import.
+    /// The streamed CSV imports.
     import: OpenApiRouter<CommandState>,
 }
 
@@ -94,7 +96,9 @@ fn routes() -> Routes {
         uploads: OpenApiRouter::default()
             .routes(routes!(content::create))
             .routes(routes!(content::update, content::delete)),
-        import: OpenApiRouter::default().routes(routes!(leads::import::import)),
+        import: OpenApiRouter::default()
+            .routes(routes!(leads::import::import))
+            .routes(routes!(analytics::import::import)),
     }
 }
 

@@ -105,9 +105,11 @@ pub struct Quantity(#[serde(with = "rust_decimal::serde::arbitrary_precision")] 
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrackAnalytics {
-    /// The UTC day the metrics are for, `YYYY-MM-DD` (2000-01-01 to 2099-12-31).
+    /// The day the metrics are for, `YYYY-MM-DD` (2000-01-01 to 2099-12-31),
+    /// a local day in the campaign's `time_zone`. Absent: today in that zone.
+    #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(example = "2024-06-15"))]
-    pub date: String,
+    pub date: Option<String>,
     /// Where the metrics come from; case-insensitive, returned lower-cased.
     #[cfg_attr(feature = "openapi", schema(example = "facebook"))]
     pub source: String,
@@ -378,9 +380,13 @@ pub fn check_currency(errors: &mut ValidationErrors, stated: Option<Currency>, c
 
 impl TrackAnalytics {
     /// Checks every field and reports every problem, each naming its field.
-    pub fn validate(&self) -> Result<ValidTrack, ValidationErrors> {
+    /// A record without a `date` is for `today` (the campaign's local day).
+    pub fn validate(&self, today: NaiveDate) -> Result<ValidTrack, ValidationErrors> {
         let mut errors = ValidationErrors::new();
-        let date = check_date(&mut errors, "date", &self.date);
+        let date = match &self.date {
+            Some(raw) => check_date(&mut errors, "date", raw),
+            None => Some(today),
+        };
         let source = normalize_source("source", &self.source)
             .map_err(|message| errors.add("source", message))
             .ok();
@@ -461,6 +467,9 @@ pub struct Track {
     /// The campaign as folded from its stream just before.
     pub campaign: Campaign,
     pub input: TrackAnalytics,
+    /// When the request arrived: a record without a `date` is for this
+    /// instant's day in the campaign's time zone.
+    pub at: DateTime<Utc>,
 }
 
 /// One analytics record: written once, never changed (see [`Root`]).
@@ -484,7 +493,8 @@ impl PlainAggregate for AnalyticsRecordState {
             .filter(|c| c.project == command.project)
             .ok_or(AnalyticsError::CampaignNotFound)?;
         let currency = campaign.details.currency;
-        let valid = match (command.input.validate(), command.input.currency) {
+        let today = campaign.details.time_zone.today(command.at);
+        let valid = match (command.input.validate(today), command.input.currency) {
             (Ok(valid), stated) if stated.is_none_or(|c| c == currency) => valid,
             (result, stated) => {
                 let mut errors = result.err().unwrap_or_default();
@@ -737,6 +747,7 @@ pub fn kpi_progress(kpis: &[Kpi], goals: Option<&Goals>, totals: &Totals) -> Vec
 
 pub mod kinds;
 pub use kinds::{AppliedKind, CustomAggregate, KindName, MetricKind, WeightBase};
+pub mod import;
 pub mod restate;
 pub use restate::{AnalyticsRestated, DayKey, Restate, RestateAnalytics, RestatedDay, RestatedDayState};
 

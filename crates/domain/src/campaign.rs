@@ -9,7 +9,8 @@ use crate::analytics::kinds::{check_kinds, MetricKind};
 use crate::changes::{changed, not_null};
 use crate::input::{check_optional_text, check_text, double_option};
 use crate::{
-    changes, choice_enum, domain_events, update_body, Currency, Money, ProjectSlug, ValidationErrors,
+    changes, choice_enum, domain_events, update_body, Currency, Money, ProjectSlug, TimeZone,
+    ValidationErrors,
 };
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -160,6 +161,10 @@ pub struct CampaignDetails {
     /// existed have none: USD.
     #[serde(default = "Currency::legacy")]
     pub currency: Currency,
+    /// The IANA zone the campaign's analytics days are in. Campaigns stored
+    /// before time zones existed have none: UTC.
+    #[serde(default)]
+    pub time_zone: TimeZone,
     pub target_audience: Option<TargetAudience>,
     pub goals: Option<Goals>,
     pub channels: Vec<Channel>,
@@ -195,6 +200,11 @@ pub struct CreateCampaign {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "EUR"))]
     pub currency: Option<Currency>,
+    /// IANA time zone of the campaign's analytics days (`UTC` if absent):
+    /// record dates and query ranges are local days in it.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "America/Los_Angeles"))]
+    pub time_zone: Option<TimeZone>,
     #[serde(default)]
     pub target_audience: Option<TargetAudience>,
     #[serde(default)]
@@ -236,6 +246,11 @@ update_body! {
         // Not required (absent: unchanged), not nullable (a campaign has a currency).
         #[cfg_attr(feature = "openapi", schema(value_type = String, required = false))]
         pub currency: Option<Option<Currency>>,
+        /// Relabels the campaign's days: no recorded day moves (see docs/analytics.md).
+        #[serde(deserialize_with = "double_option")]
+        // Not required (absent: unchanged), not nullable (a campaign has a zone).
+        #[cfg_attr(feature = "openapi", schema(value_type = String, required = false))]
+        pub time_zone: Option<Option<TimeZone>>,
         target_audience: TargetAudience,
         goals: Goals,
         channels: Vec<Channel>,
@@ -261,6 +276,7 @@ changes! {
         end_date: Option<DateTime<Utc>>,
         total_budget: Option<Money>,
         currency: Currency,
+        time_zone: TimeZone,
         target_audience: Option<TargetAudience>,
         goals: Option<Goals>,
         channels: Vec<Channel>,
@@ -366,6 +382,7 @@ impl Serialize for CampaignState {
         map.serialize_entry("end_date", &d.end_date)?;
         map.serialize_entry("total_budget", &d.total_budget)?;
         map.serialize_entry("currency", &d.currency)?;
+        map.serialize_entry("time_zone", &d.time_zone)?;
         map.serialize_entry("target_audience", &d.target_audience)?;
         map.serialize_entry("goals", &d.goals)?;
         map.serialize_entry("channels", &d.channels)?;
@@ -495,6 +512,7 @@ fn create(
         end_date: input.end_date,
         total_budget: input.total_budget,
         currency: input.currency.unwrap_or_default(),
+        time_zone: input.time_zone.unwrap_or_default(),
         target_audience: input.target_audience,
         goals: input.goals,
         channels: input.channels,
@@ -536,6 +554,10 @@ fn update(state: &CampaignState, input: UpdateCampaign) -> Result<Vec<CampaignEv
         not_null(&mut invalid, "currency", input.currency),
         &current.currency,
     );
+    let time_zone = changed(
+        not_null(&mut invalid, "time_zone", input.time_zone),
+        &current.time_zone,
+    );
     if !invalid.is_empty() {
         return Err(CampaignError::Invalid(invalid));
     }
@@ -547,6 +569,7 @@ fn update(state: &CampaignState, input: UpdateCampaign) -> Result<Vec<CampaignEv
         end_date: changed(input.end_date, &current.end_date),
         total_budget: changed(input.total_budget, &current.total_budget),
         currency,
+        time_zone,
         target_audience: changed(input.target_audience, &current.target_audience),
         goals: changed(input.goals, &current.goals),
         channels: changed(input.channels.map(Option::unwrap_or_default), &current.channels),
@@ -733,6 +756,9 @@ pub struct CampaignResource {
     pub total_budget: Option<Money>,
     /// ISO 4217 code of every money amount of the campaign.
     pub currency: Currency,
+    /// IANA time zone of the campaign's analytics days.
+    #[schema(value_type = String, example = "America/Los_Angeles")]
+    pub time_zone: String,
     pub target_audience: Option<TargetAudience>,
     pub goals: Option<Goals>,
     pub channels: Vec<Channel>,

@@ -26,6 +26,7 @@ pub mod lead;
 pub mod money;
 pub mod project;
 pub mod task;
+pub mod time_zone;
 pub mod upcast;
 
 pub use aggregate::{Aggregate, Recorded, Root};
@@ -34,3 +35,4 @@ pub use error::{FieldError, ValidationErrors};
 pub use event::{DecodeError, DomainEvent};
 pub use money::Money;
 pub use project::ProjectSlug;
+pub use time_zone::TimeZone;

@@ -156,6 +156,28 @@ pub struct Config {
     )]
     pub lead_import_max_rows: u64,
 
+    /// Longest time a CSV analytics import may take, in milliseconds (10 minutes).
+    #[arg(
+        long,
+        env = "ANALYTICS_IMPORT_TIMEOUT_MS",
+        default_value_t = 600_000,
+        global = true
+    )]
+    pub analytics_import_timeout_ms: u64,
+
+    /// Largest CSV file an analytics import accepts, in bytes (512 MiB).
+    #[arg(long, env = "ANALYTICS_IMPORT_MAX_BYTES", default_value_t = 512 * 1024 * 1024, global = true)]
+    pub analytics_import_max_bytes: u64,
+
+    /// Most data rows an analytics import accepts (header excluded).
+    #[arg(
+        long,
+        env = "ANALYTICS_IMPORT_MAX_ROWS",
+        default_value_t = 5_000_000,
+        global = true
+    )]
+    pub analytics_import_max_rows: u64,
+
     /// ISO 4217 currency of campaigns created without one (upper case).
     /// Campaigns stored before currencies existed are USD whatever this says.
     #[arg(long, env = "DEFAULT_CURRENCY", default_value = "USD",
@@ -355,6 +377,10 @@ impl Config {
         Duration::from_millis(self.lead_import_timeout_ms)
     }
 
+    pub fn analytics_import_timeout(&self) -> Duration {
+        Duration::from_millis(self.analytics_import_timeout_ms)
+    }
+
     /// The configuration used when nothing is set, for tests and examples.
     pub fn for_database(database_url: &str) -> Self {
         Self {
@@ -384,6 +410,9 @@ impl Config {
             lead_import_timeout_ms: 600_000,
             lead_import_max_bytes: 512 * 1024 * 1024,
             lead_import_max_rows: 1_000_000,
+            analytics_import_timeout_ms: 600_000,
+            analytics_import_max_bytes: 512 * 1024 * 1024,
+            analytics_import_max_rows: 5_000_000,
             default_currency: domain::Currency::USD,
             webhooks_allow_private_targets: false,
             webhooks_retry_base_ms: 5_000,

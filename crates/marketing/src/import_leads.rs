@@ -82,9 +82,13 @@ pub async fn run(config: &Config, campaign_id: Uuid, file: &Path) -> anyhow::Res
         read_after_write_timeout: config.read_after_write_timeout(),
         media: config.media_store().context("cannot open the media store")?,
         vault: config.lead_vault()?,
-        lead_import: command_api::leads::import::ImportLimits {
+        lead_import: command_api::csv_upload::ImportLimits {
             max_bytes: config.lead_import_max_bytes,
             max_rows: config.lead_import_max_rows,
+        },
+        analytics_import: command_api::csv_upload::ImportLimits {
+            max_bytes: config.analytics_import_max_bytes,
+            max_rows: config.analytics_import_max_rows,
         },
     };
     let progress = Arc::new(Mutex::new(Progress::new(

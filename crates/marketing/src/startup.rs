@@ -323,9 +323,13 @@ impl Core {
                 read_after_write_timeout: config.read_after_write_timeout(),
                 media: self.media.clone().context("media store")?,
                 vault: self.vault.clone(),
-                lead_import: command_api::leads::import::ImportLimits {
+                lead_import: command_api::csv_upload::ImportLimits {
                     max_bytes: config.lead_import_max_bytes,
                     max_rows: config.lead_import_max_rows,
+                },
+                analytics_import: command_api::csv_upload::ImportLimits {
+                    max_bytes: config.analytics_import_max_bytes,
+                    max_rows: config.analytics_import_max_rows,
                 },
                 default_currency: config.default_currency,
             }));
@@ -394,10 +398,16 @@ impl Application {
         let timeouts = web::middleware::RequestTimeouts {
             default: config.request_timeout(),
             // Imports read the whole upload before answering.
-            overrides: vec![(
-                command_api::leads::import::PATH_SUFFIX,
-                config.lead_import_timeout(),
-            )],
+            overrides: vec![
+                (
+                    command_api::leads::import::PATH_SUFFIX,
+                    config.lead_import_timeout(),
+                ),
+                (
+                    command_api::analytics::import::PATH_SUFFIX,
+                    config.analytics_import_timeout(),
+                ),
+            ],
         };
         let router = web::middleware::apply_with_timeouts(router, timeouts);
 

@@ -22,7 +22,7 @@ use domain::analytics::{
     KpiProgress, MetricKind, Quantity, Totals,
 };
 use domain::campaign::{Goals, Kpi};
-use domain::{Currency, Money};
+use domain::{Currency, Money, TimeZone};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -123,7 +123,7 @@ fn parameters(
     Ok(params)
 }
 
-/// The inclusive UTC day range and source filter shared by both reads. A
+/// The inclusive range of local days (the campaign's time zone) and source filter shared by both reads. A
 /// missing bound is open: no range at all is the campaign's whole history.
 #[derive(Debug, Clone, Default)]
 struct Filter {
@@ -162,6 +162,7 @@ fn filter(params: &HashMap<String, String>) -> Result<Filter, ApiError> {
 /// has no such live campaign (the tenancy check for both reads).
 struct CampaignFacts {
     currency: Currency,
+    time_zone: TimeZone,
     kinds: Kinds,
     total_budget: Option<Money>,
     kpis: Vec<Kpi>,
@@ -177,7 +178,8 @@ async fn campaign_facts(
         .prepare_cached(
             "SELECT coalesce(body->'total_budget', 'null'), coalesce(body->'kpis', '[]'),
                     coalesce(body->'goals', 'null'), coalesce(body->'currency', '\"USD\"'),
-                    coalesce(body->'custom_metric_kinds', '{}')
+                    coalesce(body->'custom_metric_kinds', '{}'),
+                    coalesce(body->'time_zone', '\"UTC\"')
              FROM campaigns WHERE id = $1 AND project = $2",
         )
         .await?;
@@ -193,6 +195,8 @@ async fn campaign_facts(
         // Rows stored before currencies existed have none: USD.
         currency: serde_json::from_value(field(3)).map_err(ApiError::internal)?,
         kinds: serde_json::from_value(field(4)).map_err(ApiError::internal)?,
+        // Rows stored before time zones existed have none: UTC.
+        time_zone: serde_json::from_value(field(5)).map_err(ApiError::internal)?,
     })
 }
 
@@ -354,9 +358,9 @@ pub struct AnalyticsPage {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 struct Range {
-    /// First UTC day, inclusive, YYYY-MM-DD; absent = from the first record
+    /// First day, inclusive, YYYY-MM-DD, a local day in the campaign's time zone; absent = from the first record
     start_date: Option<String>,
-    /// Last UTC day, inclusive, YYYY-MM-DD; absent = to the last record
+    /// Last day, inclusive, YYYY-MM-DD, a local day in the campaign's time zone; absent = to the last record
     end_date: Option<String>,
     /// Only this source (case-insensitive)
     source: Option<String>,
@@ -588,6 +592,10 @@ pub struct AnalyticsSummary {
     /// (`metrics.cost`, `metrics.revenue`, `derived.cpc`, `cpm`, `cpa`, the
     /// budget, and KPIs on `cost` or `revenue`).
     pub currency: Currency,
+    /// The campaign's IANA time zone: `start_date`, `end_date`, `first_date`
+    /// and `last_date` are local days in it.
+    #[schema(value_type = String, example = "America/Los_Angeles")]
+    pub time_zone: TimeZone,
     /// Sums over the range.
     pub metrics: MetricSums,
     /// Computed from `metrics` (the sums), never averaged from per-row ratios;
@@ -673,6 +681,7 @@ pub async fn summary(
         first_date: total.get(8),
         last_date: total.get(9),
         currency: campaign.currency,
+        time_zone: campaign.time_zone,
         derived: DerivedMetrics::from_totals(&totals),
         records: total.get(7),
         by_source,

@@ -18,15 +18,16 @@
 //! statement for the whole batch). A slow stage slows the others down instead
 //! of queueing data.
 
+use crate::csv_upload::{
+    file_field, forward, open_upload, push_bounded, respond, Chunk, CsvSource, Ending, RowError, UploadEnd,
+    MAX_REPORTED_ROWS,
+};
 use crate::kernel::{Writer, CAMPAIGN_NOT_FOUND};
 use crate::CommandState;
 use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, Path};
-use axum::http::header::CONTENT_LENGTH;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use bytes::Bytes;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use domain::lead::{self, created_event, validate_create, CreateLead, LeadKey, ValidLead};
 use domain::{DomainEvent, ProjectSlug};
 use event_store::{ExpectedVersion, LogPosition, NewEvent, StreamAppend};
@@ -34,10 +35,8 @@ use lead_vault::{email_digest, generate_key, generate_nonce, NewLeadEntry};
 use projector::Written as Appended;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::cell::Cell;
 use std::collections::HashMap;
-use std::io::{self, Read};
-use std::rc::Rc;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -52,11 +51,6 @@ pub const BATCH_ROWS: usize = 1_000;
 /// Batch transactions in flight at once. Two keep the database busy while a
 /// writer serializes its next batch or waits for a commit; more only contend.
 pub const WRITERS: usize = 2;
-/// Row errors (and, separately, duplicate rows) listed in the report; the
-/// counts always cover every row.
-pub const MAX_REPORTED_ROWS: usize = 1_000;
-/// Largest single CSV record (one row, quoted newlines included).
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Most distinct custom columns in a file. Each row still holds at most
 /// [`lead::CUSTOM_FIELDS_MAX`] non-empty custom values, but an export has one column
 /// per custom field name used by *any* lead, so a file must be allowed many
@@ -67,16 +61,6 @@ pub const MAX_COLUMNS: usize = lead::STANDARD_FIELDS.len() + MAX_CUSTOM_COLUMNS;
 /// How long an import waits, after its last batch, for its leads to be
 /// listable (read-after-write); it answers anyway when that passes.
 pub const READ_MODEL_WAIT: Duration = Duration::from_secs(60);
-/// Slack for the multipart framing around the file when checking Content-Length.
-const MULTIPART_OVERHEAD: u64 = 64 * 1024;
-
-#[derive(Debug, Clone, Copy)]
-pub struct ImportLimits {
-    /// Largest file, in bytes.
-    pub max_bytes: u64,
-    /// Most data rows (header excluded).
-    pub max_rows: u64,
-}
 
 /// The answer to an import: what happened to every row.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
@@ -96,16 +80,6 @@ pub struct ImportReport {
     pub duplicate_rows: Vec<RowError>,
     /// True when `errors` or `duplicate_rows` were cut at 1,000 entries.
     pub truncated: bool,
-}
-
-/// One row's problem. `line` is the physical line where the row starts (the
-/// header is line 1; a quoted field may span lines).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RowError {
-    pub line: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    pub message: String,
 }
 
 impl ImportReport {
@@ -132,14 +106,6 @@ impl ImportReport {
     }
 }
 
-fn push_bounded(list: &mut Vec<RowError>, truncated: &mut bool, error: RowError) {
-    if list.len() < MAX_REPORTED_ROWS {
-        list.push(error);
-    } else {
-        *truncated = true;
-    }
-}
-
 /// The multipart form, for the OpenAPI document.
 #[allow(dead_code)]
 #[derive(utoipa::ToSchema)]
@@ -163,13 +129,6 @@ struct PreparedLead {
 /// What the parser hands the writer.
 struct Batch {
     leads: Vec<PreparedLead>,
-}
-
-/// How reading the upload ended, besides normally.
-#[derive(Debug)]
-enum UploadEnd {
-    TooLarge,
-    Broken(String),
 }
 
 /// What the parser found, apart from the rows it handed on.
@@ -217,34 +176,10 @@ pub async fn import(
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
     let limits = writer.state().lead_import;
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limits.max_bytes.saturating_add(MULTIPART_OVERHEAD)) {
-        return Err(too_large_file(limits));
-    }
-    let mut multipart = multipart.map_err(|rejection| {
-        ApiError::UnsupportedMediaType(format!(
-            "Content-Type must be multipart/form-data with a `file` field ({})",
-            rejection.body_text()
-        ))
-    })?;
+    let mut multipart = open_upload(&headers, multipart, limits)?;
     writer.campaign(campaign_id).await?;
     let started = std::time::Instant::now();
-    let field = loop {
-        match multipart.next_field().await {
-            Ok(Some(field)) if field.name() == Some("file") => break field,
-            Ok(Some(_)) => continue,
-            Ok(None) => return Err(ApiError::bad_request("file", NO_FILE)),
-            Err(e) => {
-                return Err(ApiError::bad_request(
-                    "file",
-                    format!("cannot read the upload: {e}"),
-                ))
-            }
-        }
-    };
+    let field = file_field!(multipart)?;
     let mut metadata = writer.metadata(campaign_id);
     metadata["import_id"] = json!(Uuid::now_v7());
     let context = ImportContext {
@@ -297,8 +232,6 @@ fn imported(campaign_id: Uuid) -> [Appended<'static>; 1] {
     }]
 }
 
-const NO_FILE: &str = "file is required: send the CSV as the multipart field `file`";
-
 /// The pipeline: the upload forwarded in chunks to the parser thread, whose
 /// batches [`WRITERS`] writers append concurrently.
 async fn run(
@@ -350,201 +283,6 @@ fn merge_report(
     }
     report.duplicate_rows.sort_by_key(|row| row.line);
     report
-}
-
-/// How the import ended, besides its rows.
-struct Ending {
-    upload: Option<UploadEnd>,
-    row_limit_reached: bool,
-    stopped: Option<String>,
-}
-
-/// The report, as a 200, or inside the error that ended the import early.
-fn respond(report: ImportReport, ending: Ending, limits: ImportLimits) -> Response {
-    let (status, message) = match (ending.upload, ending.row_limit_reached, ending.stopped) {
-        (Some(UploadEnd::TooLarge), _, _) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Some(too_large_file(limits).to_string()),
-        ),
-        (Some(UploadEnd::Broken(reason)), _, _) => (
-            StatusCode::BAD_REQUEST,
-            Some(format!(
-                "the upload broke off ({reason}); the rows before it were processed"
-            )),
-        ),
-        (None, true, _) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Some(format!(
-                "the file has more than {} rows; the rows after that were not imported",
-                limits.max_rows
-            )),
-        ),
-        (None, false, Some(reason)) => (StatusCode::BAD_REQUEST, Some(reason)),
-        (None, false, None) => (StatusCode::OK, None),
-    };
-    match message {
-        None => (status, Json(report)).into_response(),
-        Some(message) => {
-            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "payload_too_large"
-            } else {
-                "bad_request"
-            };
-            (
-                status,
-                Json(json!({ "message": message, "code": code, "field": "file", "report": report })),
-            )
-                .into_response()
-        }
-    }
-}
-
-fn too_large_file(limits: ImportLimits) -> ApiError {
-    ApiError::PayloadTooLarge(format!(
-        "The file is larger than the import limit of {} bytes",
-        limits.max_bytes
-    ))
-}
-
-/// What the handler passes the parser: data, then an explicit end. A channel
-/// that closes without [`Chunk::End`] means the request was abandoned (timeout,
-/// client gone): the parser must not take the cut-off text for a last row.
-enum Chunk {
-    Data(Bytes),
-    End,
-}
-
-/// Passes the file's chunks to the parser, counting bytes. Stops at the size
-/// limit, at a broken upload, or when the parser stops listening.
-async fn forward(
-    mut field: Field<'_>,
-    chunks: mpsc::Sender<io::Result<Chunk>>,
-    max_bytes: u64,
-) -> Option<UploadEnd> {
-    let mut received: u64 = 0;
-    loop {
-        let (item, end) = match field.chunk().await {
-            Ok(None) => {
-                let _ = chunks.send(Ok(Chunk::End)).await;
-                return None;
-            }
-            Ok(Some(chunk)) => {
-                received += chunk.len() as u64;
-                if received > max_bytes {
-                    (Err(io::Error::other("file too large")), Some(UploadEnd::TooLarge))
-                } else {
-                    (Ok(Chunk::Data(chunk)), None)
-                }
-            }
-            Err(e) => {
-                let reason = e.body_text();
-                (
-                    Err(io::Error::other(reason.clone())),
-                    Some(UploadEnd::Broken(reason)),
-                )
-            }
-        };
-        // The parser hangs up when it is done (or refused the header).
-        if chunks.send(item).await.is_err() || end.is_some() {
-            return end;
-        }
-    }
-}
-
-/// A `Read` over the forwarded chunks (blocking: runs on the parser's thread).
-///
-/// Also bounds each CSV record: `record_bytes` counts what was read since the
-/// parser last reset it, so one enormous quoted field cannot grow the record
-/// buffer without limit. And it notes where line breaks are ([`Lines`]), since
-/// the `csv` crate's own line numbers do not count breaks inside quotes.
-struct ChunkReader {
-    chunks: mpsc::Receiver<io::Result<Chunk>>,
-    current: Bytes,
-    ended: bool,
-    record_bytes: Rc<Cell<usize>>,
-    lines: Rc<std::cell::RefCell<Lines>>,
-}
-
-/// Physical line numbers for records. The reader notes the byte offset of every
-/// `\r` and `\n` it hands to the CSV parser; the parser asks for the line of
-/// each record and so drops the offsets before it. Only the breaks in the
-/// parser's read-ahead are ever held: memory stays flat.
-#[derive(Default)]
-struct Lines {
-    read: u64,
-    /// `(offset, is_newline)` of line-break bytes not yet passed.
-    pending: std::collections::VecDeque<(u64, bool)>,
-    passed: u64,
-}
-
-impl Lines {
-    fn saw(&mut self, bytes: &[u8]) {
-        for (i, b) in bytes.iter().enumerate() {
-            if *b == b'\n' || *b == b'\r' {
-                self.pending.push_back((self.read + i as u64, *b == b'\n'));
-            }
-        }
-        self.read += bytes.len() as u64;
-    }
-
-    /// The 1-based line on which a record starts, given the offset the `csv`
-    /// crate reports for it (which may point at the line break, or blank lines,
-    /// before the record's first byte). Offsets must not go backwards.
-    fn line_of(&mut self, offset: u64) -> u64 {
-        let mut start = offset;
-        while let Some(&(at, newline)) = self.pending.front() {
-            if at < start {
-                self.pending.pop_front();
-                self.passed += u64::from(newline);
-            } else if at == start {
-                // A break at the record's reported start precedes its data.
-                self.pending.pop_front();
-                self.passed += u64::from(newline);
-                start += 1;
-            } else {
-                break;
-            }
-        }
-        self.passed + 1
-    }
-}
-
-/// The error a [`ChunkReader`] returns for an oversized record.
-#[derive(Debug)]
-struct RecordTooLarge;
-
-impl std::fmt::Display for RecordTooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a row is larger than {MAX_RECORD_BYTES} bytes")
-    }
-}
-
-impl std::error::Error for RecordTooLarge {}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.chunks.blocking_recv() {
-                Some(Ok(Chunk::Data(chunk))) => self.current = chunk,
-                Some(Ok(Chunk::End)) => self.ended = true,
-                Some(Err(e)) => return Err(e),
-                None => return Err(io::Error::other("the upload was abandoned")),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.lines.borrow_mut().saw(&buf[..n]);
-        let _ = self.current.split_to(n);
-        let seen = self.record_bytes.get() + n;
-        if seen > MAX_RECORD_BYTES + 64 * 1024 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, RecordTooLarge));
-        }
-        self.record_bytes.set(seen);
-        Ok(n)
-    }
 }
 
 /// Where each column goes: a standard lead field (one of
@@ -655,7 +393,9 @@ fn parse(
     context: &ImportContext,
 ) -> Result<ParseOutcome, ApiError> {
     let mut csv = CsvSource::new(chunks);
-    let columns = csv.header()?;
+    let columns = map_header(
+        csv.header("the file is not a lead CSV: it is empty; expected a header row with an `email` column")?,
+    )?;
     let mut outcome = ParseOutcome {
         report: ImportReport::default(),
         row_limit_reached: false,
@@ -710,79 +450,6 @@ fn parse(
     Ok(outcome)
 }
 
-/// The upload as CSV records, each with the line it starts on.
-struct CsvSource {
-    reader: csv::Reader<ChunkReader>,
-    record: csv::ByteRecord,
-    record_bytes: Rc<Cell<usize>>,
-    lines: Rc<std::cell::RefCell<Lines>>,
-}
-
-impl CsvSource {
-    fn new(chunks: mpsc::Receiver<io::Result<Chunk>>) -> Self {
-        let record_bytes = Rc::new(Cell::new(0));
-        let lines = Rc::new(std::cell::RefCell::new(Lines::default()));
-        let source = ChunkReader {
-            chunks,
-            current: Bytes::new(),
-            ended: false,
-            record_bytes: record_bytes.clone(),
-            lines: lines.clone(),
-        };
-        let reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(source);
-        Self {
-            reader,
-            record: csv::ByteRecord::new(),
-            record_bytes,
-            lines,
-        }
-    }
-
-    fn unreadable(&self, e: csv::Error) -> String {
-        let line = e.position().map_or(String::new(), |p| {
-            format!("line {}: ", self.lines.borrow_mut().line_of(p.byte()))
-        });
-        format!("{line}cannot read the file: {}", io_cause(&e))
-    }
-
-    /// The header row, mapped to columns.
-    fn header(&mut self) -> Result<Vec<Column>, ApiError> {
-        let has_header = match self.reader.read_byte_record(&mut self.record) {
-            Ok(has) => has,
-            Err(e) => return Err(ApiError::bad_request("file", self.unreadable(e))),
-        };
-        if !has_header {
-            return Err(ApiError::bad_request(
-                "file",
-                "the file is not a lead CSV: it is empty; expected a header row with an `email` column",
-            ));
-        }
-        map_header(&self.record)
-    }
-
-    /// Reads the next non-blank record into `self.record`: its line, `None`
-    /// at the end, or why the file cannot be read further.
-    fn next_row(&mut self) -> Result<Option<u64>, String> {
-        loop {
-            self.record_bytes.set(0);
-            match self.reader.read_byte_record(&mut self.record) {
-                Ok(false) => return Ok(None),
-                Ok(true) => {}
-                Err(e) => return Err(self.unreadable(e)),
-            }
-            // A line with nothing on it is not a row.
-            if self.record.len() == 1 && self.record[0].is_empty() {
-                continue;
-            }
-            let offset = self.record.position().map_or(0, |p| p.byte());
-            return Ok(Some(self.lines.borrow_mut().line_of(offset)));
-        }
-    }
-}
-
 /// One record as a valid lead, or the field and message of the first problem.
 fn valid_row(columns: &[Column], record: &csv::ByteRecord) -> Result<ValidLead, (Option<String>, String)> {
     let input = row_to_input(columns, record).map_err(|(field, message)| {
@@ -830,13 +497,6 @@ fn prepare(context: &ImportContext, line: u64, email_digest: Vec<u8>, valid: Val
             // Set by the writer when the batch is appended.
             recorded_at: chrono::DateTime::<chrono::Utc>::MIN_UTC,
         },
-    }
-}
-
-fn io_cause(error: &csv::Error) -> String {
-    match error.kind() {
-        csv::ErrorKind::Io(e) => e.to_string(),
-        other => format!("{other:?}"),
     }
 }
 
@@ -943,6 +603,8 @@ async fn write_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::csv_upload::MAX_RECORD_BYTES;
+    use bytes::Bytes;
 
     /// Runs the parser over `csv` delivered in `chunk`-byte pieces.
     fn parse_all(

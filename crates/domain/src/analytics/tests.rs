@@ -53,6 +53,7 @@ fn track(campaign: &Campaign, body: &str) -> Result<Vec<AnalyticsEvent>, Analyti
         project: acme(),
         campaign: campaign.clone(),
         input,
+        at: at(0),
     })
 }
 
@@ -153,7 +154,9 @@ fn nonsense_is_refused_naming_the_field() {
     let m = |metrics: &str| format!(r#"{{"date": "2024-06-15", "source": "x", "metrics": {metrics}}}"#);
     let cases = [
         // Shape errors, caught while parsing.
-        (r#"{"source": "x", "metrics": {}}"#.to_owned(), "date"),
+        // (No `date` at all is today in the campaign's zone: see
+        // `a_record_without_a_date_is_for_today_in_the_campaigns_time_zone`.)
+        (r#"{"date": "", "source": "x", "metrics": {}}"#.to_owned(), "date"),
         (r#"{"date": "2024-06-15", "metrics": {}}"#.to_owned(), "source"),
         (r#"{"date": "2024-06-15", "source": "x"}"#.to_owned(), "metrics"),
         (
@@ -286,6 +289,7 @@ fn a_campaign_that_is_missing_deleted_or_another_projects_is_not_found() {
             project: acme(),
             campaign: campaign.clone(),
             input,
+            at: at(0),
         });
         assert_eq!(result, Err(AnalyticsError::CampaignNotFound));
     }
@@ -306,6 +310,7 @@ fn a_record_is_written_once() {
         project: acme(),
         campaign: campaign.clone(),
         input: from_json_slice(SEED_TRACK.as_bytes()).unwrap(),
+        at: at(0),
     });
     assert_eq!(again, Err(AnalyticsError::AlreadyRecorded));
     let json = serde_json::to_string(state).unwrap();
@@ -476,7 +481,7 @@ proptest! {
                     c % 100
                 );
                 let input: TrackAnalytics = from_json_slice(body.as_bytes()).unwrap();
-                input.validate().unwrap().metrics.totals()
+                input.validate(crate::analytics::first_day()).unwrap().metrics.totals()
             })
             .collect();
         for r in &records { forward.add(r); }
@@ -712,4 +717,53 @@ fn kinds_read_as_declared_and_refuse_what_they_do_not_know() {
     }
     let applied = AppliedKind::of(None);
     assert_eq!((applied.kind, applied.declared), (KindName::Sum, false));
+}
+
+#[test]
+fn a_record_without_a_date_is_for_today_in_the_campaigns_time_zone() {
+    let input: CreateCampaign =
+        from_json_slice(br#"{"name": "LA", "time_zone": "America/Los_Angeles"}"#).unwrap();
+    let in_la = Campaign::default()
+        .handle(CampaignCommand::Create {
+            campaign_id: campaign_id(),
+            project: acme(),
+            input: Box::new(input),
+        })
+        .unwrap()
+        .remove(0);
+    let campaign = given_campaign(&[in_la]);
+    let dateless = |instant: &str| {
+        let input: TrackAnalytics =
+            from_json_slice(br#"{"source": "google", "metrics": {"clicks": 1}}"#).unwrap();
+        let events = AnalyticsRecord::default()
+            .handle(Track {
+                record_id: record_id(),
+                project: acme(),
+                campaign: campaign.clone(),
+                input,
+                at: instant.parse().unwrap(),
+            })
+            .unwrap();
+        match &events[0] {
+            AnalyticsEvent::Recorded(e) => e.date.to_string(),
+            other => panic!("{other:?}"),
+        }
+    };
+    // Either side of local midnight on the DST day, and of UTC midnight.
+    assert_eq!(dateless("2024-03-10T07:30:00Z"), "2024-03-09");
+    assert_eq!(dateless("2024-03-10T08:30:00Z"), "2024-03-10");
+    assert_eq!(dateless("2024-03-11T06:30:00Z"), "2024-03-10");
+    // A campaign without a zone is in UTC.
+    let utc = given_campaign(&[created(acme())]);
+    let input: TrackAnalytics = from_json_slice(br#"{"source": "g", "metrics": {}}"#).unwrap();
+    let events = AnalyticsRecord::default()
+        .handle(Track {
+            record_id: record_id(),
+            project: acme(),
+            campaign: utc,
+            input,
+            at: "2024-03-10T07:30:00Z".parse().unwrap(),
+        })
+        .unwrap();
+    assert!(matches!(&events[0], AnalyticsEvent::Recorded(e) if e.date.to_string() == "2024-03-10"));
 }
