@@ -395,7 +395,7 @@ async fn bad_rows_are_reported_by_line_and_the_good_rows_land() {
         assert_eq!(body["field"], "file");
         assert!(body["message"].as_str().unwrap().contains(words), "{body}");
     }
-    let currency = format!("date,source,cost,currency\n2024-01-09,google,1,EUR\n");
+    let currency = "date,source,cost,currency\n2024-01-09,google,1,EUR\n";
     let report = import_ok(&app, &campaign, "", currency).await;
     assert_eq!(report["errors"][0]["field"], "currency", "{report}");
     for query in ["?mode=Replace", "?mode=add&mode=add", "?mod=add"] {
