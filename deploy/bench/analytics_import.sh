@@ -17,9 +17,13 @@ CACHE_DIR=${MARKETING_CACHE_DIR:-/var/tmp/marketing-cache}
 mkdir -p "$CACHE_DIR"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
-BIN=$CARGO_TARGET_DIR/release/marketing
-# SKIP_BUILD=1 measures the release binary already built.
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p marketing >/dev/null
+# PROFILE=debug measures a debug build (what a developer has at hand; slower).
+PROFILE=${PROFILE:-release}
+BIN=$CARGO_TARGET_DIR/$PROFILE/marketing
+# SKIP_BUILD=1 measures the binary already built.
+if [ -z "${SKIP_BUILD:-}" ]; then
+    if [ "$PROFILE" = release ]; then cargo build --release --locked -p marketing >/dev/null; else cargo build --locked -p marketing >/dev/null; fi
+fi
 WORK=$(mktemp -d)
 DB=""
 SERVER=""
