@@ -42,6 +42,8 @@ pub struct CommandState {
     /// Per-lead keys and email claims.
     pub vault: lead_vault::LeadVault,
     pub lead_import: leads::import::ImportLimits,
+    /// Wakes this process's import worker when a job is queued here.
+    pub import_wake: Arc<tokio::sync::Notify>,
     /// The currency of campaigns created without one.
     pub default_currency: domain::Currency,
 }

@@ -68,7 +68,7 @@ pub const MAX_COLUMNS: usize = lead::STANDARD_FIELDS.len() + MAX_CUSTOM_COLUMNS;
 /// listable (read-after-write); it answers anyway when that passes.
 pub const READ_MODEL_WAIT: Duration = Duration::from_secs(60);
 /// Slack for the multipart framing around the file when checking Content-Length.
-const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+pub(crate) const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ImportLimits {
@@ -152,12 +152,12 @@ pub struct ImportForm {
 }
 
 /// A row that passed validation, sealed and ready to write.
-struct PreparedLead {
-    lead_id: Uuid,
-    line: u64,
-    email_digest: Vec<u8>,
-    key: LeadKey,
-    event: NewEvent,
+pub(crate) struct PreparedLead {
+    pub(crate) lead_id: Uuid,
+    pub(crate) line: u64,
+    pub(crate) email_digest: Vec<u8>,
+    pub(crate) key: LeadKey,
+    pub(crate) event: NewEvent,
 }
 
 /// What the parser hands the writer.
@@ -182,11 +182,11 @@ struct ParseOutcome {
 }
 
 /// Everything about the request the parser needs, owned (it runs on a thread).
-struct ImportContext {
-    campaign_id: Uuid,
-    project: ProjectSlug,
-    metadata: Value,
-    max_rows: u64,
+pub(crate) struct ImportContext {
+    pub(crate) campaign_id: Uuid,
+    pub(crate) project: ProjectSlug,
+    pub(crate) metadata: Value,
+    pub(crate) max_rows: u64,
 }
 
 /// Import leads from a CSV file.
@@ -195,12 +195,26 @@ struct ImportContext {
 /// and rows whose email is already in the campaign (or elsewhere in the file) are
 /// skipped and reported. A file that is not CSV, or has no `email` column, is a
 /// 400 with nothing imported. Streams: memory stays flat whatever the size.
+///
+/// With `Prefer: respond-async` the file is stored and imported in the
+/// background: `202` with the job's `Location` as soon as the upload is
+/// stored (its progress: `GET .../leads/imports/{import_id}`; every row not
+/// imported: `.../errors`).
 #[utoipa::path(
     post, path = "/v1/dev/marketing/campaigns/{campaign_id}/leads/import", tag = "leads",
     request_body(content = ImportForm, content_type = "multipart/form-data"),
-    params(("campaign_id" = Uuid, Path)),
+    params(
+        ("campaign_id" = Uuid, Path),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: import in the background and answer 202 at once"),
+    ),
     responses(
         (status = 200, description = "Report of the import", body = ImportReport),
+        (status = 202, description = "Queued (`Prefer: respond-async`): the job, also at `Location`", body = lead_vault::imports::ImportJob,
+            headers(
+                ("Location" = String, description = "The job: `/v1/dev/marketing/campaigns/{campaign_id}/leads/imports/{import_id}`"),
+                ("Preference-Applied" = String, description = "`respond-async`"),
+            )
+        ),
         (status = 400, description = "Not a CSV file, no email column, no `file` field, or an unreadable record (with the report so far)", body = web::error::ErrorBody),
         (status = 401, body = web::error::ErrorBody),
         (status = 404, description = "Campaign not found", body = web::error::ErrorBody),
@@ -245,6 +259,9 @@ pub async fn import(
             }
         }
     };
+    if super::import_async::wants_async(&headers) {
+        return super::import_async::accept(&writer, campaign_id, field, limits).await;
+    }
     let mut metadata = writer.metadata(campaign_id);
     metadata["import_id"] = json!(Uuid::now_v7());
     let context = ImportContext {
@@ -297,7 +314,7 @@ fn imported(campaign_id: Uuid) -> [Appended<'static>; 1] {
     }]
 }
 
-const NO_FILE: &str = "file is required: send the CSV as the multipart field `file`";
+pub(crate) const NO_FILE: &str = "file is required: send the CSV as the multipart field `file`";
 
 /// The pipeline: the upload forwarded in chunks to the parser thread, whose
 /// batches [`WRITERS`] writers append concurrently.
@@ -372,13 +389,7 @@ fn respond(report: ImportReport, ending: Ending, limits: ImportLimits) -> Respon
                 "the upload broke off ({reason}); the rows before it were processed"
             )),
         ),
-        (None, true, _) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Some(format!(
-                "the file has more than {} rows; the rows after that were not imported",
-                limits.max_rows
-            )),
-        ),
+        (None, true, _) => (StatusCode::PAYLOAD_TOO_LARGE, Some(too_large_rows(limits.max_rows))),
         (None, false, Some(reason)) => (StatusCode::BAD_REQUEST, Some(reason)),
         (None, false, None) => (StatusCode::OK, None),
     };
@@ -399,7 +410,12 @@ fn respond(report: ImportReport, ending: Ending, limits: ImportLimits) -> Respon
     }
 }
 
-fn too_large_file(limits: ImportLimits) -> ApiError {
+/// Why an import stopped at the row limit.
+pub(crate) fn too_large_rows(max_rows: u64) -> String {
+    format!("the file has more than {max_rows} rows; the rows after that were not imported")
+}
+
+pub(crate) fn too_large_file(limits: ImportLimits) -> ApiError {
     ApiError::PayloadTooLarge(format!(
         "The file is larger than the import limit of {} bytes",
         limits.max_bytes
@@ -409,7 +425,7 @@ fn too_large_file(limits: ImportLimits) -> ApiError {
 /// What the handler passes the parser: data, then an explicit end. A channel
 /// that closes without [`Chunk::End`] means the request was abandoned (timeout,
 /// client gone): the parser must not take the cut-off text for a last row.
-enum Chunk {
+pub(crate) enum Chunk {
     Data(Bytes),
     End,
 }
@@ -550,7 +566,7 @@ impl Read for ChunkReader {
 /// Where each column goes: a standard lead field (one of
 /// `lead::STANDARD_FIELDS`), or a custom field under the column's name.
 #[derive(Debug, Clone, PartialEq)]
-enum Column {
+pub(crate) enum Column {
     Standard(&'static str),
     Custom(String),
 }
@@ -711,15 +727,15 @@ fn parse(
 }
 
 /// The upload as CSV records, each with the line it starts on.
-struct CsvSource {
+pub(crate) struct CsvSource {
     reader: csv::Reader<ChunkReader>,
-    record: csv::ByteRecord,
+    pub(crate) record: csv::ByteRecord,
     record_bytes: Rc<Cell<usize>>,
     lines: Rc<std::cell::RefCell<Lines>>,
 }
 
 impl CsvSource {
-    fn new(chunks: mpsc::Receiver<io::Result<Chunk>>) -> Self {
+    pub(crate) fn new(chunks: mpsc::Receiver<io::Result<Chunk>>) -> Self {
         let record_bytes = Rc::new(Cell::new(0));
         let lines = Rc::new(std::cell::RefCell::new(Lines::default()));
         let source = ChunkReader {
@@ -749,7 +765,7 @@ impl CsvSource {
     }
 
     /// The header row, mapped to columns.
-    fn header(&mut self) -> Result<Vec<Column>, ApiError> {
+    pub(crate) fn header(&mut self) -> Result<Vec<Column>, ApiError> {
         let has_header = match self.reader.read_byte_record(&mut self.record) {
             Ok(has) => has,
             Err(e) => return Err(ApiError::bad_request("file", self.unreadable(e))),
@@ -765,7 +781,7 @@ impl CsvSource {
 
     /// Reads the next non-blank record into `self.record`: its line, `None`
     /// at the end, or why the file cannot be read further.
-    fn next_row(&mut self) -> Result<Option<u64>, String> {
+    pub(crate) fn next_row(&mut self) -> Result<Option<u64>, String> {
         loop {
             self.record_bytes.set(0);
             match self.reader.read_byte_record(&mut self.record) {
@@ -784,7 +800,7 @@ impl CsvSource {
 }
 
 /// One record as a valid lead, or the field and message of the first problem.
-fn valid_row(columns: &[Column], record: &csv::ByteRecord) -> Result<ValidLead, (Option<String>, String)> {
+pub(crate) fn valid_row(columns: &[Column], record: &csv::ByteRecord) -> Result<ValidLead, (Option<String>, String)> {
     let input = row_to_input(columns, record).map_err(|(field, message)| {
         let message = match &field {
             Some(f) if !message.starts_with(f.as_str()) => format!("{f} {message}"),
@@ -805,7 +821,7 @@ fn valid_row(columns: &[Column], record: &csv::ByteRecord) -> Result<ValidLead, 
 }
 
 /// A valid row sealed with a new key, ready for the writer.
-fn prepare(context: &ImportContext, line: u64, email_digest: Vec<u8>, valid: ValidLead) -> PreparedLead {
+pub(crate) fn prepare(context: &ImportContext, line: u64, email_digest: Vec<u8>, valid: ValidLead) -> PreparedLead {
     let lead_id = Uuid::now_v7();
     let key = generate_key();
     let event = created_event(
