@@ -231,13 +231,7 @@ pub async fn import(
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
     let limits = writer.state().lead_import;
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limits.max_bytes.saturating_add(MULTIPART_OVERHEAD)) {
-        return Err(too_large_file(limits));
-    }
+    refuse_declared_too_large(&headers, limits)?;
     let mut multipart = multipart.map_err(|rejection| {
         ApiError::UnsupportedMediaType(format!(
             "Content-Type must be multipart/form-data with a `file` field ({})",
@@ -303,6 +297,18 @@ pub async fn import(
         stopped: parsed.stopped,
     };
     Ok(respond(report, ending, limits))
+}
+
+/// A `Content-Length` beyond the file limit is refused before reading.
+fn refuse_declared_too_large(headers: &HeaderMap, limits: ImportLimits) -> Result<(), ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_bytes.saturating_add(MULTIPART_OVERHEAD)) {
+        return Err(too_large_file(limits));
+    }
+    Ok(())
 }
 
 /// What an import writes: lead creations, on lead streams of one campaign.

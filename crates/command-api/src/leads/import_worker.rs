@@ -479,27 +479,7 @@ async fn commit_chunk(
         .collect();
     let accepted = state.vault.register(&*tx, &entries).await?;
     drop(entries);
-    let recorded_at = event_store::now();
-    let mut appends = Vec::with_capacity(accepted.len());
-    for (lead, fields) in leads {
-        if accepted.contains(&lead.lead_id) {
-            let mut event = lead.event;
-            event.recorded_at = recorded_at;
-            appends.push(StreamAppend {
-                stream_id: domain::lead::stream_id(lead.lead_id),
-                expected: ExpectedVersion::NoStream,
-                events: vec![event],
-            });
-        } else {
-            issues.push(Issue {
-                line: lead.line,
-                kind: "duplicate",
-                field: Some("email".into()),
-                message: "duplicate email: a lead of this campaign (or another row of this file) has it".into(),
-                fields,
-            });
-        }
-    }
+    let appends = split_accepted(leads, &accepted, &mut issues);
     if !appends.is_empty() {
         event_store::append_in_transaction(&tx, &appends).await?;
     }
@@ -531,6 +511,37 @@ async fn commit_chunk(
     Ok(())
 }
 
+/// The appends of the leads whose claims were accepted; the others are
+/// duplicates, added to `issues`.
+fn split_accepted(
+    leads: Vec<(PreparedLead, Vec<String>)>,
+    accepted: &std::collections::HashSet<Uuid>,
+    issues: &mut Vec<Issue>,
+) -> Vec<StreamAppend> {
+    let recorded_at = event_store::now();
+    let mut appends = Vec::with_capacity(accepted.len());
+    for (lead, fields) in leads {
+        if accepted.contains(&lead.lead_id) {
+            let mut event = lead.event;
+            event.recorded_at = recorded_at;
+            appends.push(StreamAppend {
+                stream_id: domain::lead::stream_id(lead.lead_id),
+                expected: ExpectedVersion::NoStream,
+                events: vec![event],
+            });
+        } else {
+            issues.push(Issue {
+                line: lead.line,
+                kind: "duplicate",
+                field: Some("email".into()),
+                message: "duplicate email: a lead of this campaign (or another row of this file) has it".into(),
+                fields,
+            });
+        }
+    }
+    appends
+}
+
 async fn insert_issues(tx: &deadpool_postgres::Transaction<'_>, id: Uuid, issues: &[Issue]) -> anyhow::Result<()> {
     if issues.is_empty() {
         return Ok(());
@@ -545,7 +556,7 @@ async fn insert_issues(tx: &deadpool_postgres::Transaction<'_>, id: Uuid, issues
         .collect();
     tx.execute(
         "INSERT INTO lead_import_errors (import_id, line, kind, field, message, fields)
-         SELECT $1, l, k, f, m, v::jsonb
+         SELECT $1::uuid, l, k, f, m, v::jsonb
          FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) AS t(l, k, f, m, v)",
         &[&id, &lines, &kinds, &fields, &messages, &values],
     )
