@@ -25,12 +25,16 @@ fn file(csv: impl Into<Vec<u8>>) -> Form {
 }
 
 async fn import_async(app: &TestApp, campaign: &str, csv: impl Into<Vec<u8>>) -> Response {
-    app.request(Method::POST, &format!("{}/import", leads_path(campaign)), &app.key)
-        .header("Prefer", "respond-async")
-        .multipart(file(csv))
-        .send()
-        .await
-        .unwrap()
+    app.request(
+        Method::POST,
+        &format!("{}/import", leads_path(campaign)),
+        &app.key,
+    )
+    .header("Prefer", "respond-async")
+    .multipart(file(csv))
+    .send()
+    .await
+    .unwrap()
 }
 
 /// The job's path below the base path, from a `202`'s `Location`.
@@ -119,7 +123,14 @@ async fn an_async_import_answers_202_at_once_and_ends_completed_with_every_bad_r
     assert_eq!(response.headers()["preference-applied"], "respond-async");
     let path = job_path(&response);
     let accepted: Value = response.json().await.unwrap();
-    assert_eq!(path, format!("{}/imports/{}", leads_path(&campaign), accepted["id"].as_str().unwrap()));
+    assert_eq!(
+        path,
+        format!(
+            "{}/imports/{}",
+            leads_path(&campaign),
+            accepted["id"].as_str().unwrap()
+        )
+    );
     assert_eq!(accepted["state"], "queued");
     assert_eq!(accepted["campaign_id"], campaign.as_str());
     assert!(accepted["created_at"].is_string() && accepted["finished_at"].is_null());
@@ -128,7 +139,14 @@ async fn an_async_import_answers_202_at_once_and_ends_completed_with_every_bad_r
     assert_eq!(done["state"], "completed", "{done}");
     let invalid = bad_lines.len() as i64;
     assert_eq!(done["rows"], 40 + invalid + 1);
-    assert_eq!((done["imported"].as_i64(), done["failed"].as_i64(), done["duplicates"].as_i64()), (Some(40), Some(invalid), Some(1)));
+    assert_eq!(
+        (
+            done["imported"].as_i64(),
+            done["failed"].as_i64(),
+            done["duplicates"].as_i64()
+        ),
+        (Some(40), Some(invalid), Some(1))
+    );
     assert!(done["started_at"].is_string() && done["finished_at"].is_string());
     assert!(done["failure"].is_null());
 
@@ -139,18 +157,30 @@ async fn an_async_import_answers_202_at_once_and_ends_completed_with_every_bad_r
     // The repeated email is the last row: the header and every row before it.
     expected.push(1 + done["rows"].as_u64().unwrap());
     assert_eq!(lines, expected);
-    assert!(errors[..bad_lines.len()].iter().all(|e| e["kind"] == "invalid" && e["field"] == "email"));
+    assert!(errors[..bad_lines.len()]
+        .iter()
+        .all(|e| e["kind"] == "invalid" && e["field"] == "email"));
     assert_eq!(errors[0]["values"][1], "not-an-email-3");
     let last = errors.last().unwrap();
-    assert_eq!((last["kind"].as_str(), last["values"][1].as_str()), (Some("duplicate"), Some("LEAD0@example.com")));
-    let invalid_only = app.get(&format!("{path}/errors?kind=invalid&limit=500"), &app.key).await;
+    assert_eq!(
+        (last["kind"].as_str(), last["values"][1].as_str()),
+        (Some("duplicate"), Some("LEAD0@example.com"))
+    );
+    let invalid_only = app
+        .get(&format!("{path}/errors?kind=invalid&limit=500"), &app.key)
+        .await;
     let invalid_only: Value = invalid_only.json().await.unwrap();
     assert_eq!(invalid_only["data"].as_array().unwrap().len(), bad_lines.len());
 
     // Every lead once, listable once the projectors caught up.
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let page: Value = app.get(&format!("{}?limit=500", leads_path(&campaign)), &app.key).await.json().await.unwrap();
+        let page: Value = app
+            .get(&format!("{}?limit=500", leads_path(&campaign)), &app.key)
+            .await
+            .json()
+            .await
+            .unwrap();
         let listed = page["data"].as_array().unwrap().len();
         if listed == 40 {
             break;
@@ -170,15 +200,25 @@ async fn the_errors_csv_has_the_original_columns_and_imports_back_once_fixed() {
     assert_eq!(response.status(), 202);
     let path = job_path(&response);
     let done = job_until(&app, &path, finished).await;
-    assert_eq!((done["imported"].as_i64(), done["failed"].as_i64()), (Some(1), Some(3)), "{done}");
+    assert_eq!(
+        (done["imported"].as_i64(), done["failed"].as_i64()),
+        (Some(1), Some(3)),
+        "{done}"
+    );
 
     let response = app.get(&format!("{path}/errors?format=csv"), &app.key).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
-    assert_eq!(response.headers()["content-disposition"], "attachment; filename=lead-import-errors.csv");
+    assert_eq!(
+        response.headers()["content-disposition"],
+        "attachment; filename=lead-import-errors.csv"
+    );
     let text = response.text().await.unwrap();
     let mut reader = csv_reader(&text);
-    let records: Vec<Vec<String>> = reader.records().map(|r| r.unwrap().iter().map(str::to_owned).collect()).collect();
+    let records: Vec<Vec<String>> = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect();
     assert_eq!(records[0], ["Name", "EMAIL", "notes", "line", "error"]);
     assert_eq!(records[1][..4], ["Bob", "bob-at-example.com", "two\nlines", "3"]);
     assert_eq!(records[2][..4], ["Cy", "", "x", "5"]);
@@ -188,10 +228,15 @@ async fn the_errors_csv_has_the_original_columns_and_imports_back_once_fixed() {
     assert_eq!(records.len(), 4);
 
     // Fixed, without `line` and `error`: it imports.
-    let fixed = "Name,EMAIL,notes\nBob,bob@example.com,\"two\nlines\"\nCy,cy@example.com,x\nDee,dee@example.com,\n";
+    let fixed =
+        "Name,EMAIL,notes\nBob,bob@example.com,\"two\nlines\"\nCy,cy@example.com,x\nDee,dee@example.com,\n";
     let response = import_async(&app, &campaign, fixed).await;
     let again = job_until(&app, &job_path(&response), finished).await;
-    assert_eq!((again["imported"].as_i64(), again["failed"].as_i64()), (Some(3), Some(0)), "{again}");
+    assert_eq!(
+        (again["imported"].as_i64(), again["failed"].as_i64()),
+        (Some(3), Some(0)),
+        "{again}"
+    );
 }
 
 fn csv_reader(text: &str) -> csv::Reader<&[u8]> {
@@ -218,7 +263,11 @@ async fn progress_is_visible_while_the_import_runs() {
     blocker
         .execute(
             "INSERT INTO lead_email_claims (campaign_id, email_digest, lead_id) VALUES ($1, $2, $3)",
-            &[&campaign_id, &lead_vault::email_digest(campaign_id, "p45@example.com"), &Uuid::new_v4()],
+            &[
+                &campaign_id,
+                &lead_vault::email_digest(campaign_id, "p45@example.com"),
+                &Uuid::new_v4(),
+            ],
         )
         .await
         .unwrap();
@@ -227,11 +276,17 @@ async fn progress_is_visible_while_the_import_runs() {
     let path = job_path(&response);
     let running = job_until(&app, &path, |j| j["rows"] == 40).await;
     assert_eq!(running["state"], "running");
-    assert_eq!((running["imported"].as_i64(), running["last_line"].as_i64()), (Some(40), Some(41)));
+    assert_eq!(
+        (running["imported"].as_i64(), running["last_line"].as_i64()),
+        (Some(40), Some(41))
+    );
     assert!(running["started_at"].is_string() && running["finished_at"].is_null());
     blocker.rollback().await.unwrap();
     let done = job_until(&app, &path, finished).await;
-    assert_eq!((done["state"].as_str(), done["imported"].as_i64()), (Some("completed"), Some(100)));
+    assert_eq!(
+        (done["state"].as_str(), done["imported"].as_i64()),
+        (Some("completed"), Some(100))
+    );
 }
 
 #[tokio::test]
@@ -246,7 +301,12 @@ async fn a_file_that_is_not_a_lead_csv_fails_the_job_visibly() {
     assert_eq!(done["rows"], 0);
     // An empty file is refused at once: nothing to queue.
     let empty = import_async(&app, &campaign, "").await;
-    assert_error(empty, 400, "the file is not a lead CSV: it is empty; expected a header row with an `email` column").await;
+    assert_error(
+        empty,
+        400,
+        "the file is not a lead CSV: it is empty; expected a header row with an `email` column",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -263,8 +323,14 @@ async fn the_row_limit_fails_the_job_after_importing_the_rows_before_it() {
     let response = import_async(&app, &campaign, csv).await;
     let done = job_until(&app, &job_path(&response), finished).await;
     assert_eq!(done["state"], "failed");
-    assert_eq!(done["failure"], "the file has more than 5 rows; the rows after that were not imported");
-    assert_eq!((done["rows"].as_i64(), done["imported"].as_i64()), (Some(5), Some(5)));
+    assert_eq!(
+        done["failure"],
+        "the file has more than 5 rows; the rows after that were not imported"
+    );
+    assert_eq!(
+        (done["rows"].as_i64(), done["imported"].as_i64()),
+        (Some(5), Some(5))
+    );
 }
 
 #[tokio::test]
@@ -278,13 +344,38 @@ async fn jobs_are_private_to_their_project_and_bad_parameters_are_400s() {
     assert_error(app.get(&path, &other).await, 404, "Campaign not found").await;
     let unknown = format!("{}/imports/{}", leads_path(&campaign), Uuid::now_v7());
     assert_error(app.get(&unknown, &app.key).await, 404, "Import not found").await;
-    assert_error(app.get(&format!("{unknown}/errors"), &app.key).await, 404, "Import not found").await;
+    assert_error(
+        app.get(&format!("{unknown}/errors"), &app.key).await,
+        404,
+        "Import not found",
+    )
+    .await;
     let garbage = format!("{}/imports/not-an-id", leads_path(&campaign));
     assert_error(app.get(&garbage, &app.key).await, 404, "Import not found").await;
-    assert_error(app.get(&format!("{path}/errors?format=xml"), &app.key).await, 400, "format must be one of json, csv").await;
-    assert_error(app.get(&format!("{path}/errors?kind=all"), &app.key).await, 400, "kind must be one of invalid, duplicate").await;
-    assert_error(app.get(&format!("{path}/errors?cursor=zzz"), &app.key).await, 400, "").await;
-    assert_error(app.get(&format!("{path}/errors?limit=0"), &app.key).await, 400, "").await;
+    assert_error(
+        app.get(&format!("{path}/errors?format=xml"), &app.key).await,
+        400,
+        "format must be one of json, csv",
+    )
+    .await;
+    assert_error(
+        app.get(&format!("{path}/errors?kind=all"), &app.key).await,
+        400,
+        "kind must be one of invalid, duplicate",
+    )
+    .await;
+    assert_error(
+        app.get(&format!("{path}/errors?cursor=zzz"), &app.key).await,
+        400,
+        "",
+    )
+    .await;
+    assert_error(
+        app.get(&format!("{path}/errors?limit=0"), &app.key).await,
+        400,
+        "",
+    )
+    .await;
     // Another project cannot queue into the campaign.
     let foreign = app
         .request(Method::POST, &format!("{}/import", leads_path(&campaign)), &other)
@@ -301,17 +392,29 @@ async fn without_the_preference_the_import_is_synchronous() {
     let app = spawn_app_with(|_| {}).await;
     let campaign = app.campaign().await;
     for prefer in [None, Some("return=minimal"), Some("respond-asynchronously")] {
-        let mut request = app.request(Method::POST, &format!("{}/import", leads_path(&campaign)), &app.key);
+        let mut request = app.request(
+            Method::POST,
+            &format!("{}/import", leads_path(&campaign)),
+            &app.key,
+        );
         if let Some(prefer) = prefer {
             request = request.header("Prefer", prefer);
         }
-        let response = request.multipart(file("email\ns@example.com\n")).send().await.unwrap();
+        let response = request
+            .multipart(file("email\ns@example.com\n"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{prefer:?}");
         assert!(response.headers().get("preference-applied").is_none());
     }
     // One preference among others, in any case, is honoured.
     let response = app
-        .request(Method::POST, &format!("{}/import", leads_path(&campaign)), &app.key)
+        .request(
+            Method::POST,
+            &format!("{}/import", leads_path(&campaign)),
+            &app.key,
+        )
         .header("Prefer", "wait=5, Respond-Async")
         .multipart(file("email\nt@example.com\n"))
         .send()

@@ -74,7 +74,10 @@ pub struct NewJob<'a> {
 }
 
 /// Inserts a queued job and returns it as shown.
-pub async fn insert(client: &(impl GenericClient + Sync), job: &NewJob<'_>) -> Result<ImportJob, tokio_postgres::Error> {
+pub async fn insert(
+    client: &(impl GenericClient + Sync),
+    job: &NewJob<'_>,
+) -> Result<ImportJob, tokio_postgres::Error> {
     let row = client
         .query_one(
             &format!(
@@ -113,7 +116,10 @@ pub async fn load(
 }
 
 /// The header row of the job's file (`None` until the worker read it).
-pub async fn columns(client: &(impl GenericClient + Sync), id: Uuid) -> Result<Option<Vec<String>>, tokio_postgres::Error> {
+pub async fn columns(
+    client: &(impl GenericClient + Sync),
+    id: Uuid,
+) -> Result<Option<Vec<String>>, tokio_postgres::Error> {
     let row = client
         .query_one("SELECT columns FROM lead_imports WHERE id = $1", &[&id])
         .await?;

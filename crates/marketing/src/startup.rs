@@ -331,12 +331,13 @@ impl Core {
                 default_currency: config.default_currency,
             };
             // Asynchronous lead imports run where commands are served.
-            self.background.push(tokio::spawn(command_api::leads::import_worker::run(
-                state.clone(),
-                config.lead_import_worker(),
-                state.import_wake.clone(),
-                self.shutdown.clone(),
-            )));
+            self.background
+                .push(tokio::spawn(command_api::leads::import_worker::run(
+                    state.clone(),
+                    config.lead_import_worker(),
+                    state.import_wake.clone(),
+                    self.shutdown.clone(),
+                )));
             api = api.merge(command_api::router(state));
             self.background
                 .push(spawn_idempotency_purge(self.pool.clone(), self.shutdown.clone()));

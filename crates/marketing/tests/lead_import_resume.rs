@@ -38,7 +38,11 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn marketing(database_url: &str, media_dir: &std::path::Path) -> Command {
@@ -69,7 +73,10 @@ async fn serve(database_url: &str, media_dir: &std::path::Path) -> Server {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let health = client.get(format!("http://{}/healthz", server.address)).send().await;
+        let health = client
+            .get(format!("http://{}/healthz", server.address))
+            .send()
+            .await;
         if health.is_ok_and(|r| r.status().is_success()) {
             return server;
         }
@@ -99,7 +106,12 @@ fn leads_file() -> (String, u64, u64) {
 }
 
 async fn job(client: &reqwest::Client, url: &str, key: &str) -> serde_json::Value {
-    let response = client.get(url).bearer_auth(key).send().await.expect("GET the import");
+    let response = client
+        .get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("GET the import");
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
@@ -125,13 +137,22 @@ async fn job_until(
 async fn a_server_killed_mid_import_resumes_the_job_without_skipping_or_repeating_a_row() {
     let db = fresh_database().await;
     let media = tempdir();
-    let status = marketing(&db.url, &media).arg("migrate").status().expect("migrate");
+    let status = marketing(&db.url, &media)
+        .arg("migrate")
+        .status()
+        .expect("migrate");
     assert!(status.success());
     let output = marketing(&db.url, &media)
         .args(["api-key", "create", "--project", "acme"])
         .output()
         .expect("api-key create");
-    let key = String::from_utf8(output.stdout).unwrap().lines().last().unwrap().trim().to_owned();
+    let key = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned();
     let client = reqwest::Client::new();
     let server = serve(&db.url, &media).await;
     let base = format!("http://{}/v1/dev/marketing", server.address);
@@ -181,7 +202,10 @@ async fn a_server_killed_mid_import_resumes_the_job_without_skipping_or_repeatin
     blocker.rollback().await.unwrap();
 
     let server = serve(&db.url, &media).await;
-    let done = job_until(&client, &url(&server), &key, |j| j["state"] == "completed" || j["state"] == "failed").await;
+    let done = job_until(&client, &url(&server), &key, |j| {
+        j["state"] == "completed" || j["state"] == "failed"
+    })
+    .await;
     let valid = ROWS as i64 - invalid as i64 - duplicates as i64;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["rows"], ROWS as i64);
@@ -192,14 +216,36 @@ async fn a_server_killed_mid_import_resumes_the_job_without_skipping_or_repeatin
     let check = db.connect().await;
     let one = |sql: &'static str| {
         let check = &check;
-        async move { check.query_one(sql, &[&campaign_id]).await.unwrap().get::<_, i64>(0) }
+        async move {
+            check
+                .query_one(sql, &[&campaign_id])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
     };
-    assert_eq!(one("SELECT count(*) FROM lead_email_claims WHERE campaign_id = $1").await, valid);
-    assert_eq!(one("SELECT count(*) FROM lead_keys WHERE campaign_id = $1").await, valid);
     assert_eq!(
-        one("SELECT count(*) FROM events WHERE event_type = 'LeadCreated' AND metadata->>'campaign_id' = $1::text").await,
+        one("SELECT count(*) FROM lead_email_claims WHERE campaign_id = $1").await,
         valid
     );
+    assert_eq!(
+        one("SELECT count(*) FROM lead_keys WHERE campaign_id = $1").await,
+        valid
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM events WHERE event_type = 'LeadCreated' AND metadata->>'campaign_id' = $1::uuid::text").await,
+        valid
+    );
+    // Taken over once: the killed server's claim, then the new one's.
+    let attempts: i32 = check
+        .query_one(
+            "SELECT attempts FROM lead_imports WHERE campaign_id = $1",
+            &[&campaign_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 2);
     let errors = check
         .query_one(
             "SELECT count(*), count(DISTINCT line) FROM lead_import_errors e JOIN lead_imports i ON i.id = e.import_id
@@ -208,7 +254,13 @@ async fn a_server_killed_mid_import_resumes_the_job_without_skipping_or_repeatin
         )
         .await
         .unwrap();
-    assert_eq!((errors.get::<_, i64>(0), errors.get::<_, i64>(1)), (invalid as i64 + duplicates as i64, invalid as i64 + duplicates as i64));
+    assert_eq!(
+        (errors.get::<_, i64>(0), errors.get::<_, i64>(1)),
+        (
+            invalid as i64 + duplicates as i64,
+            invalid as i64 + duplicates as i64
+        )
+    );
     // Every address once in the read model, once the projectors caught up.
     let deadline = Instant::now() + DEADLINE;
     loop {
@@ -224,7 +276,10 @@ async fn a_server_killed_mid_import_resumes_the_job_without_skipping_or_repeatin
         if leads == valid {
             break;
         }
-        assert!(leads < valid && Instant::now() < deadline, "{leads} of {valid} leads projected");
+        assert!(
+            leads < valid && Instant::now() < deadline,
+            "{leads} of {valid} leads projected"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The finished job's spooled file is gone.

@@ -36,7 +36,10 @@ impl MediaStore {
     }
 
     /// The spooled file `name`, as a stream of its bytes.
-    pub async fn open_spooled(&self, name: &str) -> Result<BoxStream<'static, Result<Bytes, MediaError>>, MediaError> {
+    pub async fn open_spooled(
+        &self,
+        name: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, MediaError>>, MediaError> {
         match self.store.get(&spool_path(name)).await {
             Ok(result) => Ok(result.into_stream().map_err(MediaError::Store).boxed()),
             Err(object_store::Error::NotFound { .. }) => Err(MediaError::NotFound),
@@ -74,7 +77,10 @@ impl SpoolWriter {
         if self.size > self.limit {
             return Err(MediaError::TooLarge { limit: self.limit });
         }
-        let writer = self.writer.as_mut().expect("a spool is written before it finishes");
+        let writer = self
+            .writer
+            .as_mut()
+            .expect("a spool is written before it finishes");
         writer.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
         writer.put(chunk);
         Ok(())

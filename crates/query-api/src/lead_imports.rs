@@ -151,7 +151,9 @@ pub async fn import_errors(
         .await?;
     let more = rows.len() as i64 > limit;
     let data: Vec<ImportError> = rows.iter().take(limit as usize).map(error_of).collect();
-    let next = more.then(|| data.last().map(|e| web::pagination::encode_cursor(&e.line))).flatten();
+    let next = more
+        .then(|| data.last().map(|e| web::pagination::encode_cursor(&e.line)))
+        .flatten();
     Ok(web::pagination::page(&data, next))
 }
 
@@ -203,7 +205,9 @@ async fn stream_csv(
         .read_only(true)
         .start()
         .await?;
-    let columns = lead_vault::imports::columns(&*tx, import_id).await?.unwrap_or_default();
+    let columns = lead_vault::imports::columns(&*tx, import_id)
+        .await?
+        .unwrap_or_default();
     let chunk_writer = || {
         csv::WriterBuilder::new()
             .terminator(csv::Terminator::CRLF)

@@ -395,7 +395,10 @@ fn respond(report: ImportReport, ending: Ending, limits: ImportLimits) -> Respon
                 "the upload broke off ({reason}); the rows before it were processed"
             )),
         ),
-        (None, true, _) => (StatusCode::PAYLOAD_TOO_LARGE, Some(too_large_rows(limits.max_rows))),
+        (None, true, _) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some(too_large_rows(limits.max_rows)),
+        ),
         (None, false, Some(reason)) => (StatusCode::BAD_REQUEST, Some(reason)),
         (None, false, None) => (StatusCode::OK, None),
     };
@@ -806,7 +809,10 @@ impl CsvSource {
 }
 
 /// One record as a valid lead, or the field and message of the first problem.
-pub(crate) fn valid_row(columns: &[Column], record: &csv::ByteRecord) -> Result<ValidLead, (Option<String>, String)> {
+pub(crate) fn valid_row(
+    columns: &[Column],
+    record: &csv::ByteRecord,
+) -> Result<ValidLead, (Option<String>, String)> {
     let input = row_to_input(columns, record).map_err(|(field, message)| {
         let message = match &field {
             Some(f) if !message.starts_with(f.as_str()) => format!("{f} {message}"),
@@ -827,7 +833,12 @@ pub(crate) fn valid_row(columns: &[Column], record: &csv::ByteRecord) -> Result<
 }
 
 /// A valid row sealed with a new key, ready for the writer.
-pub(crate) fn prepare(context: &ImportContext, line: u64, email_digest: Vec<u8>, valid: ValidLead) -> PreparedLead {
+pub(crate) fn prepare(
+    context: &ImportContext,
+    line: u64,
+    email_digest: Vec<u8>,
+    valid: ValidLead,
+) -> PreparedLead {
     let lead_id = Uuid::now_v7();
     let key = generate_key();
     let event = created_event(

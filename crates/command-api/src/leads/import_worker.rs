@@ -18,7 +18,9 @@
 //! prefix of the file only if chunks commit in file order.
 
 use crate::kernel::load_root;
-use crate::leads::import::{prepare, too_large_rows, valid_row, Chunk, CsvSource, ImportContext, PreparedLead};
+use crate::leads::import::{
+    prepare, too_large_rows, valid_row, Chunk, CsvSource, ImportContext, PreparedLead,
+};
 use crate::CommandState;
 use anyhow::Context as _;
 use domain::campaign::CampaignState;
@@ -207,7 +209,8 @@ async fn run_job(
     let (chunk_tx, chunk_rx) = mpsc::channel::<io::Result<Chunk>>(8);
     let (out_tx, mut out_rx) = mpsc::channel::<JobChunk>(2);
     let chunk_rows = config.chunk_rows.max(1);
-    let parser = tokio::task::spawn_blocking(move || parse_job(chunk_rx, out_tx, &context, resume, chunk_rows));
+    let parser =
+        tokio::task::spawn_blocking(move || parse_job(chunk_rx, out_tx, &context, resume, chunk_rows));
     let reader = tokio::spawn(forward(bytes, chunk_tx));
     let mut written: anyhow::Result<()> = Ok(());
     while let Some(chunk) = out_rx.recv().await {
@@ -251,7 +254,12 @@ async fn forward(
 
 /// Ends the job `completed` (`Ok`) or `failed` with the reason, and deletes
 /// its spooled file. Only while this worker holds the lease.
-async fn finish(state: &CommandState, me: Uuid, job: &Claimed, outcome: Result<(), String>) -> anyhow::Result<()> {
+async fn finish(
+    state: &CommandState,
+    me: Uuid,
+    job: &Claimed,
+    outcome: Result<(), String>,
+) -> anyhow::Result<()> {
     let (end, failure) = match &outcome {
         Ok(()) => ("completed", None),
         Err(why) => ("failed", Some(why.as_str())),
@@ -506,7 +514,8 @@ async fn commit_chunk(
     tx.commit().await?;
     state.store.notify_committed();
     metrics::counter!("marketing_lead_import_rows_total", "outcome" => "imported").increment(imported as u64);
-    metrics::counter!("marketing_lead_import_rows_total", "outcome" => "duplicate").increment(duplicates as u64);
+    metrics::counter!("marketing_lead_import_rows_total", "outcome" => "duplicate")
+        .increment(duplicates as u64);
     metrics::counter!("marketing_lead_import_rows_total", "outcome" => "failed").increment(failed as u64);
     Ok(())
 }
@@ -534,7 +543,8 @@ fn split_accepted(
                 line: lead.line,
                 kind: "duplicate",
                 field: Some("email".into()),
-                message: "duplicate email: a lead of this campaign (or another row of this file) has it".into(),
+                message: "duplicate email: a lead of this campaign (or another row of this file) has it"
+                    .into(),
                 fields,
             });
         }
@@ -542,7 +552,11 @@ fn split_accepted(
     appends
 }
 
-async fn insert_issues(tx: &deadpool_postgres::Transaction<'_>, id: Uuid, issues: &[Issue]) -> anyhow::Result<()> {
+async fn insert_issues(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+    issues: &[Issue],
+) -> anyhow::Result<()> {
     if issues.is_empty() {
         return Ok(());
     }
