@@ -6,6 +6,7 @@
 #
 #   deploy/bench/leads_async.sh                 # SIZES=1000000
 #   SIZES=100000 deploy/bench/leads_async.sh    # a quick run
+#   SKIP_BUILD=1 MARKETING_BIN=path/to/marketing deploy/bench/leads_async.sh
 #
 # A fresh database, media directory and server per size. Bounded: every HTTP
 # call has a time limit, polling gives up after 30 minutes.
@@ -16,8 +17,8 @@ CACHE_DIR=${MARKETING_CACHE_DIR:-/var/tmp/marketing-cache}
 mkdir -p "$CACHE_DIR"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
-BIN=$CARGO_TARGET_DIR/release/marketing
-# SKIP_BUILD=1 measures the release binary already built.
+BIN=${MARKETING_BIN:-$CARGO_TARGET_DIR/release/marketing}
+# SKIP_BUILD=1 measures the binary already built (MARKETING_BIN: another one).
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p marketing >/dev/null
 WORK=$(mktemp -d)
 DB=""
