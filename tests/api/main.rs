@@ -15,6 +15,7 @@ mod early_413;
 mod feed;
 mod hostile_bodies;
 mod kafka;
+mod lead_imports;
 mod lead_sync;
 mod leads;
 mod ops;

@@ -87,10 +87,7 @@ pub fn respond<R: Serialize>(report: R, ending: Ending, limits: ImportLimits) ->
         ),
         (None, true, _) => (
             StatusCode::PAYLOAD_TOO_LARGE,
-            Some(format!(
-                "the file has more than {} rows; the rows after that were not imported",
-                limits.max_rows
-            )),
+            Some(too_large_rows(limits.max_rows)),
         ),
         (None, false, Some(reason)) => (StatusCode::BAD_REQUEST, Some(reason)),
         (None, false, None) => (StatusCode::OK, None),
@@ -110,6 +107,11 @@ pub fn respond<R: Serialize>(report: R, ending: Ending, limits: ImportLimits) ->
                 .into_response()
         }
     }
+}
+
+/// Why an import stopped at the row limit.
+pub fn too_large_rows(max_rows: u64) -> String {
+    format!("the file has more than {max_rows} rows; the rows after that were not imported")
 }
 
 pub fn too_large_file(limits: ImportLimits) -> ApiError {

@@ -5,6 +5,8 @@
 
 pub mod batch;
 pub mod import;
+pub mod import_async;
+pub mod import_worker;
 pub mod upsert;
 
 use crate::kernel::{respond, Hooks, Resource, Write, Writer};

@@ -44,6 +44,8 @@ pub struct CommandState {
     pub vault: lead_vault::LeadVault,
     pub lead_import: csv_upload::ImportLimits,
     pub analytics_import: csv_upload::ImportLimits,
+    /// Wakes this process's import worker when a job is queued here.
+    pub import_wake: Arc<tokio::sync::Notify>,
     /// The currency of campaigns created without one.
     pub default_currency: domain::Currency,
 }

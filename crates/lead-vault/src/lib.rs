@@ -16,6 +16,9 @@
 //!   delete a lead's key, its claims and the stored idempotent response of the
 //!   request that created it (which holds the lead as JSON).
 //!
+//! * **Import jobs.** The asynchronous lead import's jobs and the rows it
+//!   could not import, as uploaded ([`imports`]): deleted by its retention sweep.
+//!
 //! Every reader of lead events (command side, projector, publisher) gets keys
 //! through [`LeadVault::keys`], so the wrapping rule lives in one place.
 
@@ -29,6 +32,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
+
+pub mod imports;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -398,6 +403,13 @@ impl LeadVault {
     ) -> Result<u64, VaultError> {
         tx.execute(
             "DELETE FROM lead_email_claims WHERE campaign_id = $1",
+            &[&campaign_id],
+        )
+        .await?;
+        // The rows its imports could not import hold personal data in clear.
+        tx.execute(
+            "DELETE FROM lead_import_errors WHERE import_id IN
+                 (SELECT id FROM lead_imports WHERE campaign_id = $1)",
             &[&campaign_id],
         )
         .await?;

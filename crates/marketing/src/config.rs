@@ -177,6 +177,24 @@ pub struct Config {
         global = true
     )]
     pub analytics_import_max_rows: u64,
+    /// Rows an asynchronous lead import (`Prefer: respond-async`) writes per
+    /// transaction: the step in which its progress moves and a resumed job
+    /// restarts.
+    #[arg(long, env = "LEAD_IMPORT_CHUNK_ROWS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000), global = true)]
+    pub lead_import_chunk_rows: u64,
+
+    /// How long an asynchronous import's claim lasts without progress, in
+    /// milliseconds: how soon another process takes over the job of one that died.
+    #[arg(long, env = "LEAD_IMPORT_LEASE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1_000..), global = true)]
+    pub lead_import_lease_ms: u64,
+
+    /// How long finished asynchronous imports, with the rows they could not
+    /// import, are kept, in hours (7 days).
+    #[arg(long, env = "LEAD_IMPORT_RETENTION_HOURS", default_value_t = 168,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub lead_import_retention_hours: u64,
 
     /// ISO 4217 currency of campaigns created without one (upper case).
     /// Campaigns stored before currencies existed are USD whatever this says.
@@ -373,6 +391,15 @@ impl Config {
         web::rate_limit::RateLimits::new(self.rate_limit_per_second, self.rate_limit_burst, serves)
     }
 
+    /// The asynchronous lead import's worker settings.
+    pub fn lead_import_worker(&self) -> command_api::leads::import_worker::WorkerConfig {
+        command_api::leads::import_worker::WorkerConfig {
+            chunk_rows: usize::try_from(self.lead_import_chunk_rows).unwrap_or(usize::MAX),
+            lease: Duration::from_millis(self.lead_import_lease_ms),
+            retention: Duration::from_secs(self.lead_import_retention_hours.saturating_mul(3600)),
+        }
+    }
+
     pub fn lead_import_timeout(&self) -> Duration {
         Duration::from_millis(self.lead_import_timeout_ms)
     }
@@ -413,6 +440,9 @@ impl Config {
             analytics_import_timeout_ms: 600_000,
             analytics_import_max_bytes: 512 * 1024 * 1024,
             analytics_import_max_rows: 5_000_000,
+            lead_import_chunk_rows: 1_000,
+            lead_import_lease_ms: 30_000,
+            lead_import_retention_hours: 168,
             default_currency: domain::Currency::USD,
             webhooks_allow_private_targets: false,
             webhooks_retry_base_ms: 5_000,

@@ -90,6 +90,8 @@ pub async fn run(config: &Config, campaign_id: Uuid, file: &Path) -> anyhow::Res
             max_bytes: config.analytics_import_max_bytes,
             max_rows: config.analytics_import_max_rows,
         },
+        // The CLI imports synchronously: no worker here.
+        import_wake: Arc::default(),
     };
     let progress = Arc::new(Mutex::new(Progress::new(
         config,

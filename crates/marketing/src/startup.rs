@@ -315,7 +315,7 @@ impl Core {
             };
             let progress: Arc<dyn ReadModelProgress> =
                 Arc::new(Progress::new(Some(self.pool.clone()), consumers));
-            api = api.merge(command_api::router(CommandState {
+            let state = CommandState {
                 store: self.store.clone(),
                 progress,
                 keys: self.keys.clone(),
@@ -331,8 +331,18 @@ impl Core {
                     max_bytes: config.analytics_import_max_bytes,
                     max_rows: config.analytics_import_max_rows,
                 },
+                import_wake: Arc::new(tokio::sync::Notify::new()),
                 default_currency: config.default_currency,
-            }));
+            };
+            // Asynchronous lead imports run where commands are served.
+            self.background
+                .push(tokio::spawn(command_api::leads::import_worker::run(
+                    state.clone(),
+                    config.lead_import_worker(),
+                    state.import_wake.clone(),
+                    self.shutdown.clone(),
+                )));
+            api = api.merge(command_api::router(state));
             self.background
                 .push(spawn_idempotency_purge(self.pool.clone(), self.shutdown.clone()));
             api = api.merge(webhooks::management_router(self.webhooks_state(config)));

@@ -12,7 +12,9 @@
 //! `MEDIA_STORE_URL=s3://bucket/prefix` is set (cargo feature `s3`, on by default).
 
 mod sniff;
+mod spool;
 mod store;
 
 pub use sniff::{extension, sniff, ALLOWED, SNIFF_LEN};
+pub use spool::SpoolWriter;
 pub use store::{GcReport, MediaError, MediaStore, StagedMedia, Upload};

@@ -23,7 +23,7 @@ const LOCAL_CHUNK: usize = 1024 * 1024;
 #[cfg(feature = "s3")]
 const REMOTE_CHUNK: usize = 5 * 1024 * 1024;
 /// Parts in flight per upload beyond the one being filled: bounds memory.
-const MAX_PARTS_IN_FLIGHT: usize = 2;
+pub(crate) const MAX_PARTS_IN_FLIGHT: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -56,9 +56,9 @@ pub struct GcReport {
 /// Cheap to clone: one shared store.
 #[derive(Clone)]
 pub struct MediaStore {
-    store: Arc<dyn ObjectStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
     max_bytes: u64,
-    chunk_size: usize,
+    pub(crate) chunk_size: usize,
 }
 
 impl std::fmt::Debug for MediaStore {

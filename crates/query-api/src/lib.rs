@@ -5,6 +5,7 @@ pub mod analytics;
 pub mod campaigns;
 pub mod content;
 pub mod history;
+pub mod lead_imports;
 pub mod leads;
 mod params;
 pub mod tasks;
@@ -79,6 +80,8 @@ fn routes() -> OpenApiRouter<QueryState> {
         // A static segment wins over `{lead_id}`, so this is never read as a lead id.
         .routes(routes!(leads::export))
         .routes(routes!(leads::get_one))
+        .routes(routes!(lead_imports::get_import))
+        .routes(routes!(lead_imports::import_errors))
 }
 
 /// The OpenAPI entries of every read route.

@@ -118,12 +118,12 @@ pub struct ImportForm {
 }
 
 /// A row that passed validation, sealed and ready to write.
-struct PreparedLead {
-    lead_id: Uuid,
-    line: u64,
-    email_digest: Vec<u8>,
-    key: LeadKey,
-    event: NewEvent,
+pub(crate) struct PreparedLead {
+    pub(crate) lead_id: Uuid,
+    pub(crate) line: u64,
+    pub(crate) email_digest: Vec<u8>,
+    pub(crate) key: LeadKey,
+    pub(crate) event: NewEvent,
 }
 
 /// What the parser hands the writer.
@@ -141,11 +141,11 @@ struct ParseOutcome {
 }
 
 /// Everything about the request the parser needs, owned (it runs on a thread).
-struct ImportContext {
-    campaign_id: Uuid,
-    project: ProjectSlug,
-    metadata: Value,
-    max_rows: u64,
+pub(crate) struct ImportContext {
+    pub(crate) campaign_id: Uuid,
+    pub(crate) project: ProjectSlug,
+    pub(crate) metadata: Value,
+    pub(crate) max_rows: u64,
 }
 
 /// Import leads from a CSV file.
@@ -154,12 +154,26 @@ struct ImportContext {
 /// and rows whose email is already in the campaign (or elsewhere in the file) are
 /// skipped and reported. A file that is not CSV, or has no `email` column, is a
 /// 400 with nothing imported. Streams: memory stays flat whatever the size.
+///
+/// With `Prefer: respond-async` the file is stored and imported in the
+/// background: `202` with the job's `Location` as soon as the upload is
+/// stored (its progress: `GET .../leads/imports/{import_id}`; every row not
+/// imported: `.../errors`).
 #[utoipa::path(
     post, path = "/v1/dev/marketing/campaigns/{campaign_id}/leads/import", tag = "leads",
     request_body(content = ImportForm, content_type = "multipart/form-data"),
-    params(("campaign_id" = Uuid, Path)),
+    params(
+        ("campaign_id" = Uuid, Path),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: import in the background and answer 202 at once"),
+    ),
     responses(
         (status = 200, description = "Report of the import", body = ImportReport),
+        (status = 202, description = "Queued (`Prefer: respond-async`): the job, also at `Location`", body = lead_vault::imports::ImportJob,
+            headers(
+                ("Location" = String, description = "The job: `/v1/dev/marketing/campaigns/{campaign_id}/leads/imports/{import_id}`"),
+                ("Preference-Applied" = String, description = "`respond-async`"),
+            )
+        ),
         (status = 400, description = "Not a CSV file, no email column, no `file` field, or an unreadable record (with the report so far)", body = web::error::ErrorBody),
         (status = 401, body = web::error::ErrorBody),
         (status = 404, description = "Campaign not found", body = web::error::ErrorBody),
@@ -180,6 +194,9 @@ pub async fn import(
     writer.campaign(campaign_id).await?;
     let started = std::time::Instant::now();
     let field = file_field!(multipart)?;
+    if super::import_async::wants_async(&headers) {
+        return super::import_async::accept(&writer, campaign_id, field, limits).await;
+    }
     let mut metadata = writer.metadata(campaign_id);
     metadata["import_id"] = json!(Uuid::now_v7());
     let context = ImportContext {
@@ -221,6 +238,18 @@ pub async fn import(
         stopped: parsed.stopped,
     };
     Ok(respond(report, ending, limits))
+}
+
+/// A `Content-Length` beyond the file limit is refused before reading.
+fn refuse_declared_too_large(headers: &HeaderMap, limits: ImportLimits) -> Result<(), ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_bytes.saturating_add(MULTIPART_OVERHEAD)) {
+        return Err(too_large_file(limits));
+    }
+    Ok(())
 }
 
 /// What an import writes: lead creations, on lead streams of one campaign.
@@ -288,7 +317,7 @@ fn merge_report(
 /// Where each column goes: a standard lead field (one of
 /// `lead::STANDARD_FIELDS`), or a custom field under the column's name.
 #[derive(Debug, Clone, PartialEq)]
-enum Column {
+pub(crate) enum Column {
     Standard(&'static str),
     Custom(String),
 }
@@ -451,7 +480,10 @@ fn parse(
 }
 
 /// One record as a valid lead, or the field and message of the first problem.
-fn valid_row(columns: &[Column], record: &csv::ByteRecord) -> Result<ValidLead, (Option<String>, String)> {
+pub(crate) fn valid_row(
+    columns: &[Column],
+    record: &csv::ByteRecord,
+) -> Result<ValidLead, (Option<String>, String)> {
     let input = row_to_input(columns, record).map_err(|(field, message)| {
         let message = match &field {
             Some(f) if !message.starts_with(f.as_str()) => format!("{f} {message}"),
@@ -472,7 +504,12 @@ fn valid_row(columns: &[Column], record: &csv::ByteRecord) -> Result<ValidLead, 
 }
 
 /// A valid row sealed with a new key, ready for the writer.
-fn prepare(context: &ImportContext, line: u64, email_digest: Vec<u8>, valid: ValidLead) -> PreparedLead {
+pub(crate) fn prepare(
+    context: &ImportContext,
+    line: u64,
+    email_digest: Vec<u8>,
+    valid: ValidLead,
+) -> PreparedLead {
     let lead_id = Uuid::now_v7();
     let key = generate_key();
     let event = created_event(
