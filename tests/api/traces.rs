@@ -61,7 +61,12 @@ async fn a_requests_trace_is_in_its_events_metadata_and_on_their_kafka_records()
     let id = create_with(&app, &[TRACEPARENT]).await;
     let status = json!({ "status": "active" }).to_string();
     let patch = app
-        .json(Method::PATCH, &format!("/campaigns/{id}/status"), &app.key, &status)
+        .json(
+            Method::PATCH,
+            &format!("/campaigns/{id}/status"),
+            &app.key,
+            &status,
+        )
         .header("traceparent", TRACEPARENT)
         .send()
         .await
@@ -96,7 +101,9 @@ async fn a_requests_trace_is_in_its_events_metadata_and_on_their_kafka_records()
     let brokers = shared_brokers();
     let records = block_in_place(|| {
         let mut reader = Reader::new(&brokers, &[&topic]);
-        reader.read_until(Duration::from_secs(60), |r| r.len() >= 2).to_vec()
+        reader
+            .read_until(Duration::from_secs(60), |r| r.len() >= 2)
+            .to_vec()
     });
     let sent: Vec<&str> = records.iter().map(|r| r.header("traceparent").unwrap()).collect();
     // No trace export: the record carries the context stored with the event.
@@ -110,7 +117,13 @@ async fn a_malformed_traceparent_is_ignored_and_a_new_trace_started() {
     let upper = TRACEPARENT.to_uppercase();
     let zeros = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
     let mut seen = Vec::new();
-    for bad in [vec!["garbage"], vec![upper.as_str()], vec![zeros], vec![TRACEPARENT, TRACEPARENT], vec![]] {
+    for bad in [
+        vec!["garbage"],
+        vec![upper.as_str()],
+        vec![zeros],
+        vec![TRACEPARENT, TRACEPARENT],
+        vec![],
+    ] {
         let id = create_with(&app, &bad).await;
         let stored = stored_traces(&app, &format!("campaign-{id}")).await;
         assert_eq!(stored.len(), 1);

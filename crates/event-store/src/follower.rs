@@ -572,7 +572,11 @@ impl Follower {
         let span = tracing::info_span!("batch", reader = name, events = events.len());
         let left_out = trace_context::follow_events(&span, events.iter().map(|e| &e.metadata));
         if left_out > 0 {
-            tracing::debug!(reader = name, left_out, "batch spans more traces than a span links");
+            tracing::debug!(
+                reader = name,
+                left_out,
+                "batch spans more traces than a span links"
+            );
         }
         let batch = Batch {
             events,

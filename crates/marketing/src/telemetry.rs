@@ -81,9 +81,10 @@ pub fn init(config: &Config, command: &Command) -> anyhow::Result<Telemetry> {
 fn exported() -> Targets {
     ["opentelemetry", "hyper", "reqwest", "h2", "tower", "tonic"]
         .into_iter()
-        .fold(Targets::new().with_default(LevelFilter::INFO), |targets, target| {
-            targets.with_target(target, LevelFilter::OFF)
-        })
+        .fold(
+            Targets::new().with_default(LevelFilter::INFO),
+            |targets, target| targets.with_target(target, LevelFilter::OFF),
+        )
 }
 
 /// Spans batched on the SDK's own thread (never on the async workers) and

@@ -144,7 +144,10 @@ async fn a_requests_trace_is_exported_over_otlp_through_projector_and_publisher(
         marketing(&db.url)
             .arg("serve")
             .env("LISTEN_ADDR", &address)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", collector.address))
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://{}", collector.address),
+            )
             // Sooner than the default 5 s: the test waits less, asserts no time.
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .env("KAFKA_BROKERS", &brokers)
@@ -186,7 +189,9 @@ async fn a_requests_trace_is_exported_over_otlp_through_projector_and_publisher(
         .wait_until(Duration::from_secs(90), "the request's spans", |received| {
             let spans = exported(received);
             let in_trace = |f: fn(&Exported) -> bool| spans.iter().any(|s| s.trace_id() == TRACE_ID && f(s));
-            in_trace(|s| s.span.name == "http") && in_trace(is_projector_batch) && in_trace(is_publisher_batch)
+            in_trace(|s| s.span.name == "http")
+                && in_trace(is_projector_batch)
+                && in_trace(is_publisher_batch)
         })
         .await;
     let spans = exported(&received);
@@ -203,7 +208,11 @@ async fn a_requests_trace_is_exported_over_otlp_through_projector_and_publisher(
         .iter()
         .find(|s| s.trace_id() == TRACE_ID && is_projector_batch(s))
         .unwrap();
-    assert_eq!(hex(&projector.span.parent_span_id), server_span, "continues the request's trace");
+    assert_eq!(
+        hex(&projector.span.parent_span_id),
+        server_span,
+        "continues the request's trace"
+    );
 
     let publisher = spans
         .iter()
@@ -211,7 +220,9 @@ async fn a_requests_trace_is_exported_over_otlp_through_projector_and_publisher(
         .unwrap();
     let records = tokio::task::spawn_blocking(move || {
         let mut reader = Reader::new(&brokers, &[&topic]);
-        reader.read_until(Duration::from_secs(60), |r| !r.is_empty()).to_vec()
+        reader
+            .read_until(Duration::from_secs(60), |r| !r.is_empty())
+            .to_vec()
     })
     .await
     .unwrap();

@@ -334,7 +334,10 @@ mod tests {
         let stored = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let campaign = "0b0c0a3e-7a51-4d2b-9a57-1f2f7d3c0a01";
         let mut event = RecordedEvent {
-            position: LogPosition { tx_id: 1, position: 1 },
+            position: LogPosition {
+                tx_id: 1,
+                position: 1,
+            },
             event_id: Uuid::new_v4(),
             stream_id: format!("campaign-{campaign}"),
             version: 0,

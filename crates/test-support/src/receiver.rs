@@ -112,10 +112,9 @@ impl Receiver {
             .expect("bind the receiver");
         self.address = listener.local_addr().unwrap();
         let state = self.state.clone();
-        let app = axum::Router::new()
-            .fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
-                handle(state.clone(), uri, headers, body)
-            });
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            handle(state.clone(), uri, headers, body)
+        });
         let stop = CancellationToken::new();
         let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
         let task = tokio::spawn(async move {

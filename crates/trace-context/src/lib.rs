@@ -109,6 +109,12 @@ impl TraceParent {
         }
     }
 
+    /// The context of a span of this process: a child of `incoming` (the
+    /// caller's), or the root of a new trace.
+    pub fn continue_or_start(incoming: Option<Self>) -> Self {
+        incoming.map_or_else(Self::root, Self::child)
+    }
+
     /// A span of this process in the caller's trace: same trace and flags, a
     /// new span id.
     pub fn child(self) -> Self {
@@ -202,7 +208,7 @@ pub fn start(span: &Span, incoming: Option<TraceParent>) -> TraceParent {
             return own;
         }
     }
-    incoming.map_or_else(TraceParent::root, TraceParent::child)
+    TraceParent::continue_or_start(incoming)
 }
 
 /// The exported context of `span`; `None` unless exporting (or if the span is

@@ -30,7 +30,9 @@ fn a_later_version_is_read_by_its_first_fields() {
     let later = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes-next";
     assert_eq!(parse(later).unwrap().to_string(), VALID);
     assert_eq!(
-        parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap().to_string(),
+        parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .unwrap()
+            .to_string(),
         VALID
     );
 }

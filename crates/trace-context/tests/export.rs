@@ -51,8 +51,14 @@ fn a_request_span_continues_the_callers_trace_and_names_its_own_span() {
     });
     let started = started.unwrap();
     assert_eq!(started.trace_id(), incoming.trace_id());
-    let span = spans.iter().find(|s| s.name == "http").expect("the http span is exported");
-    assert_eq!(span.span_context.trace_id().to_string(), incoming.trace_id().to_string());
+    let span = spans
+        .iter()
+        .find(|s| s.name == "http")
+        .expect("the http span is exported");
+    assert_eq!(
+        span.span_context.trace_id().to_string(),
+        incoming.trace_id().to_string()
+    );
     assert_eq!(span.span_context.span_id().to_string(), hex(started.parent_id()));
     assert_eq!(span.parent_span_id.to_string(), hex(incoming.parent_id()));
     assert!(span.parent_span_is_remote);
@@ -77,16 +83,26 @@ fn a_batch_of_one_trace_continues_it_and_one_of_many_links_them() {
     let one = TraceParent::root();
     let (a, b) = (TraceParent::root(), TraceParent::root());
     let spans = with_export(|| {
-        let same = [json!({ METADATA_KEY: one.to_string() }), json!({ METADATA_KEY: one.child().to_string() }), json!({})];
+        let same = [
+            json!({ METADATA_KEY: one.to_string() }),
+            json!({ METADATA_KEY: one.child().to_string() }),
+            json!({}),
+        ];
         let span = tracing::info_span!("single");
         assert_eq!(follow_events(&span, &same), 0);
         drop(span);
-        let mixed = [json!({ METADATA_KEY: a.to_string() }), json!({ METADATA_KEY: b.to_string() })];
+        let mixed = [
+            json!({ METADATA_KEY: a.to_string() }),
+            json!({ METADATA_KEY: b.to_string() }),
+        ];
         let span = tracing::info_span!("mixed");
         assert_eq!(follow_events(&span, &mixed), 0);
     });
     let single = spans.iter().find(|s| s.name == "single").unwrap();
-    assert_eq!(single.span_context.trace_id().to_string(), one.trace_id().to_string());
+    assert_eq!(
+        single.span_context.trace_id().to_string(),
+        one.trace_id().to_string()
+    );
     assert_eq!(single.parent_span_id.to_string(), hex(one.parent_id()));
     let mixed = spans.iter().find(|s| s.name == "mixed").unwrap();
     let linked: Vec<String> = mixed
@@ -95,7 +111,10 @@ fn a_batch_of_one_trace_continues_it_and_one_of_many_links_them() {
         .map(|l| l.span_context.trace_id().to_string())
         .collect();
     assert_eq!(linked, [a.trace_id().to_string(), b.trace_id().to_string()]);
-    assert_ne!(mixed.span_context.trace_id().to_string(), a.trace_id().to_string());
+    assert_ne!(
+        mixed.span_context.trace_id().to_string(),
+        a.trace_id().to_string()
+    );
 }
 
 #[test]

@@ -47,25 +47,43 @@ fn incoming(headers: &HeaderMap) -> Option<TraceParent> {
     TraceParent::parse(first.as_bytes())
 }
 
+/// The request's span; the last argument is its `trace_id` field's value
+/// (`Empty` to record it later).
+macro_rules! http_span {
+    ($req:expr, $($trace_id:tt)+) => {
+        tracing::info_span!(
+            "http",
+            method = %$req.method(),
+            path = %$req.uri().path(),
+            request_id = %$req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+            trace_id = $($trace_id)+,
+        )
+    };
+}
+
 /// Serves the request inside its span (after the request id is set).
 pub async fn trace_request(mut req: Request, next: Next) -> Response {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let span = tracing::info_span!(
-        "http",
-        method = %req.method(),
-        path = %req.uri().path(),
-        request_id = %request_id,
-        trace_id = tracing::field::Empty,
-    );
-    let trace = trace_context::start(&span, incoming(req.headers()));
-    span.record("trace_id", tracing::field::display(trace.trace_id()));
+    let incoming = incoming(req.headers());
+    let exporting = trace_context::exporting();
+    let (span, trace) = if exporting {
+        // The exported span draws its own ids: known once it exists.
+        let span = http_span!(req, tracing::field::Empty);
+        let trace = trace_context::start(&span, incoming);
+        span.record("trace_id", tracing::field::display(trace.trace_id()));
+        (span, trace)
+    } else {
+        // Known before the span, so it is written with the span's other
+        // fields, not recorded into them afterwards.
+        let trace = TraceParent::continue_or_start(incoming);
+        (http_span!(req, %trace.trace_id()), trace)
+    };
     req.extensions_mut().insert(RequestTrace(trace));
     let mut response = next.run(req).instrument(span).await;
-    if trace_context::exporting() {
+    if exporting {
         if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
             response.headers_mut().insert(RESPONSE_HEADER, value);
         }
