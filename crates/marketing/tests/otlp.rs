@@ -155,7 +155,7 @@ async fn a_requests_trace_is_exported_over_otlp_through_projector_and_publisher(
             .env("KAFKA_TOPIC_LEADS", unique_topic("leads"))
             .env("KAFKA_PARTITIONS", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(std::env::temp_dir().join("otlp-test-serve.log")).unwrap())
             .spawn()
             .expect("start marketing serve"),
     );
@@ -185,15 +185,25 @@ async fn a_requests_trace_is_exported_over_otlp_through_projector_and_publisher(
     assert_eq!((fields[0], fields[1], fields[3]), ("00", TRACE_ID, "01"));
     let server_span = fields[2].to_owned();
 
-    let received = collector
-        .wait_until(Duration::from_secs(90), "the request's spans", |received| {
-            let spans = exported(received);
-            let in_trace = |f: fn(&Exported) -> bool| spans.iter().any(|s| s.trace_id() == TRACE_ID && f(s));
-            in_trace(|s| s.span.name == "http")
-                && in_trace(is_projector_batch)
-                && in_trace(is_publisher_batch)
-        })
-        .await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let received = loop {
+        let received = collector.received();
+        let spans = exported(&received);
+        let in_trace = |f: fn(&Exported) -> bool| spans.iter().any(|s| s.trace_id() == TRACE_ID && f(s));
+        if in_trace(|s| s.span.name == "http") && in_trace(is_projector_batch) && in_trace(is_publisher_batch)
+        {
+            break received;
+        }
+        let seen: Vec<_> = spans
+            .iter()
+            .map(|s| (s.span.name.clone(), s.trace_id(), s.attribute("reader")))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "the request's spans did not all arrive; exported: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let spans = exported(&received);
     let http = spans
         .iter()
