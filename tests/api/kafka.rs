@@ -12,7 +12,7 @@ use test_support::fresh_database;
 use test_support::kafka::{shared_brokers, unique_topic, ReadRecord, Reader, Tansu};
 use tokio::task::block_in_place;
 
-fn kafka_config(database_url: &str, brokers: &str) -> Config {
+pub(crate) fn kafka_config(database_url: &str, brokers: &str) -> Config {
     let mut config = Config::for_database(database_url);
     config.kafka_brokers = Some(brokers.to_owned());
     config.kafka_topic_campaigns = unique_topic("campaigns");
@@ -22,7 +22,7 @@ fn kafka_config(database_url: &str, brokers: &str) -> Config {
     config
 }
 
-async fn test_app(config: Config, role: Role) -> TestApp {
+pub(crate) async fn test_app(config: Config, role: Role) -> TestApp {
     let db_url = config.database_url.clone();
     let media_dir = marketing_e2e::TempDir::new("media");
     let mut config = config;

@@ -26,4 +26,5 @@ mod read_after_write;
 mod scopes;
 mod sharded_replay;
 mod tasks;
+mod traces;
 mod webhooks;

@@ -35,9 +35,11 @@ use event_store::{AppendError, AppendOutcome, ExpectedVersion, LogPosition, NewE
 use projector::Written;
 use serde::Serialize;
 use serde_json::{json, Value};
+use trace_context::{TraceParent, METADATA_KEY};
 use uuid::Uuid;
 use web::extract::{etag, IfMatchVersion, RequestId};
 use web::idempotency::{IdSource, IdempotencyKey};
+use web::request_trace::RequestTrace;
 use web::{ApiError, Caller};
 
 /// Attempts at a write that keeps losing races before it answers 409.
@@ -194,6 +196,8 @@ pub struct Writer {
     state: CommandState,
     caller: Caller,
     request_id: String,
+    /// The request's trace context, stored with every event it appends.
+    trace: TraceParent,
     ids: IdSource,
     idempotency: Option<IdempotencyKey>,
     /// Set for the items of a batch: their writes record where they got to
@@ -224,11 +228,13 @@ impl FromRequestParts<CommandState> for Writer {
     async fn from_request_parts(parts: &mut Parts, state: &CommandState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         let Ok(RequestId(request_id)) = RequestId::from_request_parts(parts, state).await;
+        let Ok(RequestTrace(trace)) = RequestTrace::from_request_parts(parts, state).await;
         let Ok(ids) = IdSource::from_request_parts(parts, state).await;
         Ok(Self {
             state: state.clone(),
             caller,
             request_id,
+            trace,
             ids,
             idempotency: parts.extensions.get::<IdempotencyKey>().cloned(),
             deferred: None,
@@ -262,6 +268,7 @@ impl Writer {
             state: self.state.clone(),
             caller: self.caller.clone(),
             request_id: self.request_id.clone(),
+            trace: self.trace,
             ids,
             idempotency: self.idempotency.clone(),
             deferred: Some(deferred.clone()),
@@ -283,6 +290,7 @@ impl Writer {
             "request_id": self.request_id,
             "correlation_id": self.request_id,
             "campaign_id": campaign_id,
+            METADATA_KEY: self.trace.to_string(),
         })
     }
 

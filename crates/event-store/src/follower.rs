@@ -22,6 +22,10 @@
 //!    checkpoint and carries on from there; on losing the lock's connection,
 //!    stops and stands by again.
 //!
+//! Each handled batch runs in a `batch` span (the reader's name, the number
+//! of events), tied to the traces the events were written in
+//! ([`trace_context::follow_events`]).
+//!
 //! A shard of a reader is a reader of its own: its own name (so its own
 //! checkpoint row and lock key) and its own handler.
 
@@ -35,6 +39,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::GenericClient;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How a follower reads and stands by.
 #[derive(Debug, Clone)]
@@ -562,13 +567,24 @@ impl Follower {
             handler.skipped(events.len());
             return Ok(false);
         }
+        // The batch's span: with traces exported, it continues the trace of
+        // the request that wrote the events (or links the traces of several).
+        let span = tracing::info_span!("batch", reader = name, events = events.len());
+        let left_out = trace_context::follow_events(&span, events.iter().map(|e| &e.metadata));
+        if left_out > 0 {
+            tracing::debug!(
+                reader = name,
+                left_out,
+                "batch spans more traces than a span links"
+            );
+        }
         let batch = Batch {
             events,
             name,
             pool: &self.pool,
             from: cursor.persisted,
         };
-        match handler.handle(batch, shutdown).await {
+        match handler.handle(batch, shutdown).instrument(span).await {
             Ok(Handled::Committed(to)) => {
                 *cursor = Cursor {
                     checkpoint: to,

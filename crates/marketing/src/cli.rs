@@ -87,15 +87,21 @@ impl Command {
     /// Whether this is a one-shot command run by a person (or a script) that
     /// reads its output, rather than a long-running role.
     pub fn is_one_shot(&self) -> bool {
-        !matches!(
-            self,
-            Command::Serve
-                | Command::CommandApi
-                | Command::QueryApi
-                | Command::Projector
-                | Command::Publisher
-                | Command::Webhooks
-        )
+        self.role_name().is_none()
+    }
+
+    /// The role a long-running command runs (`command-api`, ...), as its
+    /// exported spans name it; `None` for one-shot commands.
+    pub fn role_name(&self) -> Option<&'static str> {
+        Some(match self {
+            Command::Serve => "serve",
+            Command::CommandApi => "command-api",
+            Command::QueryApi => "query-api",
+            Command::Projector => "projector",
+            Command::Publisher => "publisher",
+            Command::Webhooks => "webhooks",
+            _ => return None,
+        })
     }
 
     /// The log level when `RUST_LOG` is unset: one-shot commands print their

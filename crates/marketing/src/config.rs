@@ -266,12 +266,25 @@ pub struct Config {
     /// in ms. On a terminal they draw a bar instead.
     #[arg(long, env = "PROGRESS_INTERVAL_MS", default_value_t = 1_000, global = true)]
     pub progress_interval_ms: u64,
+
+    /// OTLP/HTTP (protobuf) collector base URL, e.g. `http://otel-collector:4318`;
+    /// spans go to `<url>/v1/traces`. Unset or empty = no trace export (the
+    /// long-running roles only; docs/operations.md, "Tracing").
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// `service.name` of the exported spans; default `marketing-<role>`
+    /// (`marketing-command-api`, `marketing-projector`, ...).
+    #[arg(long, env = "OTEL_SERVICE_NAME", global = true)]
+    pub otel_service_name: Option<String>,
 }
 
 /// Variables the binary reads besides the flags of [`Config`]: `RUST_LOG`
-/// (the log filter) and the object store's settings for an `s3://`
-/// MEDIA_STORE_URL. The deployment files are checked against these and the
-/// flags' variables (crates/marketing/tests/manifests.rs).
+/// (the log filter), the object store's settings for an `s3://`
+/// MEDIA_STORE_URL, and the OpenTelemetry SDK's own settings, read by it
+/// while traces are exported (docs/operations.md, "Tracing"). The deployment
+/// files are checked against these and the flags' variables
+/// (crates/marketing/tests/manifests.rs).
 pub const EXTERNAL_ENV: &[&str] = &[
     "RUST_LOG",
     "AWS_ACCESS_KEY_ID",
@@ -280,6 +293,14 @@ pub const EXTERNAL_ENV: &[&str] = &[
     "AWS_REGION",
     "AWS_ENDPOINT",
     "AWS_ALLOW_HTTP",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
 ];
 
 /// The session option that keeps Postgres' NOTICEs (`relation ... already
@@ -457,6 +478,8 @@ impl Config {
             webhooks_shards: 2,
             webhooks_retention_days: 30,
             progress_interval_ms: 1_000,
+            otel_exporter_otlp_endpoint: None,
+            otel_service_name: None,
         }
     }
 }

@@ -6,8 +6,16 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = marketing::cli::Cli::parse();
-    marketing::telemetry::init_tracing(&cli.config, cli.command.default_log_level());
-    match marketing::cli::run(cli).await {
+    let telemetry = match marketing::telemetry::init(&cli.config, &cli.command) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = marketing::cli::run(cli).await;
+    telemetry.shutdown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -9,6 +9,7 @@ use crate::route::Route;
 use chrono::SecondsFormat;
 use event_store::RecordedEvent;
 use serde_json::Value;
+use trace_context::TraceParent;
 
 pub const SPEC_VERSION: &str = "1.0";
 pub const CONTENT_TYPE: &str = "application/json";
@@ -40,6 +41,9 @@ pub mod header {
     pub const CAMPAIGN_ID: &str = "ce_campaignid";
     /// Extension: the id correlating the event with the request that caused it.
     pub const CORRELATION_ID: &str = "ce_correlationid";
+    /// The W3C trace context (not a `ce_` attribute: the header tracing
+    /// instrumentation of Kafka clients reads), see [`super::encode`].
+    pub const TRACEPARENT: &str = trace_context::HEADER;
 }
 
 /// `com.marketing.<aggregate>.<action>.v<schema version>`, e.g.
@@ -129,9 +133,19 @@ impl Attributes {
 }
 
 /// Encodes `event` as routed by `route`, with `data` as the value (the data as
-/// the personal-data gate let it out, see [`crate::DataGate`]).
-pub fn encode(event: &RecordedEvent, route: &Route, data: &Value) -> OutgoingRecord {
+/// the personal-data gate let it out, see [`crate::DataGate`]). The
+/// `traceparent` header is the trace the event was written in: `handling`,
+/// the context of the span publishing it, when that span continues the
+/// event's trace, else the context stored with the event
+/// ([`trace_context::carried`]); none for an event stored without one.
+pub fn encode(
+    event: &RecordedEvent,
+    route: &Route,
+    data: &Value,
+    handling: Option<TraceParent>,
+) -> OutgoingRecord {
     let a = Attributes::of(event, route);
+    let trace = trace_context::carried(TraceParent::of_metadata(&event.metadata), handling);
     let mut headers = vec![
         (header::SPEC_VERSION, SPEC_VERSION.to_owned()),
         (header::ID, a.id),
@@ -148,6 +162,7 @@ pub fn encode(event: &RecordedEvent, route: &Route, data: &Value) -> OutgoingRec
         (header::PROJECT, a.project),
         (header::CAMPAIGN_ID, a.campaign_id),
         (header::CORRELATION_ID, a.correlation_id),
+        (header::TRACEPARENT, trace.map(|t| t.to_string())),
     ];
     headers.extend(
         optional
@@ -287,7 +302,7 @@ mod tests {
                 + chrono::TimeDelta::microseconds(250),
         };
         let route = campaign_route("CampaignStatusChanged");
-        let record = encode(&event, &route, &event.data);
+        let record = encode(&event, &route, &event.data, None);
         assert_eq!(record.key, campaign);
         assert_eq!(
             serde_json::from_slice::<Value>(&record.payload).unwrap(),
@@ -312,6 +327,45 @@ mod tests {
                 ("ce_correlationid", "req-7"),
             ]
         );
+    }
+
+    #[test]
+    fn the_traceparent_header_carries_the_events_trace() {
+        let stored = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let campaign = "0b0c0a3e-7a51-4d2b-9a57-1f2f7d3c0a01";
+        let mut event = RecordedEvent {
+            position: LogPosition {
+                tx_id: 1,
+                position: 1,
+            },
+            event_id: Uuid::new_v4(),
+            stream_id: format!("campaign-{campaign}"),
+            version: 0,
+            event_type: "CampaignCreated".into(),
+            schema_version: 1,
+            data: json!({ "campaign_id": campaign }),
+            metadata: json!({ "project": "acme", trace_context::METADATA_KEY: stored }),
+            recorded_at: Utc::now(),
+        };
+        let route = campaign_route("CampaignCreated");
+        let traceparent = |record: &OutgoingRecord| {
+            record
+                .headers
+                .iter()
+                .find(|(k, _)| *k == "traceparent")
+                .map(|(_, v)| v.clone())
+        };
+        let record = encode(&event, &route, &event.data, None);
+        assert_eq!(traceparent(&record).as_deref(), Some(stored));
+        // Published in a span of the same trace: that span is the parent.
+        let publishing = TraceParent::parse(stored.as_bytes()).unwrap().child();
+        let record = encode(&event, &route, &event.data, Some(publishing));
+        assert_eq!(traceparent(&record), Some(publishing.to_string()));
+        // In a span of another trace (a batch of many): the stored one.
+        let record = encode(&event, &route, &event.data, Some(TraceParent::root()));
+        assert_eq!(traceparent(&record).as_deref(), Some(stored));
+        event.metadata = json!({ "project": "acme" });
+        assert_eq!(traceparent(&encode(&event, &route, &event.data, None)), None);
     }
 
     #[test]

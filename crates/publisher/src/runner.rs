@@ -360,10 +360,12 @@ impl Relay {
             }
             Err(error) => return (Vec::new(), Some(error.into())),
         };
+        // The follower's batch span, when it is exported.
+        let handling = trace_context::of_span(&tracing::Span::current());
         let mut records = published.iter().zip(&disclosed).map(|(routed, data)| {
             (
                 routed.route.aggregate.topic,
-                cloudevents::encode(&routed.event, &routed.route, data),
+                cloudevents::encode(&routed.event, &routed.route, data, handling),
             )
         });
         let batch = order

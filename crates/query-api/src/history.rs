@@ -32,7 +32,9 @@ pub struct HistoryEntry {
     pub recorded_at: DateTime<Utc>,
     #[schema(value_type = Object)]
     pub data: Value,
-    /// Who did it: `api_key_id`, `api_key_name`, `request_id`.
+    /// Who did it: `api_key_id`, `api_key_name`, `request_id`, and
+    /// `trace_id`, the W3C trace the request was in (docs/operations.md,
+    /// "Tracing").
     #[schema(value_type = Object)]
     pub actor: Value,
 }
@@ -43,6 +45,8 @@ pub fn entry(event: RecordedEvent) -> HistoryEntry {
         "api_key_id": event.metadata.get("api_key_id"),
         "api_key_name": event.metadata.get("api_key_name"),
         "request_id": event.metadata.get("request_id"),
+        "trace_id": trace_context::TraceParent::of_metadata(&event.metadata)
+            .map(|trace| trace.trace_id().to_string()),
     });
     HistoryEntry {
         position: event.position.position,

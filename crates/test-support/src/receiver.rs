@@ -1,11 +1,11 @@
-//! A webhook receiver: a real HTTP server (axum) on a loopback port that
+//! A webhook (or OTLP) receiver: a real HTTP server (axum) on a loopback port that
 //! records every request (headers and raw body bytes) and answers as the
 //! test scripts it: a queue of replies, then 200. It can be stopped (the
 //! port then refuses connections) and started again on the same port, and
 //! it can hold requests unanswered until released.
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 /// One request as it arrived.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The request's path.
+    pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -60,11 +62,15 @@ pub struct Receiver {
     server: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
-async fn handle(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(state: Arc<State>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let reply = state.script.lock().unwrap().pop_front();
     {
         let mut received = state.received.lock().unwrap();
-        received.push(Received { headers, body });
+        received.push(Received {
+            path: uri.path().to_owned(),
+            headers,
+            body,
+        });
         if let Some(count) = &*state.count.lock().unwrap() {
             count.send_replace(received.len());
         }
@@ -106,8 +112,9 @@ impl Receiver {
             .expect("bind the receiver");
         self.address = listener.local_addr().unwrap();
         let state = self.state.clone();
-        let app = axum::Router::new()
-            .fallback(move |headers: HeaderMap, body: Bytes| handle(state.clone(), headers, body));
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            handle(state.clone(), uri, headers, body)
+        });
         let stop = CancellationToken::new();
         let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
         let task = tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! The middleware stack every listener gets, outermost first:
-//! request id → propagate it to the response → trace span carrying it →
-//! catch panics (JSON 500) → JSON bodies for any bare error → drain request
+//! request id → propagate it to the response → the request's span, carrying
+//! the request id and the trace id (`request_trace`) → request/response logs
+//! in that span → catch panics (JSON 500) → JSON bodies for any bare error → drain request
 //! bodies left unread (`drain`: a client still sending reads an early 413) →
 //! timeout → query parameters checked for control characters (`text_guard`).
 //! Route-level metrics sit inside routing, where the matched path is known.
@@ -53,23 +54,13 @@ pub fn apply(router: Router, request_timeout: Duration) -> Router {
 }
 
 pub fn apply_with_timeouts(router: Router, timeouts: RequestTimeouts) -> Router {
-    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request| {
-        let request_id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        tracing::info_span!(
-            "http",
-            method = %req.method(),
-            path = %req.uri().path(),
-            request_id = %request_id,
-        )
-    });
+    // The span is `request_trace`'s; this layer only logs in it.
+    let trace = TraceLayer::new_for_http().make_span_with(|_: &Request| tracing::Span::current());
     router.route_layer(middleware::from_fn(record_metrics)).layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(middleware::from_fn(crate::request_trace::trace_request))
             .layer(trace)
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(middleware::map_response(json_error_bodies))
