@@ -100,7 +100,8 @@ impl KurrentEventStore {
         let settings: ClientSettings = url
             .parse()
             .map_err(|e| StoreError::Other(format!("invalid EVENT_STORE_URL: {e}")))?;
-        let client = Client::new(settings).map_err(|e| StoreError::Other(format!("KurrentDB client: {e}")))?;
+        let client =
+            Client::new(settings).map_err(|e| StoreError::Other(format!("KurrentDB client: {e}")))?;
         let watcher = tokio::spawn(watch_all(client.clone(), wakeups.clone()));
         Ok(Self {
             client,
@@ -127,7 +128,9 @@ impl KurrentEventStore {
     }
 
     async fn read_raw_stream(&self, stream_id: &str) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
-        let options = ReadStreamOptions::default().forwards().position(StreamPosition::Start);
+        let options = ReadStreamOptions::default()
+            .forwards()
+            .position(StreamPosition::Start);
         let mut stream = match self.client.read_stream(stream_id, &options).await {
             Ok(stream) => stream,
             Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),
@@ -145,7 +148,11 @@ impl KurrentEventStore {
 
     /// Up to `limit` events of `$all` strictly after `after` (the server reads
     /// from a position inclusively), skipping KurrentDB's own `$` streams.
-    async fn read_all_raw(&self, after: LogPosition, limit: usize) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
+    async fn read_all_raw(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
         let mut events = Vec::new();
         let mut from = after;
         loop {
@@ -159,7 +166,10 @@ impl KurrentEventStore {
             };
             // One more than needed: the first may be `from` itself.
             let want = limit - events.len() + 1;
-            let options = ReadAllOptions::default().forwards().position(start).max_count(want);
+            let options = ReadAllOptions::default()
+                .forwards()
+                .position(start)
+                .max_count(want);
             let mut stream = self.client.read_all(&options).await.map_err(kurrent_error)?;
             let mut read = 0;
             while let Some(resolved) = stream.next().await.map_err(kurrent_error)? {
@@ -219,7 +229,11 @@ impl KurrentEventStore {
             let state = current.map_or(StreamState::NoStream, |v| StreamState::StreamRevision(v as u64));
             let events = chained(append, head.last)?;
             let options = AppendToStreamOptions::default().stream_state(state);
-            match self.client.append_to_stream(append.stream_id.as_str(), &options, events).await {
+            match self
+                .client
+                .append_to_stream(append.stream_id.as_str(), &options, events)
+                .await
+            {
                 Ok(written) => {
                     return Ok(AppendOutcome {
                         last_version: written.next_expected_version as i64,
@@ -263,8 +277,12 @@ impl KurrentEventStore {
                 if report.first_break.is_none() {
                     let reason = match previous {
                         None if version != 0 => Some(format!("stream starts at version {version}, not 0")),
-                        Some((p, _)) if version != p + 1 => Some(format!("version {version} follows version {p}")),
-                        _ if stored != computed => Some("hash does not match the event's content and chain".into()),
+                        Some((p, _)) if version != p + 1 => {
+                            Some(format!("version {version} follows version {p}"))
+                        }
+                        _ if stored != computed => {
+                            Some("hash does not match the event's content and chain".into())
+                        }
                         _ => None,
                     };
                     report.first_break = reason.map(|reason| ChainBreak {
@@ -292,8 +310,8 @@ impl KurrentEventStore {
 /// `prev`, and its version.
 fn rehash(event: &kurrentdb::RecordedEvent, prev: Hash) -> Result<(Hash, Hash, i64), StoreError> {
     let stored = stored_metadata(event)?;
-    let data: Value =
-        serde_json::from_slice(&event.data).map_err(|e| foreign(event, &format!("its data is not JSON ({e})")))?;
+    let data: Value = serde_json::from_slice(&event.data)
+        .map_err(|e| foreign(event, &format!("its data is not JSON ({e})")))?;
     let version = revision(event)?;
     let computed = chain::event_hash(
         &prev,
@@ -321,7 +339,9 @@ async fn watch_all(client: Client, wakeups: Wakeups) {
         let mut subscription = client.subscribe_to_all(&options).await;
         loop {
             match subscription.next_subscription_event().await {
-                Ok(SubscriptionEvent::Confirmed(_)) | Ok(SubscriptionEvent::EventAppeared(_)) => wakeups.notify(),
+                Ok(SubscriptionEvent::Confirmed(_)) | Ok(SubscriptionEvent::EventAppeared(_)) => {
+                    wakeups.notify()
+                }
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, "KurrentDB subscription dropped; readers fall back to polling");
@@ -336,7 +356,8 @@ async fn watch_all(client: Client, wakeups: Wakeups) {
 /// If every event of `append` is already in the stream, the append is a
 /// retry: what was stored. Some but not all: event ids are being reused.
 fn already_stored(head: &Head, append: &StreamAppend) -> Result<Option<AppendOutcome>, AppendError> {
-    let found: Vec<Option<&(i64, LogPosition)>> = append.events.iter().map(|e| head.ids.get(&e.event_id)).collect();
+    let found: Vec<Option<&(i64, LogPosition)>> =
+        append.events.iter().map(|e| head.ids.get(&e.event_id)).collect();
     if found.iter().all(Option::is_none) {
         return Ok(None);
     }
@@ -376,7 +397,8 @@ fn event_data(event: &NewEvent, hash: &Hash) -> Result<EventData, StoreError> {
         metadata: event.metadata.clone(),
         hash: hex::encode(hash),
     };
-    let encode = |e: serde_json::Error| StoreError::Other(format!("cannot encode event {}: {e}", event.event_id));
+    let encode =
+        |e: serde_json::Error| StoreError::Other(format!("cannot encode event {}: {e}", event.event_id));
     Ok(EventData::json(&event.event_type, &event.data)
         .map_err(encode)?
         .id(event.event_id)
@@ -419,7 +441,9 @@ fn revision(event: &kurrentdb::RecordedEvent) -> Result<i64, StoreError> {
 fn position(position: Position) -> Result<LogPosition, StoreError> {
     match (i64::try_from(position.commit), i64::try_from(position.prepare)) {
         (Ok(tx_id), Ok(position)) => Ok(LogPosition { tx_id, position }),
-        _ => Err(StoreError::Other(format!("KurrentDB position {position} is beyond i64"))),
+        _ => Err(StoreError::Other(format!(
+            "KurrentDB position {position} is beyond i64"
+        ))),
     }
 }
 
@@ -483,7 +507,10 @@ impl EventStore for KurrentEventStore {
     async fn head(&self) -> Result<Option<LogPosition>, StoreError> {
         let mut from = StreamPosition::End;
         loop {
-            let options = ReadAllOptions::default().backwards().position(from).max_count(VERIFY_BATCH);
+            let options = ReadAllOptions::default()
+                .backwards()
+                .position(from)
+                .max_count(VERIFY_BATCH);
             let mut stream = self.client.read_all(&options).await.map_err(kurrent_error)?;
             let mut read = 0;
             while let Some(resolved) = stream.next().await.map_err(kurrent_error)? {

@@ -21,9 +21,9 @@ pub mod chain;
 mod feed;
 pub mod follower;
 mod history;
-pub mod leases;
 #[cfg(feature = "kurrentdb")]
 mod kurrent;
+pub mod leases;
 mod listener;
 mod postgres;
 mod verify;

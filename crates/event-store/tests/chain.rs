@@ -68,7 +68,10 @@ async fn kurrentdb_and_postgres_chain_the_same_events_to_the_same_hashes() {
             .unwrap();
     }
     let from_postgres: Vec<String> = client
-        .query("SELECT hash FROM events WHERE stream_id = $1 ORDER BY version", &[&stream])
+        .query(
+            "SELECT hash FROM events WHERE stream_id = $1 ORDER BY version",
+            &[&stream],
+        )
         .await
         .unwrap()
         .iter()
@@ -88,7 +91,8 @@ async fn stored_hashes(url: &str, stream: &str) -> Vec<String> {
         .unwrap();
     let mut hashes = Vec::new();
     while let Some(event) = read.next().await.unwrap() {
-        let stored: StoredMetadata = serde_json::from_slice(&event.get_original_event().custom_metadata).unwrap();
+        let stored: StoredMetadata =
+            serde_json::from_slice(&event.get_original_event().custom_metadata).unwrap();
         hashes.push(stored.hash);
     }
     hashes
@@ -110,7 +114,10 @@ async fn verify_on_kurrentdb_passes_an_intact_log_and_finds_a_forged_event() {
             .unwrap();
     }
     let intact = store.verify().await.unwrap();
-    assert_eq!((intact.streams, intact.events, intact.first_break.clone()), (3, 18, None));
+    assert_eq!(
+        (intact.streams, intact.events, intact.first_break.clone()),
+        (3, 18, None)
+    );
     assert_eq!(store.verify().await.unwrap().log_digest, intact.log_digest);
 
     // A writer that bypasses the store appends an event whose stored hash does

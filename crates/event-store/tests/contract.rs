@@ -87,7 +87,10 @@ impl Subject {
             if events.len() >= expected {
                 return events;
             }
-            assert!(Instant::now() < deadline, "the log never showed {expected} events");
+            assert!(
+                Instant::now() < deadline,
+                "the log never showed {expected} events"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -217,7 +220,10 @@ async fn appends_number_versions_from_zero_and_read_back_in_order(s: Subject) {
     let all = s.read_everything(3).await;
     assert_eq!(
         all.iter().map(|e| (e.event_id, e.position)).collect::<Vec<_>>(),
-        events.iter().map(|e| (e.event_id, e.position)).collect::<Vec<_>>()
+        events
+            .iter()
+            .map(|e| (e.event_id, e.position))
+            .collect::<Vec<_>>()
     );
     assert_eq!(all[0].recorded_at, events[0].recorded_at);
     // The head is at or past the last append once it is readable.
@@ -242,7 +248,11 @@ async fn conflicting_appends_to_one_stream_exactly_one_wins(s: Subject) {
         .map(|n| {
             let store = s.store.clone();
             let stream = stream.clone();
-            tokio::spawn(async move { store.append(&stream, ExpectedVersion::Exact(0), vec![event(n)]).await })
+            tokio::spawn(async move {
+                store
+                    .append(&stream, ExpectedVersion::Exact(0), vec![event(n)])
+                    .await
+            })
         })
         .collect();
     let (mut wins, mut conflicts) = (0, 0);
@@ -290,7 +300,11 @@ async fn an_expected_version_ahead_of_the_stream_is_a_conflict_not_a_gap(s: Subj
     assert!(matches!(err, AppendError::Conflict { .. }), "{err}");
     assert_eq!(s.store.read_stream(&stream).await.unwrap().len(), 1);
     assert!(s.store.read_stream(&missing).await.unwrap().is_empty());
-    let err = s.store.append(&stream, ExpectedVersion::Any, vec![]).await.unwrap_err();
+    let err = s
+        .store
+        .append(&stream, ExpectedVersion::Any, vec![])
+        .await
+        .unwrap_err();
     assert!(matches!(err, AppendError::Empty), "{err}");
 }
 
@@ -303,7 +317,11 @@ async fn retried_append_with_same_event_ids_appends_nothing(s: Subject) {
         .await
         .unwrap();
     assert!(!first.already_stored);
-    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Any, ExpectedVersion::Exact(1)] {
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Any,
+        ExpectedVersion::Exact(1),
+    ] {
         let retry = s.store.append(&stream, expected, events.clone()).await.unwrap();
         assert!(retry.already_stored, "{expected:?}");
         assert_eq!(retry.last_version, first.last_version);
@@ -359,7 +377,10 @@ async fn a_partly_stored_append_is_an_event_id_reuse(s: Subject) {
         .append(&stream, ExpectedVersion::Any, vec![stored.clone(), event(1)])
         .await
         .unwrap_err();
-    assert!(matches!(err, AppendError::EventIdReused(id) if id != stored.event_id), "{err}");
+    assert!(
+        matches!(err, AppendError::EventIdReused(id) if id != stored.event_id),
+        "{err}"
+    );
     assert_eq!(s.store.read_stream(&stream).await.unwrap().len(), 1);
 }
 
@@ -388,7 +409,11 @@ async fn a_failed_multi_stream_append_completes_when_run_again(s: Subject) {
             },
         ]
     };
-    let err = s.store.append_many(appends(ExpectedVersion::NoStream)).await.unwrap_err();
+    let err = s
+        .store
+        .append_many(appends(ExpectedVersion::NoStream))
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, AppendError::Conflict { ref stream_id, .. } if *stream_id == taken),
         "{err}"
@@ -398,12 +423,13 @@ async fn a_failed_multi_stream_append_completes_when_run_again(s: Subject) {
         Backend::Postgres => assert_eq!(fresh_after_failure, 0, "all or nothing"),
         Backend::KurrentDb => assert_eq!(fresh_after_failure, 1, "stream by stream"),
     }
-    let outcomes = s.store.append_many(appends(ExpectedVersion::Exact(0))).await.unwrap();
+    let outcomes = s
+        .store
+        .append_many(appends(ExpectedVersion::Exact(0)))
+        .await
+        .unwrap();
     assert_eq!(outcomes[0].already_stored, s.backend == Backend::KurrentDb);
-    assert_eq!(
-        (outcomes[0].last_version, outcomes[1].last_version),
-        (0, 1)
-    );
+    assert_eq!((outcomes[0].last_version, outcomes[1].last_version), (0, 1));
     assert_eq!(s.store.read_stream(&fresh).await.unwrap().len(), 1);
     assert_eq!(s.store.read_stream(&taken).await.unwrap().len(), 2);
 }
@@ -426,7 +452,14 @@ async fn any_version_appends_never_collide(s: Subject) {
             Err(e) => panic!("{e}"),
         }
     }
-    let versions: Vec<i64> = s.store.read_stream(&stream).await.unwrap().iter().map(|e| e.version).collect();
+    let versions: Vec<i64> = s
+        .store
+        .read_stream(&stream)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
     assert_eq!(versions, (0..ok).collect::<Vec<i64>>());
 }
 
@@ -434,11 +467,20 @@ async fn old_schema_versions_are_upcast_on_every_read_path(s: Subject) {
     let stream = s.stream("s");
     let mut old = event(7);
     old.event_type = "Upcast".into();
-    s.store.append(&stream, ExpectedVersion::NoStream, vec![old]).await.unwrap();
+    s.store
+        .append(&stream, ExpectedVersion::NoStream, vec![old])
+        .await
+        .unwrap();
     let from_stream = &s.store.read_stream(&stream).await.unwrap()[0];
-    assert_eq!((from_stream.schema_version, &from_stream.data), (2, &json!({"number": 7})));
+    assert_eq!(
+        (from_stream.schema_version, &from_stream.data),
+        (2, &json!({"number": 7}))
+    );
     let from_log = &s.read_everything(1).await[0];
-    assert_eq!((from_log.schema_version, &from_log.data), (2, &json!({"number": 7})));
+    assert_eq!(
+        (from_log.schema_version, &from_log.data),
+        (2, &json!({"number": 7}))
+    );
 }
 
 /// The hard invariant: many concurrent writers while one reader follows the
@@ -456,7 +498,11 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event(s: Subje
             let mut after = LogPosition::START;
             let deadline = Instant::now() + Duration::from_secs(180);
             while seen.len() < expected_total {
-                assert!(Instant::now() < deadline, "reader timed out with {} events", seen.len());
+                assert!(
+                    Instant::now() < deadline,
+                    "reader timed out with {} events",
+                    seen.len()
+                );
                 let batch = s.store.read_all(after, 7).await.unwrap();
                 match batch.last() {
                     Some(last) => after = last.position,
@@ -476,7 +522,10 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event(s: Subje
                     let stream = s.stream(&format!("w{w}-s{}", i % 3));
                     let events = vec![event(i as i64), event(i as i64)];
                     ids.extend(events.iter().map(|e| e.event_id));
-                    s.store.append(&stream, ExpectedVersion::Any, events).await.unwrap();
+                    s.store
+                        .append(&stream, ExpectedVersion::Any, events)
+                        .await
+                        .unwrap();
                 }
                 ids
             })
@@ -487,7 +536,14 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event(s: Subje
         written.extend(writer.await.unwrap());
     }
     let (seen, after) = reader.await.unwrap();
-    let more: Vec<_> = s.store.read_all(after, 100).await.unwrap().into_iter().filter(|e| s.ours(e)).collect();
+    let more: Vec<_> = s
+        .store
+        .read_all(after, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| s.ours(e))
+        .collect();
     assert!(more.is_empty(), "more events than were written");
     let ids: Vec<Uuid> = seen.iter().map(|e| e.event_id).collect();
     let unique: HashSet<Uuid> = ids.iter().copied().collect();
@@ -496,9 +552,17 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event(s: Subje
     let mut last_version: HashMap<&str, i64> = HashMap::new();
     for e in &seen {
         let previous = last_version.insert(&e.stream_id, e.version);
-        assert_eq!(e.version, previous.map_or(0, |v| v + 1), "stream {} out of order", e.stream_id);
+        assert_eq!(
+            e.version,
+            previous.map_or(0, |v| v + 1),
+            "stream {} out of order",
+            e.stream_id
+        );
     }
-    assert!(seen.windows(2).all(|p| p[0].position < p[1].position), "positions not increasing");
+    assert!(
+        seen.windows(2).all(|p| p[0].position < p[1].position),
+        "positions not increasing"
+    );
 }
 
 /// Catch-up, then live: a reader reads what is there, then waits on its
@@ -507,7 +571,11 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event(s: Subje
 async fn a_reader_catches_up_then_is_woken_for_live_appends_from_another_process(s: Subject) {
     for n in 0..5 {
         s.store
-            .append(&s.stream(&format!("old-{n}")), ExpectedVersion::NoStream, vec![event(n)])
+            .append(
+                &s.stream(&format!("old-{n}")),
+                ExpectedVersion::NoStream,
+                vec![event(n)],
+            )
             .await
             .unwrap();
     }
@@ -560,7 +628,10 @@ async fn a_reader_resumes_from_its_checkpoint_without_gaps_or_repeats(s: Subject
     let stream = s.stream("s");
     let events: Vec<NewEvent> = (0..10).map(event).collect();
     for chunk in events.chunks(3) {
-        s.store.append(&stream, ExpectedVersion::Any, chunk.to_vec()).await.unwrap();
+        s.store
+            .append(&stream, ExpectedVersion::Any, chunk.to_vec())
+            .await
+            .unwrap();
     }
     let all = s.read_everything(10).await;
     let checkpoint = all[3].position;

@@ -48,7 +48,6 @@ async fn count(store: &PgEventStore) -> i64 {
         .get(0)
 }
 
-
 /// Reads the whole log once everything appended so far is readable.
 async fn read_everything(store: &PgEventStore, expected: usize) -> Vec<event_store::RecordedEvent> {
     for _ in 0..600 {
@@ -60,8 +59,6 @@ async fn read_everything(store: &PgEventStore, expected: usize) -> Vec<event_sto
     }
     panic!("the log never showed {expected} events");
 }
-
-
 
 /// Postgres keeps event ids unique across the whole log, so an id reused in
 /// another stream is a caller bug it reports (KurrentDB cannot: contract.rs
@@ -124,7 +121,6 @@ async fn multi_stream_append_is_all_or_nothing() {
     assert_eq!(outcomes.len(), 100);
     assert_eq!(count(&store).await, 101);
 }
-
 
 #[tokio::test]
 async fn notify_wakes_readers_in_other_processes() {

@@ -3,7 +3,8 @@
 
 use kurrentdb::{
     AppendToStreamOptions, Client, CurrentRevision, Error, EventData, Position, ReadAllOptions,
-    ReadStreamOptions, StreamPosition, StreamState, SubscribeToAllOptions, SubscriptionEvent, SubscriptionFilter,
+    ReadStreamOptions, StreamPosition, StreamState, SubscribeToAllOptions, SubscriptionEvent,
+    SubscriptionFilter,
 };
 use serde_json::json;
 use std::io::{BufRead, BufReader};
@@ -16,7 +17,9 @@ fn client(url: &str) -> Client {
 }
 
 fn event(n: u64) -> EventData {
-    EventData::json("Thing", &json!({ "n": n })).unwrap().id(uuid::Uuid::new_v4())
+    EventData::json("Thing", &json!({ "n": n }))
+        .unwrap()
+        .id(uuid::Uuid::new_v4())
 }
 
 async fn append(client: &Client, stream: &str, events: Vec<EventData>) -> kurrentdb::WriteResult {
@@ -37,7 +40,9 @@ async fn next(subscription: &mut kurrentdb::Subscription) -> SubscriptionEvent {
 
 fn n_of(event: &SubscriptionEvent) -> Option<u64> {
     match event {
-        SubscriptionEvent::EventAppeared(e) => e.get_original_event().as_json::<serde_json::Value>().unwrap()["n"].as_u64(),
+        SubscriptionEvent::EventAppeared(e) => {
+            e.get_original_event().as_json::<serde_json::Value>().unwrap()["n"].as_u64()
+        }
         _ => None,
     }
 }
@@ -47,26 +52,59 @@ async fn expected_revisions_and_wrong_expected_versions() {
     let double = KurrentDbDouble::start().await;
     let client = client(&double.url());
     let no_stream = AppendToStreamOptions::default().stream_state(StreamState::NoStream);
-    let first = client.append_to_stream("s", &no_stream, vec![event(0), event(1)]).await.unwrap();
+    let first = client
+        .append_to_stream("s", &no_stream, vec![event(0), event(1)])
+        .await
+        .unwrap();
     assert_eq!(first.next_expected_version, 1);
-    let err = client.append_to_stream("s", &no_stream, event(2)).await.unwrap_err();
+    let err = client
+        .append_to_stream("s", &no_stream, event(2))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, Error::WrongExpectedVersion { current: CurrentRevision::Current(1), expected: StreamState::NoStream }),
+        matches!(
+            err,
+            Error::WrongExpectedVersion {
+                current: CurrentRevision::Current(1),
+                expected: StreamState::NoStream
+            }
+        ),
         "{err:?}"
     );
     let exists = AppendToStreamOptions::default().stream_state(StreamState::StreamExists);
-    let err = client.append_to_stream("missing", &exists, event(0)).await.unwrap_err();
-    assert!(matches!(err, Error::WrongExpectedVersion { current: CurrentRevision::NoStream, .. }), "{err:?}");
+    let err = client
+        .append_to_stream("missing", &exists, event(0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WrongExpectedVersion {
+                current: CurrentRevision::NoStream,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let at_one = AppendToStreamOptions::default().stream_state(StreamState::StreamRevision(1));
     let second = client.append_to_stream("s", &at_one, event(2)).await.unwrap();
     assert_eq!(second.next_expected_version, 2);
     // The same ids right after the same expected revision: written once.
     let retried = vec![event(3)];
     let at_two = AppendToStreamOptions::default().stream_state(StreamState::StreamRevision(2));
-    let once = client.append_to_stream("s", &at_two, retried.clone()).await.unwrap();
+    let once = client
+        .append_to_stream("s", &at_two, retried.clone())
+        .await
+        .unwrap();
     let twice = client.append_to_stream("s", &at_two, retried).await.unwrap();
-    assert_eq!((once.next_expected_version, once.position), (twice.next_expected_version, twice.position));
-    let mut read = client.read_stream("s", &ReadStreamOptions::default()).await.unwrap();
+    assert_eq!(
+        (once.next_expected_version, once.position),
+        (twice.next_expected_version, twice.position)
+    );
+    let mut read = client
+        .read_stream("s", &ReadStreamOptions::default())
+        .await
+        .unwrap();
     let mut revisions = Vec::new();
     while let Some(e) = read.next().await.unwrap() {
         revisions.push(e.get_original_event().revision);
@@ -78,13 +116,19 @@ async fn expected_revisions_and_wrong_expected_versions() {
 async fn reads_of_streams_and_all_from_inclusive_positions() {
     let double = KurrentDbDouble::start().await;
     let client = client(&double.url());
-    let mut missing = client.read_stream("nothing", &ReadStreamOptions::default()).await.unwrap();
+    let mut missing = client
+        .read_stream("nothing", &ReadStreamOptions::default())
+        .await
+        .unwrap();
     assert!(matches!(missing.next().await, Err(Error::ResourceNotFound)));
     append(&client, "a", vec![event(0), event(1)]).await;
     append(&client, "b", vec![event(2)]).await;
     let from_one = ReadStreamOptions::default().position(StreamPosition::Position(1));
     let mut read = client.read_stream("a", &from_one).await.unwrap();
-    assert_eq!(read.next().await.unwrap().unwrap().get_original_event().revision, 1);
+    assert_eq!(
+        read.next().await.unwrap().unwrap().get_original_event().revision,
+        1
+    );
     assert!(read.next().await.unwrap().is_none());
 
     let mut all = client.read_all(&ReadAllOptions::default()).await.unwrap();
@@ -99,10 +143,19 @@ async fn reads_of_streams_and_all_from_inclusive_positions() {
     assert!(positions[2].commit > positions[1].commit);
     let from = ReadAllOptions::default().position(StreamPosition::Position(positions[1]));
     let mut all = client.read_all(&from).await.unwrap();
-    assert_eq!(all.next().await.unwrap().unwrap().get_original_event().position, positions[1]);
-    let last = ReadAllOptions::default().backwards().position(StreamPosition::End).max_count(1);
+    assert_eq!(
+        all.next().await.unwrap().unwrap().get_original_event().position,
+        positions[1]
+    );
+    let last = ReadAllOptions::default()
+        .backwards()
+        .position(StreamPosition::End)
+        .max_count(1);
     let mut all = client.read_all(&last).await.unwrap();
-    assert_eq!(all.next().await.unwrap().unwrap().get_original_event().position, positions[2]);
+    assert_eq!(
+        all.next().await.unwrap().unwrap().get_original_event().position,
+        positions[2]
+    );
     assert!(all.next().await.unwrap().is_none());
 }
 
@@ -113,7 +166,10 @@ async fn a_subscription_confirms_catches_up_says_so_then_goes_live() {
     append(&client, "a", vec![event(0), event(1)]).await;
     let second = append(&client, "b", vec![event(2)]).await;
     let mut subscription = client.subscribe_to_all(&SubscribeToAllOptions::default()).await;
-    assert!(matches!(next(&mut subscription).await, SubscriptionEvent::Confirmed(_)));
+    assert!(matches!(
+        next(&mut subscription).await,
+        SubscriptionEvent::Confirmed(_)
+    ));
     for n in 0..3 {
         assert_eq!(n_of(&next(&mut subscription).await), Some(n));
     }
@@ -128,7 +184,10 @@ async fn a_subscription_confirms_catches_up_says_so_then_goes_live() {
     // from the last event it processed).
     let from = SubscribeToAllOptions::default().position(StreamPosition::Position(second.position));
     let mut resumed = client.subscribe_to_all(&from).await;
-    assert!(matches!(next(&mut resumed).await, SubscriptionEvent::Confirmed(_)));
+    assert!(matches!(
+        next(&mut resumed).await,
+        SubscriptionEvent::Confirmed(_)
+    ));
     assert_eq!(n_of(&next(&mut resumed).await), Some(3));
     assert!(matches!(next(&mut resumed).await, SubscriptionEvent::CaughtUp(_)));
 }
@@ -144,7 +203,10 @@ async fn a_filtered_subscription_sends_matching_events_and_checkpoints() {
     let filter = SubscriptionFilter::on_stream_name().add_prefix("keep-").max(2);
     let options = SubscribeToAllOptions::default().filter(filter);
     let mut subscription = client.subscribe_to_all(&options).await;
-    assert!(matches!(next(&mut subscription).await, SubscriptionEvent::Confirmed(_)));
+    assert!(matches!(
+        next(&mut subscription).await,
+        SubscriptionEvent::Confirmed(_)
+    ));
     let mut events = Vec::new();
     let mut checkpoints: Vec<Position> = Vec::new();
     loop {
@@ -172,7 +234,9 @@ fn the_binary_serves_until_killed() {
         .spawn()
         .expect("start kurrentdb-double");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let url = line
         .split_whitespace()
         .find_map(|word| word.strip_prefix('(').and_then(|w| w.strip_suffix(')')))
@@ -187,7 +251,9 @@ fn the_binary_serves_until_killed() {
     assert!(child.try_wait().unwrap().is_none(), "still serving");
     child.kill().unwrap();
     child.wait().unwrap();
-    let bad = Command::new(env!("CARGO_BIN_EXE_kurrentdb-double")).output().unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_kurrentdb-double"))
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("usage"));
 }

@@ -31,7 +31,11 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let double = test_support::kurrentdb::KurrentDbDouble::serve(listener);
-    println!("KurrentDB test double listening on {} ({})", double.address(), double.url());
+    println!(
+        "KurrentDB test double listening on {} ({})",
+        double.address(),
+        double.url()
+    );
     // Serves until killed: the server task never ends on its own.
     std::future::pending::<()>().await;
     std::process::ExitCode::SUCCESS

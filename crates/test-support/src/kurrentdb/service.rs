@@ -57,7 +57,11 @@ impl streams_server::Streams for StreamsService {
                     "the KurrentDB test double serves subscriptions to $all only",
                 ))
             }
-            _ => return Err(Status::invalid_argument("ReadReq needs a stream option and a count option")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "ReadReq needs a stream option and a count option",
+                ))
+            }
         };
         Ok(Response::new(replies))
     }
@@ -93,18 +97,24 @@ impl streams_server::Streams for StreamsService {
     }
 
     async fn delete(&self, _: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
-        Err(Status::unimplemented("the KurrentDB test double does not delete streams"))
+        Err(Status::unimplemented(
+            "the KurrentDB test double does not delete streams",
+        ))
     }
 
     async fn tombstone(&self, _: Request<TombstoneReq>) -> Result<Response<TombstoneResp>, Status> {
-        Err(Status::unimplemented("the KurrentDB test double does not tombstone streams"))
+        Err(Status::unimplemented(
+            "the KurrentDB test double does not tombstone streams",
+        ))
     }
 
     async fn batch_append(
         &self,
         _: Request<Streaming<BatchAppendReq>>,
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
-        Err(Status::unimplemented("the KurrentDB test double serves Append, not BatchAppend"))
+        Err(Status::unimplemented(
+            "the KurrentDB test double serves Append, not BatchAppend",
+        ))
     }
 }
 
@@ -130,13 +140,19 @@ impl StreamsService {
             (Some(RevisionOption::Revision(r)), false) => events.iter().filter(|e| e.revision >= r).collect(),
             (Some(RevisionOption::End(_)), false) => Vec::new(),
             (Some(RevisionOption::End(_)), true) => events.iter().rev().collect(),
-            (Some(RevisionOption::Revision(r)), true) => events.iter().rev().filter(|e| e.revision <= r).collect(),
+            (Some(RevisionOption::Revision(r)), true) => {
+                events.iter().rev().filter(|e| e.revision <= r).collect()
+            }
             (Some(RevisionOption::Start(_)), true) => events.iter().take(1).collect(),
             (None, _) => return Err(Status::invalid_argument("a stream read needs a revision option")),
         };
         let limit = usize::try_from(count).unwrap_or(usize::MAX);
         Ok(replies(
-            selected.into_iter().take(limit).map(|e| event_reply(e, ids)).collect(),
+            selected
+                .into_iter()
+                .take(limit)
+                .map(|e| event_reply(e, ids))
+                .collect(),
         ))
     }
 
@@ -155,10 +171,12 @@ impl StreamsService {
         let backwards = direction == ReadDirection::Backwards as i32;
         let range: Box<dyn Iterator<Item = &Arc<Stored>>> = match (options.all_option, backwards) {
             (Some(AllOption::Start(_)), false) => Box::new(log.events.iter()),
-            (Some(AllOption::Position(p)), false) => Box::new(
-                log.events[log.index_at_or_after((p.commit_position, p.prepare_position))..].iter(),
-            ),
-            (Some(AllOption::End(_)), false) | (Some(AllOption::Start(_)), true) => Box::new(std::iter::empty()),
+            (Some(AllOption::Position(p)), false) => {
+                Box::new(log.events[log.index_at_or_after((p.commit_position, p.prepare_position))..].iter())
+            }
+            (Some(AllOption::End(_)), false) | (Some(AllOption::Start(_)), true) => {
+                Box::new(std::iter::empty())
+            }
             (Some(AllOption::End(_)), true) => Box::new(log.events.iter().rev()),
             (Some(AllOption::Position(p)), true) => Box::new(
                 log.events[..log.index_at_or_after((p.commit_position, p.prepare_position))]
@@ -197,17 +215,20 @@ impl StreamsService {
             }
         };
         let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BATCH);
-        tokio::spawn(Subscription {
-            shared: Arc::clone(&self.shared),
-            next: start,
-            filter,
-            ids,
-            sender,
-        }
-        .run());
-        Ok(Box::pin(futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|reply| (Ok(reply), receiver))
-        })))
+        tokio::spawn(
+            Subscription {
+                shared: Arc::clone(&self.shared),
+                next: start,
+                filter,
+                ids,
+                sender,
+            }
+            .run(),
+        );
+        Ok(Box::pin(futures::stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|reply| (Ok(reply), receiver)) },
+        )))
     }
 }
 
@@ -257,7 +278,11 @@ impl Subscription {
                 if self.filter.matches(&event) && !self.send(event_reply(&event, self.ids)).await {
                     return;
                 }
-                if self.filter.checkpoint_every.is_some_and(|every| since_checkpoint >= every) {
+                if self
+                    .filter
+                    .checkpoint_every
+                    .is_some_and(|every| since_checkpoint >= every)
+                {
                     since_checkpoint = 0;
                     let checkpoint = read_resp::Content::Checkpoint(read_resp::Checkpoint {
                         commit_position: event.commit,
@@ -273,7 +298,10 @@ impl Subscription {
     }
 
     fn caught_up(&self) -> read_resp::Content {
-        let last = self.next.checked_sub(1).and_then(|i| self.shared.lock().events.get(i).cloned());
+        let last = self
+            .next
+            .checked_sub(1)
+            .and_then(|i| self.shared.lock().events.get(i).cloned());
         read_resp::Content::CaughtUp(read_resp::CaughtUp {
             timestamp: Some(now()),
             stream_revision: None,
@@ -286,7 +314,12 @@ impl Subscription {
 
     /// False once the client has gone.
     async fn send(&self, content: read_resp::Content) -> bool {
-        self.sender.send(ReadResp { content: Some(content) }).await.is_ok()
+        self.sender
+            .send(ReadResp {
+                content: Some(content),
+            })
+            .await
+            .is_ok()
     }
 }
 
@@ -380,9 +413,9 @@ fn event_id(id: Option<WireUuid>) -> Result<Uuid, Status> {
             s.most_significant_bits as u64,
             s.least_significant_bits as u64,
         )),
-        Some(wire_uuid::Value::String(s)) => {
-            s.parse().map_err(|_| Status::invalid_argument(format!("invalid event id {s:?}")))
-        }
+        Some(wire_uuid::Value::String(s)) => s
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("invalid event id {s:?}"))),
         None => Err(Status::invalid_argument("every proposed event needs an id")),
     }
 }
@@ -415,9 +448,11 @@ fn event_reply(event: &Stored, ids: IdFormat) -> read_resp::Content {
 }
 
 fn replies(contents: Vec<read_resp::Content>) -> Replies {
-    Box::pin(futures::stream::iter(
-        contents.into_iter().map(|content| Ok(ReadResp { content: Some(content) })),
-    ))
+    Box::pin(futures::stream::iter(contents.into_iter().map(|content| {
+        Ok(ReadResp {
+            content: Some(content),
+        })
+    })))
 }
 
 fn append_reply(outcome: Appended, expected: Expected) -> AppendResp {
