@@ -399,11 +399,11 @@ fn event_data(event: &NewEvent, hash: &Hash) -> Result<EventData, StoreError> {
     };
     let encode =
         |e: serde_json::Error| StoreError::Other(format!("cannot encode event {}: {e}", event.event_id));
-    Ok(EventData::json(&event.event_type, &event.data)
+    EventData::json(&event.event_type, &event.data)
         .map_err(encode)?
         .id(event.event_id)
         .metadata_as_json(&metadata)
-        .map_err(encode)?)
+        .map_err(encode)
 }
 
 fn stored_metadata(event: &kurrentdb::RecordedEvent) -> Result<StoredMetadata, StoreError> {

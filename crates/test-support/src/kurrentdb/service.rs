@@ -3,6 +3,10 @@
 //! `kurrentdb` client unwraps (it panics on a missing one), and a subscription
 //! never sends "stream not found" (the client treats it as unreachable).
 
+// `tonic::Status` is the error type of the generated service trait; helpers
+// return it as it is rather than boxing it for each reply.
+#![allow(clippy::result_large_err)]
+
 use super::log::{Appended, Expected, Proposed, Shared, Stored};
 use super::proto::event_store::client::streams::{
     append_req, append_resp, read_req, read_resp, streams_server, AppendReq, AppendResp, BatchAppendReq,
