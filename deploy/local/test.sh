@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check CI runs, on a fresh machine or a warm one:
 #   1. starts Postgres if it is down;
-#   2. installs the system packages the build needs if missing (librdkafka's);
+#   2. installs the system packages the build needs if missing (librdkafka's,
+#      and protoc for the KurrentDB test double);
 #   3. installs (once, cached) and starts the Kafka-protocol broker `tansu` on loopback;
 #   4. drops test databases left over from earlier runs (not those of a suite
 #      running beside this one);
@@ -40,8 +41,12 @@ fi
 # The publisher's rdkafka builds librdkafka from source (./configure && make): it
 # needs a C compiler, make, pkg-config and the OpenSSL headers (TLS to real
 # clusters); zlib is used from the system when present. No cmake needed.
+# The KurrentDB test double (crates/test-support) generates its gRPC server from
+# the client's .proto files with protoc, which needs the well-known types.
 missing=()
 command -v cc >/dev/null || missing+=(build-essential)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(libprotobuf-dev)
 command -v make >/dev/null || missing+=(make)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 if command -v pkg-config >/dev/null; then

@@ -14,11 +14,15 @@
 //!
 //! The trait speaks in stream revisions and an ordered two-part [`LogPosition`],
 //! which is also what KurrentDB/EventStoreDB offers (commit and prepare
-//! positions), so a second backend fits behind the same trait.
+//! positions): [`KurrentEventStore`] (feature `kurrentdb`, on by default)
+//! implements it on KurrentDB, with the differences docs/kurrentdb.md lists.
 
+pub mod chain;
 mod feed;
 pub mod follower;
 mod history;
+#[cfg(feature = "kurrentdb")]
+mod kurrent;
 pub mod leases;
 mod listener;
 mod postgres;
@@ -27,6 +31,8 @@ mod verify;
 pub use feed::{read_events, read_project};
 pub use follower::{lock_key, Batch, Follower, FollowerConfig, Handled, Handler};
 pub use history::{read_correlated, HistoryFilter};
+#[cfg(feature = "kurrentdb")]
+pub use kurrent::{KurrentEventStore, StoredMetadata};
 pub use listener::{spawn_listener, wait, Wakeups, EVENTS_CHANNEL};
 pub use postgres::{
     append_in_transaction, connect_pool, migrate, PgEventStore, POOL_CREATE_TIMEOUT, POOL_RECYCLE_TIMEOUT,
@@ -41,7 +47,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// A point in the whole-log order. Ordered lexicographically; `START` is before
-/// every event. On Postgres: (inserting transaction id, sequence position).
+/// every event. On Postgres: (inserting transaction id, sequence position). On
+/// KurrentDB: (commit position, prepare position) of the event in `$all`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct LogPosition {
     pub tx_id: i64,
@@ -148,6 +155,9 @@ pub enum StoreError {
     Database(#[from] tokio_postgres::Error),
     #[error("connection pool error: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// A KurrentDB request failed (unreachable, deadline, server error).
+    #[error("KurrentDB error: {0}")]
+    Kurrent(String),
     #[error("{0}")]
     Other(String),
 }

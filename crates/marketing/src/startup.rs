@@ -370,7 +370,8 @@ impl Application {
         crate::telemetry::metrics_handle();
         if config.event_store_url.is_some() {
             anyhow::bail!(
-                "EVENT_STORE_URL is set, but this build has only the Postgres event store; unset it"
+                "EVENT_STORE_URL is set, but the roles run on the Postgres event store only \
+                 (the KurrentDB backend is not wired into them yet, see docs/kurrentdb.md); unset it"
             );
         }
         if role == Role::Serve {

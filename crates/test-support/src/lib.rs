@@ -61,3 +61,7 @@ pub mod cluster;
 /// webhook tests (feature `receiver`).
 #[cfg(feature = "receiver")]
 pub mod receiver;
+
+/// The sanctioned test double of the KurrentDB gRPC API: an in-process server
+/// (and the `kurrentdb-double` binary) for the event store's KurrentDB backend.
+pub mod kurrentdb;
