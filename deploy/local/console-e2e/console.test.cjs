@@ -326,11 +326,17 @@ async function main() {
       await page.getByRole('button', { name: 'Reload the current version' }).click();
       await page.waitForFunction(() => document.querySelector('textarea[name=description]').value === 'Changed elsewhere');
       await page.getByLabel('Total budget').fill('12000.00');
+      await page.getByRole('button', { name: 'Add secondary goal', exact: true }).click();
+      await page.keyboard.type('Brand awareness'); // the new row's field has the focus
       const saved = apiResponse('PUT', /\/campaigns\/[^/]+$/);
       await page.getByRole('button', { name: 'Save changes' }).click();
-      // Only what changed is sent: the lists the form drew as rows go unchanged.
-      assert.equal((await saved).request().postData(), '{"total_budget":12000.00}');
+      // Only what changed is sent: the budget and the goals, not the other lists.
+      const sent = (await saved).request().postData();
+      assert.match(sent, /"total_budget":12000\.00/);
+      assert.deepEqual(Object.keys(JSON.parse(sent)).sort(), ['goals', 'total_budget']);
+      assert.deepEqual(JSON.parse(sent).goals.secondary, ['Brand awareness']);
       await heading('Summer Sale');
+      await page.getByRole('definition').filter({ hasText: 'Brand awareness' }).waitFor();
       await page.getByText('12,000.00').first().waitFor();
     });
 
