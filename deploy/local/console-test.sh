@@ -29,7 +29,8 @@ SHOTS=${CONSOLE_SCREENSHOTS:-$OUT/screenshots}
 case "$SHOTS" in /*) ;; *) SHOTS=$ROOT/$SHOTS ;; esac
 mkdir -p "$CACHE_DIR" "$OUT" "$SHOTS"
 
-log() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=lib/serve-for-test.sh
+. "$ROOT/deploy/local/lib/serve-for-test.sh"
 
 # --- the browser ------------------------------------------------------------------
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
@@ -70,41 +71,7 @@ cmp "$NPM_DIR/node_modules/chart.js/dist/chart.umd.min.js" "$ROOT/crates/console
 cmp "$NPM_DIR/node_modules/chart.js/LICENSE.md" "$ROOT/crates/console/assets/vendor/chart.js-LICENSE.md"
 
 # --- the server ------------------------------------------------------------------
-log "building marketing"
-cargo build --locked -p marketing --bin marketing
-MARKETING=$CARGO_TARGET_DIR/debug/marketing
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-PORT=$(free_port)
-# mk_test_: a run that dies before its cleanup leaves a database that
-# test.sh's leftover sweep removes.
-DB=mk_test_console_$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
-MEDIA=$(mktemp -d)
-export DATABASE_URL=postgres://$PGUSER@$PGHOST:$PGPORT/$DB
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    psql -d postgres -qc "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" 2>/dev/null || true
-    rm -rf "$MEDIA"
-}
-trap cleanup EXIT
-
-log "starting marketing serve on 127.0.0.1:$PORT (database $DB)"
-LISTEN_ADDR=127.0.0.1:$PORT MEDIA_DIR=$MEDIA RUST_LOG=${RUST_LOG:-warn} \
-    "$MARKETING" serve >"$OUT/server.log" 2>&1 &
-SERVER_PID=$!
-BASE=http://127.0.0.1:$PORT
-for _ in $(seq 1 300); do
-    curl -sf "$BASE/readyz" >/dev/null && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log"; exit 1; }
-    sleep 0.1
-done
-curl -sf "$BASE/readyz" >/dev/null
+serve_for_test console "$OUT/server.log"
 
 KEY_A=$(RUST_LOG=warn "$MARKETING" api-key create --project acme --name marketer | tail -1)
 KEY_B=$(RUST_LOG=warn "$MARKETING" api-key create --project rival --name outsider | tail -1)

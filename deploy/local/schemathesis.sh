@@ -27,7 +27,8 @@ export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postg
 OUT=$CARGO_TARGET_DIR/schemathesis
 mkdir -p "$CACHE_DIR" "$OUT"
 
-log() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=lib/serve-for-test.sh
+. "$ROOT/deploy/local/lib/serve-for-test.sh"
 
 # --- schemathesis, in a private venv -------------------------------------------
 # One venv per version, built under a lock so parallel runs do not collide; a
@@ -50,45 +51,10 @@ fi
 "$ST" --version
 
 # --- the server -----------------------------------------------------------------------
-log "building marketing"
-cargo build --locked -p marketing --bin marketing
-MARKETING=$CARGO_TARGET_DIR/debug/marketing
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-PORT=$(free_port)
-# mk_test_: a run that dies before its cleanup leaves a database that
-# test.sh's leftover sweep removes.
-DB=mk_test_schemathesis_$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
-MEDIA=$(mktemp -d)
-export DATABASE_URL=postgres://$PGUSER@$PGHOST:$PGPORT/$DB
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    psql -d postgres -qc "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" 2>/dev/null || true
-    rm -rf "$MEDIA"
-}
-trap cleanup EXIT
-
-log "starting marketing serve on 127.0.0.1:$PORT (database $DB)"
 # Rate limits off: schemathesis sends requests as fast as it can and is not
 # about limits (tests/api/rate_limits.rs is); a 429 would only cut its runs
 # short. The key it gets has every scope (created without --scope).
-LISTEN_ADDR=127.0.0.1:$PORT MEDIA_DIR=$MEDIA RUST_LOG=${RUST_LOG:-warn} \
-    RATE_LIMIT_PER_SECOND=0 RATE_LIMIT_BURST=0 \
-    "$MARKETING" serve >"$OUT/server.log" 2>&1 &
-SERVER_PID=$!
-BASE=http://127.0.0.1:$PORT
-for _ in $(seq 1 300); do
-    curl -sf "$BASE/readyz" >/dev/null && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log"; exit 1; }
-    sleep 0.1
-done
-curl -sf "$BASE/readyz" >/dev/null
+serve_for_test schemathesis "$OUT/server.log" RATE_LIMIT_PER_SECOND=0 RATE_LIMIT_BURST=0
 
 # --- a seeded project ------------------------------------------------------------------
 KEY=$("$MARKETING" api-key create --project acme --name schemathesis | tail -1)

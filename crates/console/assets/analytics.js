@@ -1,7 +1,7 @@
 // Analytics: a daily chart (Chart.js) of impressions, clicks, conversions,
 // cost and revenue over a chosen range and source, the summary tiles, the
 // same figures as a table, and a form to track a day's metrics.
-import { all, call, get, literal } from './api.js';
+import { all, call, get, amount } from './api.js';
 import {
   h, clear, clearErrors, field, formError, showErrors, heading, flash, money, count, percent, ratio, table,
 } from './ui.js';
@@ -69,19 +69,13 @@ function trackForm(id, onTracked) {
       field('Source', ctl.source, { name: 'source' }),
       metrics.map((m) => field(m[0].toUpperCase() + m.slice(1), ctl[m], { name: `metrics.${m}` }))),
     h('button', { type: 'submit' }, 'Track metrics'));
-  // Errors on `metrics.cost` belong next to the Cost field, not a "metrics" one.
-  for (const m of metrics) el.querySelector(`[data-field="metrics.${m}"]`).dataset.field = m;
   el.addEventListener('submit', async (event) => {
     event.preventDefault();
-    const num = (text) => (/^-?\d+(\.\d+)?$/.test(text.trim()) ? literal(text.trim()) : text);
     const body = { date: ctl.date.value, source: ctl.source.value, metrics: {} };
-    for (const m of metrics) body.metrics[m] = num(ctl[m].value);
+    for (const m of metrics) body.metrics[m] = amount(ctl[m].value) ?? '';
     try {
       await call('POST', `/campaigns/${id}/analytics`, { json: body });
     } catch (error) {
-      // Field paths are `metrics.cost`: place them on the metric's field.
-      if (error.body && error.body.errors) for (const e of error.body.errors) e.field = String(e.field).replace(/^metrics\./, '');
-      if (error.body && error.body.field) error.body.field = String(error.body.field).replace(/^metrics\./, '');
       showErrors(el, error);
       return;
     }

@@ -37,6 +37,12 @@ function authHeaders(extra = {}) {
 // the digits as typed ("10000.00" stays 10000.00: the API keeps the scale).
 const NUMBER = '\u0000number:';
 export function literal(text) { return NUMBER + text; }
+/** Text the user typed as an amount: a JSON number literal if it is one, else the text, for the API to refuse by name; nothing if empty. */
+export function amount(text) {
+  const t = text.trim();
+  if (t === '') return undefined;
+  return /^-?\d+(\.\d+)?$/.test(t) ? literal(t) : text;
+}
 function encode(value) {
   return JSON.stringify(value).replace(/"\\u0000number:([^"]*)"/g, '$1');
 }

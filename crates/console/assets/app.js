@@ -69,7 +69,10 @@ function tabs(id, current) {
     }, label)));
 }
 
-async function route() {
+// On the first load focus stays at the top of the page, so the first Tab
+// reaches the skip link; after that each view change moves focus to the new
+// view's heading.
+async function route({ initial = false } = {}) {
   if (!session.key()) return signInView();
   signedIn(true);
   const [path, query = ''] = location.hash.replace(/^#/, '').split('?');
@@ -94,10 +97,19 @@ async function route() {
     container.append(h('p', { class: 'form-error', role: 'alert' }, error.message || String(error)));
   }
   const title = main.querySelector('h1');
-  if (title) { document.title = `${title.textContent} · Marketing console`; title.focus(); }
+  if (title) {
+    document.title = `${title.textContent} · Marketing console`;
+    if (!initial) title.focus();
+  }
 }
 
 whenUnauthorized(() => { session.signOut(); flash('The API key was refused; sign in again.'); });
 signOutButton.addEventListener('click', signOut);
-window.addEventListener('hashchange', route);
-route();
+// The skip link moves focus into the view. Followed as a link, its `#main`
+// would be read as a route by the hash router and leave the view.
+document.getElementById('skip').addEventListener('click', (event) => {
+  event.preventDefault();
+  main.focus();
+});
+window.addEventListener('hashchange', () => route());
+route({ initial: true });

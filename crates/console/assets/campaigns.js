@@ -1,10 +1,8 @@
 // Campaigns: the list (status filter, search, paging), the detail view with
 // its status changes, and the create and edit forms.
-import { call, get, vocab, literal, ApiError } from './api.js';
-import {
-  h, clear, field, select, formError, showErrors, heading, flash, money, when, table,
-  toLocalInput, fromLocalInput,
-} from './ui.js';
+import { call, get, vocab } from './api.js';
+import { h, clear, field, select, formError, heading, flash, money, when, table } from './ui.js';
+import { campaignForm } from './campaign-form.js';
 
 const PAGE = 20;
 const label = (s) => s.replace(/_/g, ' ');
@@ -77,6 +75,29 @@ function kv(pairs) {
   return h('dl', { class: 'kv' }, pairs.map(([k, val]) => [h('dt', {}, k), h('dd', {}, val)]));
 }
 
+const labels = (items) => (items && items.length ? items.join(', ') : '—');
+
+function audienceSection(audience) {
+  return h('section', { 'aria-labelledby': 'audience-h' },
+    h('h2', { id: 'audience-h' }, 'Target audience'),
+    audience ? kv([
+      ['Age range', audience.age_range ? `${audience.age_range[0]}–${audience.age_range[1]}` : '—'],
+      ['Gender', labels(audience.gender)],
+      ['Locations', labels(audience.locations)],
+      ['Interests', labels(audience.interests)],
+    ]) : h('p', { class: 'empty' }, 'No target audience.'));
+}
+
+function goalsSection(goals) {
+  return h('section', { 'aria-labelledby': 'goals-h' },
+    h('h2', { id: 'goals-h' }, 'Goals'),
+    goals ? [
+      kv([['Primary goal', goals.primary || '—'], ['Secondary goals', labels(goals.secondary)]]),
+      table('Goal KPIs', ['Metric', 'Target', 'Current'],
+        (goals.kpis || []).map((k) => [k.metric, String(k.target), String(k.current)]), { empty: 'No goal KPIs.' }),
+    ] : h('p', { class: 'empty' }, 'No goals.'));
+}
+
 export async function detail(root, id) {
   const [{ data: c, etag }, v] = await Promise.all([get(`/campaigns/${id}`), vocab()]);
   const currency = currencyOf(c);
@@ -103,7 +124,6 @@ export async function detail(root, id) {
     flash('Campaign deleted.');
     location.hash = '#/campaigns';
   };
-  const goals = c.goals || {};
   clear(root,
     h('div', { class: 'title-row' }, heading(c.name), h('span', { class: `badge status-${c.status}` }, c.status)),
     h('p', {}, c.description || ''),
@@ -130,103 +150,27 @@ export async function detail(root, id) {
     h('section', { 'aria-labelledby': 'kpis-h' },
       h('h2', { id: 'kpis-h' }, 'KPIs'),
       table('KPIs', ['Name', 'Target', 'Current', 'Unit'],
-        c.kpis.map((k) => [k.name, String(k.target), String(k.current), k.unit || '—']), { empty: 'No KPIs.' }),
-      goals.primary ? h('p', {}, `Primary goal: ${goals.primary}`) : null),
+        c.kpis.map((k) => [k.name, String(k.target), String(k.current), k.unit || '—']), { empty: 'No KPIs.' })),
+    audienceSection(c.target_audience),
+    goalsSection(c.goals),
     h('div', { class: 'actions' },
       h('a', { class: 'button', href: `#/campaigns/${id}/edit` }, 'Edit campaign'),
       h('button', { type: 'button', class: 'danger', onclick: remove }, 'Delete campaign')));
 }
 
-const JSON_FIELDS = [
-  ['channels', 'Channels (JSON list)', '[{"name": "Facebook Ads", "type": "social_media", "platform": "facebook", "budget_allocation": 5000}]', []],
-  ['kpis', 'KPIs (JSON list)', '[{"name": "Conversions", "target": 1000, "current": 0, "unit": "count"}]', []],
-  ['target_audience', 'Target audience (JSON)', '{"age_range": [25, 45], "locations": ["US"]}', null],
-  ['goals', 'Goals (JSON)', '{"primary": "Increase sales by 30%"}', null],
-];
-
-/** The form's controls, filled from `c` (a campaign, or {} for a new one). */
-function controls(v, c, isNew) {
-  const ctl = {
-    name: h('input', { type: 'text', value: c.name || '' }),
-    description: h('textarea', { rows: 3 }),
-    type: select(v.campaign_types, { value: c.type || 'other' }),
-    start_date: h('input', { type: 'datetime-local', value: toLocalInput(c.start_date) }),
-    end_date: h('input', { type: 'datetime-local', value: toLocalInput(c.end_date) }),
-    total_budget: h('input', { type: 'text', inputmode: 'decimal', value: c.total_budget ?? '' }),
-  };
-  ctl.description.value = c.description || '';
-  if (isNew) ctl.status = select(v.initial_campaign_statuses, { value: 'draft' });
-  for (const [name, , placeholder, empty] of JSON_FIELDS) {
-    ctl[name] = h('textarea', { rows: 3, placeholder, class: 'code' });
-    const current = c[name];
-    const isEmpty = current === undefined || current === null || (Array.isArray(current) && !current.length);
-    ctl[name].value = isEmpty ? '' : JSON.stringify(current, null, 1);
-    ctl[name].dataset.empty = JSON.stringify(empty);
-  }
-  return ctl;
-}
-
-/** The body the controls describe; a JSON textarea that does not parse is reported on its field. */
-function bodyOf(ctl) {
-  const body = {
-    name: ctl.name.value,
-    description: ctl.description.value || null,
-    type: ctl.type.value,
-    start_date: fromLocalInput(ctl.start_date.value),
-    end_date: fromLocalInput(ctl.end_date.value),
-  };
-  const budget = ctl.total_budget.value.trim();
-  // A number goes out as typed; anything else as text, for the API to name.
-  body.total_budget = budget === '' ? null : (/^-?\d+(\.\d+)?$/.test(budget) ? literal(budget) : budget);
-  if (ctl.status) body.status = ctl.status.value;
-  const errors = [];
-  for (const [name] of JSON_FIELDS) {
-    const text = ctl[name].value.trim();
-    if (!text) { body[name] = JSON.parse(ctl[name].dataset.empty); continue; }
-    try { body[name] = JSON.parse(text); } catch { errors.push({ field: name, message: `${name} is not valid JSON.` }); }
-  }
-  if (errors.length) throw new ApiError(400, { message: errors[0].message, errors });
-  return body;
-}
-
-function form(v, c, isNew, onSubmit) {
-  const ctl = controls(v, c, isNew);
-  const fields = [
-    field('Name', ctl.name, { name: 'name' }),
-    field('Description', ctl.description, { name: 'description' }),
-    field('Type', ctl.type, { name: 'type' }),
-    isNew ? field('Initial status', ctl.status, { name: 'status' }) : null,
-    field('Start date (UTC)', ctl.start_date, { name: 'start_date' }),
-    field('End date (UTC)', ctl.end_date, { name: 'end_date' }),
-    field('Total budget', ctl.total_budget, { name: 'total_budget' }),
-    JSON_FIELDS.map(([name, text]) => field(text, ctl[name], { name })),
-  ];
-  const el = h('form', { novalidate: true, class: 'card' }, formError(), fields,
-    h('button', { type: 'submit' }, isNew ? 'Create campaign' : 'Save changes'));
-  el.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    try {
-      await onSubmit(bodyOf(ctl), el);
-    } catch (error) {
-      showErrors(el, error);
-    }
-  });
-  return el;
-}
-
 export async function create(root) {
   const v = await vocab();
-  clear(root, heading('New campaign'), form(v, {}, true, async (body) => {
+  const { element } = campaignForm(v, {}, true, async (body) => {
     const { data } = await call('POST', '/campaigns', { json: body });
     flash(`Campaign “${data.name}” created.`);
     location.hash = `#/campaigns/${data.id}`;
-  }));
+  });
+  clear(root, heading('New campaign'), element);
 }
 
 export async function edit(root, id) {
   const [{ data: c, etag }, v] = await Promise.all([get(`/campaigns/${id}`), vocab()]);
-  const original = bodyOf(controls(v, c, false));
-  const el = form(v, c, false, async (body, formEl) => {
+  const form = campaignForm(v, c, false, async (body, formEl) => {
     // Only what the user changed is sent, with the version the form was
     // loaded at: a stale form is a conflict (412), never an overwrite.
     const changes = Object.fromEntries(Object.entries(body)
@@ -245,5 +189,7 @@ export async function edit(root, id) {
     flash('Changes saved.');
     location.hash = `#/campaigns/${id}`;
   });
-  clear(root, heading(`Edit ${c.name}`), el);
+  // The body of the campaign as loaded, to tell what the user changed.
+  const original = form.value();
+  clear(root, heading(`Edit ${c.name}`), form.element);
 }

@@ -28,8 +28,13 @@ export function clear(el, ...children) { el.replaceChildren(); append(el, childr
 let ids = 0;
 export const uid = (prefix) => `${prefix}-${++ids}`;
 
-/** A labelled control in a wrapper that can show the API's message for `field`. */
-export function field(label, control, { name, hint } = {}) {
+/**
+ * A labelled control in a wrapper that can show the API's message for `name`,
+ * the API's path of what the control edits (`channels[1].budget_allocation`).
+ * `context` is read out before the label but not shown (`Channel 2` + `Name`),
+ * for controls whose visible label is only unique within their row.
+ */
+export function field(label, control, { name, hint, context } = {}) {
   const id = control.id || uid('f');
   control.id = id;
   if (name) control.name = name;
@@ -37,9 +42,19 @@ export function field(label, control, { name, hint } = {}) {
   const describedBy = [hint ? `${id}-hint` : null, error.id].filter(Boolean).join(' ');
   control.setAttribute('aria-describedby', describedBy);
   return h('div', { class: 'field', 'data-field': name || '' },
-    h('label', { for: id }, label),
+    h('label', { for: id }, context ? h('span', { class: 'visually-hidden' }, `${context} `) : null, label),
     hint ? h('p', { class: 'hint', id: `${id}-hint` }, hint) : null,
     control, error);
+}
+
+/**
+ * A group of fields (a fieldset) that can itself show the API's message for
+ * `name` (`channels`: the allocations exceed the budget), next to its legend.
+ */
+export function group(legend, name, ...children) {
+  const error = h('p', { class: 'field-error', id: `${uid('g')}-error`, hidden: true });
+  return h('fieldset', { class: 'field group', 'data-field': name, 'aria-describedby': error.id },
+    h('legend', {}, legend), error, children);
 }
 
 export function select(options, { value, all } = {}) {
@@ -61,8 +76,21 @@ export function clearErrors(form) {
   if (summary) { summary.hidden = true; summary.textContent = ''; }
 }
 
-/** The top-level name of an API field path: `channels[0].budget_allocation` → `channels`. */
-const topField = (path) => String(path || '').split(/[.[]/)[0];
+/** `channels[1].budget_allocation` → `channels[1]` → `channels` → `''`. */
+const parentPath = (path) => path.replace(/(\[\d+\]|\.[^.[\]]+|^[^.[\]]+)$/, '');
+
+/**
+ * The wrapper of the control that edits `path`, or of the nearest enclosing
+ * part that has one: a message about `channels[1].budget_allocation` goes on
+ * that input, one about `channels` on the Channels group.
+ */
+function wrapperOf(form, path) {
+  for (let p = String(path || ''); p; p = parentPath(p)) {
+    const wrapper = form.querySelector(`.field[data-field="${CSS.escape(p)}"]`);
+    if (wrapper) return wrapper;
+  }
+  return null;
+}
 
 /**
  * Shows an API error on a form: each field's message next to its control
@@ -75,14 +103,15 @@ export function showErrors(form, error) {
   const unplaced = [];
   let first;
   for (const e of list) {
-    const wrapper = form.querySelector(`.field[data-field="${CSS.escape(topField(e.field))}"]`);
+    const wrapper = wrapperOf(form, e.field);
     if (!wrapper) { unplaced.push(e.message); continue; }
-    const p = wrapper.querySelector('.field-error');
+    const p = wrapper.querySelector(':scope > .field-error');
     p.textContent = p.textContent ? `${p.textContent} ${e.message}` : e.message;
     p.hidden = false;
-    const control = wrapper.querySelector('input, select, textarea');
+    // A group is marked as a whole; its message is tied to it by aria-describedby.
+    const control = wrapper.matches('fieldset') ? wrapper : wrapper.querySelector(':scope > input, :scope > select, :scope > textarea');
     control.setAttribute('aria-invalid', 'true');
-    first = first || control;
+    first = first || (control.matches('fieldset') ? control.querySelector('input, select, textarea, button') : control);
   }
   const summary = form.querySelector('.form-error');
   const text = list.length ? (unplaced.length ? unplaced.join(' ') : 'Please correct the fields marked below.') : error.message;

@@ -54,6 +54,16 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../assets/app.js"),
     ),
     (
+        "rows.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/rows.js"),
+    ),
+    (
+        "campaign-form.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/campaign-form.js"),
+    ),
+    (
         "campaigns.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../assets/campaigns.js"),
@@ -225,6 +235,22 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(headers[header::CONTENT_TYPE], "application/json");
         assert!(String::from_utf8(body).unwrap().contains("not_found"));
+    }
+
+    /// A module imported but not listed in `ASSETS` would be a 404 in the
+    /// browser and a console that never starts.
+    #[test]
+    fn every_imported_module_is_served() {
+        for (name, _, bytes) in ASSETS.iter().filter(|(name, _, _)| name.ends_with(".js")) {
+            let source = std::str::from_utf8(bytes).unwrap();
+            for import in source.split(" from './").skip(1) {
+                let module = &import[..import.find('\'').unwrap()];
+                assert!(
+                    ASSETS.iter().any(|(asset, _, _)| *asset == module),
+                    "{name} imports {module}, which is not served"
+                );
+            }
+        }
     }
 
     #[test]

@@ -67,11 +67,47 @@ async function step(name, fn) {
   steps.push(name);
   console.log(`ok   ${name} (${Date.now() - started} ms)`);
 }
-const shot = (name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+const shot = (name, { fullPage = true } = {}) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage });
 const heading = (name) => page.getByRole('heading', { level: 1, name }).waitFor();
 /** The message shown next to the field labelled `label`. */
 const fieldError = (label) => page.locator('.field')
   .filter({ has: page.locator('label').getByText(label, { exact: true }) }).locator('.field-error');
+/** The element holding the message the API gave for `control` (a field or a group): the one its aria-describedby names. */
+async function errorOf(control) {
+  const ids = (await control.getAttribute('aria-describedby') || '').split(' ');
+  const id = ids.find((i) => i.endsWith('-error'));
+  assert.ok(id, 'the control is described by an error message element');
+  return page.locator(`[id="${id}"]`);
+}
+const isFocused = (locator) => locator.evaluate((el) => el === document.activeElement);
+/** Whether the focused element shows a focus indicator (an outline). */
+const focusShown = () => page.evaluate(() => {
+  const style = getComputedStyle(document.activeElement);
+  return style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2;
+});
+const focusStyle = () => page.evaluate(() => {
+  const el = document.activeElement;
+  const style = getComputedStyle(el);
+  return `${style.outlineStyle} ${style.outlineWidth} :focus=${el.matches(':focus')} :focus-visible=${el.matches(':focus-visible')}`;
+});
+/**
+ * Presses Tab until `target` has the focus, at most `max` times; every element
+ * passed on the way must show its focus. Records them in `window.tabbed`.
+ */
+async function tabTo(target, max = 40) {
+  await page.evaluate(() => { window.tabbed = window.tabbed || new Set(); });
+  for (let i = 0; i < max; i++) {
+    await page.keyboard.press('Tab');
+    const stop = await page.evaluate(() => {
+      window.tabbed.add(document.activeElement);
+      const el = document.activeElement;
+      return `${el.tagName.toLowerCase()}#${el.id} ${el.getAttribute('aria-label') || el.labels?.[0]?.textContent || el.textContent}`;
+    });
+    assert.equal(await focusShown(), true, `no visible focus on ${stop}: ${await focusStyle()}`);
+    if (await isFocused(target)) return;
+  }
+  throw new Error(`Tab did not reach the target in ${max} presses`);
+}
 const apiResponse = (method, pattern) => page.waitForResponse((r) => r.request().method() === method && pattern.test(r.url()));
 
 async function main() {
@@ -121,31 +157,136 @@ async function main() {
       assert.deepEqual(stored, { session: [KEY_A], local: 0, cookie: '' });
     });
 
-    await step('create a campaign: the API\'s validation messages next to the fields, then success', async () => {
-      await page.getByRole('link', { name: 'New campaign' }).click();
+    await step('keyboard: the skip link comes first, is shown, and leads into the view', async () => {
+      // A fresh load leaves the focus at the top of the page.
+      await page.goto(`${BASE}/console#/campaigns/new`);
+      await page.reload();
       await heading('New campaign');
-      await page.getByLabel('Name', { exact: true }).fill('Summer Sale');
-      await page.getByLabel('Type').selectOption('sales');
-      await page.getByLabel('Start date (UTC)').fill('2024-06-01T00:00');
-      await page.getByLabel('End date (UTC)').fill('2024-05-01T00:00');
+      const skip = page.getByRole('link', { name: 'Skip to main content' });
+      await page.keyboard.press('Tab');
+      assert.equal(await isFocused(skip), true, 'the first Tab reaches the skip link');
+      const box = await skip.boundingBox();
+      assert.ok(box && box.x >= 0 && box.y >= 0 && box.width > 0, `the focused skip link is on screen: ${JSON.stringify(box)}`);
+      assert.equal(await focusShown(), true, 'the skip link shows its focus');
+      await shot('keyboard-skip-link', { fullPage: false });
+      await page.keyboard.press('Enter');
+      assert.equal(await page.evaluate(() => document.activeElement.id), 'main');
+      assert.equal(await page.evaluate(() => location.hash), '#/campaigns/new', 'the skip link does not leave the view');
+      await page.keyboard.press('Tab');
+      assert.equal(await isFocused(page.getByLabel('Name', { exact: true })), true, 'the next Tab is the form\'s first field');
+    });
+
+    await step('create a campaign with channels and KPIs in the form, partly by keyboard: the API\'s messages next to their fields, then success', async () => {
+      // By keyboard only, from the Name field the previous step focused.
+      await page.keyboard.type('Summer Sale');
+      await page.keyboard.press('Tab');
+      await page.keyboard.type('Promotional campaign for summer products');
+      await page.keyboard.press('Tab');
+      assert.equal(await isFocused(page.getByLabel('Type', { exact: true })), true);
+      await page.keyboard.press('s'); // a select's type-ahead: the first type with an s
+      assert.equal(await page.getByLabel('Type', { exact: true }).inputValue(), 'sales');
+      await tabTo(page.getByRole('button', { name: 'Add channel', exact: true }));
+      await page.keyboard.press('Enter');
+      // The new row's first field has the focus.
+      assert.equal(await isFocused(page.getByLabel('Channel 1 Name', { exact: true })), true);
+      await page.keyboard.type('Facebook Ads');
+      await page.keyboard.press('Tab');
+      assert.equal(await isFocused(page.getByLabel('Channel 1 Type', { exact: true })), true);
+      await page.keyboard.type('social_media');
+      await page.keyboard.press('Tab');
+      await page.keyboard.type('facebook');
+      await page.keyboard.press('Tab');
+      assert.equal(await isFocused(page.getByLabel('Channel 1 Budget allocation', { exact: true })), true);
+      await page.keyboard.type('5000.00');
+
+      // The rest with the mouse and fill.
+      await page.getByLabel('Start date (UTC)', { exact: true }).fill('2024-06-01T00:00');
+      await page.getByLabel('End date (UTC)', { exact: true }).fill('2024-05-01T00:00');
       await page.getByLabel('Total budget').fill('1000.00');
-      await page.getByLabel('Channels (JSON list)').fill('[{"name": "Facebook Ads", "type": "social_media", "platform": "facebook", "budget_allocation": 5000}]');
+      await page.getByLabel('Channel 1 Start date (UTC)', { exact: true }).fill('2024-06-01T00:00');
+      const addChannel = page.getByRole('button', { name: 'Add channel', exact: true });
+      await addChannel.click();
+      await page.getByLabel('Channel 2 Name', { exact: true }).fill('Newsletter');
+      await page.getByLabel('Channel 2 Type', { exact: true }).fill('email');
+      await addChannel.click();
+      await page.getByLabel('Channel 3 Name', { exact: true }).fill('Google Search');
+      await page.getByLabel('Channel 3 Type', { exact: true }).fill('search');
+      await page.getByLabel('Channel 3 Platform', { exact: true }).fill('google');
+      await page.getByLabel('Channel 3 Budget allocation', { exact: true }).fill('-50');
+      // Removing a row renumbers the rows after it, with what was typed in them.
+      await page.getByRole('button', { name: 'Remove channel 2', exact: true }).click();
+      assert.equal(await page.getByLabel('Channel 2 Name', { exact: true }).inputValue(), 'Google Search');
+      assert.equal(await page.getByLabel('Channel 3 Name', { exact: true }).count(), 0);
+      assert.equal(await isFocused(page.getByLabel('Channel 2 Name', { exact: true })), true, 'focus moves to the row that took its place');
+      await page.getByRole('button', { name: 'Add KPI', exact: true }).click();
+      await page.getByLabel('KPI 1 Name', { exact: true }).fill('Conversions');
+      await page.getByLabel('KPI 1 Target', { exact: true }).fill('1000');
+      await page.getByLabel('KPI 1 Unit', { exact: true }).fill('count');
+      await page.getByLabel('Minimum age').fill('45');
+      await page.getByLabel('Maximum age').fill('25');
+      await page.getByRole('button', { name: 'Add location', exact: true }).click();
+      await page.getByLabel('Location 1', { exact: true }).fill('US');
+      await page.getByRole('button', { name: 'Add location', exact: true }).click();
+      await page.getByLabel('Location 2', { exact: true }).fill('CA');
+      await page.getByRole('button', { name: 'Add interest', exact: true }).click();
+      await page.getByLabel('Interest 1', { exact: true }).fill('shopping');
+      await page.getByLabel('Primary goal').fill('Increase sales by 30%');
+      await page.getByRole('button', { name: 'Add goal KPI', exact: true }).click();
+      await page.getByLabel('Goal KPI 1 Metric', { exact: true }).fill('conversions');
+      await page.getByLabel('Goal KPI 1 Target', { exact: true }).fill('1000');
+
+      // Every control of the form is reachable by Tab and shows its focus.
+      await page.locator('#main').focus();
+      await tabTo(page.getByRole('button', { name: 'Create campaign' }), 200);
+      const missed = await page.evaluate(() => [...document.querySelectorAll('main form :is(input, select, textarea, button)')]
+        .filter((el) => !window.tabbed.has(el)).map((el) => el.id || el.textContent));
+      assert.deepEqual(missed, [], 'controls Tab never reached');
+
       const refused = apiResponse('POST', /\/campaigns$/);
-      await page.getByRole('button', { name: 'Create campaign' }).click();
+      await page.keyboard.press('Enter'); // on Create campaign
       assert.equal((await refused).status(), 400);
-      await fieldError('End date (UTC)').filter({ hasText: 'end_date' }).waitFor();
-      await fieldError('Channels (JSON list)').filter({ hasText: 'exceed total_budget' }).waitFor();
-      assert.equal(await page.getByLabel('Channels (JSON list)').getAttribute('aria-invalid'), 'true');
-      assert.equal(await fieldError('Name').isHidden(), true);
+      // Each message next to what it names: a field, a row's field, a group.
+      await (await errorOf(page.getByLabel('End date (UTC)', { exact: true }))).filter({ hasText: 'end_date must be after start_date' }).waitFor();
+      const allocation = page.getByLabel('Channel 2 Budget allocation', { exact: true });
+      await (await errorOf(allocation)).filter({ hasText: 'channels[1].budget_allocation must not be negative' }).waitFor();
+      assert.equal(await allocation.getAttribute('aria-invalid'), 'true');
+      const channels = page.getByRole('group', { name: 'Channels', exact: true });
+      await (await errorOf(channels)).filter({ hasText: 'exceed total_budget' }).waitFor();
+      await (await errorOf(page.getByRole('group', { name: 'Age range', exact: true }))).filter({ hasText: 'min <= max' }).waitFor();
+      assert.equal(await (await errorOf(page.getByLabel('Channel 1 Budget allocation', { exact: true }))).isHidden(), true);
+      assert.equal(await (await errorOf(page.getByLabel('Name', { exact: true }))).isHidden(), true);
       await shot('campaign-form-errors');
-      await page.getByLabel('End date (UTC)').fill('2024-08-31T23:59');
+
+      await page.getByLabel('End date (UTC)', { exact: true }).fill('2024-08-31T23:59');
       await page.getByLabel('Total budget').fill('10000.00');
+      await allocation.fill('3000.00');
+      await page.getByLabel('Minimum age').fill('25');
+      await page.getByLabel('Maximum age').fill('45');
       const created = apiResponse('POST', /\/campaigns$/);
       await page.getByRole('button', { name: 'Create campaign' }).click();
-      const body = await (await created).json();
-      campaignId = body.id;
+      const response = await created;
+      assert.equal(response.status(), 201);
+      // The body the form sent: amounts as the JSON numbers typed, blank optional fields left out.
+      const sent = response.request().postData();
+      assert.match(sent, /"budget_allocation":5000\.00/);
+      const body = JSON.parse(sent);
+      assert.deepEqual(body.channels, [
+        { name: 'Facebook Ads', type: 'social_media', platform: 'facebook', budget_allocation: 5000, start_date: '2024-06-01T00:00:00Z' },
+        { name: 'Google Search', type: 'search', platform: 'google', budget_allocation: 3000 },
+      ]);
+      assert.deepEqual(body.kpis, [{ name: 'Conversions', target: 1000, unit: 'count' }]);
+      assert.deepEqual(body.target_audience, { age_range: [25, 45], gender: [], locations: ['US', 'CA'], interests: ['shopping'] });
+      assert.deepEqual(body.goals, { primary: 'Increase sales by 30%', secondary: [], kpis: [{ metric: 'conversions', target: 1000 }] });
+      campaignId = (await response.json()).id;
       await heading('Summer Sale');
-      await page.getByRole('table', { name: 'Channels' }).getByRole('cell', { name: 'Facebook Ads' }).waitFor();
+      const channelRows = page.getByRole('table', { name: 'Channels' });
+      await channelRows.getByRole('row').filter({ hasText: 'Facebook Ads' }).filter({ hasText: '5,000.00' }).waitFor();
+      await channelRows.getByRole('row').filter({ hasText: 'Google Search' }).filter({ hasText: 'google' }).waitFor();
+      await page.getByRole('table', { name: 'KPIs' }).getByRole('row').filter({ hasText: 'Conversions' }).filter({ hasText: 'count' }).waitFor();
+      await page.getByRole('table', { name: 'Goal KPIs' }).getByRole('cell', { name: 'conversions' }).waitFor();
+      await page.getByRole('definition').filter({ hasText: 'US, CA' }).waitFor();
+      await page.getByRole('definition').filter({ hasText: '25–45' }).waitFor();
+      await page.getByRole('definition').filter({ hasText: 'Increase sales by 30%' }).waitFor();
       await page.getByText('10,000.00').first().waitFor();
     });
 
@@ -168,6 +309,10 @@ async function main() {
     await step('a stale edit shows a conflict instead of overwriting (If-Match)', async () => {
       await page.getByRole('link', { name: 'Edit campaign' }).click();
       await heading('Edit Summer Sale');
+      // The form shows the campaign's lists as rows.
+      assert.equal(await page.getByLabel('Channel 2 Name', { exact: true }).inputValue(), 'Google Search');
+      assert.equal(await page.getByLabel('KPI 1 Target', { exact: true }).inputValue(), '1000');
+      assert.equal(await page.getByLabel('Location 2', { exact: true }).inputValue(), 'CA');
       // Someone else changes the campaign after the form was loaded.
       const other = await api('PUT', `/campaigns/${campaignId}`, { json: { description: 'Changed elsewhere' } });
       assert.equal(other.status, 200);
@@ -181,8 +326,17 @@ async function main() {
       await page.getByRole('button', { name: 'Reload the current version' }).click();
       await page.waitForFunction(() => document.querySelector('textarea[name=description]').value === 'Changed elsewhere');
       await page.getByLabel('Total budget').fill('12000.00');
+      await page.getByRole('button', { name: 'Add secondary goal', exact: true }).click();
+      await page.keyboard.type('Brand awareness'); // the new row's field has the focus
+      const saved = apiResponse('PUT', /\/campaigns\/[^/]+$/);
       await page.getByRole('button', { name: 'Save changes' }).click();
+      // Only what changed is sent: the budget and the goals, not the other lists.
+      const sent = (await saved).request().postData();
+      assert.match(sent, /"total_budget":12000\.00/);
+      assert.deepEqual(Object.keys(JSON.parse(sent)).sort(), ['goals', 'total_budget']);
+      assert.deepEqual(JSON.parse(sent).goals.secondary, ['Brand awareness']);
       await heading('Summer Sale');
+      await page.getByRole('definition').filter({ hasText: 'Brand awareness' }).waitFor();
       await page.getByText('12,000.00').first().waitFor();
     });
 
