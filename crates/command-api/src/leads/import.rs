@@ -240,18 +240,6 @@ pub async fn import(
     Ok(respond(report, ending, limits))
 }
 
-/// A `Content-Length` beyond the file limit is refused before reading.
-fn refuse_declared_too_large(headers: &HeaderMap, limits: ImportLimits) -> Result<(), ApiError> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limits.max_bytes.saturating_add(MULTIPART_OVERHEAD)) {
-        return Err(too_large_file(limits));
-    }
-    Ok(())
-}
-
 /// What an import writes: lead creations, on lead streams of one campaign.
 fn imported(campaign_id: Uuid) -> [Appended<'static>; 1] {
     [Appended {
@@ -326,6 +314,13 @@ pub(crate) enum Column {
 /// other column is a custom field under its (trimmed) header. A header that
 /// is not UTF-8 text, or has no `email` column, means the file is not a lead
 /// CSV: 400, before anything is imported.
+/// The header row of a lead CSV, mapped to its columns.
+pub(crate) fn lead_header(csv: &mut CsvSource) -> Result<Vec<Column>, ApiError> {
+    map_header(
+        csv.header("the file is not a lead CSV: it is empty; expected a header row with an `email` column")?,
+    )
+}
+
 fn map_header(header: &csv::ByteRecord) -> Result<Vec<Column>, ApiError> {
     let not_csv = |why: &str| ApiError::bad_request("file", format!("the file is not a lead CSV: {why}"));
     if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
@@ -422,9 +417,7 @@ fn parse(
     context: &ImportContext,
 ) -> Result<ParseOutcome, ApiError> {
     let mut csv = CsvSource::new(chunks);
-    let columns = map_header(
-        csv.header("the file is not a lead CSV: it is empty; expected a header row with an `email` column")?,
-    )?;
+    let columns = lead_header(&mut csv)?;
     let mut outcome = ParseOutcome {
         report: ImportReport::default(),
         row_limit_reached: false,

@@ -4,8 +4,8 @@
 //! ([`super::import_worker`]) imports it. Without the preference the import is
 //! the synchronous one ([`super::import`]).
 
-use crate::kernel::Writer;
 use crate::csv_upload::{too_large_file, ImportLimits};
+use crate::kernel::Writer;
 use axum::extract::multipart::Field;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderName, StatusCode};

@@ -17,9 +17,9 @@
 //! One writer per job, not the synchronous import's two: `last_line` is a
 //! prefix of the file only if chunks commit in file order.
 
-use crate::kernel::load_root;
 use crate::csv_upload::{too_large_rows, Chunk, CsvSource};
-use crate::leads::import::{prepare, valid_row, ImportContext, PreparedLead};
+use crate::kernel::load_root;
+use crate::leads::import::{lead_header, prepare, valid_row, ImportContext, PreparedLead};
 use crate::CommandState;
 use anyhow::Context as _;
 use domain::campaign::CampaignState;
@@ -383,7 +383,7 @@ fn parse_job(
     chunk_rows: usize,
 ) -> Result<ParseEnd, ApiError> {
     let mut csv = CsvSource::new(chunks);
-    let columns = csv.header()?;
+    let columns = lead_header(&mut csv)?;
     let mut header = text_fields(&csv.record);
     if let Some(first) = header.first_mut() {
         *first = first.trim_start_matches('\u{feff}').to_owned();
