@@ -1,8 +1,28 @@
 //! Tenant reads: one project's events in log order, for the event feed.
 
+use crate::horizon::PRECISE_SQL;
 use crate::postgres::decode_row;
 use crate::{LogPosition, RecordedEvent, StoreError, Upcaster};
 use deadpool_postgres::Pool;
+use std::sync::LazyLock;
+
+/// The statement of [`read_project`], with the precise commit horizon inline
+/// (crate::horizon): a request reads once, so it pays for the exact value
+/// instead of sharing a cached one.
+static PROJECT_EVENTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version,
+                    data, metadata, recorded_at
+             FROM events
+             WHERE metadata->>'project' = $1
+               AND (tx_id, position) > ($2, $3)
+               AND tx_id < GREATEST(pg_snapshot_xmin(pg_current_snapshot())::text::bigint, ({horizon}))
+               AND ($4::text IS NULL OR data->>'campaign_id' = $4 OR metadata->>'campaign_id' = $4)
+             ORDER BY tx_id, position
+             LIMIT $5",
+        horizon = PRECISE_SQL
+    )
+});
 
 /// Up to `limit` events of `project` (the `project` of their metadata)
 /// strictly after `after` in log order, upcast like every other read;
@@ -19,19 +39,7 @@ pub async fn read_project(
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version,
-                    data, metadata, recorded_at
-             FROM events
-             WHERE metadata->>'project' = $1
-               AND (tx_id, position) > ($2, $3)
-               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-               AND ($4::text IS NULL OR data->>'campaign_id' = $4 OR metadata->>'campaign_id' = $4)
-             ORDER BY tx_id, position
-             LIMIT $5",
-        )
-        .await?;
+    let statement = client.prepare_cached(&PROJECT_EVENTS_SQL).await?;
     let rows = client
         .query(
             &statement,

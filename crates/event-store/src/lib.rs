@@ -21,6 +21,7 @@ pub mod chain;
 mod feed;
 pub mod follower;
 mod history;
+pub mod horizon;
 #[cfg(feature = "kurrentdb")]
 mod kurrent;
 pub mod leases;

@@ -1,5 +1,6 @@
 //! The Postgres event log.
 
+use crate::horizon::Horizon;
 use crate::{
     upcast, AppendError, AppendOutcome, EventStore, ExpectedVersion, LogPosition, RecordedEvent, StoreError,
     StreamAppend, Upcaster, Wakeups,
@@ -78,6 +79,8 @@ pub struct PgEventStore {
     upcasters: &'static [Upcaster],
     wakeups: Wakeups,
     notifier: Arc<Notifier>,
+    /// The precise commit horizon its readers share (crate::horizon).
+    horizon: Arc<Horizon>,
 }
 
 /// Wakes readers in other processes after commits: one `NOTIFY` on its own
@@ -129,7 +132,16 @@ impl PgEventStore {
                 signal: tokio::sync::Notify::new(),
                 started: std::sync::Once::new(),
             }),
+            horizon: Arc::new(Horizon::new()),
         }
+    }
+
+    /// The log's commit horizon now, computed precisely (crate::horizon):
+    /// every transaction of this database with a lower id has finished, so
+    /// every event below it is readable and no more can appear there.
+    pub async fn commit_horizon(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await?;
+        self.horizon.refresh(&client).await
     }
 
     pub fn pool(&self) -> &Pool {
@@ -546,13 +558,15 @@ impl EventStore for PgEventStore {
     /// later find position 10 committed, and would skip it forever.
     ///
     /// Instead each row records its inserting transaction id, and a reader takes
-    /// only rows whose transaction is older than the oldest transaction still
-    /// running (`pg_snapshot_xmin` of the statement's own snapshot): every such
+    /// only rows whose transaction is older than the oldest transaction of this
+    /// database still running (the greater of the statement's own snapshot's
+    /// `xmin` and the store's cached precise horizon, crate::horizon): every such
     /// transaction has finished, so the set of rows below that horizon can no
     /// longer grow. Ordering by `(tx_id, position)` and resuming strictly after the
     /// last pair seen therefore never skips and never repeats an event, and no
-    /// writer waits for any lock. The price is latency: a long transaction holds
-    /// the horizon back (it delays readers; it cannot make them miss anything).
+    /// writer waits for any lock. The price is latency: a long transaction in this
+    /// database holds the horizon back (it delays readers; it cannot make them
+    /// miss anything).
     async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
@@ -561,14 +575,15 @@ impl EventStore for PgEventStore {
                         data, metadata, recorded_at
                  FROM events
                  WHERE (tx_id, position) > ($1, $2)
-                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                   AND tx_id < GREATEST(pg_snapshot_xmin(pg_current_snapshot())::text::bigint, $4)
                  ORDER BY tx_id, position
                  LIMIT $3",
             )
             .await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let floor = self.horizon.floor(&client).await?;
         let rows = client
-            .query(&statement, &[&after.tx_id, &after.position, &limit])
+            .query(&statement, &[&after.tx_id, &after.position, &limit, &floor])
             .await?;
         Ok(rows.iter().map(|row| self.decode(row)).collect())
     }
@@ -591,15 +606,19 @@ impl EventStore for PgEventStore {
                         recorded_at
                  FROM events
                  WHERE (tx_id, position) > ($1, $2)
-                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                   AND tx_id < GREATEST(pg_snapshot_xmin(pg_current_snapshot())::text::bigint, $5)
                  ORDER BY tx_id, position
                  LIMIT $3",
             )
             .await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let patterns: Vec<String> = stream_prefixes.iter().map(|p| like_prefix(p)).collect();
+        let floor = self.horizon.floor(&client).await?;
         let rows = client
-            .query(&statement, &[&after.tx_id, &after.position, &limit, &patterns])
+            .query(
+                &statement,
+                &[&after.tx_id, &after.position, &limit, &patterns, &floor],
+            )
             .await?;
         Ok(rows.iter().map(|row| self.decode(row)).collect())
     }
@@ -609,14 +628,18 @@ impl EventStore for PgEventStore {
         let statement = client
             .prepare_cached(
                 "SELECT tx_id, position FROM events
-                 WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                 WHERE tx_id < GREATEST(pg_snapshot_xmin(pg_current_snapshot())::text::bigint, $1)
                  ORDER BY tx_id DESC, position DESC LIMIT 1",
             )
             .await?;
-        Ok(client.query_opt(&statement, &[]).await?.map(|row| LogPosition {
-            tx_id: row.get(0),
-            position: row.get(1),
-        }))
+        let floor = self.horizon.floor(&client).await?;
+        Ok(client
+            .query_opt(&statement, &[&floor])
+            .await?
+            .map(|row| LogPosition {
+                tx_id: row.get(0),
+                position: row.get(1),
+            }))
     }
 
     fn wakeups(&self) -> Wakeups {

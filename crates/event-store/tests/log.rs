@@ -354,7 +354,7 @@ async fn read_all_matching_returns_every_position_but_only_matching_bodies() {
         .append("lead_x-1", ExpectedVersion::NoStream, vec![event(3)])
         .await
         .unwrap();
-    // A transaction open elsewhere in the cluster holds back the readable
+    // A transaction open elsewhere in this database holds back the readable
     // horizon: wait until all three are readable, then compare the reads.
     let all = read_everything(&store, 3).await;
     let matching = store
@@ -374,4 +374,97 @@ async fn read_all_matching_returns_every_position_but_only_matching_bodies() {
         (Value::Null, Value::Null)
     );
     assert_eq!(matching[2].event_type, "Thing");
+}
+
+/// Transaction ids are cluster-wide, so the snapshot's own `xmin` is held back
+/// by a transaction in any database; one that cannot write to this log must
+/// not hold back its readers (event_store::horizon).
+#[tokio::test]
+async fn a_transaction_in_another_database_does_not_hold_back_readers() {
+    let (store, _db) = store().await;
+    let other = fresh_database().await;
+    let mut foreign = other.connect().await;
+    let open = foreign.transaction().await.unwrap();
+    let foreign_xid: i64 = open
+        .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let appended = store
+        .append("held-1", ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    // The cheap bound is held back by the foreign transaction: without the
+    // precise horizon this event would stay unreadable until it ends.
+    let client = store.pool().get().await.unwrap();
+    let xmin: i64 = client
+        .query_one(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        xmin <= foreign_xid,
+        "xmin {xmin} is past the open transaction {foreign_xid}"
+    );
+    assert!(appended.last_position.tx_id > foreign_xid);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let read = loop {
+        let events = store.read_all(LogPosition::START, 10).await.unwrap();
+        if !events.is_empty() || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        read.len(),
+        1,
+        "the event never became readable beside a foreign transaction"
+    );
+    assert_eq!(read[0].position, appended.last_position);
+    assert!(store.head().await.unwrap() >= Some(appended.last_position));
+    // Still open all along: the read did not wait for it to end.
+    open.query_one("SELECT 1", &[]).await.unwrap();
+    open.rollback().await.unwrap();
+}
+
+/// The other half: a transaction of this database that may still append
+/// holds the horizon, so an event committed after it is not read before it.
+#[tokio::test]
+async fn an_open_transaction_in_this_database_still_holds_back_readers() {
+    let (store, _db) = store().await;
+    let mut client = store.pool().get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let early = event_store::append_in_transaction(
+        &tx,
+        &[StreamAppend {
+            stream_id: "early-1".into(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![event(1)],
+        }],
+    )
+    .await
+    .unwrap();
+    let late = store
+        .append("late-1", ExpectedVersion::NoStream, vec![event(2)])
+        .await
+        .unwrap();
+    let horizon = store.commit_horizon().await.unwrap();
+    assert!(
+        horizon <= early[0].last_position.tx_id,
+        "horizon {horizon} passed the open transaction {:?}",
+        early[0].last_position
+    );
+    assert!(store.read_all(LogPosition::START, 10).await.unwrap().is_empty());
+    assert_eq!(store.head().await.unwrap(), None);
+
+    tx.commit().await.unwrap();
+    let both = read_everything(&store, 2).await;
+    assert_eq!(
+        both.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![early[0].last_position, late.last_position]
+    );
 }

@@ -97,13 +97,17 @@ async fn refresh_log_gauges(state: &OpsState) -> anyhow::Result<()> {
             None => metrics::gauge!("marketing_projection_lag_events", "projection" => name).set(lag as f64),
         }
     }
-    // Every reader of the log stops at the oldest open transaction's snapshot
-    // horizon: one long transaction anywhere in the cluster delays every
-    // projection and so every read-after-write.
+    // Every reader of the log stops at the oldest transaction that may still
+    // append (event_store::horizon): one that holds a transaction id, in this
+    // database or in none known. A long one delays every projection and so
+    // every read-after-write; read-only transactions and other databases'
+    // do not.
     let oldest: f64 = client
         .query_one(
             "SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)::float8
-             FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()",
+             FROM pg_stat_activity
+             WHERE xact_start IS NOT NULL AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+               AND (datname IS NULL OR datname = current_database())",
             &[],
         )
         .await?
