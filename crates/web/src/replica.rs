@@ -321,14 +321,7 @@ pub struct ReadPool {
 }
 
 impl ReadPool {
-    /// Every read on the primary.
-    pub fn primary(primary: Pool) -> Self {
-        Self {
-            primary,
-            replica: None,
-        }
-    }
-
+    /// `replica`: `None` sends every read to the primary.
     pub fn with_replica(primary: Pool, replica: Option<Replica>) -> Self {
         Self { primary, replica }
     }
