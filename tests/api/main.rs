@@ -23,6 +23,7 @@ mod outage;
 mod pagination;
 mod rate_limits;
 mod read_after_write;
+mod replica;
 mod scopes;
 mod sharded_replay;
 mod tasks;

@@ -563,7 +563,34 @@ impl Writer {
                 ?position,
                 "read models did not catch up before the write answered"
             );
+            // The guarantee is already lost: waiting for a replica to copy
+            // read models that lack the write would only add to the bound.
+            return;
         }
+        if let Some(replica) = &self.state.replica {
+            wait_for_replica(&self.state.pool, replica).await;
+        }
+    }
+}
+
+/// Read-after-write through a replica: the read models have the write on the
+/// primary; hold the answer until the replica has replayed that far too, for
+/// at most the replica lag limit (after which reads no longer use a replica
+/// that lacks it: `web::replica`).
+async fn wait_for_replica(primary: &deadpool_postgres::Pool, replica: &web::replica::Replica) {
+    let started = std::time::Instant::now();
+    let replayed = match web::replica::Replica::primary_position(primary).await {
+        Ok(target) => replica.wait_replayed(target).await,
+        Err(error) => {
+            // The primary failed just after the write (which is durable):
+            // answer it, counted as a wait that did not reach the replica.
+            tracing::warn!(%error, "cannot read the primary's WAL position");
+            false
+        }
+    };
+    metrics::histogram!("marketing_read_replica_wait_seconds").record(started.elapsed().as_secs_f64());
+    if !replayed {
+        metrics::counter!("marketing_read_replica_wait_timeouts_total").increment(1);
     }
 }
 

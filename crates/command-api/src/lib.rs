@@ -38,6 +38,9 @@ pub struct CommandState {
     pub pool: Pool,
     /// How long a write waits for the read models before answering anyway.
     pub read_after_write_timeout: Duration,
+    /// The streaming replica reads may use (`READ_DATABASE_URL`): a write
+    /// then also waits for it to replay the write.
+    pub replica: Option<web::replica::Replica>,
     /// Where content media files are stored.
     pub media: media::MediaStore,
     /// Per-lead keys and email claims.

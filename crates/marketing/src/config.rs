@@ -23,6 +23,28 @@ pub struct Config {
     )]
     pub database_url: String,
 
+    /// A Postgres streaming replica of DATABASE_URL for the query API's reads
+    /// (docs/operations.md, "Replica reads"). Set it on every process that
+    /// serves reads or writes (`serve`, `query-api`, `command-api`): writes
+    /// wait for the replica, reads fall back to the primary when it lags.
+    /// Unset: every read on the primary.
+    #[arg(long, env = "READ_DATABASE_URL", global = true)]
+    pub read_database_url: Option<String>,
+
+    /// How far behind the primary the replica may be for reads to use it,
+    /// and the longest a write waits for it to replay the write, in ms. The
+    /// same value on every process.
+    #[arg(long, env = "READ_REPLICA_MAX_LAG_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub read_replica_max_lag_ms: u64,
+
+    /// How often each process checks the replica's replay position (in the
+    /// background, never per request), in ms; at most half of
+    /// READ_REPLICA_MAX_LAG_MS.
+    #[arg(long, env = "READ_REPLICA_CHECK_INTERVAL_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub read_replica_check_interval_ms: u64,
+
     /// HTTP listener.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080", global = true)]
     pub listen_addr: SocketAddr,
@@ -368,6 +390,17 @@ impl Config {
         Duration::from_millis(self.read_after_write_timeout_ms)
     }
 
+    /// The replica reads' limits; checked, so a bad pair stops start-up with
+    /// a message naming the variables.
+    pub fn replica_settings(&self) -> Result<web::replica::ReplicaSettings, String> {
+        let settings = web::replica::ReplicaSettings {
+            max_lag: Duration::from_millis(self.read_replica_max_lag_ms),
+            check_interval: Duration::from_millis(self.read_replica_check_interval_ms),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
     /// The publisher's settings, if `KAFKA_BROKERS` is set; checked, so a bad
     /// value stops start-up with a message naming the variable.
     pub fn publisher(&self) -> Result<Option<publisher::PublisherConfig>, publisher::ConfigError> {
@@ -433,6 +466,9 @@ impl Config {
     pub fn for_database(database_url: &str) -> Self {
         Self {
             database_url: database_url.to_owned(),
+            read_database_url: None,
+            read_replica_max_lag_ms: 1_000,
+            read_replica_check_interval_ms: 100,
             listen_addr: "127.0.0.1:0".parse().expect("valid address"),
             kafka_brokers: None,
             kafka_topic_campaigns: publisher::PublisherConfig::DEFAULT_CAMPAIGNS_TOPIC.to_owned(),

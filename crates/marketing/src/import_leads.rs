@@ -80,6 +80,8 @@ pub async fn run(config: &Config, campaign_id: Uuid, file: &Path) -> anyhow::Res
         default_currency: config.default_currency,
         pool: pool.clone(),
         read_after_write_timeout: config.read_after_write_timeout(),
+        // Nor for a replica: the command answers once the leads are written.
+        replica: None,
         media: config.media_store().context("cannot open the media store")?,
         vault: config.lead_vault()?,
         lead_import: command_api::csv_upload::ImportLimits {

@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct OpsState {
     pub pool: Pool,
     pub store: Arc<dyn EventStore>,
+    /// The replica reads may use, for its gauges.
+    pub replica: Option<web::replica::Replica>,
 }
 
 pub fn router(state: OpsState) -> Router {
@@ -64,6 +66,9 @@ const LAG_COUNT_CAP: i64 = 1_000_000;
 async fn metrics(State(state): State<OpsState>) -> Response {
     if let Err(error) = refresh_log_gauges(&state).await {
         tracing::warn!(%error, "cannot compute projection lag");
+    }
+    if let Some(replica) = &state.replica {
+        replica.record_gauges();
     }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],

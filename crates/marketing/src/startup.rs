@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use web::replica::{ReadPool, Replica};
 use web::ApiKeys;
 
 /// What a process does. `Serve` is everything in one process (the publisher
@@ -286,11 +287,36 @@ impl Core {
         Ok(progress)
     }
 
+    /// The streaming replica of `READ_DATABASE_URL` and its watcher, for a
+    /// role that serves reads (they may use it) or writes (they wait for it).
+    fn open_replica(&mut self, config: &Config) -> anyhow::Result<Option<Replica>> {
+        let Some(read_url) = &config.read_database_url else {
+            return Ok(None);
+        };
+        if !(self.role.serves_commands() || self.role.serves_queries()) {
+            return Ok(None);
+        }
+        let settings = config.replica_settings().map_err(anyhow::Error::msg)?;
+        // Connections open on first use: a command API, which only waits,
+        // never opens one here.
+        let reads = connect_pool(read_url, config.pool_size).context("invalid READ_DATABASE_URL")?;
+        let (replica, watcher) = Replica::spawn(
+            reads,
+            connect_pool(&config.database_url, 1)?,
+            connect_pool(read_url, 1).context("invalid READ_DATABASE_URL")?,
+            settings,
+            self.shutdown.clone(),
+        );
+        self.background.push(watcher);
+        Ok(Some(replica))
+    }
+
     /// The command and query routes this role serves.
     fn api(
         &mut self,
         config: &Config,
         local_runners: Vec<(Consumer, Option<Local>)>,
+        replica: Option<Replica>,
     ) -> anyhow::Result<Router> {
         let mut api = Router::new();
         if self.role.serves_commands() || self.role.serves_queries() {
@@ -321,6 +347,7 @@ impl Core {
                 keys: self.keys.clone(),
                 pool: self.pool.clone(),
                 read_after_write_timeout: config.read_after_write_timeout(),
+                replica: replica.clone(),
                 media: self.media.clone().context("media store")?,
                 vault: self.vault.clone(),
                 lead_import: command_api::csv_upload::ImportLimits {
@@ -350,6 +377,7 @@ impl Core {
         if self.role.serves_queries() {
             api = api.merge(query_api::router(QueryState {
                 pool: self.pool.clone(),
+                reads: ReadPool::with_replica(self.pool.clone(), replica),
                 keys: self.keys.clone(),
                 media: self.media.clone().context("media store")?,
                 vault: self.vault.clone(),
@@ -401,10 +429,12 @@ impl Application {
         } else {
             Vec::new()
         };
-        let api = core.api(&config, local_runners)?;
+        let replica = core.open_replica(&config)?;
+        let api = core.api(&config, local_runners, replica.clone())?;
         let router = Router::new().merge(api).merge(ops::router(ops::OpsState {
             pool: core.pool.clone(),
             store: core.store.clone(),
+            replica,
         }));
         let timeouts = web::middleware::RequestTimeouts {
             default: config.request_timeout(),

@@ -418,7 +418,7 @@ pub async fn rows(
         cursor,
         limit,
     };
-    let mut client = state.pool.get().await?;
+    let mut client = state.reads.get().await?;
     let tx = snapshot(&mut client).await?;
     let campaign = campaign_facts(&tx, campaign_id, &caller).await?;
     let (mut data, has_more) = core_rows(&tx, &page, campaign.currency).await?;
@@ -631,7 +631,7 @@ pub async fn summary(
 ) -> Result<Json<AnalyticsSummary>, ApiError> {
     let params = parameters(query, &["start_date", "end_date", "source"])?;
     let filter = filter(&params)?;
-    let mut client = state.pool.get().await?;
+    let mut client = state.reads.get().await?;
     let tx = snapshot(&mut client).await?;
     let campaign = campaign_facts(&tx, campaign_id, &caller).await?;
     let (rows, custom_rows) = summary_rows(&tx, campaign_id, &filter).await?;

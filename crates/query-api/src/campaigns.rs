@@ -256,7 +256,7 @@ pub async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (limit, sort, mut sql) = list_query(&caller, &params)?;
-    let client = state.pool.get().await?;
+    let client = state.reads.get().await?;
     let limit_param = sql.bind(limit + 1);
     sql.text.push_str(&format!(" LIMIT {limit_param}"));
     let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
@@ -342,7 +342,7 @@ pub async fn get_one(
     // so a malformed id tells an unauthenticated caller nothing; then one
     // primary-key read.
     let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
-    let client = state.pool.get().await?;
+    let client = state.reads.get().await?;
     let statement = client
         .prepare_cached("SELECT body::text, version FROM campaigns WHERE id = $1 AND project = $2")
         .await?;

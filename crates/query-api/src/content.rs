@@ -320,7 +320,7 @@ async fn find_media(
     content_id: Uuid,
     wanted: Option<String>,
 ) -> Result<(String, String, Option<String>), ApiError> {
-    let client = state.pool.get().await?;
+    let client = state.reads.get().await?;
     ensure_campaign(&client, campaign_id, caller).await?;
     let statement = client
         .prepare_cached(

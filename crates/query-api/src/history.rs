@@ -153,7 +153,9 @@ pub async fn history(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
-    if campaign_owner(&state.pool, campaign_id).await?.as_deref() != Some(caller.project.as_str()) {
+    // One database for the whole read: the replica or the primary.
+    let pool = state.reads.pool();
+    if campaign_owner(pool, campaign_id).await?.as_deref() != Some(caller.project.as_str()) {
         return Err(ApiError::NotFound(NOT_FOUND));
     }
     let filter = HistoryFilter {
@@ -164,7 +166,7 @@ pub async fn history(
     let (limit, after) = page::<LogPosition>(&params)?;
     let after = after.unwrap_or(LogPosition::START);
     let mut events = read_correlated(
-        &state.pool,
+        pool,
         domain::upcast::ALL,
         &campaign_id.to_string(),
         &filter,
@@ -175,7 +177,7 @@ pub async fn history(
     let has_more = events.len() as i64 > limit;
     events.truncate(limit as usize);
     let may_see_personal_data = caller.may(web::Scope::LeadsExport);
-    reveal_personal_data(&state.pool, &state.vault, &mut events, may_see_personal_data).await?;
+    reveal_personal_data(pool, &state.vault, &mut events, may_see_personal_data).await?;
     let next_cursor = has_more.then(|| encode_cursor(&events.last().expect("non-empty page").position));
     let data: Vec<HistoryEntry> = events.into_iter().map(entry).collect();
     Ok(web::pagination::page(&data, next_cursor))
@@ -234,10 +236,11 @@ pub async fn verify(
     Path(campaign_id): Path<String>,
 ) -> Result<axum::Json<ChainCheck>, ApiError> {
     let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
-    if campaign_owner(&state.pool, campaign_id).await?.as_deref() != Some(caller.project.as_str()) {
+    let pool = state.reads.pool();
+    if campaign_owner(pool, campaign_id).await?.as_deref() != Some(caller.project.as_str()) {
         return Err(ApiError::NotFound(NOT_FOUND));
     }
-    let report = event_store::verify_campaign(&state.pool, &campaign_id.to_string()).await?;
+    let report = event_store::verify_campaign(pool, &campaign_id.to_string()).await?;
     Ok(axum::Json(ChainCheck {
         intact: report.first_break.is_none(),
         streams: report.streams,

@@ -58,6 +58,8 @@ async fn job(
 ) -> Result<(deadpool_postgres::Client, ImportJob), ApiError> {
     let campaign_id = parse_id(campaign_id, CAMPAIGN_NOT_FOUND)?;
     let import_id = parse_id(import_id, NOT_FOUND)?;
+    // The primary: a job is written there directly, not projected, so no
+    // write waited for a replica to have it.
     let client = state.pool.get().await?;
     ensure_campaign(&client, campaign_id, caller).await?;
     let job = lead_vault::imports::load(&**client, caller.project.as_str(), campaign_id, import_id)

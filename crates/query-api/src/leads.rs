@@ -163,7 +163,7 @@ pub async fn export(
     Path(campaign_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
-    let client = state.pool.get().await?;
+    let client = state.reads.get().await?;
     ensure_campaign(&client, campaign_id, &caller).await?;
     let (sender, mut receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {

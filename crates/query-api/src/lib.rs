@@ -16,6 +16,7 @@ use axum::Router;
 use deadpool_postgres::Pool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use web::replica::ReadPool;
 use web::ApiKeys;
 
 /// A response whose body is JSON text already serialized: stored resources go
@@ -47,7 +48,13 @@ pub(crate) fn page_response<C: serde::Serialize>(
 
 #[derive(Clone)]
 pub struct QueryState {
+    /// The primary: for what is not a read model and has no read-after-write
+    /// wait behind it (an asynchronous import's job, which the command side
+    /// and its worker write directly).
     pub pool: Pool,
+    /// The read models' connections: a streaming replica while it is close
+    /// enough behind, else the primary (`READ_DATABASE_URL`).
+    pub reads: ReadPool,
     pub keys: ApiKeys,
     /// Where content media files are stored, for downloads.
     pub media: media::MediaStore,

@@ -46,7 +46,7 @@ pub(crate) async fn get_item(
 ) -> Result<Response, ApiError> {
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
     let item_id = parse_id(&item_id, not_found)?;
-    let client = state.pool.get().await?;
+    let client = state.reads.get().await?;
     ensure_campaign(&client, campaign_id, caller).await?;
     let statement = client
         .prepare_cached(&format!(
@@ -132,7 +132,7 @@ pub(crate) async fn list_items<L: ItemList>(
     let campaign_id = parse_id(&campaign_id, CAMPAIGN_NOT_FOUND)?;
     let filters = L::filters(params)?;
     let (limit, cursor) = page::<L::Cursor>(params)?;
-    let client = state.pool.get().await?;
+    let client = state.reads.get().await?;
     ensure_campaign(&client, campaign_id, caller).await?;
     let rows = filters
         .rows(&client, campaign_id, caller, cursor.as_ref(), limit + 1)

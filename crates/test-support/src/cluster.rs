@@ -17,26 +17,15 @@ pub struct PrivateCluster {
     port: u16,
     bin: Option<PathBuf>,
     running: bool,
+    /// Leave the directory behind when the test panics, for its logs.
+    keep_on_panic: bool,
 }
 
 impl PrivateCluster {
-    /// Creates the cluster (trust authentication, user `postgres`) and starts it.
+    /// Creates the cluster (trust authentication, user `postgres`, local and
+    /// replication connections alike) and starts it.
     pub fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("mk-test-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("create cluster directory");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let mut cluster = Self {
-            dir,
-            port,
-            bin: bin_dir(),
-            running: false,
-        };
-        if is_root() {
-            cluster.run("chown", &["-R", "postgres:postgres", cluster.dir_str()], false);
-        }
+        let mut cluster = Self::empty();
         let data = cluster.data_dir();
         cluster.run(
             "initdb",
@@ -54,6 +43,64 @@ impl PrivateCluster {
             true,
         );
         cluster.start_again();
+        cluster
+    }
+
+    /// A streaming replica of `primary`: `pg_basebackup -R` (which writes the
+    /// `primary_conninfo` and `standby.signal`) into a directory of its own,
+    /// started as a hot standby on a port of its own.
+    pub fn replica_of(primary: &PrivateCluster) -> Self {
+        let mut replica = Self::empty();
+        let data = replica.data_dir();
+        let port = primary.port.to_string();
+        replica.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+            true,
+        );
+        replica.start_again();
+        replica
+    }
+
+    /// Removes the directory even when the test panics.
+    pub fn removed_on_panic(mut self) -> Self {
+        self.keep_on_panic = false;
+        self
+    }
+
+    /// A directory (owned by `postgres` under root) and a free port, nothing started.
+    fn empty() -> Self {
+        let dir = std::env::temp_dir().join(format!("mk-test-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create cluster directory");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let cluster = Self {
+            dir,
+            port,
+            bin: bin_dir(),
+            running: false,
+            keep_on_panic: true,
+        };
+        if is_root() {
+            cluster.run("chown", &["-R", "postgres:postgres", cluster.dir_str()], false);
+        }
         cluster
     }
 
@@ -151,7 +198,7 @@ impl Drop for PrivateCluster {
                 .args(["-D", &data, "-m", "immediate", "-w", "stop"])
                 .output();
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() && self.keep_on_panic {
             eprintln!("private cluster kept for inspection: {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);

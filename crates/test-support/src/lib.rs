@@ -57,6 +57,9 @@ pub mod kafka;
 /// A private Postgres cluster, for tests that stop and restart the database.
 pub mod cluster;
 
+/// A private primary with a streaming replica, for the replica-reads tests.
+pub mod replica;
+
 /// A real HTTP server on loopback that records what is POSTed to it, for
 /// webhook tests (feature `receiver`).
 #[cfg(feature = "receiver")]

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod middleware;
 pub mod pagination;
 pub mod rate_limit;
+pub mod replica;
 pub mod request_trace;
 pub mod text_guard;
 
