@@ -3,14 +3,15 @@
 #   1. starts Postgres if it is down;
 #   2. installs the system packages the build needs if missing (librdkafka's,
 #      and protoc for the KurrentDB test double);
-#   3. installs (once, cached) and starts the Kafka-protocol broker `tansu` on loopback;
+#   3. installs (once, cached) and starts the Kafka-protocol broker `tansu` on loopback,
+#      and installs (once, cached) the S3-compatible server `s3s-fs` that tests start;
 #   4. drops test databases left over from earlier runs (not those of a suite
 #      running beside this one);
 #   5. cargo fmt --check, cargo clippy -D warnings, the deployment files
 #      (deploy/local/validate-deploy.sh), and every test;
 #   6. schemathesis against a live server (deploy/local/schemathesis.sh);
 #   7. the web console in headless Chromium (deploy/local/console-test.sh).
-# Build artefacts and the broker binary live in a cache outside the checkout
+# Build artefacts and the broker and S3 binaries live in a cache outside the checkout
 # ($MARKETING_CACHE_DIR, default /var/tmp/marketing-cache), so a fresh clone
 # reuses a warm build.
 set -euo pipefail
@@ -87,6 +88,21 @@ done
 export KAFKA_TEST_BROKERS="127.0.0.1:$KAFKA_PORT"
 # Tests that restart the broker start their own copy with this binary.
 export TANSU_BIN="$TANSU"
+
+# --- S3-compatible server (s3s-fs) ----------------------------------------------
+# crates/marketing/tests/split_roles_s3.rs runs the roles as separate processes
+# with their media in a real S3 server on loopback; each test starts its own
+# (test_support::s3) from this binary. s3s-fs rather than moto's server mode:
+# it keeps each object as a plain file under its root, so the test also sees
+# what reached the store, not only what the API answers; it comes from the
+# registry cargo already uses (no Python venv); one small binary, built once.
+# 0.14.1: the newest release whose rust-version this toolchain meets.
+S3S_FS="$CACHE_DIR/s3s-fs/bin/s3s-fs"
+if [ ! -x "$S3S_FS" ]; then
+    log "installing s3s-fs 0.14.1 into $CACHE_DIR/s3s-fs (one-off: 3 CPU-minutes, 7 min on a loaded 2-core machine)"
+    cargo install s3s-fs --version 0.14.1 --locked --features binary --root "$CACHE_DIR/s3s-fs"
+fi
+export S3_SERVER_BIN="$S3S_FS"
 
 # --- leftovers from earlier runs -------------------------------------------
 # Another suite may be running on the same Postgres (a second checkout, a

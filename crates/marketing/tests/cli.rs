@@ -1,54 +1,23 @@
 //! The real `marketing` binary: CLI verbs, `serve` end to end, graceful SIGTERM.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 use test_support::fresh_database;
+use test_support::process::Marketing;
 
 const BIN: &str = env!("CARGO_BIN_EXE_marketing");
 
+/// Runs a verb to its end, whatever its outcome.
 fn marketing(database_url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
+    Marketing::new(BIN, database_url)
+        .command()
         .args(args)
-        .env("DATABASE_URL", database_url)
-        .env_remove("EVENT_STORE_URL")
-        .env_remove("KAFKA_BROKERS")
         .output()
         .expect("run marketing")
 }
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("server did not become healthy");
 }
 
 /// Requests the server authenticated from its key cache so far.
@@ -180,26 +149,20 @@ async fn api_keys_serve_and_graceful_shutdown() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid project slug"));
 
-    let port = free_port();
-    let server = Command::new(BIN)
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("READ_AFTER_WRITE_TIMEOUT_MS", "30000")
-        // High (the loop below sends requests as fast as it can), and read
-        // from the environment: the header shows it.
-        .env("RATE_LIMIT_PER_SECOND", "100000")
-        .env("RATE_LIMIT_BURST", "100000")
-        .env_remove("EVENT_STORE_URL")
-        .env_remove("KAFKA_BROKERS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server(server);
-    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Marketing::new(BIN, &db.url)
+        .spawn(
+            "serve",
+            &[
+                ("READ_AFTER_WRITE_TIMEOUT_MS", "30000"),
+                // High (the loop below sends requests as fast as it can), and
+                // read from the environment: the header shows it.
+                ("RATE_LIMIT_PER_SECOND", "100000"),
+                ("RATE_LIMIT_BURST", "100000"),
+            ],
+        )
+        .await;
+    let base = server.base_url();
     let client = reqwest::Client::new();
-    wait_healthy(&client, &base).await;
     let created = client
         .post(format!("{base}/v1/dev/marketing/campaigns"))
         .bearer_auth(&secret)
@@ -252,15 +215,10 @@ async fn api_keys_serve_and_graceful_shutdown() {
     assert!(!marketing(&db.url, &["api-key", "revoke", &id]).status.success());
 
     // SIGTERM: stops accepting, finishes, exits 0.
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    server.terminate();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
+        if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "serve did not exit after SIGTERM");
@@ -276,9 +234,9 @@ async fn serve_creates_a_missing_database_and_refuses_unbuilt_backends() {
     let url = format!("{}_new", db.url);
     let migrate = marketing(&url, &["migrate"]);
     assert!(migrate.status.success(), "{migrate:?}");
-    let output = Command::new(BIN)
+    let output = Marketing::new(BIN, &url)
+        .command()
         .arg("serve")
-        .env("DATABASE_URL", &url)
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("EVENT_STORE_URL", "esdb://127.0.0.1:2113")
         .output()
@@ -387,15 +345,12 @@ async fn history_verify_and_replay_commands() {
 /// A one-shot command run as a person would (no `RUST_LOG`, stderr a pipe so
 /// progress comes as plain lines, one line per update).
 fn one_shot(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
+    let mut command = Marketing::new(BIN, database_url).command();
     command
         .args(args)
-        .env("DATABASE_URL", database_url)
         .env("PROGRESS_INTERVAL_MS", "0")
         .env_remove("RUST_LOG")
-        .env_remove("LOG_FORMAT")
-        .env_remove("EVENT_STORE_URL")
-        .env_remove("KAFKA_BROKERS");
+        .env_remove("LOG_FORMAT");
     for (key, value) in env {
         command.env(key, value);
     }
@@ -534,15 +489,14 @@ async fn one_shot_commands_are_quiet_and_report_progress() {
         assert!(Instant::now() < deadline, "imported leads never listed: {page}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let missing = Command::new(BIN)
-        .args([
+    let missing = marketing(
+        &db.url,
+        &[
             "import-leads",
             &uuid::Uuid::new_v4().to_string(),
             csv.to_str().unwrap(),
-        ])
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(!missing.status.success());
     assert!(stderr(&missing).contains("no campaign"), "{}", stderr(&missing));
 

@@ -12,10 +12,10 @@
 //! it committed; the test sees that progress, kills the server, then lets
 //! its transaction go.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use test_support::fresh_database;
+use test_support::process::{Marketing, RoleProcess};
 use uuid::Uuid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_marketing");
@@ -25,64 +25,22 @@ const CHUNK_ROWS: usize = 500;
 const HELD_ROW: usize = 3_210;
 const DEADLINE: Duration = Duration::from_secs(300);
 
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn marketing(database_url: &str, media_dir: &std::path::Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env("DATABASE_URL", database_url)
-        .env("MEDIA_DIR", media_dir)
-        .env_remove("MEDIA_STORE_URL")
-        .env_remove("EVENT_STORE_URL")
-        .env_remove("KAFKA_BROKERS");
-    command
-}
-
-async fn serve(database_url: &str, media_dir: &std::path::Path) -> Server {
-    let address = format!("127.0.0.1:{}", free_port());
-    let child = marketing(database_url, media_dir)
-        .arg("serve")
-        .env("LISTEN_ADDR", &address)
-        .env("LEAD_IMPORT_CHUNK_ROWS", CHUNK_ROWS.to_string())
-        // Short, so the new server takes the dead one's job over soon.
-        .env("LEAD_IMPORT_LEASE_MS", "2000")
-        .env("RATE_LIMIT_PER_SECOND", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start marketing serve");
-    let server = Server { child, address };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let health = client
-            .get(format!("http://{}/healthz", server.address))
-            .send()
-            .await;
-        if health.is_ok_and(|r| r.status().is_success()) {
-            return server;
-        }
-        assert!(Instant::now() < deadline, "server did not become healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// `marketing serve` on the test's database and media directory; dropping it
+/// is the SIGKILL.
+async fn serve(marketing: &Marketing, media_dir: &Path) -> RoleProcess {
+    let media_dir = media_dir.to_str().unwrap();
+    marketing
+        .spawn(
+            "serve",
+            &[
+                ("MEDIA_DIR", media_dir),
+                ("LEAD_IMPORT_CHUNK_ROWS", &CHUNK_ROWS.to_string()),
+                // Short, so the new server takes the dead one's job over soon.
+                ("LEAD_IMPORT_LEASE_MS", "2000"),
+                ("RATE_LIMIT_PER_SECOND", "0"),
+            ],
+        )
+        .await
 }
 
 /// The file: every 50th row invalid, every 97th repeating an earlier address.
@@ -137,24 +95,11 @@ async fn job_until(
 async fn a_server_killed_mid_import_resumes_the_job_without_skipping_or_repeating_a_row() {
     let db = fresh_database().await;
     let media = tempdir();
-    let status = marketing(&db.url, &media)
-        .arg("migrate")
-        .status()
-        .expect("migrate");
-    assert!(status.success());
-    let output = marketing(&db.url, &media)
-        .args(["api-key", "create", "--project", "acme"])
-        .output()
-        .expect("api-key create");
-    let key = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let marketing = Marketing::new(BIN, &db.url);
+    marketing.migrate();
+    let key = marketing.api_key("acme", "import");
     let client = reqwest::Client::new();
-    let server = serve(&db.url, &media).await;
+    let server = serve(&marketing, &media).await;
     let base = format!("http://{}/v1/dev/marketing", server.address);
     let campaign: serde_json::Value = client
         .post(format!("{base}/campaigns"))
@@ -191,7 +136,7 @@ async fn a_server_killed_mid_import_resumes_the_job_without_skipping_or_repeatin
         .unwrap();
     assert_eq!(response.status(), 202);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let url = |server: &Server| format!("http://{}{location}", server.address);
+    let url = |server: &RoleProcess| format!("{}{location}", server.base_url());
 
     // Six chunks committed, the seventh waiting on the held claim.
     let before = (HELD_ROW / CHUNK_ROWS * CHUNK_ROWS) as i64;
@@ -201,7 +146,7 @@ async fn a_server_killed_mid_import_resumes_the_job_without_skipping_or_repeatin
     drop(server); // SIGKILL, inside the seventh chunk's transaction
     blocker.rollback().await.unwrap();
 
-    let server = serve(&db.url, &media).await;
+    let server = serve(&marketing, &media).await;
     let done = job_until(&client, &url(&server), &key, |j| {
         j["state"] == "completed" || j["state"] == "failed"
     })

@@ -12,58 +12,16 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost_otlp::Message;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use test_support::fresh_database;
 use test_support::kafka::{shared_brokers, unique_topic, Reader};
+use test_support::process::Marketing;
 use test_support::receiver::{Received, Receiver};
 
 const BIN: &str = env!("CARGO_BIN_EXE_marketing");
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn marketing(database_url: &str) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env("DATABASE_URL", database_url)
-        .env_remove("EVENT_STORE_URL")
-        .env_remove("KAFKA_BROKERS")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_SERVICE_NAME");
-    command
-}
-
-fn api_key(database_url: &str) -> String {
-    let created = marketing(database_url)
-        .args(["api-key", "create", "--project", "acme", "--name", "otlp"])
-        .output()
-        .expect("run api-key create");
-    assert!(created.status.success(), "{created:?}");
-    String::from_utf8_lossy(&created.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned()
-}
 
 /// A span as exported, with what the assertions look at.
 #[derive(Debug)]
@@ -138,41 +96,28 @@ async fn a_requests_trace_is_exported_over_otlp_through_projector_and_publisher(
     let collector = Receiver::start().await;
     let brokers = shared_brokers();
     let topic = unique_topic("campaigns");
-    let key = api_key(&db.url);
-    let address = format!("127.0.0.1:{}", free_port());
-    let _server = Server(
-        marketing(&db.url)
-            .arg("serve")
-            .env("LISTEN_ADDR", &address)
-            .env(
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                format!("http://{}", collector.address),
-            )
-            // Sooner than the default 5 s: the test waits less, asserts no time.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("KAFKA_BROKERS", &brokers)
-            .env("KAFKA_TOPIC_CAMPAIGNS", &topic)
-            .env("KAFKA_TOPIC_LEADS", unique_topic("leads"))
-            .env("KAFKA_PARTITIONS", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(std::env::temp_dir().join("otlp-test-serve.log")).unwrap())
-            .spawn()
-            .expect("start marketing serve"),
-    );
+    let marketing = Marketing::new(BIN, &db.url);
+    let key = marketing.api_key("acme", "otlp");
+    let collector_url = format!("http://{}", collector.address);
+    let kafka_leads = unique_topic("leads");
+    let server = marketing
+        .spawn(
+            "serve",
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_url),
+                // Sooner than the default 5 s: the test waits less, asserts no time.
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+                ("KAFKA_BROKERS", &brokers),
+                ("KAFKA_TOPIC_CAMPAIGNS", &topic),
+                ("KAFKA_TOPIC_LEADS", &kafka_leads),
+                ("KAFKA_PARTITIONS", "1"),
+            ],
+        )
+        .await;
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !client
-        .get(format!("http://{address}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "server did not become healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let response = client
-        .post(format!("http://{address}/v1/dev/marketing/campaigns"))
+        .post(format!("{}/v1/dev/marketing/campaigns", server.base_url()))
         .bearer_auth(&key)
         .header("traceparent", TRACEPARENT)
         .json(&serde_json::json!({ "name": "Traced" }))

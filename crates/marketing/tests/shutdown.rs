@@ -6,12 +6,11 @@
 //! - the process exits 0 within `SHUTDOWN_GRACE_MS` plus the background stop
 //!   time, even when a request never finishes.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use test_support::fresh_database;
+use test_support::process::{Marketing, RoleProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -27,68 +26,24 @@ const GRACE: Duration = Duration::from_secs(20);
 const EXIT_SLACK: Duration = Duration::from_secs(10);
 const CAMPAIGNS: &str = "/v1/dev/marketing/campaigns";
 
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn marketing(database_url: &str) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env("DATABASE_URL", database_url)
-        .env_remove("EVENT_STORE_URL")
-        .env_remove("KAFKA_BROKERS");
-    command
-}
-
 /// `marketing serve` on a free port, once `/healthz` answers.
-async fn serve(database_url: &str) -> Server {
-    let address = format!("127.0.0.1:{}", free_port());
-    let child = marketing(database_url)
-        .arg("serve")
-        .env("LISTEN_ADDR", &address)
-        .env("SHUTDOWN_GRACE_MS", GRACE.as_millis().to_string())
-        // Longer than the grace period: a write answered only because the
-        // projectors were stopped before the requests would take this long.
-        .env("READ_AFTER_WRITE_TIMEOUT_MS", "60000")
-        // The held requests wait in their handlers while the load builds up.
-        .env("REQUEST_TIMEOUT_MS", "300000")
-        // Off: the writers create as fast as they can with one key; this test
-        // is about shutdown, not limits.
-        .env("RATE_LIMIT_PER_SECOND", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start marketing serve");
-    let server = Server { child, address };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let health = client
-            .get(format!("http://{}/healthz", server.address))
-            .send()
-            .await;
-        if health.is_ok_and(|r| r.status().is_success()) {
-            return server;
-        }
-        assert!(Instant::now() < deadline, "server did not become healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn serve(marketing: &Marketing) -> RoleProcess {
+    marketing
+        .spawn(
+            "serve",
+            &[
+                ("SHUTDOWN_GRACE_MS", &GRACE.as_millis().to_string()),
+                // Longer than the grace period: a write answered only because the
+                // projectors were stopped before the requests would take this long.
+                ("READ_AFTER_WRITE_TIMEOUT_MS", "60000"),
+                // The held requests wait in their handlers while the load builds up.
+                ("REQUEST_TIMEOUT_MS", "300000"),
+                // Off: the writers create as fast as they can with one key; this
+                // test is about shutdown, not limits.
+                ("RATE_LIMIT_PER_SECOND", "0"),
+            ],
+        )
+        .await
 }
 
 /// A create request whose head is sent with `Expect: 100-continue`. Hyper
@@ -212,19 +167,6 @@ async fn wait_for(what: &str, limit: Duration, mut condition: impl AsyncFnMut() 
     }
 }
 
-fn api_key(database_url: &str) -> String {
-    let created = marketing(database_url)
-        .args(["api-key", "create", "--project", "acme", "--name", "shutdown"])
-        .output()
-        .expect("run api-key create");
-    assert!(created.status.success(), "{created:?}");
-    String::from_utf8_lossy(&created.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned()
-}
-
 /// Every campaign id the service lists, following the cursor.
 async fn listed_ids(base: &str, key: &str) -> std::collections::HashSet<String> {
     let client = reqwest::Client::new();
@@ -252,9 +194,10 @@ async fn listed_ids(base: &str, key: &str) -> std::collections::HashSet<String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_keeps_every_acknowledged_write_and_finishes_accepted_requests() {
     let db = fresh_database().await;
-    let key = api_key(&db.url);
-    let mut server = serve(&db.url).await;
-    let base = format!("http://{}", server.address);
+    let marketing = Marketing::new(BIN, &db.url);
+    let key = marketing.api_key("acme", "shutdown");
+    let mut server = serve(&marketing).await;
+    let base = server.base_url();
 
     let mut held = Vec::new();
     for i in 0..HELD {
@@ -285,12 +228,7 @@ async fn sigterm_under_load_keeps_every_acknowledged_write_and_finishes_accepted
     .await;
 
     signalled.store(true, Ordering::SeqCst);
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    server.terminate();
     let signal_sent = Instant::now();
     // The listener closes: the shutdown has begun while the held requests
     // were still waiting in their handlers for their bodies.
@@ -331,12 +269,17 @@ async fn sigterm_under_load_keeps_every_acknowledged_write_and_finishes_accepted
         held_ids.len()
     );
     let acknowledged: Vec<String> = outcomes.acknowledged.into_iter().chain(held_ids).collect();
-    assert_kept(&db, &key, &acknowledged).await;
+    assert_kept(&db, &marketing, &key, &acknowledged).await;
 }
 
 /// Every acknowledged write is in the read model now, and listed by a
 /// restarted service.
-async fn assert_kept(db: &test_support::TestDatabase, key: &str, acknowledged: &[String]) {
+async fn assert_kept(
+    db: &test_support::TestDatabase,
+    marketing: &Marketing,
+    key: &str,
+    acknowledged: &[String],
+) {
     // Read-after-write held through the shutdown: every answered write was in
     // the read model before its answer, so before the process exited (the
     // projectors stop only after the last request).
@@ -353,15 +296,15 @@ async fn assert_kept(db: &test_support::TestDatabase, key: &str, acknowledged: &
     assert_eq!(unprojected, 0, "answered before their read model had them");
 
     // Restarted, the service lists every acknowledged write.
-    let restarted = serve(&db.url).await;
-    let listed = listed_ids(&format!("http://{}", restarted.address), key).await;
+    let restarted = serve(marketing).await;
+    let listed = listed_ids(&restarted.base_url(), key).await;
     let lost = acknowledged.iter().filter(|id| !listed.contains(*id)).count();
     assert_eq!(lost, 0, "of {} acknowledged writes", acknowledged.len());
 }
 
 /// Waits for the process to exit 0, and checks when: not before the grace
 /// period (a stalled request holds it), not long after.
-async fn wait_for_graceful_exit(server: &mut Server, signal_sent: Instant) -> Duration {
+async fn wait_for_graceful_exit(server: &mut RoleProcess, signal_sent: Instant) -> Duration {
     wait_for(
         "the process exits",
         GRACE + marketing::startup::BACKGROUND_STOP_TIMEOUT + EXIT_SLACK,

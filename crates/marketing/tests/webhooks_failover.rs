@@ -8,10 +8,9 @@
 use marketing::config::Config;
 use marketing::startup::{migrate, Application, Role};
 use serde_json::{json, Value};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use test_support::fresh_database;
+use test_support::process::{Marketing, RoleProcess};
 use test_support::receiver::{Receiver, Reply};
 use tokio_util::sync::CancellationToken;
 
@@ -21,43 +20,24 @@ const WAIT: Duration = Duration::from_secs(60);
 const PER_SHARD: usize = 3;
 const SHARDS: u32 = 2;
 
-struct Dispatcher(Child);
-
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `marketing webhooks` with fast retries, allowed to reach loopback; its
-/// ops address.
-fn dispatcher(database_url: &str) -> (Dispatcher, String) {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .arg("webhooks")
-        .env("DATABASE_URL", database_url)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("WEBHOOKS_SHARDS", SHARDS.to_string())
-        .env("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
-        .env("WEBHOOKS_RETRY_BASE_MS", "20")
-        .env("WEBHOOKS_RETRY_MAX_MS", "200")
-        .env("WEBHOOKS_IDLE_POLL_MS", "50")
-        .env_remove("KAFKA_BROKERS")
-        .env_remove("EVENT_STORE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start marketing webhooks");
-    (Dispatcher(child), format!("http://127.0.0.1:{port}"))
+/// `marketing webhooks` with fast retries, allowed to reach loopback, once
+/// healthy; its ops address.
+async fn dispatcher(database_url: &str) -> (RoleProcess, String) {
+    let shards = SHARDS.to_string();
+    let process = Marketing::new(BIN, database_url)
+        .spawn(
+            "webhooks",
+            &[
+                ("WEBHOOKS_SHARDS", &shards),
+                ("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true"),
+                ("WEBHOOKS_RETRY_BASE_MS", "20"),
+                ("WEBHOOKS_RETRY_MAX_MS", "200"),
+                ("WEBHOOKS_IDLE_POLL_MS", "50"),
+            ],
+        )
+        .await;
+    let ops = process.base_url();
+    (process, ops)
 }
 
 /// The shards a dispatcher process leads now, from its `/metrics`.
@@ -130,9 +110,9 @@ async fn a_dispatcher_killed_mid_delivery_loses_nothing() {
         .unwrap();
     assert_eq!(created.status(), 201);
     // Two processes: the second makes the first give one shard up.
-    let (first, first_ops) = dispatcher(&db.url);
+    let (first, first_ops) = dispatcher(&db.url).await;
     wait_for_leaders(&client, &[&first_ops], &[vec![0, 1]]).await;
-    let (second, second_ops) = dispatcher(&db.url);
+    let (second, second_ops) = dispatcher(&db.url).await;
     let deadline = Instant::now() + WAIT;
     loop {
         let (a, b) = (

@@ -8,12 +8,13 @@
 //! message saying how to provide it: a broker test that silently passed without a
 //! broker would prove nothing.
 
+use crate::free_port;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,13 +46,6 @@ pub fn tansu_bin() -> PathBuf {
 /// A unique topic name, so tests sharing a broker never see each other's records.
 pub fn unique_topic(label: &str) -> String {
     format!("test.{label}.{}", uuid::Uuid::new_v4().simple())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// A private tansu broker on a loopback port of its own, with in-memory storage:

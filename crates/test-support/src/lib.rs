@@ -2,7 +2,17 @@
 //! without seeing each other's rows. Databases are named `mk_test_<uuid>`;
 //! `.ci/run` drops leftovers from earlier runs before testing.
 
+use std::net::TcpListener;
 use tokio_postgres::NoTls;
+
+/// A loopback port free a moment ago, for a server a test starts (the small
+/// race with other processes picking it meanwhile is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
 
 /// Where test databases are created: `TEST_DATABASE_URL`, defaulting to the
 /// machine's local Postgres (user `postgres`, trust auth).
@@ -64,6 +74,15 @@ pub mod replica;
 /// webhook tests (feature `receiver`).
 #[cfg(feature = "receiver")]
 pub mod receiver;
+
+/// The real `marketing` binary's verbs and roles as child processes (feature
+/// `process`).
+#[cfg(feature = "process")]
+pub mod process;
+
+/// A real S3-compatible server on loopback (feature `s3`).
+#[cfg(feature = "s3")]
+pub mod s3;
 
 /// The sanctioned test double of the KurrentDB gRPC API: an in-process server
 /// (and the `kurrentdb-double` binary) for the event store's KurrentDB backend.
