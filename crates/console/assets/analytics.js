@@ -7,19 +7,37 @@ import {
 } from './ui.js';
 import { currencyOf } from './campaigns.js';
 
-const today = () => new Date().toISOString().slice(0, 10);
-const daysAgo = (n) => new Date(Date.now() - n * 86400000).toISOString().slice(0, 10);
+// Analytics days are local days in the campaign's time zone (UTC if it has
+// none): "today" and the default range are counted there.
+const dayIn = (zone, at) => {
+  try {
+    // en-CA writes dates as YYYY-MM-DD.
+    return new Intl.DateTimeFormat('en-CA', { timeZone: zone || 'UTC', year: 'numeric', month: '2-digit', day: '2-digit' }).format(at);
+  } catch { return at.toISOString().slice(0, 10); }
+};
+const today = (zone) => dayIn(zone, new Date());
+const daysAgo = (zone, n) => dayIn(zone, new Date(Date.now() - n * 86400000));
 
 function tile(name, value, extra) {
   return h('div', { class: 'tile', role: 'group', 'aria-label': name },
     h('p', { class: 'tile-name' }, name), h('p', { class: 'tile-value' }, value), extra || null);
 }
 
-/** Per-day sums across the rows' sources (the API gives one row per day and source). */
-function byDay(rows) {
+// A range of at most this many days is charted day by day, a day without
+// figures as zeros; a longer one only on the days that have figures.
+const MAX_FILLED_DAYS = 366;
+const zero = () => ({ impressions: 0, clicks: 0, conversions: 0, cost: 0, revenue: 0 });
+
+/** Per-day sums across the rows' sources (the API gives one row per day and source), every day of `start`..`end` if it is short enough. */
+function byDay(rows, start, end) {
   const days = new Map();
+  const from = Date.parse(`${start}T00:00:00Z`);
+  const to = Date.parse(`${end}T00:00:00Z`);
+  if (to >= from && (to - from) / 86400000 < MAX_FILLED_DAYS) {
+    for (let t = from; t <= to; t += 86400000) days.set(new Date(t).toISOString().slice(0, 10), zero());
+  }
   for (const r of rows) {
-    const d = days.get(r.date) || { impressions: 0, clicks: 0, conversions: 0, cost: 0, revenue: 0 };
+    const d = days.get(r.date) || zero();
     for (const k of Object.keys(d)) d[k] += Number(r.metrics[k] || 0);
     days.set(r.date, d);
   }
@@ -56,9 +74,9 @@ function drawChart(canvas, days) {
   });
 }
 
-function trackForm(id, onTracked) {
+function trackForm(id, zone, onTracked) {
   const ctl = {
-    date: h('input', { type: 'date', value: today() }),
+    date: h('input', { type: 'date', value: today(zone) }),
     source: h('input', { type: 'text', value: '' }),
   };
   const metrics = ['impressions', 'clicks', 'conversions', 'cost', 'revenue'];
@@ -89,11 +107,12 @@ function trackForm(id, onTracked) {
 export async function view(root, id, params) {
   const { data: campaign } = await get(`/campaigns/${id}`);
   const currency = currencyOf(campaign);
-  const start = h('input', { type: 'date', value: params.get('start') || daysAgo(29) });
-  const end = h('input', { type: 'date', value: params.get('end') || today() });
+  const zone = campaign.time_zone;
+  const start = h('input', { type: 'date', value: params.get('start') || daysAgo(zone, 29) });
+  const end = h('input', { type: 'date', value: params.get('end') || today(zone) });
   const source = h('input', { type: 'text', value: params.get('source') || '' });
   const rangeForm = h('form', { class: 'filters', novalidate: true, 'aria-label': 'Range' }, formError(),
-    field('From', start, { name: 'start_date' }), field('To', end, { name: 'end_date' }),
+    field('From', start, { name: 'start_date', hint: `Days in ${zone || 'UTC'}, the campaign's time zone.` }), field('To', end, { name: 'end_date' }),
     field('Source (blank: all)', source, { name: 'source' }),
     h('button', { type: 'submit' }, 'Show'));
   const tiles = h('div', { class: 'tiles', 'aria-live': 'polite' });
@@ -111,6 +130,7 @@ export async function view(root, id, params) {
         get(`/campaigns/${id}/analytics/summary`),
       ]);
     } catch (error) { showErrors(rangeForm, error); return; }
+    clearErrors(rangeForm);
     const m = summary.metrics; const d = summary.derived; const b = lifetime.budget;
     const spent = b.total_budget === null ? `${money(b.spent, currency)} (no budget set)`
       : `${money(b.spent, currency)} of ${money(b.total_budget, currency)}`;
@@ -123,17 +143,18 @@ export async function view(root, id, params) {
       tile('CTR', percent(d.ctr)), tile('CPC', money(d.cpc, currency)), tile('CPA', money(d.cpa, currency)),
       tile('ROAS', ratio(d.roas)),
       tile('Budget spent (all time)', spent, meter));
-    const days = byDay(rows.items);
+    const days = byDay(rows.items, start.value, end.value);
     drawChart(canvas, days);
+    // The table lists the days that have figures; the chart shows the range.
     clear(figures, table('Daily figures', ['Date', 'Impressions', 'Clicks', 'Conversions', 'Cost', 'Revenue'],
-      days.map(([date, v]) => [date, count(v.impressions), count(v.clicks), count(v.conversions), money(v.cost, currency), money(v.revenue, currency)]),
+      byDay(rows.items, '', '').map(([date, v]) => [date, count(v.impressions), count(v.clicks), count(v.conversions), money(v.cost, currency), money(v.revenue, currency)]),
       { empty: 'No analytics in this range.' }));
   };
   rangeForm.addEventListener('submit', (event) => { event.preventDefault(); refresh(); });
 
   clear(root, heading(`Analytics: ${campaign.name}`), rangeForm, tiles,
     h('div', { class: 'chart' }, canvas), figures,
-    trackForm(id, async (date) => {
+    trackForm(id, zone, async (date) => {
       if (date < start.value) start.value = date;
       if (date > end.value) end.value = date;
       await refresh();

@@ -33,6 +33,12 @@ const GOAL_KPI_COLUMNS = [
 ];
 const labels = (path, legend, noun, items) => repeatable({ path, legend, noun, items, columns: [{ key: null }] });
 
+/** Suggestions for the time zone field: the zones this browser knows (the API checks the name). */
+function timeZones() {
+  const zones = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
+  return h('datalist', { id: 'time-zones' }, ['UTC', ...zones.filter((z) => z !== 'UTC')].map((z) => h('option', { value: z })));
+}
+
 function basics(v, c, isNew) {
   const ctl = {
     name: h('input', { type: 'text', value: c.name || '' }),
@@ -41,6 +47,10 @@ function basics(v, c, isNew) {
     start_date: h('input', { type: 'datetime-local', value: toLocalInput(c.start_date) }),
     end_date: h('input', { type: 'datetime-local', value: toLocalInput(c.end_date) }),
     total_budget: h('input', { type: 'text', inputmode: 'decimal', value: c.total_budget ?? '' }),
+    // A new campaign may leave the currency to the service's default; a
+    // campaign always has one, so an edit offers no blank.
+    currency: select(v.currencies, { value: c.currency || '', all: isNew ? 'Service default' : undefined }),
+    time_zone: h('input', { type: 'text', value: c.time_zone || '', list: 'time-zones', autocomplete: 'off' }),
   };
   ctl.description.value = c.description || '';
   if (isNew) ctl.status = select(v.initial_campaign_statuses, { value: 'draft' });
@@ -52,6 +62,9 @@ function basics(v, c, isNew) {
     field('Start date (UTC)', ctl.start_date, { name: 'start_date' }),
     field('End date (UTC)', ctl.end_date, { name: 'end_date' }),
     field('Total budget', ctl.total_budget, { name: 'total_budget' }),
+    field('Currency', ctl.currency, { name: 'currency', hint: 'Of every amount of the campaign.' }),
+    field('Time zone', ctl.time_zone, { name: 'time_zone', hint: 'Of its analytics days, such as Europe/Paris. Blank: UTC.' }),
+    timeZones(),
   ];
   const value = () => {
     const body = {
@@ -63,6 +76,9 @@ function basics(v, c, isNew) {
       total_budget: amount(ctl.total_budget.value) ?? null,
     };
     if (ctl.status) body.status = ctl.status.value;
+    // Blank: left out, the API's default (a new campaign) or unchanged (an edit).
+    if (ctl.currency.value) body.currency = ctl.currency.value;
+    if (ctl.time_zone.value.trim()) body.time_zone = ctl.time_zone.value.trim();
     return body;
   };
   return { element: h('div', { class: 'grid' }, fields), value };

@@ -1,4 +1,4 @@
-// Campaigns: the list (status filter, search, paging), the detail view with
+// Campaigns: the list (status filter, the API's search, keyset paging), the detail view with
 // its status changes, and the create and edit forms.
 import { call, get, vocab } from './api.js';
 import { h, clear, field, select, formError, heading, flash, money, when, table } from './ui.js';
@@ -19,51 +19,49 @@ export async function list(root, params) {
   const cursor = params.get('cursor') || '';
   const query = new URLSearchParams({ limit: String(PAGE) });
   if (status) query.set('status', status);
+  if (search) query.set('search', search);
   if (cursor) query.set('cursor', cursor);
   const { data } = await get(`/campaigns?${query}`);
 
   const statusSelect = select(v.campaign_statuses, { value: status, all: 'All statuses' });
-  const searchInput = h('input', { type: 'search', value: search });
-  const go = (extra = {}) => {
+  const searchInput = h('input', { type: 'search', value: search, maxlength: 200 });
+  // The pager keeps the search the page was loaded with, not text typed
+  // since and not yet searched for.
+  const go = (extra = {}, { paging = false } = {}) => {
     const next = new URLSearchParams();
+    const term = paging ? search : searchInput.value.trim();
     if (statusSelect.value) next.set('status', statusSelect.value);
-    if (searchInput.value) next.set('search', searchInput.value);
+    if (term) next.set('search', term);
     for (const [k, val] of Object.entries(extra)) if (val) next.set(k, val);
     location.hash = `#/campaigns?${next}`;
   };
   statusSelect.addEventListener('change', () => go());
-  // The API has no campaign search: the search filters the page shown, by
-  // name and description, as the user types.
-  const rows = h('tbody', {});
-  const render = () => {
-    const needle = searchInput.value.trim().toLowerCase();
-    const shown = data.data.filter((c) => !needle
-      || c.name.toLowerCase().includes(needle)
-      || (c.description || '').toLowerCase().includes(needle));
-    clear(rows, shown.map((c) => h('tr', {},
-      h('td', {}, h('a', { href: `#/campaigns/${c.id}` }, c.name)),
-      h('td', {}, label(c.type)),
-      h('td', {}, h('span', { class: `badge status-${c.status}` }, c.status)),
-      h('td', { class: 'num' }, money(c.total_budget, currencyOf(c))),
-      h('td', {}, when(c.start_date)),
-      h('td', {}, when(c.end_date)))));
-    if (!shown.length) rows.append(h('tr', {}, h('td', { colspan: 6, class: 'empty' }, 'No campaigns match.')));
-  };
-  searchInput.addEventListener('input', render);
-  render();
+  // The API's search (the name contains the text, any case), over every
+  // page: a new search starts again from the first page.
+  const filters = h('form', { class: 'filters', role: 'search', novalidate: true },
+    field('Status', statusSelect, { name: 'status' }),
+    field('Search by name', searchInput, { name: 'search' }),
+    h('button', { type: 'submit' }, 'Search'));
+  filters.addEventListener('submit', (event) => { event.preventDefault(); go(); });
+  const rows = h('tbody', {}, data.data.map((c) => h('tr', {},
+    h('td', {}, h('a', { href: `#/campaigns/${c.id}` }, c.name)),
+    h('td', {}, label(c.type)),
+    h('td', {}, h('span', { class: `badge status-${c.status}` }, c.status)),
+    h('td', { class: 'num' }, money(c.total_budget, currencyOf(c))),
+    h('td', {}, when(c.start_date)),
+    h('td', {}, when(c.end_date)))));
+  if (!data.data.length) rows.append(h('tr', {}, h('td', { colspan: 6, class: 'empty' }, 'No campaigns match.')));
 
   const previous = cursors.length || cursor
-    ? h('button', { type: 'button', onclick: () => go({ cursor: cursors.at(-1) === '-' ? '' : cursors.at(-1), trail: cursors.slice(0, -1).join(',') }) }, 'Previous page')
+    ? h('button', { type: 'button', onclick: () => go({ cursor: cursors.at(-1) === '-' ? '' : cursors.at(-1), trail: cursors.slice(0, -1).join(',') }, { paging: true }) }, 'Previous page')
     : null;
   const next = data.next_cursor
-    ? h('button', { type: 'button', onclick: () => go({ cursor: data.next_cursor, trail: [...cursors, cursor || '-'].join(',') }) }, 'Next page')
+    ? h('button', { type: 'button', onclick: () => go({ cursor: data.next_cursor, trail: [...cursors, cursor || '-'].join(',') }, { paging: true }) }, 'Next page')
     : null;
 
   clear(root,
     h('div', { class: 'title-row' }, heading('Campaigns'), h('a', { class: 'button', href: '#/campaigns/new' }, 'New campaign')),
-    h('div', { class: 'filters', role: 'search' },
-      field('Status', statusSelect, { name: 'status' }),
-      field('Search this page', searchInput, { name: 'search' })),
+    filters,
     h('table', {},
       h('caption', {}, 'Campaigns, newest first'),
       h('thead', {}, h('tr', {}, ['Name', 'Type', 'Status', 'Budget', 'Start', 'End'].map((c) => h('th', { scope: 'col' }, c)))),
@@ -131,6 +129,8 @@ export async function detail(root, id) {
       ['Type', label(c.type)],
       ['Schedule', `${when(c.start_date)} – ${when(c.end_date)}`],
       ['Total budget', money(c.total_budget, currency)],
+      ['Currency', c.currency || '—'],
+      ['Time zone', c.time_zone || 'UTC'],
       ['Version', String(c.version)],
       ['Created', when(c.created_at)],
       ['Updated', when(c.updated_at)],

@@ -19,6 +19,7 @@ use domain::campaign::{CampaignStatus, CampaignType};
 use domain::content::ContentStatus;
 use domain::lead::LeadStatus;
 use domain::task::TaskStatus;
+use domain::Currency;
 use serde_json::{json, Value};
 
 /// Where the console lives. Outside the API's base path: it is a page, not an
@@ -132,9 +133,9 @@ async fn asset(Path(file): Path<String>) -> Response {
     }
 }
 
-/// The closed sets of names the forms offer, and which status changes a
-/// campaign allows, taken from the domain so the console cannot drift from
-/// the rules the API enforces.
+/// The closed sets of names the forms offer (statuses, types, currencies),
+/// and which status changes a campaign allows, taken from the domain so the
+/// console cannot drift from the rules the API enforces.
 async fn vocabulary() -> Response {
     with_headers(Json(vocabulary_json()).into_response())
 }
@@ -163,6 +164,7 @@ pub fn vocabulary_json() -> Value {
         "task_statuses": TaskStatus::ALL.map(TaskStatus::as_str),
         "content_statuses": ContentStatus::ALL.map(ContentStatus::as_str),
         "lead_statuses": LeadStatus::ALL.map(LeadStatus::as_str),
+        "currencies": Currency::codes().collect::<Vec<_>>(),
     })
 }
 
@@ -260,5 +262,10 @@ mod tests {
         assert_eq!(v["campaign_transitions"]["completed"], json!([]));
         assert_eq!(v["initial_campaign_statuses"], json!(["draft", "active"]));
         assert_eq!(v["task_statuses"][1], "in_progress");
+        let currencies = v["currencies"].as_array().unwrap();
+        assert!(currencies.contains(&json!("EUR")) && currencies.contains(&json!("JPY")));
+        assert!(currencies
+            .iter()
+            .all(|c| Currency::parse("currency", c.as_str().unwrap()).is_ok()));
     }
 }

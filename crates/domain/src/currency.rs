@@ -211,6 +211,11 @@ impl Currency {
             })
     }
 
+    /// Every code [`Currency::parse`] takes, sorted: what a form offers.
+    pub fn codes() -> impl Iterator<Item = &'static str> {
+        ISO_4217.iter().map(|(code, _)| *code)
+    }
+
     pub fn code(self) -> &'static str {
         ISO_4217[usize::from(self.0)].0
     }

@@ -19,7 +19,9 @@ const BASE = process.env.CONSOLE_BASE;
 const API = `${BASE}/v1/dev/marketing`;
 const { KEY_A, KEY_B } = process.env;
 const SHOTS = process.env.SHOTS;
-const TIMEOUT = 15_000; // per wait; generous for a loaded machine, never slept
+// Per wait: generous, for a machine shared with other builds; every wait is
+// on a condition and ends as soon as it holds, so this costs nothing when quiet.
+const TIMEOUT = 60_000;
 fs.mkdirSync(SHOTS, { recursive: true });
 
 // --- helpers -------------------------------------------------------------------
@@ -203,6 +205,7 @@ async function main() {
       await page.getByLabel('Start date (UTC)', { exact: true }).fill('2024-06-01T00:00');
       await page.getByLabel('End date (UTC)', { exact: true }).fill('2024-05-01T00:00');
       await page.getByLabel('Total budget').fill('1000.00');
+      await page.getByLabel('Currency', { exact: true }).selectOption('EUR');
       await page.getByLabel('Channel 1 Start date (UTC)', { exact: true }).fill('2024-06-01T00:00');
       const addChannel = page.getByRole('button', { name: 'Add channel', exact: true });
       await addChannel.click();
@@ -262,6 +265,15 @@ async function main() {
       await allocation.fill('3000.00');
       await page.getByLabel('Minimum age').fill('25');
       await page.getByLabel('Maximum age').fill('45');
+      // A time zone the API does not know is refused by name, next to its field.
+      const zone = page.getByLabel('Time zone', { exact: true });
+      await zone.fill('Mars/Olympus_Mons');
+      const zoneRefused = apiResponse('POST', /\/campaigns$/);
+      await page.getByRole('button', { name: 'Create campaign' }).click();
+      assert.equal((await zoneRefused).status(), 400);
+      await (await errorOf(zone)).filter({ hasText: 'time_zone must be an IANA' }).waitFor();
+      assert.equal(await zone.getAttribute('aria-invalid'), 'true');
+      await zone.fill('');
       const created = apiResponse('POST', /\/campaigns$/);
       await page.getByRole('button', { name: 'Create campaign' }).click();
       const response = await created;
@@ -277,6 +289,8 @@ async function main() {
       assert.deepEqual(body.kpis, [{ name: 'Conversions', target: 1000, unit: 'count' }]);
       assert.deepEqual(body.target_audience, { age_range: [25, 45], gender: [], locations: ['US', 'CA'], interests: ['shopping'] });
       assert.deepEqual(body.goals, { primary: 'Increase sales by 30%', secondary: [], kpis: [{ metric: 'conversions', target: 1000 }] });
+      assert.equal(body.currency, 'EUR');
+      assert.equal('time_zone' in body, false, 'a blank time zone is left to the API (UTC)');
       campaignId = (await response.json()).id;
       await heading('Summer Sale');
       const channelRows = page.getByRole('table', { name: 'Channels' });
@@ -287,7 +301,10 @@ async function main() {
       await page.getByRole('definition').filter({ hasText: 'US, CA' }).waitFor();
       await page.getByRole('definition').filter({ hasText: '25–45' }).waitFor();
       await page.getByRole('definition').filter({ hasText: 'Increase sales by 30%' }).waitFor();
-      await page.getByText('10,000.00').first().waitFor();
+      // Money in the campaign's currency.
+      await page.getByRole('definition').filter({ hasText: /^€10,000\.00$/ }).waitFor();
+      await page.getByRole('definition').filter({ hasText: /^EUR$/ }).waitFor();
+      await channelRows.getByRole('cell', { name: '€5,000.00', exact: true }).waitFor();
     });
 
     await step('status changes offer only the allowed transitions', async () => {
@@ -337,7 +354,7 @@ async function main() {
       assert.deepEqual(JSON.parse(sent).goals.secondary, ['Brand awareness']);
       await heading('Summer Sale');
       await page.getByRole('definition').filter({ hasText: 'Brand awareness' }).waitFor();
-      await page.getByText('12,000.00').first().waitFor();
+      await page.getByRole('definition').filter({ hasText: /^€12,000\.00$/ }).waitFor();
     });
 
     await step('the list filters by status, searches and pages', async () => {
@@ -360,11 +377,26 @@ async function main() {
       assert.equal(await rows.count(), 1);
       await page.getByLabel('Status').selectOption('');
       await page.getByRole('link', { name: 'Winter Launch 20' }).waitFor();
-      await page.getByLabel('Search this page').fill('launch 1');
-      await page.getByRole('link', { name: 'Winter Launch 20' }).waitFor({ state: 'detached' });
+      // The API's search, over every page: Summer Sale is on the second.
+      const search = page.getByLabel('Search by name');
+      await search.fill('SUMMER');
+      await page.getByRole('button', { name: 'Search', exact: true }).click();
+      await page.getByRole('link', { name: 'Summer Sale' }).waitFor();
+      assert.equal(await rows.count(), 1);
+      assert.equal(await page.getByRole('button', { name: 'Next page' }).count(), 0);
+      // By keyboard: Enter in the field searches.
+      await search.fill('launch 1');
+      await search.press('Enter');
+      await page.getByRole('link', { name: 'Winter Launch 19' }).waitFor();
       // "Winter Launch 1" and 10 to 19 match; 2 to 9 and 20 do not.
       assert.equal(await rows.count(), 11);
-      await page.getByLabel('Search this page').fill('');
+      assert.equal(await page.getByRole('link', { name: 'Summer Sale' }).count(), 0);
+      await search.fill('no such campaign');
+      await search.press('Enter');
+      await page.getByText('No campaigns match.').waitFor();
+      await search.fill('');
+      await page.getByRole('button', { name: 'Search', exact: true }).click();
+      await page.getByRole('link', { name: 'Winter Launch 20' }).waitFor();
       await shot('campaigns');
     });
 
@@ -387,6 +419,7 @@ async function main() {
       const form = new FormData();
       form.append('title', 'LinkedIn article'); form.append('content_type', 'blog');
       form.append('platform', 'linkedin'); form.append('scheduled_date', '2024-06-20T09:00:00Z');
+      form.append('status', 'draft');
       const r = await fetch(`${API}/campaigns/${campaignId}/content`, { method: 'POST', headers: { Authorization: `Bearer ${KEY_A}` }, body: form });
       assert.equal(r.status, 201);
       await page.reload();
@@ -398,8 +431,16 @@ async function main() {
       await page.locator('td[data-date="2024-06-20"]').getByText('LinkedIn article').waitFor({ state: 'detached' });
       await cell.getByText('Launch post').waitFor();
       await page.getByLabel('Show platform').selectOption('');
+      await page.locator('td[data-date="2024-06-20"]').getByText('LinkedIn article').waitFor();
+      await page.getByLabel('Show status').selectOption('draft');
+      await cell.getByText('Launch post').waitFor({ state: 'detached' });
+      await page.locator('td[data-date="2024-06-20"]').getByText('LinkedIn article').waitFor();
+      await page.getByLabel('Show status').selectOption('');
+      const oldThumb = cell.getByRole('img', { name: 'Image of Launch post' });
+      await page.waitForFunction((el) => el.complete && el.naturalWidth === 8, await oldThumb.elementHandle());
       await shot('content-calendar-month');
-      const before = await cell.getByRole('img', { name: 'Image of Launch post' }).getAttribute('src');
+      const before = await oldThumb.getAttribute('src');
+      assert.match(before, /^blob:/);
       const replaced = apiResponse('PUT', /\/content\/[^/]+$/);
       await page.getByLabel('Replace media of Launch post').setInputFiles({ name: 'launch-v2.png', mimeType: 'image/png', buffer: png(16, 16, [40, 90, 220]) });
       assert.equal((await replaced).status(), 200);
@@ -442,7 +483,7 @@ async function main() {
       await heading('Analytics: Summer Sale');
       const tile = (name) => page.getByRole('group', { name, exact: true }).locator('.tile-value');
       await tile('CTR').filter({ hasText: '—' }).waitFor();
-      await tile('Budget spent (all time)').filter({ hasText: '$0.00 of $12,000.00' }).waitFor();
+      await tile('Budget spent (all time)').filter({ hasText: '€0.00 of €12,000.00' }).waitFor();
       const today = new Date().toISOString().slice(0, 10);
       const track = async (source, values) => {
         await page.getByLabel('Date', { exact: true }).fill(today);
@@ -457,29 +498,61 @@ async function main() {
       await fieldError('Cost').waitFor();
       assert.equal(await track('facebook', { Impressions: '10000', Clicks: '500', Conversions: '50', Cost: '250.00', Revenue: '5000.00' }), 201);
       await tile('CTR').filter({ hasText: '5.00%' }).waitFor();
-      await tile('CPC').filter({ hasText: '0.50' }).waitFor();
-      await tile('CPA').filter({ hasText: '5.00' }).waitFor();
+      await tile('CPC').filter({ hasText: /^€0\.50$/ }).waitFor();
+      await tile('CPA').filter({ hasText: /^€5\.00$/ }).waitFor();
       await tile('ROAS').filter({ hasText: '20.00×' }).waitFor();
-      await tile('Budget spent (all time)').filter({ hasText: '$250.00 of $12,000.00' }).waitFor();
+      await tile('Budget spent (all time)').filter({ hasText: '€250.00 of €12,000.00' }).waitFor();
+      // The chart (Chart.js's own record of what it draws): every day of the
+      // default range, the last 30 days, zeros but today.
       const chartData = () => page.evaluate(() => {
         const chart = window.Chart.getChart(document.querySelector('canvas'));
-        return Object.fromEntries(chart.data.datasets.map((d) => [d.label, d.data]));
+        return { labels: chart.data.labels, ...Object.fromEntries(chart.data.datasets.map((d) => [d.label, d.data])) };
       });
-      assert.deepEqual((await chartData()).Impressions, [10000]);
+      const zeros = (n) => Array(n).fill(0);
+      let data = await chartData();
+      assert.equal(data.labels.length, 30);
+      assert.equal(data.labels.at(-1), today);
+      assert.deepEqual(data.Impressions, [...zeros(29), 10000]);
       assert.equal(await track('google', { Impressions: '10000', Clicks: '100', Conversions: '10', Cost: '250.00', Revenue: '500.00' }), 201);
       await tile('CTR').filter({ hasText: '3.00%' }).waitFor();
       await tile('ROAS').filter({ hasText: '11.00×' }).waitFor();
-      await tile('Budget spent (all time)').filter({ hasText: '$500.00 of $12,000.00' }).waitFor();
-      const data = await chartData();
-      assert.deepEqual([data.Impressions, data.Clicks, data.Cost, data.Revenue], [[20000], [600], [500], [5500]]);
+      await tile('Budget spent (all time)').filter({ hasText: '€500.00 of €12,000.00' }).waitFor();
+      data = await chartData();
+      assert.deepEqual([data.Impressions, data.Clicks, data.Cost, data.Revenue].map((d) => d.at(-1)), [20000, 600, 500, 5500]);
+      assert.deepEqual(data.Conversions, [...zeros(29), 60]);
       await page.getByRole('table', { name: 'Daily figures' }).getByRole('cell', { name: today }).waitFor();
       // One source only.
       await page.getByLabel('Source (blank: all)').fill('google');
       await page.getByRole('button', { name: 'Show' }).click();
       await tile('CTR').filter({ hasText: '1.00%' }).waitFor();
+      assert.deepEqual((await chartData()).Clicks.at(-1), 100);
       await page.getByLabel('Source (blank: all)').fill('');
       await page.getByRole('button', { name: 'Show' }).click();
       await tile('CTR').filter({ hasText: '3.00%' }).waitFor();
+      // Another range: a week without figures, charted as zeros; the
+      // lifetime budget tile is the same.
+      const from = page.getByLabel('From', { exact: true });
+      const to = page.getByLabel('To', { exact: true });
+      const [defaultFrom, defaultTo] = [await from.inputValue(), await to.inputValue()];
+      await from.fill('2024-01-01');
+      await to.fill('2024-01-07');
+      await page.getByRole('button', { name: 'Show' }).click();
+      await page.getByText('No analytics in this range.').waitFor();
+      await tile('CTR').filter({ hasText: '—' }).waitFor();
+      await tile('Impressions').filter({ hasText: /^0$/ }).waitFor();
+      await tile('Budget spent (all time)').filter({ hasText: '€500.00 of €12,000.00' }).waitFor();
+      data = await chartData();
+      assert.deepEqual(data.labels, ['2024-01-01', '2024-01-02', '2024-01-03', '2024-01-04', '2024-01-05', '2024-01-06', '2024-01-07']);
+      assert.deepEqual(data.Impressions, zeros(7));
+      // A range the wrong way round: the API's message next to the field.
+      await from.fill('2024-01-08');
+      await page.getByRole('button', { name: 'Show' }).click();
+      await fieldError('To').filter({ hasText: 'must not be before start_date' }).waitFor();
+      await from.fill(defaultFrom);
+      await to.fill(defaultTo);
+      await page.getByRole('button', { name: 'Show' }).click();
+      await tile('CTR').filter({ hasText: '3.00%' }).waitFor();
+      await page.getByRole('table', { name: 'Daily figures' }).getByRole('cell', { name: today }).waitFor();
       await shot('analytics');
     });
 
@@ -550,11 +623,18 @@ async function main() {
       await page.getByRole('button', { name: 'Sign in' }).click();
       await heading('Campaigns');
       await page.getByText('No campaigns match.').waitFor();
-      for (const tab of ['', '/content', '/tasks', '/analytics', '/leads', '/audit']) {
+      const tabs = { '': 'Overview', '/content': 'Content calendar', '/tasks': 'Tasks', '/analytics': 'Analytics', '/leads': 'Leads', '/audit': 'Audit' };
+      for (const [tab, label] of Object.entries(tabs)) {
         await page.goto(`${BASE}/console#/campaigns/${campaignId}${tab}`);
+        // The tab asked for is the current one: this view, not the last one.
+        await page.getByRole('navigation', { name: 'Campaign' }).locator('a[aria-current="page"]', { hasText: label }).waitFor();
         await page.getByRole('alert').filter({ hasText: 'Campaign not found' }).waitFor();
         assert.equal(await page.getByText('Summer Sale').count(), 0);
       }
+      // Nor through the API's search.
+      await page.goto(`${BASE}/console#/campaigns?search=summer`);
+      await page.waitForFunction(() => document.querySelector('input[name="search"]')?.value === 'summer');
+      await page.getByText('No campaigns match.').waitFor();
     });
 
     assert.deepEqual(problems, []);
