@@ -82,7 +82,8 @@ async fn main() -> anyhow::Result<()> {
             scenario: args.scenario,
         };
         // Connections start spread over one interval, not all at once.
-        let first = started + interval.map_or(Duration::ZERO, |i| i * worker as u32 / args.concurrency as u32);
+        let first =
+            started + interval.map_or(Duration::ZERO, |i| i * worker as u32 / args.concurrency as u32);
         tokio::spawn(load.run(worker, first, interval, deadline))
     });
     let mut latencies = Vec::new();
