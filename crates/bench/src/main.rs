@@ -1,6 +1,8 @@
 //! `marketing-bench`: drives a running Marketing API with N concurrent
 //! connections for a fixed time and prints throughput and latency percentiles
 //! as one JSON line, for `deploy/bench/run.sh` to compare against pgbench.
+//! With `--rate` the load is open-loop instead (a fixed number of requests a
+//! second, whatever the latency), for `deploy/bench/isolation.sh`.
 
 use clap::{Parser, ValueEnum};
 use serde_json::json;
@@ -37,6 +39,14 @@ struct Args {
     /// benchmark script passes the seed's full example, as the peer uses.
     #[arg(long)]
     body_file: Option<std::path::PathBuf>,
+    /// Requests per second over all connections (open loop): each connection
+    /// sends on a fixed schedule, and a latency is counted from the time its
+    /// request was due, not from when it went out, so a server that stalls is
+    /// charged for the requests it held back (no coordinated omission).
+    /// Without it every connection sends its next request as soon as the
+    /// previous one is answered.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 #[tokio::main]
@@ -56,6 +66,12 @@ async fn main() -> anyhow::Result<()> {
     });
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
+    // Each connection's share of the rate: one request every `interval`.
+    let interval = match args.rate {
+        Some(rate) if rate > 0.0 => Some(Duration::from_secs_f64(args.concurrency as f64 / rate)),
+        Some(_) => anyhow::bail!("--rate must be positive"),
+        None => None,
+    };
     let workers = (0..args.concurrency).map(|worker| {
         let load = Load {
             client: client.clone(),
@@ -65,22 +81,29 @@ async fn main() -> anyhow::Result<()> {
             body: body.clone(),
             scenario: args.scenario,
         };
-        tokio::spawn(load.run(worker, deadline))
+        // Connections start spread over one interval, not all at once.
+        let first =
+            started + interval.map_or(Duration::ZERO, |i| i * worker as u32 / args.concurrency as u32);
+        tokio::spawn(load.run(worker, first, interval, deadline))
     });
     let mut latencies = Vec::new();
+    let mut service = Vec::new();
     let mut errors = 0;
     for result in futures::future::join_all(workers).await {
-        let (l, e) = result?;
+        let (l, s, e) = result?;
         latencies.extend(l);
+        service.extend(s);
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+    service.sort();
+    let at = |sorted: &[Duration], p: f64| {
+        sorted
+            .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
+    let pct = |p: f64| at(&latencies, p);
     println!(
         "{}",
         json!({
@@ -90,8 +113,15 @@ async fn main() -> anyhow::Result<()> {
             "errors": errors,
             "seconds": elapsed,
             "rps": latencies.len() as f64 / elapsed,
+            "rate": args.rate,
             "p50_ms": pct(0.50),
+            "p90_ms": pct(0.90),
             "p99_ms": pct(0.99),
+            "max_ms": pct(1.0),
+            // From sending to the answer, without the time a request waited
+            // for its connection (equal to the above without `--rate`).
+            "service_p50_ms": at(&service, 0.50),
+            "service_p99_ms": at(&service, 0.99),
         })
     );
     Ok(())
@@ -109,21 +139,44 @@ struct Load {
 
 impl Load {
     /// Requests until `deadline`: the latencies of the successes, and the
-    /// number of failures.
-    async fn run(self, worker: usize, deadline: Instant) -> (Vec<Duration>, u64) {
+    /// number of failures. With an `interval`, the k-th request is due at
+    /// `first + k * interval` and its latency counts from then; the second
+    /// list is the time from sending to the answer (the same without one).
+    async fn run(
+        self,
+        worker: usize,
+        first: Instant,
+        interval: Option<Duration>,
+        deadline: Instant,
+    ) -> (Vec<Duration>, Vec<Duration>, u64) {
         let mut latencies = Vec::new();
+        let mut service = Vec::new();
         let mut errors = 0u64;
         let mut n = worker;
-        while Instant::now() < deadline {
-            let t = Instant::now();
+        let mut due = first;
+        loop {
+            let t = match interval {
+                Some(interval) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    let t = due;
+                    due += interval;
+                    t
+                }
+                None => Instant::now(),
+            };
+            if t >= deadline {
+                break;
+            }
+            let sent = Instant::now();
             if self.request(worker, n).await {
                 latencies.push(t.elapsed());
+                service.push(sent.elapsed());
             } else {
                 errors += 1;
             }
             n += 7919; // stride through the preloaded ids
         }
-        (latencies, errors)
+        (latencies, service, errors)
     }
 
     async fn request(&self, worker: usize, n: usize) -> bool {

@@ -4,8 +4,12 @@
 //!    own (`replay_<name>`), with the same columns, indexes and constraints.
 //! 2. The whole log is applied into them, from position zero, with the
 //!    projection's own code: its SQL names tables unqualified, and the replay
-//!    transactions put the replay schema first on the `search_path`. The live
-//!    tables keep serving, and the live runner keeps them current, meanwhile.
+//!    transactions put the replay schema first on the `search_path`. One
+//!    reader feeds one applier per shard (at most [`MAX_APPLIERS`]), which
+//!    apply concurrently, each the events of its own campaigns in log order.
+//!    The indexes that applying does not need are built once the tables are
+//!    full ([`defer_indexes`]). The live tables keep serving, and the live
+//!    runner keeps them current, meanwhile.
 //! 3. Once caught up, one short transaction locks the live tables and the
 //!    projection's checkpoint, applies to the rebuilt tables whatever the live
 //!    runner had applied beyond the rebuild (so nothing a client was told is
@@ -19,7 +23,7 @@
 //!    Readers wait for that lock for the few milliseconds the swap takes; they
 //!    never see a half-built table.
 
-use crate::{Projection, ProjectionError};
+use crate::{Projection, ProjectionError, Shard};
 use deadpool_postgres::Pool;
 use event_store::{EventStore, LogPosition, RecordedEvent};
 use std::time::{Duration, Instant};
@@ -109,49 +113,145 @@ async fn rebuild(
         ));
     }
     client.batch_execute(&ddl).await?;
+    let deferred = defer_indexes(&client, schema, projection.tables()).await?;
     drop(client);
 
-    // Read the next batch while the previous one is applied: the read and
-    // the apply are different Postgres backends, and this process decodes one
-    // batch while Postgres writes the other.
-    let (batches, mut received) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
-    let read = read_ahead(store, projection, options.batch_size, batches);
-    let apply = async {
-        let search_path =
-            format!("SET LOCAL search_path TO {schema}, public; SET LOCAL synchronous_commit = off");
-        let mut position = LogPosition::START;
-        let mut applied = 0u64;
-        while let Some(events) = received.recv().await {
-            let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            tx.batch_execute(&search_path).await?;
-            projection.apply(&tx, &events).await?;
-            tx.commit().await?;
-            position = events.last().expect("batches are not empty").position;
-            applied += events.len() as u64;
-            progress(applied, position);
+    // One reader and one applier per partition, concurrently: the reader
+    // fetches and decodes the next batch while the appliers write the
+    // previous ones, each in a Postgres backend of its own. A partition is a
+    // set of whole campaigns ([`Shard`]), as live shards are, so each
+    // campaign's events are applied in log order by one applier, and the
+    // appliers never touch one another's rows.
+    let partitions: Vec<Shard> = Shard::all(options.shards.min(MAX_APPLIERS)).collect();
+    let (senders, receivers): (Vec<_>, Vec<_>) = partitions
+        .iter()
+        .map(|_| tokio::sync::mpsc::channel::<Part>(2))
+        .unzip();
+    let read = read_ahead(store, projection, options.batch_size, &partitions, senders);
+    let applied = std::cell::RefCell::new((0u64, progress));
+    let search_path =
+        format!("SET LOCAL search_path TO {schema}, public; SET LOCAL synchronous_commit = off");
+    let appliers = receivers.into_iter().map(|mut received| {
+        let (applied, search_path) = (&applied, &search_path);
+        async move {
+            while let Some(part) = received.recv().await {
+                if !part.events.is_empty() {
+                    let mut client = pool.get().await?;
+                    let tx = client.transaction().await?;
+                    tx.batch_execute(search_path).await?;
+                    projection.apply(&tx, &part.events).await?;
+                    tx.commit().await?;
+                }
+                let mut applied = applied.borrow_mut();
+                applied.0 += part.covers;
+                let events = applied.0;
+                (applied.1)(events, part.to);
+            }
+            Ok::<_, ProjectionError>(())
         }
-        Ok::<_, ProjectionError>((applied, position))
-    };
-    let ((), (mut applied, position)) = tokio::try_join!(read, apply)?;
+    });
+    let ((mut events, position), _) = tokio::try_join!(read, futures::future::try_join_all(appliers))?;
+    build_indexes(pool, &deferred).await?;
     if options.swap {
-        applied += swap(store, pool, projection, options, schema, position).await?;
+        events += swap(store, pool, projection, options, schema, position).await?;
     }
-    Ok((applied, position))
+    Ok((events, position))
 }
 
-/// Reads the whole readable log in batches into `batches`, with the bodies
-/// of the streams `projection` does not read left out.
+/// Drops the indexes of the rebuilt tables that applying the log does not
+/// need, and returns the statements that make them again. Building an index
+/// once over a full table is far cheaper than maintaining it row by row (a
+/// trigram GIN index most of all). Kept: unique indexes (primary keys and
+/// `ON CONFLICT` targets), and on each table the narrowest btree index led by
+/// `campaign_id`, through which a `CampaignDeleted` finds the rows it hides
+/// (`tombstones::record`); without it each deletion would scan the table.
+async fn defer_indexes(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    tables: &[&str],
+) -> Result<Vec<String>, ProjectionError> {
+    let mut deferred = Vec::new();
+    for table in tables {
+        let rows = client
+            .query(
+                "SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisunique,
+                        am.amname = 'btree' AND a.attname IS NOT DISTINCT FROM 'campaign_id',
+                        i.indnkeyatts
+                 FROM pg_index i
+                 JOIN pg_class c ON c.oid = i.indexrelid
+                 JOIN pg_am am ON am.oid = c.relam
+                 JOIN pg_class t ON t.oid = i.indrelid
+                 JOIN pg_namespace n ON n.oid = t.relnamespace
+                 LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0]
+                 WHERE n.nspname = $1 AND t.relname = $2
+                 ORDER BY i.indnkeyatts, c.relname",
+                &[&schema, table],
+            )
+            .await?;
+        let mut kept_campaign_index = false;
+        for row in rows {
+            let (name, definition): (String, String) = (row.get(0), row.get(1));
+            let (unique, by_campaign): (bool, bool) = (row.get(2), row.get(3));
+            if unique || (by_campaign && !kept_campaign_index) {
+                kept_campaign_index |= by_campaign;
+                continue;
+            }
+            client
+                .batch_execute(&format!("DROP INDEX {schema}.{name}"))
+                .await?;
+            deferred.push(definition);
+        }
+    }
+    Ok(deferred)
+}
+
+/// Builds the indexes [`defer_indexes`] left out, before the tables are
+/// compared or swapped in.
+async fn build_indexes(pool: &Pool, definitions: &[String]) -> Result<(), ProjectionError> {
+    if definitions.is_empty() {
+        return Ok(());
+    }
+    let client = pool.get().await?;
+    // A session setting of this connection only: sorting in memory builds
+    // the indexes faster than spilling to disk at the 64 MB default.
+    client.batch_execute("SET maintenance_work_mem = '256MB'").await?;
+    for definition in definitions {
+        client.batch_execute(definition).await?;
+    }
+    client.batch_execute("RESET maintenance_work_mem").await?;
+    Ok(())
+}
+
+/// The most appliers a rebuild runs at once, whatever the shard count: each
+/// holds a pooled connection while it applies.
+const MAX_APPLIERS: u32 = 4;
+
+/// One partition's share of a batch read from the log.
+struct Part {
+    /// The partition's events of the batch that the projection reads.
+    events: Vec<RecordedEvent>,
+    /// How many events of the log this share accounts for (the first
+    /// partition's also counts the events no partition reads), for progress.
+    covers: u64,
+    /// The batch's last position.
+    to: LogPosition,
+}
+
+/// Reads the whole readable log in batches, with the bodies of the streams
+/// `projection` does not read left out, and sends each partition its share of
+/// every batch. Returns how many events it read and the last position.
 async fn read_ahead(
     store: &dyn EventStore,
     projection: &dyn Projection,
     batch_size: usize,
-    batches: tokio::sync::mpsc::Sender<Vec<RecordedEvent>>,
-) -> Result<(), ProjectionError> {
+    partitions: &[Shard],
+    senders: Vec<tokio::sync::mpsc::Sender<Part>>,
+) -> Result<(u64, LogPosition), ProjectionError> {
     let prefixes: Option<Vec<&str>> = projection
         .reads()
         .map(|reads| reads.iter().map(|r| r.stream_prefix).collect());
     let mut position = LogPosition::START;
+    let mut read = 0u64;
     loop {
         let events = match &prefixes {
             Some(prefixes) => store.read_all_matching(position, batch_size, prefixes).await?,
@@ -162,12 +262,37 @@ async fn read_ahead(
         let done = events.len() < batch_size;
         if let Some(last) = events.last() {
             position = last.position;
-            if batches.send(events).await.is_err() {
-                return Ok(()); // the applier failed; its error is the one to report
+            read += events.len() as u64;
+            let mut parts: Vec<Part> = partitions
+                .iter()
+                .map(|_| Part {
+                    events: Vec::new(),
+                    covers: 0,
+                    to: position,
+                })
+                .collect();
+            parts[0].covers = events.len() as u64;
+            for event in events {
+                if !crate::reads_event(projection, &event) {
+                    continue;
+                }
+                let part = partitions
+                    .iter()
+                    .position(|p| p.holds_event(&event))
+                    .expect("every event is in one partition");
+                parts[0].covers -= 1;
+                parts[part].covers += 1;
+                parts[part].events.push(event);
+            }
+            for (part, sender) in parts.into_iter().zip(&senders) {
+                if sender.send(part).await.is_err() {
+                    // An applier failed; its error is the one to report.
+                    return Ok((read, position));
+                }
             }
         }
         if done {
-            return Ok(());
+            return Ok((read, position));
         }
     }
 }

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Isolation benchmark: what one tenant's big lead import does to everyone
+# else's writes. Campaign `POST` latency (p50/p90/p99/max) at a fixed rate,
+# first on an idle server, then while a ROWS-row lead import (default
+# 1,000,000) of another project is being projected, on the same server.
+#
+#   deploy/bench/isolation.sh                               # 1M rows, 50 req/s, 30 s
+#   ROWS=100000 RATE=20 SECONDS_PER_RUN=10 deploy/bench/isolation.sh
+#   SKIP_BUILD=1 CARGO_TARGET_DIR=<dir with release binaries> deploy/bench/isolation.sh
+#
+# The load is open-loop (`marketing-bench --rate`): each request is due at a
+# fixed time and its latency counts from then, so a stalled server is charged
+# for the requests it held back. The loaded run starts once the leads read
+# model has its first rows, and the script reports how many it had at the
+# start and end of the run: a run that outlives the projection says so.
+# Machines are shared and noisy: the idle run, in the same conditions, is the
+# comparison; `uptime` is printed beside each run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROWS=${ROWS:-1000000}
+RATE=${RATE:-50}
+CONCURRENCY=${CONCURRENCY:-16}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-30}
+CACHE_DIR=${MARKETING_CACHE_DIR:-/var/tmp/marketing-cache}
+mkdir -p "$CACHE_DIR"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
+export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
+# SKIP_BUILD=1 measures the binaries already in $CARGO_TARGET_DIR/release.
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p marketing -p bench >/dev/null
+BIN=$CARGO_TARGET_DIR/release
+DB=mk_bench_isolation_$$
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export DATABASE_URL=postgres://$PGUSER@$PGHOST:5432/$DB LISTEN_ADDR=127.0.0.1:$PORT RUST_LOG=warn
+WORK=$(mktemp -d)
+SERVER=""
+IMPORT=""
+cleanup() {
+    [ -n "$IMPORT" ] && kill "$IMPORT" 2>/dev/null && wait "$IMPORT" 2>/dev/null || true
+    [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
+    psql -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+leads() { psql -d "$DB" -Atc "SELECT count(*) FROM leads"; }
+
+echo "generating $ROWS leads"
+python3 deploy/bench/gen_leads.py "$ROWS" >"$WORK/leads.csv"
+"$BIN/marketing" migrate >/dev/null 2>&1
+# Two tenants: one imports, the other only creates campaigns.
+IMPORTER=$("$BIN/marketing" api-key create --project importer 2>/dev/null | tail -1)
+WRITER=$("$BIN/marketing" api-key create --project writer 2>/dev/null | tail -1)
+# Rate limits off: the load is the server's, not one client's; the import's
+# own time limit raised so that a slow machine finishes it.
+RATE_LIMIT_PER_SECOND=0 LEAD_IMPORT_TIMEOUT_MS=3600000 \
+    "$BIN/marketing" serve 2>"$CACHE_DIR/bench-isolation-serve.log" &
+SERVER=$!
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+API=http://127.0.0.1:$PORT/v1/dev/marketing
+CAMPAIGN=$(curl -fsS --max-time 10 -H "Authorization: Bearer $IMPORTER" -H 'content-type: application/json' \
+    -d '{"name": "Import target"}' "$API/campaigns" | field '["id"]')
+
+load() {
+    "$BIN/marketing-bench" --url "http://127.0.0.1:$PORT" --key "$WRITER" --scenario create \
+        --body-file deploy/bench/seed-campaign.json --rate "$RATE" --concurrency "$CONCURRENCY" \
+        --seconds "$SECONDS_PER_RUN"
+}
+
+echo "idle:   $(uptime)"
+IDLE=$(load)
+echo "idle:   $IDLE"
+
+START=$(date +%s.%N)
+curl -fsS --max-time 3600 -H "Authorization: Bearer $IMPORTER" -F "file=@$WORK/leads.csv" \
+    "$API/campaigns/$CAMPAIGN/leads/import" >"$WORK/report.json" &
+IMPORT=$!
+# Wait for the projection to be under way: the first leads in the read model.
+for _ in $(seq 1 3000); do
+    [ "$(leads)" -gt 0 ] && break
+    sleep 0.2
+done
+BEFORE=$(leads)
+BEFORE_AT=$(date +%s.%N)
+echo "import: $(uptime)"
+LOADED=$(load)
+AFTER=$(leads)
+AFTER_AT=$(date +%s.%N)
+echo "import: $LOADED"
+echo "import: $(uptime)"
+wait "$IMPORT"
+IMPORT=""
+IMPORTED_AT=$(date +%s.%N)
+python3 - "$WORK/report.json" "$ROWS" <<'PY'
+import json, sys
+report, n = json.load(open(sys.argv[1])), int(sys.argv[2])
+assert report["imported"] == n and report["failed"] == 0, report
+PY
+# Until every lead is projected, for the import's rate during the run.
+for _ in $(seq 1 18000); do
+    [ "$(leads)" -ge "$ROWS" ] && break
+    sleep 0.2
+done
+VISIBLE_AT=$(date +%s.%N)
+
+python3 - "$IDLE" "$LOADED" "$ROWS" "$BEFORE" "$AFTER" "$START" "$BEFORE_AT" "$AFTER_AT" "$IMPORTED_AT" "$VISIBLE_AT" <<'PY'
+import json, sys
+idle, loaded = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+rows, before, after = map(int, sys.argv[3:6])
+start, before_at, after_at, imported_at, visible_at = map(float, sys.argv[6:11])
+for name, run in (("idle", idle), ("during import", loaded)):
+    print(f"POST /campaigns {name}: {run['requests']} ok, {run['errors']} errors at {run['rate']:.0f}/s; "
+          f"p50 {run['p50_ms']:.1f} ms, p90 {run['p90_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, max {run['max_ms']:.1f} ms "
+          f"(from when due); sent to answered p50 {run.get('service_p50_ms', 0):.1f} ms, p99 {run.get('service_p99_ms', 0):.1f} ms; "
+          f"{run['seconds']:.0f} s to send them")
+print(f"leads projected: {before:,} when the loaded run started ({before_at - start:.1f} s into the import), "
+      f"{after:,} when it ended ({after_at - start:.1f} s); import answered at {imported_at - start:.1f} s, "
+      f"all {rows:,} visible at {visible_at - start:.1f} s ({rows / (visible_at - start):,.0f} rows/s)")
+if after >= rows:
+    print("WARNING: the projection finished during the loaded run; part of it was not under import")
+PY
