@@ -20,23 +20,6 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Requests the server authenticated from its key cache so far.
-async fn cache_hits(client: &reqwest::Client, base: &str) -> u64 {
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("marketing_api_key_cache_lookups_total{result=\"hit\"}"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn api_keys_with_scopes_expiry_and_rotation() {
     let db = fresh_database().await;
@@ -178,7 +161,11 @@ async fn api_keys_serve_and_graceful_shutdown() {
     // follows shows that another process's revocation reaches the cache.
     let list = format!("{base}/v1/dev/marketing/campaigns");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while cache_hits(&client, &base).await == 0 {
+    while server
+        .metric(&client, "marketing_api_key_cache_lookups_total{result=\"hit\"}")
+        .await
+        == 0.0
+    {
         let response = client.get(&list).bearer_auth(&secret).send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert!(

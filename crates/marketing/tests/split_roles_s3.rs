@@ -9,7 +9,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use test_support::fresh_database;
-use test_support::process::{Marketing, RoleProcess};
+use test_support::process::Marketing;
 use test_support::s3::S3Server;
 
 const BIN: &str = env!("CARGO_BIN_EXE_marketing");
@@ -39,23 +39,6 @@ async fn json(response: reqwest::Response, status: u16, what: &str) -> Value {
     let body = response.text().await.unwrap();
     assert_eq!(got, status, "{what}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"))
-}
-
-/// Writes answered before the read models had them (the bound below was hit).
-async fn read_after_write_timeouts(client: &reqwest::Client, role: &RoleProcess) -> u64 {
-    let metrics = client
-        .get(format!("{}/metrics", role.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .filter_map(|line| line.strip_prefix("marketing_read_after_write_timeouts_total "))
-        .map(|value| value.trim().parse::<f64>().unwrap() as u64)
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,8 +187,10 @@ async fn media_uploaded_through_the_command_role_is_downloaded_through_the_query
     );
 
     assert_eq!(
-        read_after_write_timeouts(&client, &command).await,
-        0,
+        command
+            .metric(&client, "marketing_read_after_write_timeouts_total")
+            .await,
+        0.0,
         "a write answered before its read model had it"
     );
     drop((query, command, projector));

@@ -133,6 +133,26 @@ impl RoleProcess {
         format!("http://{}", self.address)
     }
 
+    /// The sum of the samples on `/metrics` whose series starts with
+    /// `series` (a name, or a name with its labels): counters the tests read
+    /// to see what the process did, not how fast.
+    pub async fn metric(&self, client: &reqwest::Client, series: &str) -> f64 {
+        let text = client
+            .get(format!("{}/metrics", self.base_url()))
+            .send()
+            .await
+            .and_then(|response| response.error_for_status())
+            .unwrap_or_else(|e| panic!("{}: /metrics: {e}", self.role));
+        let text = text
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{}: /metrics: {e}", self.role));
+        text.lines()
+            .filter(|line| line.starts_with(series))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// What the process wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
