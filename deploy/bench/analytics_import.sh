@@ -13,47 +13,19 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZES=${SIZES:-"730x10 10000x100"}
 MODE=${MODE:-replace}
-CACHE_DIR=${MARKETING_CACHE_DIR:-/var/tmp/marketing-cache}
-mkdir -p "$CACHE_DIR"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
-export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
-# PROFILE=debug measures a debug build (what a developer has at hand; slower).
-PROFILE=${PROFILE:-release}
-BIN=$CARGO_TARGET_DIR/$PROFILE/marketing
-# SKIP_BUILD=1 measures the binary already built.
-if [ -z "${SKIP_BUILD:-}" ]; then
-    if [ "$PROFILE" = release ]; then cargo build --release --locked -p marketing >/dev/null; else cargo build --locked -p marketing >/dev/null; fi
-fi
-WORK=$(mktemp -d)
-DB=""
-SERVER=""
-cleanup() {
-    if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
-    [ -n "$DB" ] && psql -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-now() { date +%s.%N; }
-kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+. deploy/bench/lib.sh
+bench_build
 
-printf '%-9s %-7s %10s %10s %12s %9s %12s %7s %10s %10s %6s\n' rows mode "import_s" "visible_s" "rows_per_s" "copy_s" "copy_rows/s" "ratio" "idle_MiB" "peak_MiB" "load1"
+printf '%-9s %-7s %10s %10s %12s %9s %12s %7s %10s %10s %s\n' rows mode "import_s" "visible_s" "rows_per_s" "copy_s" "copy_rows/s" "ratio" "idle_MiB" "peak_MiB" "load1(start/end)"
 for SIZE in $SIZES; do
     DAYS=${SIZE%x*}; SOURCES=${SIZE#*x}; N=$((DAYS * SOURCES))
     FILE=$WORK/analytics-$N.csv
     python3 deploy/bench/gen_analytics.py "$DAYS" "$SOURCES" >"$FILE"
-    DB=mk_bench_analytics_$$_$N
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    export DATABASE_URL=postgres://$PGUSER@$PGHOST:5432/$DB LISTEN_ADDR=127.0.0.1:$PORT RUST_LOG=warn,command_api=info
-    "$BIN" migrate >/dev/null
-    KEY=$("$BIN" api-key create --project bench 2>/dev/null | tail -1)
-    RATE_LIMIT_PER_SECOND=0 "$BIN" serve 2>>"$CACHE_DIR/bench-analytics-serve.log" &
-    SERVER=$!
-    for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
-    API=http://127.0.0.1:$PORT/v1/dev/marketing
-    CAMPAIGN=$(curl -fsS --max-time 10 -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
-        -d '{"name": "Bench"}' "$API/campaigns" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    bench_db "mk_bench_analytics_$$_$N"
+    bench_serve bench-analytics-serve.log
+    CAMPAIGN=$(bench_campaign Bench)
     IDLE=$(kib "$SERVER" VmRSS)
-    LOAD=$(cut -d' ' -f1 /proc/loadavg)
+    LOAD=$(load1)
 
     START=$(now)
     curl -fsS --max-time 900 -H "Authorization: Bearer $KEY" -F "file=@$FILE" \
@@ -68,6 +40,7 @@ for SIZE in $SIZES; do
     done
     VISIBLE=$(now)
     PEAK=$(kib "$SERVER" VmHWM)
+    LOAD="$LOAD/$(load1)"
     python3 - "$WORK/report.json" "$N" "$RECORDS" <<'PY'
 import json, sys
 report, n, records = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
@@ -75,21 +48,16 @@ assert report["imported"] == n and report["failed"] == 0, report
 assert records == n, f"the summary counts {records} of {n} rows"
 PY
 
-    psql -d "$DB" -qc "CREATE TABLE copy_analytics (date date, source text, impressions bigint, clicks bigint, conversions bigint, cost numeric, revenue numeric, engagement_rate numeric)"
-    COPY_START=$(now)
-    psql -d "$DB" -qc "\\copy copy_analytics FROM '$FILE' WITH (FORMAT csv, HEADER)"
-    COPY_END=$(now)
-
-    python3 - "$N" "$MODE" "$START" "$IMPORTED" "$VISIBLE" "$COPY_START" "$COPY_END" "$IDLE" "$PEAK" "$LOAD" <<'PY'
+    COPY_S=$(bench_copy "copy_analytics (date date, source text, impressions bigint, clicks bigint, conversions bigint, cost numeric, revenue numeric, engagement_rate numeric)" "$FILE")
+    python3 - "$N" "$MODE" "$START" "$IMPORTED" "$VISIBLE" "$COPY_S" "$IDLE" "$PEAK" "$LOAD" <<'PY'
 import sys
 n, mode = int(sys.argv[1]), sys.argv[2]
-start, imported, visible, c0, c1 = map(float, sys.argv[3:8])
-idle, peak, load = int(sys.argv[8]), int(sys.argv[9]), sys.argv[10]
-rate, copy_rate = n / (visible - start), n / (c1 - c0)
-print(f"{n:<9} {mode:<7} {imported - start:10.2f} {visible - start:10.2f} {rate:12.0f} {c1 - c0:9.2f} {copy_rate:12.0f} {rate / copy_rate:7.3f} {idle / 1024:10.1f} {peak / 1024:10.1f} {load:>6}")
+start, imported, visible, copy_s = map(float, sys.argv[3:7])
+idle, peak, load = int(sys.argv[7]), int(sys.argv[8]), sys.argv[9]
+rate, copy_rate = n / (visible - start), n / copy_s
+print(f"{n:<9} {mode:<7} {imported - start:10.2f} {visible - start:10.2f} {rate:12.0f} {copy_s:9.2f} {copy_rate:12.0f} {rate / copy_rate:7.3f} {idle / 1024:10.1f} {peak / 1024:10.1f} {load}")
 PY
-    kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
-    psql -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-    DB=""
+    bench_stop
+    bench_drop
     rm -f "$FILE"
 done
