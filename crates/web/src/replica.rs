@@ -329,7 +329,12 @@ impl ReadPool {
     /// A connection for one read: the replica's if it is in use and one can be
     /// had, else the primary's.
     pub async fn get(&self) -> Result<Object, PoolError> {
-        if let Some(replica) = self.replica.as_ref().filter(|r| r.in_use()) {
+        let Some(replica) = &self.replica else {
+            // No replica: nothing to count, and the primary-key read is the
+            // hot path of the query API, where every lookup shows.
+            return self.primary.get().await;
+        };
+        if replica.in_use() {
             match replica.0.pool.get().await {
                 Ok(client) => {
                     metrics::counter!("marketing_reads_total", "database" => "replica").increment(1);
