@@ -69,32 +69,7 @@ pub async fn run(config: &Config, campaign_id: Uuid, file: &Path) -> anyhow::Res
             Some(KEY_LIFETIME),
         )
         .await?;
-    let state = CommandState {
-        store: Arc::new(PgEventStore::new(
-            pool.clone(),
-            domain::upcast::ALL,
-            Wakeups::new(),
-        )),
-        progress: Arc::new(NoWait),
-        keys: keys.clone(),
-        default_currency: config.default_currency,
-        pool: pool.clone(),
-        read_after_write_timeout: config.read_after_write_timeout(),
-        // Nor for a replica: the command answers once the leads are written.
-        replica: None,
-        media: config.media_store().context("cannot open the media store")?,
-        vault: config.lead_vault()?,
-        lead_import: command_api::csv_upload::ImportLimits {
-            max_bytes: config.lead_import_max_bytes,
-            max_rows: config.lead_import_max_rows,
-        },
-        analytics_import: command_api::csv_upload::ImportLimits {
-            max_bytes: config.analytics_import_max_bytes,
-            max_rows: config.analytics_import_max_rows,
-        },
-        // The CLI imports synchronously: no worker here.
-        import_wake: Arc::default(),
-    };
+    let state = command_state(config, pool, keys.clone())?;
     let progress = Arc::new(Mutex::new(Progress::new(
         config,
         format!("import-leads {}", file.display()),
@@ -126,6 +101,42 @@ pub async fn run(config: &Config, campaign_id: Uuid, file: &Path) -> anyhow::Res
         report["message"].as_str().unwrap_or("see above")
     );
     Ok(())
+}
+
+/// The command side's state for one in-process request: no read-model
+/// wait, no replica, no import worker (the CLI imports synchronously).
+fn command_state(
+    config: &Config,
+    pool: deadpool_postgres::Pool,
+    keys: ApiKeys,
+) -> anyhow::Result<CommandState> {
+    Ok(CommandState {
+        store: Arc::new(PgEventStore::new(
+            pool.clone(),
+            domain::upcast::ALL,
+            Wakeups::new(),
+        )),
+        progress: Arc::new(NoWait),
+        keys,
+        default_currency: config.default_currency,
+        pool,
+        read_after_write_timeout: config.read_after_write_timeout(),
+        // No replica to wait for either: the command answers once the leads
+        // are written.
+        replica: None,
+        media: config.media_store().context("cannot open the media store")?,
+        vault: config.lead_vault()?,
+        lead_import: command_api::csv_upload::ImportLimits {
+            max_bytes: config.lead_import_max_bytes,
+            max_rows: config.lead_import_max_rows,
+        },
+        analytics_import: command_api::csv_upload::ImportLimits {
+            max_bytes: config.analytics_import_max_bytes,
+            max_rows: config.analytics_import_max_rows,
+        },
+        // The CLI imports synchronously: no worker here.
+        import_wake: Arc::default(),
+    })
 }
 
 /// Who runs the command, for the audit trail.
