@@ -386,6 +386,22 @@ impl Config {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
+    /// The lead CSV import's limits (LEAD_IMPORT_MAX_BYTES, _MAX_ROWS).
+    pub fn lead_import_limits(&self) -> command_api::csv_upload::ImportLimits {
+        command_api::csv_upload::ImportLimits {
+            max_bytes: self.lead_import_max_bytes,
+            max_rows: self.lead_import_max_rows,
+        }
+    }
+
+    /// The analytics CSV import's limits (ANALYTICS_IMPORT_MAX_BYTES, _MAX_ROWS).
+    pub fn analytics_import_limits(&self) -> command_api::csv_upload::ImportLimits {
+        command_api::csv_upload::ImportLimits {
+            max_bytes: self.analytics_import_max_bytes,
+            max_rows: self.analytics_import_max_rows,
+        }
+    }
+
     pub fn read_after_write_timeout(&self) -> Duration {
         Duration::from_millis(self.read_after_write_timeout_ms)
     }

@@ -126,14 +126,8 @@ fn command_state(
         replica: None,
         media: config.media_store().context("cannot open the media store")?,
         vault: config.lead_vault()?,
-        lead_import: command_api::csv_upload::ImportLimits {
-            max_bytes: config.lead_import_max_bytes,
-            max_rows: config.lead_import_max_rows,
-        },
-        analytics_import: command_api::csv_upload::ImportLimits {
-            max_bytes: config.analytics_import_max_bytes,
-            max_rows: config.analytics_import_max_rows,
-        },
+        lead_import: config.lead_import_limits(),
+        analytics_import: config.analytics_import_limits(),
         // The CLI imports synchronously: no worker here.
         import_wake: Arc::default(),
     })

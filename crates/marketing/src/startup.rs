@@ -350,14 +350,8 @@ impl Core {
                 replica: replica.clone(),
                 media: self.media.clone().context("media store")?,
                 vault: self.vault.clone(),
-                lead_import: command_api::csv_upload::ImportLimits {
-                    max_bytes: config.lead_import_max_bytes,
-                    max_rows: config.lead_import_max_rows,
-                },
-                analytics_import: command_api::csv_upload::ImportLimits {
-                    max_bytes: config.analytics_import_max_bytes,
-                    max_rows: config.analytics_import_max_rows,
-                },
+                lead_import: config.lead_import_limits(),
+                analytics_import: config.analytics_import_limits(),
                 import_wake: Arc::new(tokio::sync::Notify::new()),
                 default_currency: config.default_currency,
             };
