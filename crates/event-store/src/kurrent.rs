@@ -35,11 +35,12 @@
 
 use crate::chain::{self, ChainedFields, Hash};
 use crate::{
-    upcast, AppendError, AppendOutcome, ChainBreak, EventStore, ExpectedVersion, LogPosition, NewEvent,
-    RecordedEvent, StoreError, StreamAppend, Upcaster, VerifyReport, Wakeups,
+    upcast, AppendError, AppendOutcome, ChainBreak, EventStore, ExpectedVersion, LogPosition, LogReader,
+    NewEvent, RecordedEvent, StoreError, StreamAppend, StreamVersion, Upcaster, VerifyReport, Wakeups,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use kurrentdb::{
     AppendToStreamOptions, Client, ClientSettings, EventData, Position, ReadAllOptions, ReadStreamOptions,
     StreamPosition, StreamState, SubscribeToAllOptions, SubscriptionEvent,
@@ -47,7 +48,8 @@ use kurrentdb::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -57,6 +59,8 @@ use uuid::Uuid;
 const ANY_VERSION_ATTEMPTS: usize = 5;
 /// Events per `$all` read while verifying.
 const VERIFY_BATCH: usize = 1000;
+/// Stream reads in flight at once when loading events by place.
+const READ_CONCURRENCY: usize = 8;
 /// Pause before re-subscribing after the wake-up subscription dropped.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(500);
 
@@ -128,9 +132,23 @@ impl KurrentEventStore {
     }
 
     async fn read_raw_stream(&self, stream_id: &str) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
-        let options = ReadStreamOptions::default()
+        self.read_raw_range(stream_id, 0, None).await
+    }
+
+    /// The events of `stream_id` from revision `from` on, at most `count` of
+    /// them when given.
+    async fn read_raw_range(
+        &self,
+        stream_id: &str,
+        from: u64,
+        count: Option<usize>,
+    ) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
+        let mut options = ReadStreamOptions::default()
             .forwards()
-            .position(StreamPosition::Start);
+            .position(StreamPosition::Position(from));
+        if let Some(count) = count {
+            options = options.max_count(count);
+        }
         let mut stream = match self.client.read_stream(stream_id, &options).await {
             Ok(stream) => stream,
             Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),
@@ -257,52 +275,84 @@ impl KurrentEventStore {
     /// The digest is built as on Postgres (stream id, NUL, last hash, in stream
     /// id byte order); compare digests of one backend only.
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
-        let mut heads: BTreeMap<String, (i64, Hash)> = BTreeMap::new();
-        let mut report = VerifyReport {
-            streams: 0,
-            events: 0,
-            log_digest: String::new(),
-            first_break: None,
-        };
+        self.verify_with_progress(|_| {}).await
+    }
+
+    /// [`KurrentEventStore::verify`], calling `progress` with the number of
+    /// events checked so far after every batch read (the CLI's progress bar).
+    pub async fn verify_with_progress(
+        &self,
+        mut progress: impl FnMut(u64),
+    ) -> Result<VerifyReport, StoreError> {
+        let mut check = ChainCheck::default();
         let mut after = LogPosition::START;
         loop {
             let batch = self.read_all_raw(after, VERIFY_BATCH).await?;
             let Some(last) = batch.last() else { break };
             after = position(last.position)?;
             for event in &batch {
-                report.events += 1;
-                let stream_id = event.stream_id().to_owned();
-                let previous = heads.get(&stream_id).copied();
-                let (stored, computed, version) = rehash(event, previous.map_or(chain::GENESIS, |(_, h)| h))?;
-                if report.first_break.is_none() {
-                    let reason = match previous {
-                        None if version != 0 => Some(format!("stream starts at version {version}, not 0")),
-                        Some((p, _)) if version != p + 1 => {
-                            Some(format!("version {version} follows version {p}"))
-                        }
-                        _ if stored != computed => {
-                            Some("hash does not match the event's content and chain".into())
-                        }
-                        _ => None,
-                    };
-                    report.first_break = reason.map(|reason| ChainBreak {
-                        stream_id: stream_id.clone(),
-                        version,
-                        reason,
-                    });
-                }
-                heads.insert(stream_id, (version, stored));
+                check.event(event)?;
+            }
+            progress(check.report.events);
+        }
+        Ok(check.finish())
+    }
+
+    /// [`KurrentEventStore::verify`] for these streams only, each read whole
+    /// from revision 0 (the campaign check of the history API); the digest
+    /// covers them only. A stream that does not exist counts as none.
+    pub async fn verify_streams(&self, streams: &[String]) -> Result<VerifyReport, StoreError> {
+        let mut check = ChainCheck::default();
+        for stream_id in streams {
+            for event in self.read_raw_stream(stream_id).await? {
+                check.event(&event)?;
             }
         }
-        report.streams = heads.len() as u64;
+        Ok(check.finish())
+    }
+}
+
+/// A hash-chain check fed each stream's events in revision order: one entry
+/// per stream (its last revision and hash), and the first break found.
+#[derive(Default)]
+struct ChainCheck {
+    heads: BTreeMap<String, (i64, Hash)>,
+    report: VerifyReport,
+}
+
+impl ChainCheck {
+    fn event(&mut self, event: &kurrentdb::RecordedEvent) -> Result<(), StoreError> {
+        self.report.events += 1;
+        let stream_id = event.stream_id().to_owned();
+        let previous = self.heads.get(&stream_id).copied();
+        let (stored, computed, version) = rehash(event, previous.map_or(chain::GENESIS, |(_, h)| h))?;
+        if self.report.first_break.is_none() {
+            let reason = match previous {
+                None if version != 0 => Some(format!("stream starts at version {version}, not 0")),
+                Some((p, _)) if version != p + 1 => Some(format!("version {version} follows version {p}")),
+                _ if stored != computed => Some("hash does not match the event's content and chain".into()),
+                _ => None,
+            };
+            self.report.first_break = reason.map(|reason| ChainBreak {
+                stream_id: stream_id.clone(),
+                version,
+                reason,
+            });
+        }
+        self.heads.insert(stream_id, (version, stored));
+        Ok(())
+    }
+
+    fn finish(mut self) -> VerifyReport {
+        self.report.streams = self.heads.len() as u64;
         let mut digest = Sha256::new();
-        for (stream, (_, hash)) in &heads {
+        for (stream, (_, hash)) in &self.heads {
             digest.update(stream.as_bytes());
             digest.update([0]);
             digest.update(hash);
         }
-        report.log_digest = hex::encode(digest.finalize());
-        Ok(report)
+        self.report.log_digest = hex::encode(digest.finalize());
+        self.report
     }
 }
 
@@ -491,6 +541,44 @@ impl EventStore for KurrentEventStore {
             .iter()
             .map(|event| self.decode(event))
             .collect()
+    }
+
+    /// One read per stream, from its lowest wanted revision to its highest,
+    /// a few streams at a time.
+    async fn read_versions(&self, places: &[StreamVersion]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut ranges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for place in places.iter().filter(|p| p.version >= 0) {
+            let range = ranges
+                .entry(&place.stream_id)
+                .or_insert((place.version, place.version));
+            *range = (range.0.min(place.version), range.1.max(place.version));
+        }
+        let wanted: HashSet<(&str, i64)> = places.iter().map(|p| (p.stream_id.as_str(), p.version)).collect();
+        let reads: Vec<_> = ranges
+            .into_iter()
+            .map(|(stream_id, (low, high))| {
+                let count = usize::try_from(high - low + 1).unwrap_or(usize::MAX);
+                self.read_raw_range(stream_id, low as u64, Some(count))
+            })
+            .collect();
+        let streams: Vec<Vec<kurrentdb::RecordedEvent>> = futures::stream::iter(reads)
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut events = Vec::with_capacity(places.len());
+        for event in streams.iter().flatten() {
+            if wanted.contains(&(event.stream_id(), revision(event)?)) {
+                events.push(self.decode(event)?);
+            }
+        }
+        events.sort_by_key(|e| e.position);
+        Ok(events)
+    }
+
+    /// The log is not in Postgres: its readers query the `log_index`
+    /// projection and load bodies from here.
+    fn log_reader(self: Arc<Self>) -> LogReader {
+        LogReader::Kurrent(self)
     }
 
     async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {

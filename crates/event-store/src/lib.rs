@@ -26,6 +26,7 @@ pub mod horizon;
 mod kurrent;
 pub mod leases;
 mod listener;
+mod log_reader;
 mod postgres;
 mod verify;
 
@@ -35,6 +36,7 @@ pub use history::{read_correlated, HistoryFilter};
 #[cfg(feature = "kurrentdb")]
 pub use kurrent::{KurrentEventStore, StoredMetadata};
 pub use listener::{spawn_listener, wait, Wakeups, EVENTS_CHANNEL};
+pub use log_reader::{LogReader, LOG_INDEX};
 pub use postgres::{
     append_in_transaction, connect_pool, migrate, PgEventStore, POOL_CREATE_TIMEOUT, POOL_RECYCLE_TIMEOUT,
     POOL_WAIT_TIMEOUT,
@@ -111,6 +113,13 @@ pub struct RecordedEvent {
     pub data: Value,
     pub metadata: Value,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// Where one event is: its stream and its version there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamVersion {
+    pub stream_id: String,
+    pub version: i64,
 }
 
 /// One stream's part of an atomic append.
@@ -214,6 +223,16 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Every event of one stream, oldest first.
     async fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The events at these places, upcast, in log order. A place that holds
+    /// no event is left out. How the readers of the log index
+    /// ([`LogReader`]) load the bodies the index does not keep.
+    async fn read_versions(&self, places: &[StreamVersion]) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// How the parts that query the log by what its events say (campaign
+    /// history, the event feed, webhooks) read this log: the `events` table
+    /// itself on Postgres, a Postgres index of it plus this store elsewhere.
+    fn log_reader(self: std::sync::Arc<Self>) -> LogReader;
 
     /// Up to `limit` events strictly after `after` in whole-log order. Never
     /// returns an event that a later call could place before one already returned.

@@ -2,8 +2,8 @@
 
 use crate::horizon::Horizon;
 use crate::{
-    upcast, AppendError, AppendOutcome, EventStore, ExpectedVersion, LogPosition, RecordedEvent, StoreError,
-    StreamAppend, Upcaster, Wakeups,
+    upcast, AppendError, AppendOutcome, EventStore, ExpectedVersion, LogPosition, LogReader, RecordedEvent,
+    StoreError, StreamAppend, StreamVersion, Upcaster, Wakeups,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -551,6 +551,29 @@ impl EventStore for PgEventStore {
             .await?;
         let rows = client.query(&statement, &[&stream_id]).await?;
         Ok(rows.iter().map(|row| self.decode(row)).collect())
+    }
+
+    async fn read_versions(&self, places: &[StreamVersion]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let streams: Vec<&str> = places.iter().map(|p| p.stream_id.as_str()).collect();
+        let versions: Vec<i64> = places.iter().map(|p| p.version).collect();
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT e.position, e.tx_id, e.event_id, e.stream_id, e.version, e.event_type,
+                        e.schema_version, e.data, e.metadata, e.recorded_at
+                 FROM events e
+                 JOIN unnest($1::text[], $2::bigint[]) AS p(stream_id, version)
+                   ON e.stream_id = p.stream_id AND e.version = p.version
+                 ORDER BY e.tx_id, e.position",
+            )
+            .await?;
+        let rows = client.query(&statement, &[&streams, &versions]).await?;
+        Ok(rows.iter().map(|row| self.decode(row)).collect())
+    }
+
+    /// The log is the `events` table: its readers query it directly.
+    fn log_reader(self: Arc<Self>) -> LogReader {
+        LogReader::Postgres
     }
 
     /// Why not `WHERE position > $last`: sequence values are handed out at insert,

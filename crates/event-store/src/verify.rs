@@ -22,7 +22,7 @@ pub struct ChainBreak {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VerifyReport {
     pub streams: u64,
     pub events: u64,

@@ -1,12 +1,12 @@
-//! The auditor's commands: `replay`, `history`, `verify`.
+//! The auditor's commands: `replay`, `history`, `verify`, on either backend
+//! of the log (`EVENT_STORE_URL`): the store and its [`LogReader`] say how
+//! to read it.
 
 use crate::config::Config;
 use crate::progress::{Progress, Unit};
 use anyhow::Context;
-use event_store::{
-    connect_pool, read_correlated, EventStore, HistoryFilter, LogPosition, PgEventStore, Wakeups,
-};
-use projector::{all_projections, ReplayOptions};
+use event_store::{connect_pool, EventStore, HistoryFilter, LogPosition, Wakeups};
+use projector::{projections_for, ReplayOptions};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,25 +14,22 @@ use uuid::Uuid;
 
 pub async fn replay(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
     let pool = connect_pool(&config.database_url, 8)?;
-    let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
-        pool.clone(),
-        domain::upcast::ALL,
-        Wakeups::new(),
-    ));
+    let store: Arc<dyn EventStore> = config.event_store(pool.clone(), Wakeups::new())?;
+    let log = store.clone().log_reader();
     let vault = config.lead_vault()?;
-    let projections: Vec<_> = all_projections(&vault)
+    let projections: Vec<_> = projections_for(&vault, &log)
         .into_iter()
         .filter(|p| only.is_none_or(|name| p.name() == name))
         .collect();
     if projections.is_empty() {
-        let known: Vec<_> = all_projections(&vault).iter().map(|p| p.name()).collect();
+        let known: Vec<_> = projections_for(&vault, &log).iter().map(|p| p.name()).collect();
         anyhow::bail!(
             "no projection named {:?}; known: {}",
             only.unwrap_or_default(),
             known.join(", ")
         );
     }
-    let total = log_size(&pool).await?;
+    let total = log.count(&pool).await?;
     for projection in projections {
         let name = projection.name();
         let mut progress = Progress::new(config, format!("replay {name}"), Unit::Events, Some(total));
@@ -66,7 +63,8 @@ pub async fn history(
     event_type: Option<String>,
 ) -> anyhow::Result<()> {
     let pool = connect_pool(&config.database_url, 2)?;
-    if query_api::history::campaign_owner(&pool, campaign_id)
+    let log = config.event_store(pool.clone(), Wakeups::new())?.log_reader();
+    if query_api::history::campaign_owner(&pool, &log, campaign_id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .is_none()
@@ -87,15 +85,16 @@ pub async fn history(
     }
     let mut after = LogPosition::START;
     loop {
-        let page = read_correlated(
-            &pool,
-            domain::upcast::ALL,
-            &campaign_id.to_string(),
-            &filter,
-            after,
-            500,
-        )
-        .await?;
+        let page = log
+            .correlated(
+                &pool,
+                domain::upcast::ALL,
+                &campaign_id.to_string(),
+                &filter,
+                after,
+                500,
+            )
+            .await?;
         let Some(last) = page.last() else { break };
         after = last.position;
         for event in page {
@@ -130,9 +129,10 @@ pub async fn history(
 
 pub async fn verify(config: &Config) -> anyhow::Result<()> {
     let pool = connect_pool(&config.database_url, 2)?;
+    let log = config.event_store(pool.clone(), Wakeups::new())?.log_reader();
     let started = Instant::now();
-    let mut progress = Progress::new(config, "verify", Unit::Events, Some(log_size(&pool).await?));
-    let report = event_store::verify_with_progress(&pool, |events| progress.set(events)).await?;
+    let mut progress = Progress::new(config, "verify", Unit::Events, Some(log.count(&pool).await?));
+    let report = log.verify(&pool, |events| progress.set(events)).await?;
     progress.set(report.events);
     progress.finish();
     println!(
@@ -154,12 +154,4 @@ pub async fn verify(config: &Config) -> anyhow::Result<()> {
             broken.reason
         ),
     }
-}
-
-/// Events in the log now: the total the progress of a whole-log pass counts
-/// towards (writes during the pass may take it a little beyond).
-pub async fn log_size(pool: &deadpool_postgres::Pool) -> anyhow::Result<u64> {
-    let client = pool.get().await?;
-    let count: i64 = client.query_one("SELECT count(*) FROM events", &[]).await?.get(0);
-    Ok(count.max(0) as u64)
 }

@@ -1,6 +1,7 @@
 //! Typed configuration from the environment (docs/operations.md), with
 //! defaults that work on a fresh machine.
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -434,6 +435,24 @@ impl Config {
         };
         config.validate()?;
         Ok(Some(config))
+    }
+
+    /// The event log: KurrentDB when `EVENT_STORE_URL` is set, otherwise the
+    /// `events` table reached through `pool`. A KurrentDB store ticks `wakeups`
+    /// from its own `$all` subscription; a Postgres one needs the `LISTEN`
+    /// listener for other processes' commits. Must run inside a Tokio runtime.
+    pub fn event_store(
+        &self,
+        pool: deadpool_postgres::Pool,
+        wakeups: event_store::Wakeups,
+    ) -> anyhow::Result<std::sync::Arc<dyn event_store::EventStore>> {
+        Ok(match &self.event_store_url {
+            Some(url) => std::sync::Arc::new(
+                event_store::KurrentEventStore::connect(url, domain::upcast::ALL, wakeups)
+                    .context("cannot open the KurrentDB event store")?,
+            ),
+            None => std::sync::Arc::new(event_store::PgEventStore::new(pool, domain::upcast::ALL, wakeups)),
+        })
     }
 
     /// The vault that opens lead personal data, with `LEAD_KEY_ENCRYPTION_KEY`.

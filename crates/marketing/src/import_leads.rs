@@ -48,7 +48,8 @@ const KEY_LIFETIME: Duration = Duration::from_secs(86_400);
 
 pub async fn run(config: &Config, campaign_id: Uuid, file: &Path) -> anyhow::Result<()> {
     let pool = connect_pool(&config.database_url, 4)?;
-    let project = query_api::history::campaign_owner(&pool, campaign_id)
+    let log = config.event_store(pool.clone(), Wakeups::new())?.log_reader();
+    let project = query_api::history::campaign_owner(&pool, &log, campaign_id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_context(|| format!("no campaign {campaign_id}"))?;

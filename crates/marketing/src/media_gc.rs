@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::progress::{Progress, Unit};
 use domain::content::{ContentEvent, STREAM_PREFIX};
 use domain::DomainEvent;
-use event_store::{connect_pool, EventStore, LogPosition, PgEventStore, Wakeups};
+use event_store::{connect_pool, EventStore, LogPosition, Wakeups};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -52,10 +52,10 @@ pub async fn referenced_media_with_progress(
 /// Runs one collection against the configured database and media store.
 pub async fn run(config: &Config, grace: Duration, dry_run: bool) -> anyhow::Result<media::GcReport> {
     let pool = connect_pool(&config.database_url, 2)?;
-    let total = crate::audit::log_size(&pool).await?;
-    let store = PgEventStore::new(pool, domain::upcast::ALL, Wakeups::new());
+    let store = config.event_store(pool.clone(), Wakeups::new())?;
+    let total = store.clone().log_reader().count(&pool).await?;
     let mut progress = Progress::new(config, "media-gc: reading the log", Unit::Events, Some(total));
-    let referenced = referenced_media_with_progress(&store, |read| progress.set(read)).await?;
+    let referenced = referenced_media_with_progress(store.as_ref(), |read| progress.set(read)).await?;
     progress.finish();
     let media = config.media_store()?;
     Ok(media

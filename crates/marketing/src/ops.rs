@@ -81,19 +81,13 @@ async fn refresh_log_gauges(state: &OpsState) -> anyhow::Result<()> {
     if let Some(head) = state.store.head().await? {
         metrics::gauge!("marketing_event_log_head_position").set(head.position as f64);
     }
-    let client = state.pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT c.name,
-                    (SELECT count(*) FROM (SELECT 1 FROM events e
-                        WHERE (e.tx_id, e.position) > (c.tx_id, c.position) LIMIT $1) AS pending)
-             FROM projection_checkpoints c",
-            &[&LAG_COUNT_CAP],
-        )
+    let lags = state
+        .store
+        .clone()
+        .log_reader()
+        .lag(&state.pool, LAG_COUNT_CAP)
         .await?;
-    for row in rows {
-        let name: String = row.get(0);
-        let lag: i64 = row.get(1);
+    for (name, lag) in lags {
         // A shard's reader is `<projection>:<index>/<count>`.
         match name.split_once(':') {
             Some((projection, shard)) => metrics::gauge!("marketing_projection_lag_events",
@@ -102,6 +96,7 @@ async fn refresh_log_gauges(state: &OpsState) -> anyhow::Result<()> {
             None => metrics::gauge!("marketing_projection_lag_events", "projection" => name).set(lag as f64),
         }
     }
+    let client = state.pool.get().await?;
     // Every reader of the log stops at the oldest transaction that may still
     // append (event_store::horizon): one that holds a transaction id, in this
     // database or in none known. A long one delays every projection and so

@@ -10,7 +10,7 @@ use command_api::CommandState;
 use event_store::leases::Leases;
 use event_store::{connect_pool, spawn_listener, EventStore, PgEventStore, Wakeups};
 use projector::{
-    all_projections, Consumer, Local, Progress, ProjectionRunner, ReadModelProgress, RunnerConfig, Shard,
+    projections_for, Consumer, Local, Progress, ProjectionRunner, ReadModelProgress, RunnerConfig, Shard,
 };
 use query_api::QueryState;
 use std::future::IntoFuture;
@@ -242,6 +242,7 @@ impl Core {
     fn webhooks_state(&self, config: &Config) -> webhooks::WebhooksState {
         webhooks::WebhooksState {
             pool: self.pool.clone(),
+            log: self.store.clone().log_reader(),
             keys: self.keys.clone(),
             gate: Arc::new(crate::lead_gate::LeadDataGate::new(
                 self.pool.clone(),
@@ -256,7 +257,7 @@ impl Core {
     /// the projector processes divide the shards between them; their
     /// progress, for read-after-write here.
     async fn spawn_projectors(&mut self, shards: u32) -> anyhow::Result<Vec<(Consumer, Option<Local>)>> {
-        let projections = all_projections(&self.vault);
+        let projections = projections_for(&self.vault, &self.store.clone().log_reader());
         let mut client = self.pool.get().await?;
         for projection in &projections {
             projector::prepare_shards(&mut client, projection.name(), shards).await?;
@@ -332,7 +333,7 @@ impl Core {
             let consumers = if self.role.runs_projectors() {
                 local_runners
             } else {
-                all_projections(&self.vault)
+                projections_for(&self.vault, &self.store.clone().log_reader())
                     .iter()
                     .flat_map(|p| {
                         Shard::all(config.projection_shards).map(|s| (Consumer::shard_of(&**p, s), None))
@@ -375,6 +376,7 @@ impl Core {
                 keys: self.keys.clone(),
                 media: self.media.clone().context("media store")?,
                 vault: self.vault.clone(),
+                log: self.store.clone().log_reader(),
             }));
             api = api.merge(webhooks::feed_router(self.webhooks_state(config)));
             // The web console is a client of the read (and, in `serve`, the

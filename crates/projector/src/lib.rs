@@ -12,6 +12,7 @@ mod campaigns;
 mod content;
 mod layout;
 mod leads;
+mod log_index;
 mod owned;
 mod progress;
 mod replay;
@@ -27,6 +28,7 @@ pub type ContentProjection = owned::Owned<content::ContentItems>;
 /// The `leads` read model ([`leads`]).
 pub type LeadsProjection = owned::Owned<leads::Leads>;
 pub use layout::{install as install_shards, lock_all as lock_shard_checkpoints, prepare as prepare_shards};
+pub use log_index::LogIndexProjection;
 pub use progress::{Consumer, Local, Progress, ReadModelProgress, Written};
 pub use replay::{replay, ReplayOptions, ReplayOutcome};
 pub use runner::{ProjectionRunner, RunnerConfig};
@@ -182,4 +184,18 @@ pub fn all_projections(vault: &lead_vault::LeadVault) -> Vec<std::sync::Arc<dyn 
         std::sync::Arc::new(AnalyticsProjection),
         std::sync::Arc::new(LeadsProjection::new(vault.clone())),
     ]
+}
+
+/// Every projection the service runs over a log read by `log`: those of
+/// [`all_projections`], and the [`LogIndexProjection`] when the log is not in
+/// Postgres (its readers need the index: [`event_store::LogReader`]).
+pub fn projections_for(
+    vault: &lead_vault::LeadVault,
+    log: &event_store::LogReader,
+) -> Vec<std::sync::Arc<dyn Projection>> {
+    let mut projections = all_projections(vault);
+    if log.is_indexed() {
+        projections.push(std::sync::Arc::new(LogIndexProjection));
+    }
+    projections
 }

@@ -1,13 +1,15 @@
 //! `GET /campaigns/{id}/history`: the audit trail of a campaign, straight from
 //! the event log: its own events and those of its tasks, content, leads and
-//! analytics, oldest first, with who did each.
+//! analytics, oldest first, with who did each. The log is read through
+//! [`LogReader`]: the `events` table on Postgres, the log's index and the
+//! store on KurrentDB.
 
 use crate::params::page;
 use crate::QueryState;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use event_store::{read_correlated, HistoryFilter, LogPosition, RecordedEvent};
+use event_store::{HistoryFilter, LogPosition, LogReader, RecordedEvent};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -104,16 +106,12 @@ pub async fn reveal_personal_data(
 /// readable by its project after the campaign is deleted.
 pub async fn campaign_owner(
     pool: &deadpool_postgres::Pool,
+    log: &LogReader,
     campaign_id: uuid::Uuid,
 ) -> Result<Option<String>, ApiError> {
-    let client = pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT data->>'project' FROM events WHERE stream_id = $1 AND version = 0",
-            &[&domain::campaign::stream_id(campaign_id)],
-        )
-        .await?;
-    Ok(row.and_then(|r| r.get(0)))
+    Ok(log
+        .creator(pool, &domain::campaign::stream_id(campaign_id))
+        .await?)
 }
 
 fn parse_time(params: &HashMap<String, String>, field: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -155,7 +153,7 @@ pub async fn history(
     let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
     // One database for the whole read: the replica or the primary.
     let pool = state.reads.pool();
-    if campaign_owner(pool, campaign_id).await?.as_deref() != Some(caller.project.as_str()) {
+    if campaign_owner(pool, &state.log, campaign_id).await?.as_deref() != Some(caller.project.as_str()) {
         return Err(ApiError::NotFound(NOT_FOUND));
     }
     let filter = HistoryFilter {
@@ -165,15 +163,17 @@ pub async fn history(
     };
     let (limit, after) = page::<LogPosition>(&params)?;
     let after = after.unwrap_or(LogPosition::START);
-    let mut events = read_correlated(
-        pool,
-        domain::upcast::ALL,
-        &campaign_id.to_string(),
-        &filter,
-        after,
-        limit + 1,
-    )
-    .await?;
+    let mut events = state
+        .log
+        .correlated(
+            pool,
+            domain::upcast::ALL,
+            &campaign_id.to_string(),
+            &filter,
+            after,
+            limit + 1,
+        )
+        .await?;
     let has_more = events.len() as i64 > limit;
     events.truncate(limit as usize);
     let may_see_personal_data = caller.may(web::Scope::LeadsExport);
@@ -237,10 +237,10 @@ pub async fn verify(
 ) -> Result<axum::Json<ChainCheck>, ApiError> {
     let campaign_id = parse_id(&campaign_id, NOT_FOUND)?;
     let pool = state.reads.pool();
-    if campaign_owner(pool, campaign_id).await?.as_deref() != Some(caller.project.as_str()) {
+    if campaign_owner(pool, &state.log, campaign_id).await?.as_deref() != Some(caller.project.as_str()) {
         return Err(ApiError::NotFound(NOT_FOUND));
     }
-    let report = event_store::verify_campaign(pool, &campaign_id.to_string()).await?;
+    let report = state.log.verify_campaign(pool, &campaign_id.to_string()).await?;
     Ok(axum::Json(ChainCheck {
         intact: report.first_break.is_none(),
         streams: report.streams,

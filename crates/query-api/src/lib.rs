@@ -60,6 +60,8 @@ pub struct QueryState {
     pub media: media::MediaStore,
     /// Opens lead personal data in the audit history while a lead exists.
     pub vault: lead_vault::LeadVault,
+    /// How the audit history reads the log (`EventStore::log_reader`).
+    pub log: event_store::LogReader,
 }
 
 impl FromRef<QueryState> for ApiKeys {

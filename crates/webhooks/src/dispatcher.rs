@@ -265,7 +265,14 @@ impl Dispatcher {
                     shard,
                     lock_key: crate::layout::reader_lock_key(&reader),
                     reader,
-                    sender: Sender::new(pool.clone(), gate.clone(), config.clone(), wake.clone(), shard),
+                    sender: Sender::new(
+                        pool.clone(),
+                        store.clone().log_reader(),
+                        gate.clone(),
+                        config.clone(),
+                        wake.clone(),
+                        shard,
+                    ),
                     prefixes: prefixes.clone(),
                     session: None,
                 };

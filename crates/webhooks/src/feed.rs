@@ -7,7 +7,7 @@ use crate::outbound::{self, Outbound};
 use crate::WebhooksState;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use event_store::{read_project, LogPosition};
+use event_store::LogPosition;
 use serde_json::Value;
 use std::collections::HashMap;
 use web::pagination::{decode_cursor, parse_limit};
@@ -66,15 +66,17 @@ async fn read_page(
     let mut items = Vec::new();
     let mut scanned = 0;
     loop {
-        let chunk = read_project(
-            &state.pool,
-            domain::upcast::ALL,
-            project,
-            campaign_id,
-            after,
-            SCAN_CHUNK,
-        )
-        .await?;
+        let chunk = state
+            .log
+            .project(
+                &state.pool,
+                domain::upcast::ALL,
+                project,
+                campaign_id,
+                after,
+                SCAN_CHUNK,
+            )
+            .await?;
         let read = chunk.len();
         scanned += read;
         if let Some(last) = chunk.last() {

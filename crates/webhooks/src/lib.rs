@@ -51,6 +51,8 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), migratio
 #[derive(Clone)]
 pub struct WebhooksState {
     pub pool: Pool,
+    /// How the feed reads the log (`EventStore::log_reader`).
+    pub log: event_store::LogReader,
     pub keys: ApiKeys,
     /// What of lead events' personal data may leave (the publisher's rule).
     pub gate: Arc<dyn DataGate>,

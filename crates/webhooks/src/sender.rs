@@ -11,6 +11,7 @@ use crate::outbox::{self, Due, Outcome};
 use crate::signature::{self, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::target::{self, GuardedResolver};
 use deadpool_postgres::Pool;
+use event_store::LogReader;
 use projector::Shard;
 use publisher::DataGate;
 use std::collections::{HashMap, HashSet};
@@ -22,12 +23,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+/// How long the sender waits before looking again for events the log's
+/// index does not hold yet.
+const INDEX_WAIT: Duration = Duration::from_millis(50);
+
 /// The user agent of every delivery.
 const USER_AGENT: &str = concat!("marketing-webhooks/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Clone)]
 pub struct Sender {
     pub pool: Pool,
+    /// Where the events' bodies are read (`EventStore::log_reader`).
+    pub log: LogReader,
     pub gate: Arc<dyn DataGate>,
     pub config: Arc<WebhooksConfig>,
     /// Wakes every shard's sender of this process (a manual retry, an
@@ -68,6 +75,7 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 impl Sender {
     pub fn new(
         pool: Pool,
+        log: LogReader,
         gate: Arc<dyn DataGate>,
         config: Arc<WebhooksConfig>,
         wake: Arc<Notify>,
@@ -76,6 +84,7 @@ impl Sender {
         let client = http_client(config.allow_private_targets);
         Self {
             pool,
+            log,
             gate,
             config,
             wake,
@@ -100,7 +109,8 @@ impl Sender {
             woken.as_mut().enable();
             let room = MAX_IN_FLIGHT - in_flight.len();
             let pause = match self.start_due(room, &mut busy, &mut in_flight).await {
-                Ok(started) if started > 0 && started == room => None,
+                Ok((started, _)) if started > 0 && started == room => None,
+                Ok((_, true)) => Some(INDEX_WAIT),
                 Ok(_) if !in_flight.is_empty() => Some(self.config.idle_poll),
                 Ok(_) => Some(self.until_due().await),
                 Err(error) => {
@@ -141,15 +151,16 @@ impl Sender {
         }
     }
 
-    /// Starts up to `room` due deliveries; how many it started.
+    /// Starts up to `room` due deliveries; how many it started, and whether
+    /// some were left for the log's index to catch up with.
     async fn start_due(
         &self,
         room: usize,
         busy: &mut HashSet<(Uuid, Uuid)>,
         in_flight: &mut JoinSet<(Uuid, Uuid)>,
-    ) -> Result<usize, anyhow::Error> {
+    ) -> Result<(usize, bool), anyhow::Error> {
         if room == 0 {
-            return Ok(0);
+            return Ok((0, false));
         }
         let busy_now: Vec<(Uuid, Uuid)> = busy.iter().copied().collect();
         let due = outbox::due(
@@ -160,8 +171,9 @@ impl Sender {
             &busy_now,
         )
         .await?;
+        let (due, deferred) = self.indexed(due).await?;
         if due.is_empty() {
-            return Ok(0);
+            return Ok((0, deferred));
         }
         let bodies = self.bodies(&due).await?;
         let started = due.len();
@@ -188,7 +200,21 @@ impl Sender {
                 .instrument(span),
             );
         }
-        Ok(started)
+        Ok((started, deferred))
+    }
+
+    /// The deliveries whose events the log's index holds, and whether any
+    /// were left out. The fan-out follows the store, the index is a
+    /// projection that may be a moment behind it (KurrentDB only): a delivery
+    /// of an event not indexed yet waits for it rather than fail an attempt.
+    async fn indexed(&self, mut due: Vec<Due>) -> Result<(Vec<Due>, bool), anyhow::Error> {
+        let ids: Vec<Uuid> = due.iter().map(|d| d.event_id).collect();
+        let waiting = self.log.unindexed(&self.pool, &ids).await?;
+        if waiting.is_empty() {
+            return Ok((due, false));
+        }
+        due.retain(|d| !waiting.contains(&d.event_id));
+        Ok((due, true))
     }
 
     /// The bodies of the round's events, rendered now (the personal-data
@@ -197,7 +223,7 @@ impl Sender {
         let mut ids: Vec<Uuid> = due.iter().map(|d| d.event_id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let events = event_store::read_events(&self.pool, domain::upcast::ALL, &ids).await?;
+        let events = self.log.events(&self.pool, domain::upcast::ALL, &ids).await?;
         let rendered: Vec<Outbound> = outbound::render(&*self.gate, events).await?;
         Ok(rendered
             .into_iter()
