@@ -377,3 +377,98 @@ async fn history_verify_and_replay_verbs_on_kurrentdb() {
     let again = stdout(&subject.marketing(&["history", &id.to_string(), "--json"]).await);
     assert_eq!(again.lines().count(), 2, "{again}");
 }
+
+/// The history routes and the event feed, served over real HTTP by the
+/// query side's routers with the log on the double.
+async fn serve_reads(subject: &Subject) -> String {
+    let pool = subject.pool.clone();
+    let vault = lead_vault::LeadVault::from_setting(None).unwrap();
+    let keys = web::ApiKeys::new(pool.clone());
+    let media_dir = std::env::temp_dir().join(format!("kurrent-audit-{}", Uuid::now_v7()));
+    let config = marketing::config::Config::for_database(&subject.db.url);
+    let reads = query_api::router(query_api::QueryState {
+        pool: pool.clone(),
+        reads: web::replica::ReadPool::with_replica(pool.clone(), None),
+        keys: keys.clone(),
+        media: media::MediaStore::local(&media_dir, 1 << 20).unwrap(),
+        vault: vault.clone(),
+        log: subject.log(),
+    });
+    let feed = webhooks::feed_router(webhooks::WebhooksState {
+        pool: pool.clone(),
+        log: subject.log(),
+        keys,
+        gate: Arc::new(marketing::lead_gate::LeadDataGate::new(pool, vault)),
+        config: Arc::new(config.webhooks()),
+        wake: Arc::new(tokio::sync::Notify::new()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1/dev/marketing", listener.local_addr().unwrap());
+    let stop = subject.stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, reads.merge(feed))
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_routes_and_the_feed_over_http_on_kurrentdb() {
+    let subject = subject().await;
+    let mut progress = subject.start_index();
+    let (id, _) = subject.campaign("acme", "auditor").await;
+    let (_, last) = subject.campaign("globex", "other").await;
+    reached(&mut progress, last).await;
+    let project = ProjectSlug::parse("acme").unwrap();
+    let key = web::ApiKeys::new(subject.pool.clone())
+        .create(&project, "auditor")
+        .await
+        .unwrap()
+        .1;
+    let base = serve_reads(&subject).await;
+    let client = reqwest::Client::new();
+    let get = |path: String| client.get(format!("{base}{path}")).bearer_auth(&key).send();
+
+    let history = get(format!("/campaigns/{id}/history?limit=1")).await.unwrap();
+    assert_eq!(history.status(), 200);
+    let page: Value = history.json().await.unwrap();
+    assert_eq!(page["data"][0]["type"], "CampaignCreated", "{page}");
+    assert_eq!(page["data"][0]["actor"]["api_key_name"], "auditor");
+    let cursor = page["next_cursor"].as_str().expect("a second page").to_owned();
+    let rest: Value = get(format!("/campaigns/{id}/history?cursor={cursor}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["data"][0]["type"], "CampaignStatusChanged", "{rest}");
+    assert_eq!(rest["has_more"], false);
+
+    let check: Value = get(format!("/campaigns/{id}/history/verify"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (check["intact"].as_bool(), check["events"].as_i64()),
+        (Some(true), Some(2)),
+        "{check}"
+    );
+    let unknown = get(format!("/campaigns/{}/history", Uuid::now_v7()))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let feed = get("/events".to_owned()).await.unwrap();
+    assert_eq!(feed.status(), 200);
+    let text = feed.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body["data"].as_array().map(Vec::len),
+        Some(2),
+        "only acme's events: {text}"
+    );
+    assert!(text.contains(&id.to_string()), "{text}");
+}

@@ -1,7 +1,8 @@
 //! `GET /events`: the caller's project's public events, oldest first, in the
 //! log's commit-safe order. The cursor is a log position, so a client paging
 //! while others write never skips or repeats an event (the read takes only
-//! events below the commit horizon; see `event_store::read_project`).
+//! events below the commit horizon on Postgres, and only index rows every
+//! shard of the index has passed on KurrentDB; see `LogReader::project`).
 
 use crate::outbound::{self, Outbound};
 use crate::WebhooksState;
