@@ -272,6 +272,20 @@ async fn history_on_kurrentdb_reads_the_index_and_loads_bodies_from_the_store() 
     let unknown = Uuid::now_v7();
     let waiting = log.unindexed(&subject.pool, &[ids[0], unknown]).await.unwrap();
     assert_eq!(waiting.into_iter().collect::<Vec<_>>(), [unknown]);
+
+    // The lag gauges: another reader at the start has every indexed event
+    // pending; the index itself, caught up, none (counted in the store).
+    let client = subject.db.connect().await;
+    client
+        .execute(
+            "INSERT INTO projection_checkpoints (name, tx_id, position) VALUES ('behind', 0, 0)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut lags = log.lag(&subject.pool, 1000).await.unwrap();
+    lags.sort();
+    assert_eq!(lags, [("behind".to_owned(), 6), ("log_index".to_owned(), 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,35 +392,47 @@ async fn history_verify_and_replay_verbs_on_kurrentdb() {
     assert_eq!(again.lines().count(), 2, "{again}");
 }
 
-/// The history routes and the event feed, served over real HTTP by the
-/// query side's routers with the log on the double.
+/// The webhooks' state on this subject's log, private targets allowed (the
+/// receiver is on loopback).
+fn webhooks_state(subject: &Subject) -> webhooks::WebhooksState {
+    let mut config = marketing::config::Config::for_database(&subject.db.url);
+    config.webhooks_allow_private_targets = true;
+    let vault = lead_vault::LeadVault::from_setting(None).unwrap();
+    webhooks::WebhooksState {
+        pool: subject.pool.clone(),
+        log: subject.log(),
+        keys: web::ApiKeys::new(subject.pool.clone()),
+        gate: Arc::new(marketing::lead_gate::LeadDataGate::new(
+            subject.pool.clone(),
+            vault,
+        )),
+        config: Arc::new(config.webhooks()),
+        wake: Arc::new(tokio::sync::Notify::new()),
+    }
+}
+
+/// The history routes, the event feed and the webhook management routes,
+/// served over real HTTP by the service's own routers with the log on the
+/// double.
 async fn serve_reads(subject: &Subject) -> String {
     let pool = subject.pool.clone();
-    let vault = lead_vault::LeadVault::from_setting(None).unwrap();
-    let keys = web::ApiKeys::new(pool.clone());
     let media_dir = std::env::temp_dir().join(format!("kurrent-audit-{}", Uuid::now_v7()));
-    let config = marketing::config::Config::for_database(&subject.db.url);
     let reads = query_api::router(query_api::QueryState {
         pool: pool.clone(),
         reads: web::replica::ReadPool::with_replica(pool.clone(), None),
-        keys: keys.clone(),
+        keys: web::ApiKeys::new(pool.clone()),
         media: media::MediaStore::local(&media_dir, 1 << 20).unwrap(),
-        vault: vault.clone(),
+        vault: lead_vault::LeadVault::from_setting(None).unwrap(),
         log: subject.log(),
     });
-    let feed = webhooks::feed_router(webhooks::WebhooksState {
-        pool: pool.clone(),
-        log: subject.log(),
-        keys,
-        gate: Arc::new(marketing::lead_gate::LeadDataGate::new(pool, vault)),
-        config: Arc::new(config.webhooks()),
-        wake: Arc::new(tokio::sync::Notify::new()),
-    });
+    let router = reads
+        .merge(webhooks::feed_router(webhooks_state(subject)))
+        .merge(webhooks::management_router(webhooks_state(subject)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1/dev/marketing", listener.local_addr().unwrap());
     let stop = subject.stop.clone();
     tokio::spawn(async move {
-        axum::serve(listener, reads.merge(feed))
+        axum::serve(listener, router)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
     });
@@ -471,4 +497,78 @@ async fn history_routes_and_the_feed_over_http_on_kurrentdb() {
         "only acme's events: {text}"
     );
     assert!(text.contains(&id.to_string()), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_wait_for_the_index_then_deliver_bodies_from_the_store() {
+    let subject = subject().await;
+    let project = ProjectSlug::parse("acme").unwrap();
+    let key = web::ApiKeys::new(subject.pool.clone())
+        .create(&project, "auditor")
+        .await
+        .unwrap()
+        .1;
+    let base = serve_reads(&subject).await;
+    let receiver = test_support::receiver::Receiver::start().await;
+    let created = reqwest::Client::new()
+        .post(format!("{base}/webhooks"))
+        .bearer_auth(&key)
+        .json(&json!({ "url": receiver.url(), "events": ["*"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let state = webhooks_state(&subject);
+    let dispatcher = webhooks::Dispatcher::new(
+        subject.store.clone(),
+        subject.pool.clone(),
+        state.gate.clone(),
+        (*state.config).clone(),
+        state.wake.clone(),
+    );
+    tokio::spawn(dispatcher.run(subject.stop.clone()));
+    let (id, _) = subject.campaign("acme", "auditor").await;
+
+    // The fan-out follows the store: the deliveries are queued while the
+    // index has not run at all, and no attempt is made (none could read
+    // the body).
+    let client = subject.db.connect().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let queued: i64 = client
+            .query_one("SELECT count(*) FROM webhook_deliveries", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if queued == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deliveries are not queued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let attempts = "SELECT count(*) FROM webhook_attempts";
+    let attempted: i64 = client.query_one(attempts, &[]).await.unwrap().get(0);
+    assert_eq!(attempted, 0, "a delivery waits for the index instead of failing");
+
+    let mut progress = subject.start_index();
+    let head = subject.store.head().await.unwrap().unwrap();
+    reached(&mut progress, head).await;
+    let received = receiver.wait_for_distinct(2, Duration::from_secs(30)).await;
+    let bodies: Vec<Value> = received.iter().map(|r| r.json()).collect();
+    assert!(
+        bodies.iter().all(|b| b.to_string().contains(&id.to_string())),
+        "the bodies come from the store: {bodies:?}"
+    );
+    let failed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM webhook_attempts WHERE error IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 0);
 }
