@@ -37,6 +37,7 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -105,7 +106,8 @@ pub async fn load_checkpoint(
 }
 
 /// Moves the checkpoint row `name` from `from` to `to`, only if it still is at
-/// `from`. False if another instance moved it first.
+/// `from`. False if another instance moved it first. Typed parameters: one
+/// round trip (no separate prepare) on every batch's commit path.
 async fn compare_and_set(
     client: &impl GenericClient,
     name: &str,
@@ -113,10 +115,16 @@ async fn compare_and_set(
     to: LogPosition,
 ) -> Result<bool, tokio_postgres::Error> {
     let moved = client
-        .execute(
+        .execute_typed(
             "UPDATE projection_checkpoints SET tx_id = $4, position = $5, updated_at = now()
              WHERE name = $1 AND tx_id = $2 AND position = $3",
-            &[&name, &from.tx_id, &from.position, &to.tx_id, &to.position],
+            &[
+                (&name, Type::TEXT),
+                (&from.tx_id, Type::INT8),
+                (&from.position, Type::INT8),
+                (&to.tx_id, Type::INT8),
+                (&to.position, Type::INT8),
+            ],
         )
         .await?;
     Ok(moved == 1)

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use domain::campaign::{Campaign, CampaignEvent, STREAM_PREFIX};
 use event_store::RecordedEvent;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 pub struct CampaignsProjection;
@@ -46,8 +47,7 @@ impl Projection for CampaignsProjection {
         if decoded.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Uuid> = decoded.iter().map(|(_, e)| e.campaign_id()).collect();
-        let mut rows = load(tx, &ids).await?;
+        let mut rows = load(tx, &stored_ids(&decoded)).await?;
         for (recorded, event) in &decoded {
             let id = event.campaign_id();
             if let CampaignEvent::Created(_) = event {
@@ -64,11 +64,31 @@ impl Projection for CampaignsProjection {
     }
 }
 
-/// The stored campaigns among `ids`, as aggregates.
+/// The campaigns whose stored row the batch needs: those whose first event in
+/// it is not their creation (a creation starts the row afresh, so a batch of
+/// creates, the common case, reads nothing).
+fn stored_ids(decoded: &[(&RecordedEvent, CampaignEvent)]) -> Vec<Uuid> {
+    let mut seen = HashSet::new();
+    decoded
+        .iter()
+        .filter(|(_, event)| seen.insert(event.campaign_id()))
+        .filter(|(_, event)| !matches!(event, CampaignEvent::Created(_)))
+        .map(|(_, event)| event.campaign_id())
+        .collect()
+}
+
+/// The stored campaigns among `ids`, as aggregates. Typed parameters: one
+/// round trip, no separate prepare.
 async fn load(tx: &tokio_postgres::Transaction<'_>, ids: &[Uuid]) -> Result<Rows, ProjectionError> {
     let mut rows = Rows::new();
+    if ids.is_empty() {
+        return Ok(rows);
+    }
     for row in tx
-        .query("SELECT id, body FROM campaigns WHERE id = ANY($1)", &[&ids])
+        .query_typed(
+            "SELECT id, body FROM campaigns WHERE id = ANY($1)",
+            &[(&ids, Type::UUID_ARRAY)],
+        )
         .await?
     {
         let id: Uuid = row.get(0);
@@ -125,7 +145,7 @@ async fn write(tx: &tokio_postgres::Transaction<'_>, rows: Rows) -> Result<(), P
         bodies.push(body.to_string());
     }
     if !bodies.is_empty() {
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO campaigns (id, project, status, campaign_type, created_at, version, body,
                                     name_key, start_date, end_date)
              SELECT id, project, status, campaign_type, created_at, version, body::json,
@@ -139,23 +159,26 @@ async fn write(tx: &tokio_postgres::Transaction<'_>, rows: Rows) -> Result<(), P
                  version = excluded.version, body = excluded.body, name_key = excluded.name_key,
                  start_date = excluded.start_date, end_date = excluded.end_date",
             &[
-                &ids,
-                &projects,
-                &statuses,
-                &types,
-                &created_at,
-                &versions,
-                &bodies,
-                &name_keys,
-                &start_dates,
-                &end_dates,
+                (&ids, Type::UUID_ARRAY),
+                (&projects, Type::TEXT_ARRAY),
+                (&statuses, Type::TEXT_ARRAY),
+                (&types, Type::TEXT_ARRAY),
+                (&created_at, Type::TIMESTAMPTZ_ARRAY),
+                (&versions, Type::INT8_ARRAY),
+                (&bodies, Type::TEXT_ARRAY),
+                (&name_keys, Type::TEXT_ARRAY),
+                (&start_dates, Type::TIMESTAMPTZ_ARRAY),
+                (&end_dates, Type::TIMESTAMPTZ_ARRAY),
             ],
         )
         .await?;
     }
     if !deleted.is_empty() {
-        tx.execute("DELETE FROM campaigns WHERE id = ANY($1)", &[&deleted])
-            .await?;
+        tx.execute_typed(
+            "DELETE FROM campaigns WHERE id = ANY($1)",
+            &[(&deleted, Type::UUID_ARRAY)],
+        )
+        .await?;
     }
     Ok(())
 }

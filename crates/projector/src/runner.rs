@@ -208,8 +208,15 @@ impl Handler for Projecting {
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
-        self.projection.apply(&tx, &events).await?;
+        // Pipelined ahead of the batch's first statement rather than waited
+        // for: one round trip less per batch. `join!` polls it first, so it
+        // is sent first, and a failure aborts the transaction either way.
+        let (asynchronous, applied) = tokio::join!(
+            tx.batch_execute("SET LOCAL synchronous_commit = off"),
+            self.projection.apply(&tx, &events)
+        );
+        asynchronous?;
+        applied?;
         if !batch.commit_in(&tx, to).await? {
             return Ok(Handled::Moved);
         }

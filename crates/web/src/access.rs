@@ -22,7 +22,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -79,9 +79,9 @@ fn declared_scope(security: &serde_json::Value) -> Result<Scope, String> {
 
 struct Access {
     keys: ApiKeys,
-    scopes: HashMap<(Method, String), Scope>,
-    /// Every path of `scopes`.
-    paths: HashSet<String>,
+    /// By route template, then method: looked up with the matched path as it
+    /// is, no key built per request.
+    scopes: HashMap<String, Vec<(Method, Scope)>>,
 }
 
 /// The routes as a router, every one behind the access guard.
@@ -94,12 +94,15 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let (router, doc) = routes.split_for_parts();
-    let scopes: HashMap<(Method, String), Scope> = match required_scopes(&doc) {
-        Ok(found) => found.into_iter().map(|(m, p, s)| ((m, p), s)).collect(),
+    let found = match required_scopes(&doc) {
+        Ok(found) => found,
         Err(errors) => panic!("routes without an API-key scope:\n{}", errors.join("\n")),
     };
-    let paths = scopes.keys().map(|(_, path)| path.clone()).collect();
-    let access = Arc::new(Access { keys, scopes, paths });
+    let mut scopes: HashMap<String, Vec<(Method, Scope)>> = HashMap::new();
+    for (method, path, scope) in found {
+        scopes.entry(path).or_default().push((method, scope));
+    }
+    let access = Arc::new(Access { keys, scopes });
     router.route_layer(axum::middleware::from_fn_with_state(access, check))
 }
 
@@ -113,13 +116,17 @@ async fn check(State(access): State<Arc<Access>>, mut req: Request, next: Next) 
     let path = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(String::new, |p| p.as_str().to_owned());
-    if !access.paths.contains(&path) {
+        .map_or("", MatchedPath::as_str);
+    let Some(methods) = access.scopes.get(path) else {
         // Only a route added around utoipa (plain `.route`) gets here: refuse
         // rather than serve anything the guard has no scope for.
         return ApiError::internal(anyhow::anyhow!("{path} has no declared scope")).into_response();
-    }
-    let Some(required) = access.scopes.get(&(method, path)).copied() else {
+    };
+    let required = methods
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, scope)| *scope);
+    let Some(required) = required else {
         // A method the path does not have: axum's route layers wrap the
         // path's `405 Method Not Allowed` too, so let it answer (with the
         // right `Allow`). A handler reached without the guard finds no
