@@ -47,6 +47,26 @@ kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 # A JSON value from stdin: `field '["id"]'`.
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
+# CPU ticks (user + system, 1/CLK_TCK s) of each PID given, as "PID TICKS"
+# lines; a PID that is gone is left out.
+cpu_ticks() {
+    local p
+    for p in "$@"; do
+        awk -v p="$p" '{ print p, $14 + $15 }' "/proc/$p/stat" 2>/dev/null || true
+    done
+}
+# The Postgres backends of $DB's clients (the server's pool): their CPU is
+# the database's share of a request, whatever else runs on the machine.
+db_backends() {
+    psql -d postgres -Atc "SELECT pid FROM pg_stat_activity
+        WHERE datname = '$DB' AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+}
+# cpu_seconds BEFORE AFTER: CPU seconds spent between two cpu_ticks outputs
+# (a PID absent from BEFORE started after it: all its ticks count).
+cpu_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" 'NR == FNR { before[$1] = $2; next }
+        { total += $2 - before[$1] } END { printf "%.2f\n", total / hz }' "$1" "$2"
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # bench_db NAME: a fresh, migrated database $DB (exported as DATABASE_URL)

@@ -321,6 +321,15 @@ macro_rules! domain_events {
                     other => Err($crate::DecodeError::UnknownType(other.to_owned())),
                 }
             }
+
+            fn from_data_ref(event_type: &str, data: &::serde_json::Value) -> Result<Self, $crate::DecodeError> {
+                match event_type {
+                    $($type_name => <$payload as ::serde::Deserialize>::deserialize(data)
+                        .map(Self::$variant)
+                        .map_err(|e| $crate::DecodeError::malformed(event_type, e)),)+
+                    other => Err($crate::DecodeError::UnknownType(other.to_owned())),
+                }
+            }
         }
     };
     (@accessors $name:ident $variants:tt [$($field:ident: $field_ty:ty),*]) => {

@@ -17,6 +17,10 @@ pub trait DomainEvent: Sized {
 
     /// Decodes an event already upcast to the current schema version.
     fn from_data(event_type: &str, data: Value) -> Result<Self, DecodeError>;
+
+    /// [`DomainEvent::from_data`] from borrowed data: for readers that keep
+    /// the event (projections), so its data need not be copied first.
+    fn from_data_ref(event_type: &str, data: &Value) -> Result<Self, DecodeError>;
 }
 
 #[derive(Debug, thiserror::Error)]

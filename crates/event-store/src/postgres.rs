@@ -288,6 +288,11 @@ pub(crate) fn decode_row(upcasters: &[Upcaster], row: &Row) -> RecordedEvent {
 /// guarded so that a stream appended at an exact version must be at that version
 /// (the unique `(stream_id, version)` index stops two writers taking the same
 /// next version; the guard stops a writer leaving a gap).
+///
+/// Each event's metadata is `$7[$11[i]]`: a run of events with equal
+/// metadata (every event of a bulk import) sends it, and Postgres parses it,
+/// once; every row still stores its own copy, so readers and the hash chain
+/// see exactly what a one-event append would have stored.
 const APPEND_SQL: &str = "WITH guard AS (
          SELECT count(*) AS missing
          FROM unnest($9::text[], $10::int8[]) AS g(stream_id, version)
@@ -296,8 +301,12 @@ const APPEND_SQL: &str = "WITH guard AS (
      )
      INSERT INTO events
          (event_id, stream_id, version, event_type, schema_version, data, metadata, recorded_at)
-     SELECT u.* FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::int4[],
-                            $6::jsonb[], $7::jsonb[], $8::timestamptz[]) AS u, guard
+     SELECT u.event_id, u.stream_id, u.version, u.event_type, u.schema_version, u.data,
+            ($7::jsonb[])[u.metadata], u.recorded_at
+     FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::int4[],
+                 $6::jsonb[], $11::int4[], $8::timestamptz[])
+              AS u(event_id, stream_id, version, event_type, schema_version, data, metadata, recorded_at),
+          guard
      WHERE guard.missing = 0
      RETURNING stream_id, version, tx_id, position";
 
@@ -309,7 +318,10 @@ struct AppendRows<'a> {
     types: Vec<&'a str>,
     schema_versions: Vec<i32>,
     data: Vec<&'a Value>,
+    /// The distinct metadata of each run of events that share it.
     metadata: Vec<&'a Value>,
+    /// Each event's metadata: a 1-based index into `metadata`.
+    metadata_index: Vec<i32>,
     recorded_at: Vec<DateTime<Utc>>,
     guard_streams: Vec<&'a str>,
     guard_versions: Vec<i64>,
@@ -326,7 +338,8 @@ impl<'a> AppendRows<'a> {
             types: Vec::with_capacity(total),
             schema_versions: Vec::with_capacity(total),
             data: Vec::with_capacity(total),
-            metadata: Vec::with_capacity(total),
+            metadata: Vec::new(),
+            metadata_index: Vec::with_capacity(total),
             recorded_at: Vec::with_capacity(total),
             guard_streams: Vec::new(),
             guard_versions: Vec::new(),
@@ -348,14 +361,23 @@ impl<'a> AppendRows<'a> {
                 rows.types.push(event.event_type.as_str());
                 rows.schema_versions.push(event.schema_version);
                 rows.data.push(&event.data);
-                rows.metadata.push(&event.metadata);
+                rows.push_metadata(&event.metadata);
                 rows.recorded_at.push(event.recorded_at);
             }
         }
         rows
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+    /// The event's metadata: the previous event's entry when equal.
+    fn push_metadata(&mut self, metadata: &'a Value) {
+        if self.metadata.last() != Some(&metadata) {
+            self.metadata.push(metadata);
+        }
+        let index = i32::try_from(self.metadata.len()).expect("fewer than 2^31 events in one append");
+        self.metadata_index.push(index);
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 11] {
         [
             &self.event_ids,
             &self.stream_ids,
@@ -367,6 +389,7 @@ impl<'a> AppendRows<'a> {
             &self.recorded_at,
             &self.guard_streams,
             &self.guard_versions,
+            &self.metadata_index,
         ]
     }
 }

@@ -168,7 +168,7 @@ pub fn reads_event(projection: &dyn Projection, event: &RecordedEvent) -> bool {
 
 /// Decodes a recorded event into the domain's event type.
 pub(crate) fn decode<E: domain::DomainEvent>(event: &RecordedEvent) -> Result<E, ProjectionError> {
-    E::from_data(&event.event_type, event.data.clone()).map_err(|source| ProjectionError::Decode {
+    E::from_data_ref(&event.event_type, &event.data).map_err(|source| ProjectionError::Decode {
         position: event.position,
         source,
     })
