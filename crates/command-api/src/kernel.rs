@@ -169,9 +169,29 @@ pub(crate) trait Hooks<A: Aggregate>: Send {
 
     /// Runs in the append's transaction, before the append, so both commit or
     /// neither does. `before` and `after` are the aggregate around the events.
+    /// On a log outside Postgres (KurrentDB) the transaction is its own and
+    /// commits before the append ("claim first, then append"): see
+    /// [`Hooks::refused`] and [`Hooks::after_append`].
     async fn in_transaction(
         &mut self,
         _tx: &deadpool_postgres::Transaction<'_>,
+        _before: &Root<A>,
+        _after: &Root<A>,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Log outside Postgres only: the log refused the append (a conflict),
+    /// so nothing was written: undo what [`Hooks::in_transaction`] committed.
+    /// Not called when the append's outcome is unknown (a store error): the
+    /// rows then stay, and whoever next needs them checks the log.
+    async fn refused(&mut self, _state: &CommandState, _before: &Root<A>, _after: &Root<A>) {}
+
+    /// Log outside Postgres only: work that must follow the append rather
+    /// than precede it (releasing what the events give up).
+    async fn after_append(
+        &mut self,
+        _state: &CommandState,
         _before: &Root<A>,
         _after: &Root<A>,
     ) -> Result<(), ApiError> {
@@ -444,15 +464,18 @@ impl Writer {
                 .collect(),
         };
         hooks.before_append().await?;
-        let result = if hooks.transactional() {
-            self.append_in_transaction(append.clone(), before, &after, hooks)
-                .await
-        } else {
+        let result = if !hooks.transactional() {
             self.state
                 .store
                 .append(&append.stream_id, append.expected, append.events.clone())
                 .await
                 .map_err(AppendFailure::Store)
+        } else if self.state.store.in_postgres() {
+            self.append_in_transaction(append.clone(), before, &after, hooks)
+                .await
+        } else {
+            self.claim_then_append(append.clone(), before, &after, hooks)
+                .await
         };
         match result {
             Ok(outcome) if outcome.already_stored => Ok(Appended::Stored(outcome.last_position)),
@@ -495,6 +518,45 @@ impl Writer {
         drop(client);
         self.state.store.notify_committed();
         Ok(outcomes.remove(0))
+    }
+
+    /// The hooks' rows and the append without a shared transaction (a log
+    /// outside Postgres, docs/kurrentdb.md): the rows commit first, so a
+    /// claim decides the race before anything is appended; a refused append
+    /// undoes them; work that gives something up runs after the append.
+    async fn claim_then_append<A: Resource>(
+        &self,
+        append: StreamAppend,
+        before: &Root<A>,
+        after: &Root<A>,
+        hooks: &mut impl Hooks<A>,
+    ) -> Result<AppendOutcome, AppendFailure> {
+        let mut client = self.state.pool.get().await.map_err(hook_error)?;
+        let tx = client.transaction().await.map_err(hook_error)?;
+        hooks
+            .in_transaction(&tx, before, after)
+            .await
+            .map_err(AppendFailure::Hook)?;
+        tx.commit().await.map_err(hook_error)?;
+        drop(client);
+        let outcome = match self
+            .state
+            .store
+            .append(&append.stream_id, append.expected, append.events)
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(refused @ (AppendError::Conflict { .. } | AppendError::EventIdReused(_))) => {
+                hooks.refused(&self.state, before, after).await;
+                return Err(AppendFailure::Store(refused));
+            }
+            Err(other) => return Err(AppendFailure::Store(other)),
+        };
+        hooks
+            .after_append(&self.state, before, after)
+            .await
+            .map_err(AppendFailure::Hook)?;
+        Ok(outcome)
     }
 
     /// A conflicting create may be the retry of one that already went through.

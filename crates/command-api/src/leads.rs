@@ -68,6 +68,13 @@ fn vault_error(error: lead_vault::VaultError) -> ApiError {
 /// * a lead's key exists exactly when its `LeadCreated` does, and disappears in
 ///   the very transaction that appends `LeadDeleted` (crypto-shredding);
 /// * a deleted lead frees its email in that same transaction.
+///
+/// With the log in KurrentDB there is no such transaction: the claim commits
+/// first, then the events are appended, and a refused append releases it
+/// again; an address change claims the new address before its event and
+/// releases the old one after; a delete erases after `LeadDeleted`. A claim
+/// left by a crash in between is released by the next claimant of the
+/// address ([`release_if_stale`]); docs/kurrentdb.md says what differs.
 struct VaultHooks<'a> {
     writer: &'a Writer,
     /// The key made for a lead being created.
@@ -77,6 +84,14 @@ struct VaultHooks<'a> {
     /// locked until the commit), so a concurrent change of address cannot
     /// make the upsert change a lead that no longer has the email.
     keyed_by: Option<Vec<u8>>,
+}
+
+/// A lead write's change of email claims: `(campaign, released, claimed)`.
+fn email_change(before: &Root<LeadState>, after: &Root<LeadState>) -> Option<(Uuid, Vec<u8>, Vec<u8>)> {
+    let (old, new) = (before.state()?, after.state()?);
+    let from = email_digest(old.campaign_id, &old.email);
+    let to = email_digest(new.campaign_id, &new.email);
+    (from != to).then_some((new.campaign_id, from, to))
 }
 
 #[async_trait]
@@ -117,7 +132,8 @@ impl Hooks<LeadState> for VaultHooks<'_> {
         before: &Root<LeadState>,
         after: &Root<LeadState>,
     ) -> Result<(), ApiError> {
-        let vault = &self.writer.state().vault;
+        let state = self.writer.state();
+        let vault = &state.vault;
         match (before.state(), after.state()) {
             (None, Some(new)) => {
                 let key = self.new_key.as_ref().ok_or(ApiError::NotFound(NOT_FOUND))?;
@@ -139,7 +155,7 @@ impl Hooks<LeadState> for VaultHooks<'_> {
                     if !claimed.is_empty() {
                         return Ok(());
                     }
-                    duplicate_of(tx, vault, new.campaign_id, &entry.email_digest).await?;
+                    duplicate_of(tx, state, new.campaign_id, &entry.email_digest).await?;
                 }
                 return Err(email_contended());
             }
@@ -153,28 +169,95 @@ impl Hooks<LeadState> for VaultHooks<'_> {
                     return Err(ApiError::NotFound(NOT_FOUND));
                 }
             }
-            (Some(old), Some(new)) => {
-                let (from, to) = (
-                    email_digest(old.campaign_id, &old.email),
-                    email_digest(new.campaign_id, &new.email),
-                );
-                if from == to {
+            (Some(_), Some(new)) => {
+                let Some((campaign_id, from, to)) = email_change(before, after) else {
                     return Ok(());
-                }
+                };
+                let in_postgres = state.store.in_postgres();
                 for _ in 0..CLAIM_ATTEMPTS {
-                    if vault
-                        .move_email(&**tx, new.id, new.campaign_id, &from, &to)
-                        .await
-                        .map_err(vault_error)?
-                    {
+                    let claimed = if in_postgres {
+                        vault.move_email(&**tx, new.id, campaign_id, &from, &to).await
+                    } else {
+                        vault.claim_email(&**tx, new.id, campaign_id, &to).await
+                    };
+                    if claimed.map_err(vault_error)? {
                         return Ok(());
                     }
-                    duplicate_of(tx, vault, new.campaign_id, &to).await?;
+                    duplicate_of(tx, state, campaign_id, &to).await?;
                 }
                 return Err(email_contended());
             }
-            (Some(old), None) => vault.erase_lead(&**tx, old.id).await.map_err(vault_error)?,
-            (None, None) => {}
+            // Outside Postgres the erasure follows `LeadDeleted` (`after_append`).
+            (Some(old), None) if state.store.in_postgres() => {
+                vault.erase_lead(&**tx, old.id).await.map_err(vault_error)?
+            }
+            (Some(_), None) | (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Releases what `in_transaction` claimed: a new lead's entry (only if it
+    /// still has the key made here), or an address change's new claim.
+    async fn refused(&mut self, state: &CommandState, before: &Root<LeadState>, after: &Root<LeadState>) {
+        if let Err(error) = self.release_claimed(state, before, after).await {
+            // The claim stays until the next claimant finds it stale.
+            tracing::warn!(%error, "cannot release the email claim of a refused lead write");
+        }
+    }
+
+    async fn after_append(
+        &mut self,
+        state: &CommandState,
+        before: &Root<LeadState>,
+        after: &Root<LeadState>,
+    ) -> Result<(), ApiError> {
+        let client = state.pool.get().await?;
+        match (before.state(), after.state()) {
+            (Some(old), None) => state.vault.erase_lead(&**client, old.id).await,
+            _ => match email_change(before, after) {
+                Some((campaign_id, from, _)) => {
+                    let lead_id = after.state().map(|l| l.id).unwrap_or_default();
+                    state
+                        .vault
+                        .release_email(&**client, lead_id, campaign_id, &from)
+                        .await
+                }
+                None => Ok(()),
+            },
+        }
+        .map_err(vault_error)
+    }
+}
+
+impl VaultHooks<'_> {
+    async fn release_claimed(
+        &self,
+        state: &CommandState,
+        before: &Root<LeadState>,
+        after: &Root<LeadState>,
+    ) -> Result<(), ApiError> {
+        let client = state.pool.get().await?;
+        match (before.state(), after.state()) {
+            (None, Some(new)) => {
+                let ours = state.vault.key(&**client, new.id).await.map_err(vault_error)?;
+                if ours.is_some() && ours == self.new_key {
+                    state
+                        .vault
+                        .erase_lead(&**client, new.id)
+                        .await
+                        .map_err(vault_error)?;
+                }
+            }
+            (Some(_), Some(new)) if self.keyed_by.is_none() => {
+                if let Some((campaign_id, _, to)) = email_change(before, after) {
+                    state
+                        .vault
+                        .release_email(&**client, new.id, campaign_id, &to)
+                        .await
+                        .map_err(vault_error)?;
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -184,25 +267,59 @@ impl Hooks<LeadState> for VaultHooks<'_> {
 /// vanishing between a failed claim and its lookup (deleted at that moment).
 const CLAIM_ATTEMPTS: usize = 3;
 
+/// How long a claim whose lead has no event yet counts as a creation still in
+/// flight (log outside Postgres): after it, the claim is a crash's leftover.
+pub(crate) const CLAIM_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// After a failed claim: the `409` naming the lead that holds the email, or
 /// `Ok` if that lead released it in the meantime (the claim is then retried).
 async fn duplicate_of(
     tx: &deadpool_postgres::Transaction<'_>,
-    vault: &lead_vault::LeadVault,
+    state: &CommandState,
     campaign_id: Uuid,
     digest: &[u8],
 ) -> Result<(), ApiError> {
-    match vault
+    let holder = state
+        .vault
         .holder(&**tx, campaign_id, digest)
         .await
-        .map_err(vault_error)?
-    {
-        Some(existing_id) => Err(ApiError::Duplicate {
+        .map_err(vault_error)?;
+    match holder {
+        Some(existing_id) if !release_if_stale(tx, state, existing_id).await? => Err(ApiError::Duplicate {
             message: DUPLICATE_EMAIL.into(),
             existing_id,
         }),
-        None => Ok(()),
+        _ => Ok(()),
     }
+}
+
+/// Log outside Postgres only: releases (erases) the vault entry of a claim's
+/// holder that a crash left behind, and says so: a lead whose stream ends
+/// with `LeadDeleted` (the crash came between it and the erasure), or one
+/// whose stream never appeared within [`CLAIM_GRACE`] of its claim (the crash
+/// came between the claim and `LeadCreated`).
+pub(crate) async fn release_if_stale(
+    tx: &deadpool_postgres::Transaction<'_>,
+    state: &CommandState,
+    holder: Uuid,
+) -> Result<bool, ApiError> {
+    if state.store.in_postgres() {
+        return Ok(false);
+    }
+    let stream = state.store.read_stream(&domain::lead::stream_id(holder)).await?;
+    let stale = match stream.last() {
+        Some(last) => last.event_type == "LeadDeleted",
+        None => state
+            .vault
+            .registered_before(&**tx, holder, CLAIM_GRACE)
+            .await
+            .map_err(vault_error)?,
+    };
+    if stale {
+        tracing::info!(lead_id = %holder, "releasing an email claim left behind by an interrupted write");
+        state.vault.erase_lead(&**tx, holder).await.map_err(vault_error)?;
+    }
+    Ok(stale)
 }
 
 fn email_contended() -> ApiError {

@@ -259,6 +259,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// A hint channel that ticks when new events may be readable.
     fn wakeups(&self) -> Wakeups;
 
+    /// True when the log is the `events` table of the Postgres database the
+    /// process's pool connects to: only then can an append join a Postgres
+    /// transaction ([`append_in_transaction`]) or SQL read the log. False for
+    /// KurrentDB, whose writers take the designs of docs/kurrentdb.md.
+    fn in_postgres(&self) -> bool {
+        false
+    }
+
     /// Tells readers, in this process and others, that events were committed.
     /// `append` does it; a caller that appends inside its own transaction calls
     /// it after committing.

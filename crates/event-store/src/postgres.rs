@@ -692,6 +692,10 @@ impl EventStore for PgEventStore {
         self.wakeups.clone()
     }
 
+    fn in_postgres(&self) -> bool {
+        true
+    }
+
     fn notify_committed(&self) {
         self.wakeups.notify();
         self.notifier.hint(&self.pool);

@@ -374,6 +374,63 @@ impl LeadVault {
         Ok(true)
     }
 
+    /// Claims `email_digest` in `campaign_id` for `lead_id` beside any claim
+    /// the lead holds already. False if another lead holds it. For a log
+    /// outside Postgres, where an address change claims the new address
+    /// before its event and releases the old one after ([`LeadVault::release_email`]).
+    pub async fn claim_email<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        lead_id: Uuid,
+        campaign_id: Uuid,
+        email_digest: &[u8],
+    ) -> Result<bool, VaultError> {
+        let claimed = client
+            .query_opt(
+                "INSERT INTO lead_email_claims (campaign_id, email_digest, lead_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (campaign_id, email_digest) DO NOTHING RETURNING 1",
+                &[&campaign_id, &email_digest, &lead_id],
+            )
+            .await?;
+        Ok(claimed.is_some())
+    }
+
+    /// Releases `lead_id`'s claim of `email_digest` (nothing if it holds none).
+    pub async fn release_email<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        lead_id: Uuid,
+        campaign_id: Uuid,
+        email_digest: &[u8],
+    ) -> Result<(), VaultError> {
+        client
+            .execute(
+                "DELETE FROM lead_email_claims WHERE campaign_id = $1 AND email_digest = $2 AND lead_id = $3",
+                &[&campaign_id, &email_digest, &lead_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// True if `lead_id`'s entry (its key, written with its first claim) is
+    /// older than `age`, or missing: how a claimant tells a creation that
+    /// crashed between its claim and its event from one still in flight.
+    pub async fn registered_before<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        lead_id: Uuid,
+        age: std::time::Duration,
+    ) -> Result<bool, VaultError> {
+        let seconds = age.as_secs_f64();
+        let row = client
+            .query_opt(
+                "SELECT created_at < now() - make_interval(secs => $2) FROM lead_keys WHERE lead_id = $1",
+                &[&lead_id, &seconds],
+            )
+            .await?;
+        Ok(row.is_none_or(|row| row.get(0)))
+    }
+
     /// Erases everything the vault holds about a lead, inside the caller's
     /// transaction: its claims, its key (crypto-shredding every event of its
     /// stream) and the stored response of the request that created it.

@@ -96,8 +96,9 @@ pub struct Config {
     #[arg(long, env = "KAFKA_STALL_TIMEOUT_MS", default_value_t = 10_000, global = true)]
     pub kafka_stall_timeout_ms: u64,
 
-    /// Reserved for the KurrentDB backend (`esdb://` or `kurrentdb://`), which
-    /// this build does not have yet: setting it is refused at start-up.
+    /// The event log in KurrentDB instead of Postgres: a KurrentDB connection
+    /// string, e.g. `kurrentdb://host:2113?tls=false` or `esdb://…`
+    /// (docs/kurrentdb.md). Unset: the log is the `events` table of DATABASE_URL.
     #[arg(long, env = "EVENT_STORE_URL", global = true)]
     pub event_store_url: Option<String>,
 
@@ -456,6 +457,24 @@ impl Config {
     }
 
     /// The vault that opens lead personal data, with `LEAD_KEY_ENCRYPTION_KEY`.
+    /// The event log: KurrentDB when `EVENT_STORE_URL` is set, otherwise the
+    /// `events` table reached through `pool`. A KurrentDB store ticks `wakeups`
+    /// from its own `$all` subscription; a Postgres one needs the `LISTEN`
+    /// listener for other processes' commits. Must run inside a Tokio runtime.
+    pub fn event_store(
+        &self,
+        pool: deadpool_postgres::Pool,
+        wakeups: event_store::Wakeups,
+    ) -> anyhow::Result<std::sync::Arc<dyn event_store::EventStore>> {
+        Ok(match &self.event_store_url {
+            Some(url) => std::sync::Arc::new(
+                event_store::KurrentEventStore::connect(url, domain::upcast::ALL, wakeups)
+                    .context("cannot open the KurrentDB event store")?,
+            ),
+            None => std::sync::Arc::new(event_store::PgEventStore::new(pool, domain::upcast::ALL, wakeups)),
+        })
+    }
+
     pub fn lead_vault(&self) -> anyhow::Result<lead_vault::LeadVault> {
         lead_vault::LeadVault::from_setting(self.lead_key_encryption_key.as_ref().map(|s| s.0.as_str()))
             .map_err(anyhow::Error::msg)

@@ -17,7 +17,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use command_api::CommandState;
 use domain::ProjectSlug;
-use event_store::{connect_pool, LogPosition, PgEventStore, Wakeups};
+use event_store::{connect_pool, LogPosition, Wakeups};
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use projector::{ReadModelProgress, Written};
@@ -112,11 +112,7 @@ fn command_state(
     keys: ApiKeys,
 ) -> anyhow::Result<CommandState> {
     Ok(CommandState {
-        store: Arc::new(PgEventStore::new(
-            pool.clone(),
-            domain::upcast::ALL,
-            Wakeups::new(),
-        )),
+        store: config.event_store(pool.clone(), Wakeups::new())?,
         progress: Arc::new(NoWait),
         keys,
         default_currency: config.default_currency,

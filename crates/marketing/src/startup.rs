@@ -8,7 +8,7 @@ use anyhow::Context;
 use axum::Router;
 use command_api::CommandState;
 use event_store::leases::Leases;
-use event_store::{connect_pool, spawn_listener, EventStore, PgEventStore, Wakeups};
+use event_store::{connect_pool, spawn_listener, EventStore, Wakeups};
 use projector::{
     projections_for, Consumer, Local, Progress, ProjectionRunner, ReadModelProgress, RunnerConfig, Shard,
 };
@@ -137,11 +137,7 @@ impl Core {
     fn open(config: &Config, role: Role) -> anyhow::Result<Self> {
         let pool = connect_pool(&config.database_url, config.pool_size)?;
         let wakeups = Wakeups::new();
-        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
-            pool.clone(),
-            domain::upcast::ALL,
-            wakeups.clone(),
-        ));
+        let store = config.event_store(pool.clone(), wakeups.clone())?;
         let media = if role.serves_commands() || role.serves_queries() {
             Some(config.media_store().context("cannot open the media store")?)
         } else {
@@ -183,7 +179,12 @@ impl Core {
     }
 
     /// `LISTEN` for commits of other processes, for the log's readers here.
+    /// A log in KurrentDB needs none: its store ticks the wake-ups from its
+    /// `$all` subscription.
     fn spawn_listener(&mut self, config: &Config) -> anyhow::Result<()> {
+        if !self.store.in_postgres() {
+            return Ok(());
+        }
         let db_config: tokio_postgres::Config =
             config.database_url.parse().context("invalid DATABASE_URL")?;
         let listener = spawn_listener(db_config, self.wakeups.clone());
@@ -205,11 +206,8 @@ impl Core {
         // A pool of its own (lock connection, log reads, checkpoint writes):
         // busy API requests must not delay publishing, nor the reverse.
         let publisher_pool = connect_pool(&config.database_url, PUBLISHER_POOL_SIZE)?;
-        let publisher_store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(
-            publisher_pool.clone(),
-            domain::upcast::ALL,
-            self.wakeups.clone(),
-        ));
+        // On KurrentDB, a client (gRPC connection) of its own, for the same reason.
+        let publisher_store = config.event_store(publisher_pool.clone(), self.wakeups.clone())?;
         let gate = Arc::new(crate::lead_gate::LeadDataGate::new(
             publisher_pool.clone(),
             self.vault.clone(),
@@ -392,12 +390,6 @@ impl Application {
         // Install the metrics recorder before anything records: counters and
         // gauges recorded before it exists would be lost.
         crate::telemetry::metrics_handle();
-        if config.event_store_url.is_some() {
-            anyhow::bail!(
-                "EVENT_STORE_URL is set, but the roles run on the Postgres event store only \
-                 (the KurrentDB backend is not wired into them yet, see docs/kurrentdb.md); unset it"
-            );
-        }
         if role == Role::Serve {
             ensure_database(&config.database_url).await?;
             migrate(&config.database_url).await?;

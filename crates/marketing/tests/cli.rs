@@ -215,7 +215,7 @@ async fn api_keys_serve_and_graceful_shutdown() {
 }
 
 #[tokio::test]
-async fn serve_creates_a_missing_database_and_refuses_unbuilt_backends() {
+async fn serve_creates_a_missing_database_and_refuses_an_invalid_event_store_url() {
     let db = fresh_database().await;
     // A database that does not exist yet: `migrate` creates it.
     let url = format!("{}_new", db.url);
@@ -225,11 +225,12 @@ async fn serve_creates_a_missing_database_and_refuses_unbuilt_backends() {
         .command()
         .arg("serve")
         .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("EVENT_STORE_URL", "esdb://127.0.0.1:2113")
+        .env("EVENT_STORE_URL", "http://127.0.0.1:2113")
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("EVENT_STORE_URL"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid EVENT_STORE_URL"), "{stderr}");
 }
 
 #[tokio::test]

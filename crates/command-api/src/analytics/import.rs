@@ -479,12 +479,15 @@ async fn plan_restatements(
     Ok(plan)
 }
 
+/// Per day stream: its version and the figures it last restated.
+type Heads = HashMap<String, (Option<i64>, Option<(Metrics, Currency)>)>;
+
 /// Each existing day stream's version and last restated figures, one index
 /// probe per stream (`LATERAL`: a `= ANY` plan may scan instead).
-async fn heads(
-    state: &CommandState,
-    stream_ids: &[String],
-) -> Result<HashMap<String, (Option<i64>, Option<(Metrics, Currency)>)>, ApiError> {
+async fn heads(state: &CommandState, stream_ids: &[String]) -> Result<Heads, ApiError> {
+    if !state.store.in_postgres() {
+        return heads_through_store(state, stream_ids).await;
+    }
     let client = state.pool.get().await?;
     let statement = client
         .prepare_cached(
@@ -500,12 +503,31 @@ async fn heads(
     for row in rows {
         let event_type: String = row.get(2);
         let (_, data) = event_store::upcast(domain::upcast::ALL, &event_type, row.get(3), row.get(4));
-        let figures = match AnalyticsEvent::from_data(&event_type, data).map_err(ApiError::internal)? {
+        heads.insert(row.get(0), (Some(row.get(1)), figures(&event_type, data)?));
+    }
+    Ok(heads)
+}
+
+/// [`heads`] for a log outside Postgres (KurrentDB): one stream read each,
+/// through the store (already upcast).
+async fn heads_through_store(state: &CommandState, stream_ids: &[String]) -> Result<Heads, ApiError> {
+    let mut heads = HashMap::with_capacity(stream_ids.len());
+    for stream_id in stream_ids {
+        if let Some(last) = state.store.read_stream(stream_id).await?.pop() {
+            let figures = figures(&last.event_type, last.data)?;
+            heads.insert(stream_id.clone(), (Some(last.version), figures));
+        }
+    }
+    Ok(heads)
+}
+
+/// The figures a day stream's last event restated.
+fn figures(event_type: &str, data: serde_json::Value) -> Result<Option<(Metrics, Currency)>, ApiError> {
+    Ok(
+        match AnalyticsEvent::from_data(event_type, data).map_err(ApiError::internal)? {
             AnalyticsEvent::Restated(day) => Some((day.metrics, day.currency)),
             // A day stream holds restatements only.
             AnalyticsEvent::Recorded(_) => None,
-        };
-        heads.insert(row.get(0), (Some(row.get(1)), figures));
-    }
-    Ok(heads)
+        },
+    )
 }

@@ -194,7 +194,10 @@ pub async fn import(
     writer.campaign(campaign_id).await?;
     let started = std::time::Instant::now();
     let field = file_field!(multipart)?;
-    if super::import_async::wants_async(&headers) {
+    // The worker cannot write a log outside Postgres yet (docs/kurrentdb.md):
+    // there the preference is not applied (RFC 7240 lets a server ignore it)
+    // and the import runs synchronously.
+    if super::import_async::wants_async(&headers) && writer.state().store.in_postgres() {
         return super::import_async::accept(&writer, campaign_id, field, limits).await;
     }
     let mut metadata = writer.metadata(campaign_id);
@@ -581,11 +584,14 @@ async fn write_batches(
                 idempotency: None,
             })
             .collect();
-        let accepted = state
+        let mut accepted = state
             .vault
             .register(&*tx, &entries)
             .await
             .map_err(ApiError::internal)?;
+        if !state.store.in_postgres() {
+            reclaim_stale(&state, &tx, &entries, &mut accepted).await?;
+        }
         drop(entries);
         let mut appends = Vec::with_capacity(accepted.len());
         for lead in leads {
@@ -608,19 +614,29 @@ async fn write_batches(
                 }
             }
         }
-        if !appends.is_empty() {
-            let outcomes = event_store::append_in_transaction(&tx, &appends)
-                .await
-                .map_err(ApiError::internal)?;
+        if appends.is_empty() {
+            tx.commit().await?;
+        } else {
+            let count = appends.len() as u64;
+            let outcomes = if state.store.in_postgres() {
+                let outcomes = event_store::append_in_transaction(&tx, &appends)
+                    .await
+                    .map_err(ApiError::internal)?;
+                tx.commit().await?;
+                state.store.notify_committed();
+                outcomes
+            } else {
+                tx.commit().await?;
+                drop(client);
+                append_claimed(&state, appends).await?
+            };
             written.last_position = outcomes
                 .iter()
                 .map(|o| o.last_position)
                 .chain(written.last_position)
                 .max();
-            written.imported += appends.len() as u64;
+            written.imported += count;
         }
-        tx.commit().await?;
-        state.store.notify_committed();
         wait_started = std::time::Instant::now();
     }
     tracing::debug!(
@@ -628,6 +644,80 @@ async fn write_batches(
         "lead import writer done"
     );
     Ok(written)
+}
+
+/// A log outside Postgres (KurrentDB): the entries whose claim failed because
+/// a crash left the address claimed (`leads::release_if_stale`) claim it now.
+async fn reclaim_stale(
+    state: &CommandState,
+    tx: &deadpool_postgres::Transaction<'_>,
+    entries: &[NewLeadEntry<'_>],
+    accepted: &mut std::collections::HashSet<Uuid>,
+) -> Result<(), ApiError> {
+    let mut released = Vec::new();
+    for (n, entry) in entries.iter().enumerate() {
+        if accepted.contains(&entry.lead_id) {
+            continue;
+        }
+        let holder = state
+            .vault
+            .holder(&**tx, entry.campaign_id, &entry.email_digest)
+            .await
+            .map_err(ApiError::internal)?;
+        if let Some(holder) = holder {
+            if super::release_if_stale(tx, state, holder).await? {
+                released.push(n);
+            }
+        }
+    }
+    let retry: Vec<NewLeadEntry<'_>> = released
+        .into_iter()
+        .map(|n| NewLeadEntry {
+            idempotency: None,
+            email_digest: entries[n].email_digest.clone(),
+            ..entries[n]
+        })
+        .collect();
+    let claimed = state
+        .vault
+        .register(&**tx, &retry)
+        .await
+        .map_err(ApiError::internal)?;
+    accepted.extend(claimed);
+    Ok(())
+}
+
+/// A log outside Postgres (KurrentDB): the batch's claims and keys are
+/// committed; now its leads' streams, one after the other (`append_many` is
+/// not atomic there). If that fails part-way, the claims of the leads whose
+/// stream did not appear are released, so the report's "not imported" rows
+/// can be imported again; a lead whose stream cannot even be checked keeps
+/// its claim until the next claimant of its address finds it stale
+/// (docs/kurrentdb.md, "CSV imports").
+async fn append_claimed(
+    state: &CommandState,
+    appends: Vec<StreamAppend>,
+) -> Result<Vec<event_store::AppendOutcome>, ApiError> {
+    let streams: Vec<String> = appends.iter().map(|a| a.stream_id.clone()).collect();
+    let failure = match state.store.append_many(appends).await {
+        Ok(outcomes) => return Ok(outcomes),
+        Err(failure) => failure,
+    };
+    let client = state.pool.get().await?;
+    for stream_id in streams {
+        if state.store.read_stream(&stream_id).await?.is_empty() {
+            let lead_id = stream_id
+                .strip_prefix(lead::STREAM_PREFIX)
+                .and_then(|id| id.parse().ok())
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("not a lead stream: {stream_id}")))?;
+            state
+                .vault
+                .erase_lead(&**client, lead_id)
+                .await
+                .map_err(ApiError::internal)?;
+        }
+    }
+    Err(ApiError::internal(failure))
 }
 
 #[cfg(test)]
