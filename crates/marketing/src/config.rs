@@ -457,24 +457,6 @@ impl Config {
     }
 
     /// The vault that opens lead personal data, with `LEAD_KEY_ENCRYPTION_KEY`.
-    /// The event log: KurrentDB when `EVENT_STORE_URL` is set, otherwise the
-    /// `events` table reached through `pool`. A KurrentDB store ticks `wakeups`
-    /// from its own `$all` subscription; a Postgres one needs the `LISTEN`
-    /// listener for other processes' commits. Must run inside a Tokio runtime.
-    pub fn event_store(
-        &self,
-        pool: deadpool_postgres::Pool,
-        wakeups: event_store::Wakeups,
-    ) -> anyhow::Result<std::sync::Arc<dyn event_store::EventStore>> {
-        Ok(match &self.event_store_url {
-            Some(url) => std::sync::Arc::new(
-                event_store::KurrentEventStore::connect(url, domain::upcast::ALL, wakeups)
-                    .context("cannot open the KurrentDB event store")?,
-            ),
-            None => std::sync::Arc::new(event_store::PgEventStore::new(pool, domain::upcast::ALL, wakeups)),
-        })
-    }
-
     pub fn lead_vault(&self) -> anyhow::Result<lead_vault::LeadVault> {
         lead_vault::LeadVault::from_setting(self.lead_key_encryption_key.as_ref().map(|s| s.0.as_str()))
             .map_err(anyhow::Error::msg)
