@@ -21,47 +21,34 @@ ROWS=${ROWS:-1000000}
 RATE=${RATE:-50}
 CONCURRENCY=${CONCURRENCY:-16}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-30}
-CACHE_DIR=${MARKETING_CACHE_DIR:-/var/tmp/marketing-cache}
-mkdir -p "$CACHE_DIR"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
-export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
-# SKIP_BUILD=1 measures the binaries already in $CARGO_TARGET_DIR/release.
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p marketing -p bench >/dev/null
-BIN=$CARGO_TARGET_DIR/release
-DB=mk_bench_isolation_$$
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export DATABASE_URL=postgres://$PGUSER@$PGHOST:5432/$DB LISTEN_ADDR=127.0.0.1:$PORT RUST_LOG=warn
-WORK=$(mktemp -d)
-SERVER=""
+. deploy/bench/lib.sh
+bench_build bench
+LOADGEN=$(dirname "$BIN")/marketing-bench
 IMPORT=""
-cleanup() {
+# The import in flight too, before what lib.sh cleans up.
+isolation_cleanup() {
     [ -n "$IMPORT" ] && kill "$IMPORT" 2>/dev/null && wait "$IMPORT" 2>/dev/null || true
-    [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
-    psql -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
+    bench_cleanup
 }
-trap cleanup EXIT
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+trap isolation_cleanup EXIT
 leads() { psql -d "$DB" -Atc "SELECT count(*) FROM leads"; }
 
 echo "generating $ROWS leads"
 python3 deploy/bench/gen_leads.py "$ROWS" >"$WORK/leads.csv"
-"$BIN/marketing" migrate >/dev/null 2>&1
-# Two tenants: one imports, the other only creates campaigns.
-IMPORTER=$("$BIN/marketing" api-key create --project importer 2>/dev/null | tail -1)
-WRITER=$("$BIN/marketing" api-key create --project writer 2>/dev/null | tail -1)
-# Rate limits off: the load is the server's, not one client's; the import's
-# own time limit raised so that a slow machine finishes it.
-RATE_LIMIT_PER_SECOND=0 LEAD_IMPORT_TIMEOUT_MS=3600000 \
-    "$BIN/marketing" serve 2>"$CACHE_DIR/bench-isolation-serve.log" &
-SERVER=$!
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
-API=http://127.0.0.1:$PORT/v1/dev/marketing
+# Two tenants: one imports (lib.sh's key, project `bench`), the other only
+# creates campaigns.
+bench_db "mk_bench_isolation_$$"
+IMPORTER=$KEY
+WRITER=$("$BIN" api-key create --project writer 2>/dev/null | tail -1)
+# The import's own time limit raised so that a slow machine finishes it
+# (rate limits are off in every benchmark server: the load is the server's,
+# not one client's).
+RUST_LOG=${RUST_LOG:-warn} LEAD_IMPORT_TIMEOUT_MS=3600000 bench_serve bench-isolation-serve.log
 CAMPAIGN=$(curl -fsS --max-time 10 -H "Authorization: Bearer $IMPORTER" -H 'content-type: application/json' \
     -d '{"name": "Import target"}' "$API/campaigns" | field '["id"]')
 
 load() {
-    "$BIN/marketing-bench" --url "http://127.0.0.1:$PORT" --key "$WRITER" --scenario create \
+    "$LOADGEN" --url "$BASE" --key "$WRITER" --scenario create \
         --body-file deploy/bench/seed-campaign.json --rate "$RATE" --concurrency "$CONCURRENCY" \
         --seconds "$SECONDS_PER_RUN"
 }

@@ -1,5 +1,5 @@
-# What the import benchmarks (leads.sh, leads_async.sh, analytics_import.sh)
-# share, sourced by each after `set -euo pipefail` and `cd` to the checkout:
+# What the server benchmarks (leads.sh, leads_async.sh, analytics_import.sh,
+# isolation.sh) share, sourced by each after `set -euo pipefail` and `cd` to the checkout:
 # the cache and target directories, the build (or SKIP_BUILD), a fresh
 # database with a key, a server on a free port, cleanup on any exit, and the
 # clock, memory and load helpers.
@@ -19,12 +19,16 @@ export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
 PROFILE=${PROFILE:-release}
 BIN=${MARKETING_BIN:-$CARGO_TARGET_DIR/$PROFILE/marketing}
 
+# bench_build [PACKAGE...]: builds `marketing`, and the other packages named
+# (isolation.sh also needs `bench` for its load generator).
 bench_build() {
     [ -z "${SKIP_BUILD:-}" ] && [ -z "${MARKETING_BIN:-}" ] || return 0
+    local packages=(-p marketing)
+    for package in "$@"; do packages+=(-p "$package"); done
     if [ "$PROFILE" = release ]; then
-        cargo build --release --locked -p marketing >/dev/null
+        cargo build --release --locked "${packages[@]}" >/dev/null
     else
-        cargo build --locked -p marketing >/dev/null
+        cargo build --locked "${packages[@]}" >/dev/null
     fi
 }
 
