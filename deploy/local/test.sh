@@ -9,7 +9,8 @@
 #      running beside this one);
 #   5. cargo fmt --check, cargo clippy -D warnings, the deployment files
 #      (deploy/local/validate-deploy.sh), and every test;
-#   6. schemathesis against a live server (deploy/local/schemathesis.sh);
+#   6. schemathesis against a live server (deploy/local/schemathesis.sh), with the
+#      log in Postgres and again in KurrentDB (the gRPC test double);
 #   7. the web console in headless Chromium (deploy/local/console-test.sh).
 # Build artefacts and the broker and S3 binaries live in a cache outside the checkout
 # ($MARKETING_CACHE_DIR, default /var/tmp/marketing-cache), so a fresh clone
@@ -144,5 +145,20 @@ else
 fi
 log "schemathesis"
 deploy/local/schemathesis.sh
+log "schemathesis with the log in KurrentDB (the sanctioned gRPC test double)"
+# The same generated requests against `marketing serve` with EVENT_STORE_URL
+# pointing at `kurrentdb-double` (memory only; no KurrentDB server can run on
+# the project machines): every endpoint on the second backend.
+cargo build --locked -p test-support --bin kurrentdb-double
+KURRENT_PORT=$(free_port)
+"$CARGO_TARGET_DIR/debug/kurrentdb-double" --listen "127.0.0.1:$KURRENT_PORT" >"$CACHE_DIR/kurrentdb-double-test.log" 2>&1 &
+DOUBLE_PID=$!
+trap 'kill "$TANSU_PID" "$DOUBLE_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$KURRENT_PORT") 2>/dev/null && break
+    sleep 0.2
+done
+EVENT_STORE_URL="kurrentdb://127.0.0.1:$KURRENT_PORT?tls=false" deploy/local/schemathesis.sh
+kill "$DOUBLE_PID" 2>/dev/null || true
 log "console (browser)"
 deploy/local/console-test.sh
