@@ -14,7 +14,7 @@ use domain::campaign::{stream_id, Campaign, CampaignCommand, CampaignStatus, Cre
 use domain::{DomainEvent, ProjectSlug};
 use event_store::{
     connect_pool, EventStore, ExpectedVersion, HistoryFilter, KurrentEventStore, LogPosition, LogReader,
-    NewEvent, Wakeups,
+    NewEvent, RecordedEvent, Wakeups,
 };
 use projector::{Consumer, LogIndexProjection, Progress, ProjectionRunner, ReadModelProgress, Written};
 use serde_json::{json, Value};
@@ -66,6 +66,21 @@ async fn subject() -> Subject {
 impl Subject {
     fn log(&self) -> LogReader {
         self.store.clone().log_reader()
+    }
+
+    /// Up to 50 events of campaign `id`'s history after `after`, through the index.
+    async fn history(&self, id: Uuid, filter: &HistoryFilter, after: LogPosition) -> Vec<RecordedEvent> {
+        self.log()
+            .correlated(
+                &self.pool,
+                domain::upcast::ALL,
+                &id.to_string(),
+                filter,
+                after,
+                50,
+            )
+            .await
+            .unwrap()
     }
 
     /// Runs the index projection on the store, as the projector role does.
@@ -167,17 +182,7 @@ async fn history_on_kurrentdb_reads_the_index_and_loads_bodies_from_the_store() 
     reached(&mut progress, last.max(last_globex)).await;
 
     let all = HistoryFilter::default();
-    let events = log
-        .correlated(
-            &subject.pool,
-            domain::upcast::ALL,
-            &id.to_string(),
-            &all,
-            LogPosition::START,
-            50,
-        )
-        .await
-        .unwrap();
+    let events = subject.history(id, &all, LogPosition::START).await;
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["CampaignCreated", "CampaignStatusChanged"]);
     assert!(events.iter().all(|e| e.stream_id == stream_id(id)));
@@ -185,33 +190,13 @@ async fn history_on_kurrentdb_reads_the_index_and_loads_bodies_from_the_store() 
     assert_eq!(events[0].metadata["api_key_name"], "auditor");
 
     // Paging from the first event's position, and the type filter.
-    let rest = log
-        .correlated(
-            &subject.pool,
-            domain::upcast::ALL,
-            &id.to_string(),
-            &all,
-            events[0].position,
-            50,
-        )
-        .await
-        .unwrap();
+    let rest = subject.history(id, &all, events[0].position).await;
     assert_eq!(rest, events[1..]);
     let only = HistoryFilter {
         event_type: Some("CampaignStatusChanged".into()),
         ..HistoryFilter::default()
     };
-    let filtered = log
-        .correlated(
-            &subject.pool,
-            domain::upcast::ALL,
-            &id.to_string(),
-            &only,
-            LogPosition::START,
-            50,
-        )
-        .await
-        .unwrap();
+    let filtered = subject.history(id, &only, LogPosition::START).await;
     assert_eq!(filtered, events[1..]);
 
     assert_eq!(
@@ -313,17 +298,8 @@ async fn a_write_waits_for_the_index_so_history_shows_it() {
                 .await
         );
         let events = subject
-            .log()
-            .correlated(
-                &subject.pool,
-                domain::upcast::ALL,
-                &id.to_string(),
-                &HistoryFilter::default(),
-                LogPosition::START,
-                50,
-            )
-            .await
-            .unwrap();
+            .history(id, &HistoryFilter::default(), LogPosition::START)
+            .await;
         assert_eq!(events.len(), 2, "history has the write once the wait returns");
     }
 }
