@@ -7,6 +7,7 @@
 # pgbench's one-row INSERT and primary-key SELECT are measured the same way
 # (its backends and its client), as the raw-Postgres reference.
 #   SKIP_BUILD=1 CARGO_TARGET_DIR=... SECONDS_PER_RUN=10 deploy/bench/cpu.sh
+# (and the settings of deploy/bench/lib.sh: PROFILE, SKIP_BUILD, MARKETING_BIN)
 # What it leaves out: Postgres' shared background processes (WAL writer,
 # checkpointer), which every database on the machine shares, and the kernel's
 # loopback work charged to no process.
@@ -15,30 +16,15 @@ cd "$(dirname "$0")/../.."
 CONCURRENCY=${CONCURRENCY:-32}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 SCENARIOS=${SCENARIOS:-"create track get"}
-CACHE_DIR=${MARKETING_CACHE_DIR:-/var/tmp/marketing-cache}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
-export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
-DB=mk_cpu_$$
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p marketing -p bench >/dev/null
-BIN=$CARGO_TARGET_DIR/release
-export DATABASE_URL=postgres://$PGUSER@$PGHOST:5432/$DB LISTEN_ADDR=127.0.0.1:$PORT RUST_LOG=warn
-cleanup() {
-    [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
-    psql -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true
-}
-trap cleanup EXIT
-mkdir -p "$CACHE_DIR"
-"$BIN/marketing" migrate >/dev/null 2>&1
-KEY=$("$BIN/marketing" api-key create --project bench 2>/dev/null | tail -1)
-RATE_LIMIT_PER_SECOND=0 "$BIN/marketing" serve 2>"$CACHE_DIR/cpu-serve-$$.log" &
-SERVER=$!
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+. deploy/bench/lib.sh
+bench_build bench
+LOAD_GENERATOR=$(dirname "$BIN")/marketing-bench
+bench_db "mk_cpu_$$"
+bench_serve "cpu-serve-$$.log"
 psql -d "$DB" -q <<'SQL'
 CREATE TABLE bench_rows (id bigserial PRIMARY KEY, body jsonb NOT NULL);
 INSERT INTO bench_rows (body) SELECT jsonb_build_object('name', 'row ' || g) FROM generate_series(1, 1000) g;
 SQL
-WORK=$(mktemp -d)
 echo "INSERT INTO bench_rows (body) VALUES ('{\"name\": \"bench\", \"type\": \"sales\"}');" >"$WORK/insert.sql"
 printf '\\set id random(1, 1000)\nSELECT body FROM bench_rows WHERE id = :id;\n' >"$WORK/select.sql"
 
@@ -65,7 +51,7 @@ backends() {
 }
 # The server's read-after-write wait so far: "seconds writes".
 waited() {
-    curl -fs "http://127.0.0.1:$PORT/metrics" | awk '
+    curl -fs --max-time 10 "$BASE/metrics" | awk '
         /^marketing_read_after_write_wait_seconds_sum/ { s = $2 }
         /^marketing_read_after_write_wait_seconds_count/ { c = $2 }
         END { printf "%s %s\n", s + 0, c + 0 }'
@@ -125,12 +111,12 @@ pgbench_run() {
     pgbench -n -c "$CONCURRENCY" -j 2 -T "$SECONDS_PER_RUN" -f "$1" "$DB" 2>/dev/null
 }
 api_run() {
-    "$BIN/marketing-bench" --url "http://127.0.0.1:$PORT" --key "$KEY" --concurrency "$CONCURRENCY" \
+    "$LOAD_GENERATOR" --url "$BASE" --key "$KEY" --concurrency "$CONCURRENCY" \
         --seconds "$SECONDS_PER_RUN" "$@"
 }
 # Warms the server's statement caches. The 100 campaigns `track` and `get`
 # create first fall inside their windows (1-2% of their CPU).
-"$BIN/marketing-bench" --url "http://127.0.0.1:$PORT" --key "$KEY" --scenario create \
+"$LOAD_GENERATOR" --url "$BASE" --key "$KEY" --scenario create \
     --concurrency 4 --seconds 1 >/dev/null
 measure "pgbench insert" text pgbench_run "$WORK/insert.sql"
 for scenario in $SCENARIOS; do

@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use domain::aggregate::Root;
 use domain::lead::{CreateLead, LeadCommand, LeadError, LeadKey, LeadKeys, LeadState, UpdateLead};
+use domain::DomainEvent as _;
 use lead_vault::{email_digest, generate_key, generate_nonce, NewLeadEntry};
 use uuid::Uuid;
 use web::extract::JsonBody;
@@ -308,7 +309,10 @@ pub(crate) async fn release_if_stale(
     }
     let stream = state.store.read_stream(&domain::lead::stream_id(holder)).await?;
     let stale = match stream.last() {
-        Some(last) => last.event_type == "LeadDeleted",
+        Some(last) => matches!(
+            domain::lead::LeadEvent::from_data_ref(&last.event_type, &last.data),
+            Ok(domain::lead::LeadEvent::Deleted(_))
+        ),
         None => state
             .vault
             .registered_before(&**tx, holder, CLAIM_GRACE)

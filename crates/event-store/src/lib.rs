@@ -28,6 +28,7 @@ pub mod leases;
 mod listener;
 mod log_reader;
 mod postgres;
+mod tail;
 mod verify;
 
 pub use feed::{read_events, read_project};

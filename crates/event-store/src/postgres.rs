@@ -1,6 +1,7 @@
 //! The Postgres event log.
 
 use crate::horizon::Horizon;
+use crate::tail::Tail;
 use crate::{
     upcast, AppendError, AppendOutcome, EventStore, ExpectedVersion, LogPosition, LogReader, RecordedEvent,
     StoreError, StreamAppend, StreamVersion, Upcaster, Wakeups,
@@ -81,6 +82,8 @@ pub struct PgEventStore {
     notifier: Arc<Notifier>,
     /// The precise commit horizon its readers share (crate::horizon).
     horizon: Arc<Horizon>,
+    /// The log's tail, read once for every reader of this process (crate::tail).
+    tail: Arc<Tail>,
 }
 
 /// Wakes readers in other processes after commits: one `NOTIFY` on its own
@@ -133,6 +136,7 @@ impl PgEventStore {
                 started: std::sync::Once::new(),
             }),
             horizon: Arc::new(Horizon::new()),
+            tail: Arc::new(Tail::default()),
         }
     }
 
@@ -150,6 +154,29 @@ impl PgEventStore {
 
     fn decode(&self, row: &Row) -> RecordedEvent {
         decode_row(self.upcasters, row)
+    }
+
+    /// `read_all` from the database itself: the events after `after` whose
+    /// transactions are below the commit horizon, in log order.
+    async fn read_log(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version,
+                        data, metadata, recorded_at
+                 FROM events
+                 WHERE (tx_id, position) > ($1, $2)
+                   AND tx_id < GREATEST(pg_snapshot_xmin(pg_current_snapshot())::text::bigint, $4)
+                 ORDER BY tx_id, position
+                 LIMIT $3",
+            )
+            .await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let floor = self.horizon.floor(&client).await?;
+        let rows = client
+            .query(&statement, &[&after.tx_id, &after.position, &limit, &floor])
+            .await?;
+        Ok(rows.iter().map(|row| self.decode(row)).collect())
     }
 
     async fn current_version(&self, stream_id: &str) -> Result<Option<i64>, StoreError> {
@@ -260,6 +287,18 @@ impl PgEventStore {
 }
 
 /// A row of `events` (all columns but `hash`) as an upcast [`RecordedEvent`].
+/// An event as `read_all_matching` gives one of a stream it was not asked
+/// for: where it is, without its bodies (as the query's NULLs decode).
+fn without_body(event: &RecordedEvent) -> RecordedEvent {
+    RecordedEvent {
+        stream_id: event.stream_id.clone(),
+        event_type: event.event_type.clone(),
+        data: Value::Null,
+        metadata: Value::Null,
+        ..*event
+    }
+}
+
 pub(crate) fn decode_row(upcasters: &[Upcaster], row: &Row) -> RecordedEvent {
     let event_type: String = row.get("event_type");
     // `data` is NULL only for an event left out by `read_all_matching`:
@@ -614,35 +653,45 @@ impl EventStore for PgEventStore {
     /// database holds the horizon back (it delays readers; it cannot make them
     /// miss anything).
     async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT position, tx_id, event_id, stream_id, version, event_type, schema_version,
-                        data, metadata, recorded_at
-                 FROM events
-                 WHERE (tx_id, position) > ($1, $2)
-                   AND tx_id < GREATEST(pg_snapshot_xmin(pg_current_snapshot())::text::bigint, $4)
-                 ORDER BY tx_id, position
-                 LIMIT $3",
-            )
+        let cached = self
+            .tail
+            .read(after, limit, RecordedEvent::clone, |from, n| {
+                self.read_log(from, n)
+            })
             .await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let floor = self.horizon.floor(&client).await?;
-        let rows = client
-            .query(&statement, &[&after.tx_id, &after.position, &limit, &floor])
-            .await?;
-        Ok(rows.iter().map(|row| self.decode(row)).collect())
+        if let Some(events) = cached {
+            return Ok(events);
+        }
+        let events = self.read_log(after, limit).await?;
+        self.tail.offer(after, limit, &events).await;
+        Ok(events)
     }
 
-    /// [`PgEventStore::read_all`]'s query, with the bodies of other streams'
-    /// events replaced by NULL in the database: they still advance the reader,
-    /// but cost neither the jsonb output nor the transfer nor the parse.
+    /// [`PgEventStore::read_all`], with the bodies of other streams' events
+    /// left out: they still advance the reader, but cost nothing to decode.
+    /// From the tail cache when it covers `after` (the bodies dropped in
+    /// memory); otherwise replaced by NULL in the database, so that they cost
+    /// neither the jsonb output nor the transfer nor the parse.
     async fn read_all_matching(
         &self,
         after: LogPosition,
         limit: usize,
         stream_prefixes: &[&str],
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let present = |event: &RecordedEvent| {
+            if stream_prefixes.iter().any(|p| event.stream_id.starts_with(p)) {
+                event.clone()
+            } else {
+                without_body(event)
+            }
+        };
+        let cached = self
+            .tail
+            .read(after, limit, present, |from, n| self.read_log(from, n))
+            .await?;
+        if let Some(events) = cached {
+            return Ok(events);
+        }
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(

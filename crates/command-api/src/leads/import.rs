@@ -572,27 +572,90 @@ async fn write_batches(
         };
         let Some(Batch { leads }) = next else { break };
         waited += wait_started.elapsed();
-        let mut client = state.pool.get().await?;
-        let tx = client.transaction().await?;
-        let entries: Vec<NewLeadEntry<'_>> = leads
-            .iter()
-            .map(|lead| NewLeadEntry {
-                lead_id: lead.lead_id,
-                campaign_id,
-                email_digest: lead.email_digest.clone(),
-                key: &lead.key,
-                idempotency: None,
-            })
-            .collect();
-        let mut accepted = state
-            .vault
-            .register(&*tx, &entries)
+        written.merge(write_batch(&state, campaign_id, leads, recorded_at).await?);
+        wait_started = std::time::Instant::now();
+    }
+    tracing::debug!(
+        waited_for_parser_seconds = waited.as_secs_f64(),
+        "lead import writer done"
+    );
+    Ok(written)
+}
+
+/// One batch: its claims and keys, then the events of the leads that won
+/// their claim, in one transaction on Postgres (claims first, then the
+/// appends, on KurrentDB: `append_claimed`).
+async fn write_batch(
+    state: &CommandState,
+    campaign_id: Uuid,
+    leads: Vec<PreparedLead>,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Written, ApiError> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let accepted = claim_batch(state, &tx, campaign_id, &leads).await?;
+    let mut written = Written::default();
+    let appends = written.leave_out_duplicates(leads, &accepted, recorded_at);
+    if appends.is_empty() {
+        tx.commit().await?;
+        return Ok(written);
+    }
+    let count = appends.len() as u64;
+    let outcomes = if state.store.in_postgres() {
+        let outcomes = event_store::append_in_transaction(&tx, &appends)
             .await
             .map_err(ApiError::internal)?;
-        if !state.store.in_postgres() {
-            reclaim_stale(&state, &tx, &entries, &mut accepted).await?;
-        }
-        drop(entries);
+        tx.commit().await?;
+        state.store.notify_committed();
+        outcomes
+    } else {
+        tx.commit().await?;
+        drop(client);
+        append_claimed(state, appends).await?
+    };
+    written.last_position = outcomes.iter().map(|o| o.last_position).max();
+    written.imported += count;
+    Ok(written)
+}
+
+/// Claims the batch's addresses and stores its keys, in `tx`: the ids of the
+/// leads whose claim succeeded (on KurrentDB after reclaiming stale claims).
+async fn claim_batch(
+    state: &CommandState,
+    tx: &deadpool_postgres::Transaction<'_>,
+    campaign_id: Uuid,
+    leads: &[PreparedLead],
+) -> Result<std::collections::HashSet<Uuid>, ApiError> {
+    let entries: Vec<NewLeadEntry<'_>> = leads
+        .iter()
+        .map(|lead| NewLeadEntry {
+            lead_id: lead.lead_id,
+            campaign_id,
+            email_digest: lead.email_digest.clone(),
+            key: &lead.key,
+            idempotency: None,
+        })
+        .collect();
+    let mut accepted = state
+        .vault
+        .register(&**tx, &entries)
+        .await
+        .map_err(ApiError::internal)?;
+    if !state.store.in_postgres() {
+        reclaim_stale(state, tx, &entries, &mut accepted).await?;
+    }
+    Ok(accepted)
+}
+
+impl Written {
+    /// The appends of the leads that won their claim, stamped `recorded_at`;
+    /// the others are counted (and the first reported) as duplicates.
+    fn leave_out_duplicates(
+        &mut self,
+        leads: Vec<PreparedLead>,
+        accepted: &std::collections::HashSet<Uuid>,
+        recorded_at: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<StreamAppend> {
         let mut appends = Vec::with_capacity(accepted.len());
         for lead in leads {
             if accepted.contains(&lead.lead_id) {
@@ -603,47 +666,18 @@ async fn write_batches(
                     expected: ExpectedVersion::NoStream,
                     events: vec![event],
                 });
-            } else {
-                written.duplicate_count += 1;
-                if written.duplicates.len() < MAX_REPORTED_ROWS {
-                    written.duplicates.push((
-                        lead.line,
-                        "duplicate email: a lead of this campaign (or another row of this file) has it"
-                            .into(),
-                    ));
-                }
+                continue;
+            }
+            self.duplicate_count += 1;
+            if self.duplicates.len() < MAX_REPORTED_ROWS {
+                self.duplicates.push((
+                    lead.line,
+                    "duplicate email: a lead of this campaign (or another row of this file) has it".into(),
+                ));
             }
         }
-        if appends.is_empty() {
-            tx.commit().await?;
-        } else {
-            let count = appends.len() as u64;
-            let outcomes = if state.store.in_postgres() {
-                let outcomes = event_store::append_in_transaction(&tx, &appends)
-                    .await
-                    .map_err(ApiError::internal)?;
-                tx.commit().await?;
-                state.store.notify_committed();
-                outcomes
-            } else {
-                tx.commit().await?;
-                drop(client);
-                append_claimed(&state, appends).await?
-            };
-            written.last_position = outcomes
-                .iter()
-                .map(|o| o.last_position)
-                .chain(written.last_position)
-                .max();
-            written.imported += count;
-        }
-        wait_started = std::time::Instant::now();
+        appends
     }
-    tracing::debug!(
-        waited_for_parser_seconds = waited.as_secs_f64(),
-        "lead import writer done"
-    );
-    Ok(written)
 }
 
 /// A log outside Postgres (KurrentDB): the entries whose claim failed because
