@@ -170,7 +170,9 @@ async fn slow_writer(db_url: String, stream: String, hold: Duration) -> Uuid {
 }
 
 /// The hard invariant: many concurrent writers (including slow transactions that
-/// commit out of sequence order) while one reader follows the whole log. The
+/// commit out of sequence order) while readers follow the whole log through one
+/// store, so that they share its tail cache, with batches of different sizes
+/// (one of a single event, one larger than the writers' whole output). Each
 /// reader must see every committed event exactly once, each stream in version
 /// order. Repeated for several rounds with different interleavings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -184,29 +186,33 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
         let store = Arc::new(store);
         let expected_total = WRITERS * APPENDS_PER_WRITER * 2 + SLOW_WRITERS;
 
-        let reader = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut seen: Vec<event_store::RecordedEvent> = Vec::new();
-                let mut after = LogPosition::START;
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while seen.len() < expected_total {
-                    assert!(
-                        Instant::now() < deadline,
-                        "reader timed out with {} events",
-                        seen.len()
-                    );
-                    // Small batches, so the reader interleaves with the writers.
-                    let batch = store.read_all(after, 7).await.unwrap();
-                    match batch.last() {
-                        Some(last) => after = last.position,
-                        None => tokio::time::sleep(Duration::from_millis(2)).await,
+        let readers: Vec<_> = [7, 1, 3, 5_000]
+            .into_iter()
+            .map(|batch_size| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut seen: Vec<event_store::RecordedEvent> = Vec::new();
+                    let mut after = LogPosition::START;
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    while seen.len() < expected_total {
+                        assert!(
+                            Instant::now() < deadline,
+                            "reader timed out with {} events",
+                            seen.len()
+                        );
+                        // Small batches, so the readers interleave with the writers.
+                        let batch = store.read_all(after, batch_size).await.unwrap();
+                        match batch.last() {
+                            Some(last) => after = last.position,
+                            // A polling interval: the loop is bounded by the deadline.
+                            None => tokio::time::sleep(Duration::from_millis(2)).await,
+                        }
+                        seen.extend(batch);
                     }
-                    seen.extend(batch);
-                }
-                seen
+                    seen
+                })
             })
-        };
+            .collect();
 
         let mut writers = Vec::new();
         for w in 0..WRITERS {
@@ -234,42 +240,55 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
         for writer in writers {
             written.extend(writer.await.unwrap());
         }
-        let seen = reader.await.unwrap();
-        // Every writer has committed: nothing more may appear after what the
-        // reader saw.
-        let last = seen.last().expect("events were read").position;
-        assert!(
-            store.read_all(last, 10).await.unwrap().is_empty(),
-            "round {round}: more events than were written"
-        );
+        for reader in readers {
+            let seen = reader.await.unwrap();
+            check_delivery(round, &store, &seen, &written).await;
+        }
+    }
+}
 
-        let seen_ids: Vec<Uuid> = seen.iter().map(|e| e.event_id).collect();
-        let unique: HashSet<Uuid> = seen_ids.iter().copied().collect();
+/// What one reader of [`concurrent_writers_never_make_a_reader_miss_or_repeat_an_event`]
+/// saw: every written event once, in log order, each stream in version order.
+async fn check_delivery(
+    round: usize,
+    store: &PgEventStore,
+    seen: &[event_store::RecordedEvent],
+    written: &HashSet<Uuid>,
+) {
+    // Every writer has committed: nothing more may appear after what the
+    // reader saw.
+    let last = seen.last().expect("events were read").position;
+    assert!(
+        store.read_all(last, 10).await.unwrap().is_empty(),
+        "round {round}: more events than were written"
+    );
+
+    let seen_ids: Vec<Uuid> = seen.iter().map(|e| e.event_id).collect();
+    let unique: HashSet<Uuid> = seen_ids.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        seen_ids.len(),
+        "round {round}: an event was delivered twice"
+    );
+    assert_eq!(
+        &unique, written,
+        "round {round}: delivered set differs from committed set"
+    );
+    let mut last_version: HashMap<&str, i64> = HashMap::new();
+    for e in seen {
+        let previous = last_version.insert(&e.stream_id, e.version);
         assert_eq!(
-            unique.len(),
-            seen_ids.len(),
-            "round {round}: an event was delivered twice"
+            e.version,
+            previous.map_or(0, |v| v + 1),
+            "round {round}: stream {} out of order",
+            e.stream_id
         );
-        assert_eq!(
-            unique, written,
-            "round {round}: delivered set differs from committed set"
+    }
+    for pair in seen.windows(2) {
+        assert!(
+            pair[0].position < pair[1].position,
+            "round {round}: positions not increasing"
         );
-        let mut last_version: HashMap<&str, i64> = HashMap::new();
-        for e in &seen {
-            let previous = last_version.insert(&e.stream_id, e.version);
-            assert_eq!(
-                e.version,
-                previous.map_or(0, |v| v + 1),
-                "round {round}: stream {} out of order",
-                e.stream_id
-            );
-        }
-        for pair in seen.windows(2) {
-            assert!(
-                pair[0].position < pair[1].position,
-                "round {round}: positions not increasing"
-            );
-        }
     }
 }
 
