@@ -286,7 +286,6 @@ impl PgEventStore {
     }
 }
 
-/// A row of `events` (all columns but `hash`) as an upcast [`RecordedEvent`].
 /// An event as `read_all_matching` gives one of a stream it was not asked
 /// for: where it is, without its bodies (as the query's NULLs decode).
 fn without_body(event: &RecordedEvent) -> RecordedEvent {
@@ -299,6 +298,7 @@ fn without_body(event: &RecordedEvent) -> RecordedEvent {
     }
 }
 
+/// A row of `events` (all columns but `hash`) as an upcast [`RecordedEvent`].
 pub(crate) fn decode_row(upcasters: &[Upcaster], row: &Row) -> RecordedEvent {
     let event_type: String = row.get("event_type");
     // `data` is NULL only for an event left out by `read_all_matching`:
