@@ -67,8 +67,17 @@ impl Default for FollowerConfig {
 }
 
 /// Longest a follower goes without recording skipped batches in its checkpoint
-/// row while busy (it records them at once when idle).
+/// row while busy.
 const SKIP_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Shortest time between two records of skipped batches when the follower
+/// goes idle. The first idle moment after a quiet spell records at once; under
+/// a steady stream of writes a follower goes idle after nearly every commit,
+/// and recording each time was one `UPDATE` (a transaction with its WAL
+/// flush) per write per follower that does not read the written stream. Only
+/// a reader of the checkpoint row waits for this (a separate process waiting
+/// for every shard, or an operator's lag query): at most this much longer.
+const IDLE_PERSIST_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The advisory-lock key of a reader: FNV-1a of `tag` then `name`, so keys are
 /// stable across processes and versions, readers with different tags cannot
@@ -527,14 +536,21 @@ impl Follower {
                 Err(error) => return Pass::Failed(error.into()),
             };
             if events.is_empty() {
+                // Idle: the skipped events go into the checkpoint row, so that
+                // processes that poll it (a separate command API) see them; if
+                // the last record is too recent, the sleep below ends in time
+                // for the next one.
+                let mut sleep = backoff;
                 if cursor.checkpoint != cursor.persisted {
-                    // Idle: record the skipped events now, so processes that
-                    // poll the checkpoint table (a separate command API) see them.
-                    match self.record_skipped(name, cursor).await {
-                        Ok(true) => continue,
-                        Ok(false) => return Pass::Moved,
-                        Err(error) => return Pass::Failed(error.into()),
+                    let since = cursor.persisted_at.elapsed();
+                    if since >= IDLE_PERSIST_INTERVAL {
+                        match self.record_skipped(name, cursor).await {
+                            Ok(true) => continue,
+                            Ok(false) => return Pass::Moved,
+                            Err(error) => return Pass::Failed(error.into()),
+                        }
                     }
+                    sleep = sleep.min(IDLE_PERSIST_INTERVAL - since);
                 }
                 // Nothing readable. A wake-up means a commit happened; its events
                 // may still sit behind an older open transaction, so re-poll
@@ -544,7 +560,7 @@ impl Follower {
                     changed = wakeups.changed() => {
                         if changed.is_ok() { backoff = Duration::from_millis(1); }
                     }
-                    _ = tokio::time::sleep(backoff) => {
+                    _ = tokio::time::sleep(sleep) => {
                         backoff = (backoff * 2).min(self.config.idle_poll);
                     }
                 }

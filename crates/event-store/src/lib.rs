@@ -42,6 +42,7 @@ pub use postgres::{
     append_in_transaction, connect_pool, migrate, PgEventStore, POOL_CREATE_TIMEOUT, POOL_RECYCLE_TIMEOUT,
     POOL_WAIT_TIMEOUT,
 };
+pub use tail::TailStats;
 pub use verify::{verify, verify_campaign, verify_with_progress, ChainBreak, VerifyReport};
 
 use async_trait::async_trait;

@@ -32,7 +32,12 @@
 //!
 //! A reader outside `[lo, hi]` (catching up from far behind, or a replay)
 //! reads the database itself; a plain read of its that reached the tail
-//! starts the cache afresh when the cache is empty or behind it.
+//! starts the cache afresh when the cache is empty or behind it. Readers of
+//! some streams only (`read_all_matching`, every projection) are in the same
+//! position: while the cache has not started, or holds nothing up to where
+//! they are, their read takes every body, so that it can start the cache,
+//! and drops the other streams' bodies in memory. Only a reader behind the
+//! cache reads with the bodies left out in the database.
 
 use crate::{LogPosition, RecordedEvent, StoreError};
 use std::collections::VecDeque;
@@ -52,6 +57,18 @@ pub(crate) struct Tail {
     state: tokio::sync::Mutex<State>,
     /// Readers that have asked so far: a reader's ticket is its number.
     arrivals: AtomicU64,
+    /// Answers given from memory, and reads of the tail made for them.
+    served: AtomicU64,
+    fetches: AtomicU64,
+}
+
+/// How much the cache saved: answers it gave and the reads of the
+/// database it made for them (each shared by every reader waiting for it).
+/// Readers it did not cover are in neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TailStats {
+    pub served: u64,
+    pub fetches: u64,
 }
 
 #[derive(Default)]
@@ -120,15 +137,33 @@ impl Tail {
         if !state.covers(after) {
             return Ok(None);
         }
+        self.served.fetch_add(1, Ordering::Relaxed);
         let served = state.after(after, limit, &present);
         if served.len() >= limit || state.fetched_for >= ticket {
             return Ok(Some(served));
         }
         state.fetched_for = self.arrivals.load(Ordering::SeqCst);
         let from = state.hi();
+        self.fetches.fetch_add(1, Ordering::Relaxed);
         let fetched = fetch(from, FETCH).await?;
         state.extend(fetched);
         Ok(Some(state.after(after, limit, &present)))
+    }
+
+    /// True if a plain read at `after` that reaches the tail could start the
+    /// cache ([`Tail::offer`]): it has not started, or holds nothing up to
+    /// `after`. False for a reader behind it. Only a hint for which query to
+    /// make: the cache may have moved by the time the read returns.
+    pub(crate) async fn could_start_at(&self, after: LogPosition) -> bool {
+        let state = self.state.lock().await;
+        !state.started || after > state.hi()
+    }
+
+    pub(crate) fn stats(&self) -> TailStats {
+        TailStats {
+            served: self.served.load(Ordering::Relaxed),
+            fetches: self.fetches.load(Ordering::Relaxed),
+        }
     }
 
     /// A plain read the caller made of the database (`after`, `limit`,
@@ -280,6 +315,18 @@ mod tests {
             Some(vec![floor + 1, floor + 2])
         );
         assert_eq!(read(&tail, &log, floor - 1, 2).await, None);
+    }
+
+    #[tokio::test]
+    async fn only_a_reader_behind_the_cache_is_told_it_cannot_start_it() {
+        let (tail, log) = (Tail::default(), Log::new(5));
+        assert!(tail.could_start_at(at(3)).await, "nothing started yet");
+        tail.offer(at(2), 10, &log.read_all(at(2), 10).await.unwrap())
+            .await;
+        assert!(!tail.could_start_at(at(1)).await, "behind");
+        assert!(!tail.could_start_at(at(2)).await, "covered");
+        assert!(!tail.could_start_at(at(5)).await, "covered");
+        assert!(tail.could_start_at(at(6)).await, "ahead of what it holds");
     }
 
     #[tokio::test]

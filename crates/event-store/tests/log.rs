@@ -172,9 +172,11 @@ async fn slow_writer(db_url: String, stream: String, hold: Duration) -> Uuid {
 /// The hard invariant: many concurrent writers (including slow transactions that
 /// commit out of sequence order) while readers follow the whole log through one
 /// store, so that they share its tail cache, with batches of different sizes
-/// (one of a single event, one larger than the writers' whole output). Each
-/// reader must see every committed event exactly once, each stream in version
-/// order. Repeated for several rounds with different interleavings.
+/// (one of a single event, one larger than the writers' whole output), two of
+/// them reading everything and two naming some streams (as projections do).
+/// Each reader must see every committed event exactly once, each stream in
+/// version order, with the bodies of exactly the streams it named. Repeated
+/// for several rounds with different interleavings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
     const ROUNDS: usize = 5;
@@ -186,9 +188,9 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
         let store = Arc::new(store);
         let expected_total = WRITERS * APPENDS_PER_WRITER * 2 + SLOW_WRITERS;
 
-        let readers: Vec<_> = [7, 1, 3, 5_000]
+        let readers: Vec<_> = READERS
             .into_iter()
-            .map(|batch_size| {
+            .map(|(batch_size, prefixes)| {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let mut seen: Vec<event_store::RecordedEvent> = Vec::new();
@@ -201,7 +203,11 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
                             seen.len()
                         );
                         // Small batches, so the readers interleave with the writers.
-                        let batch = store.read_all(after, batch_size).await.unwrap();
+                        let batch = match prefixes {
+                            Some(prefixes) => store.read_all_matching(after, batch_size, prefixes).await,
+                            None => store.read_all(after, batch_size).await,
+                        }
+                        .unwrap();
                         match batch.last() {
                             Some(last) => after = last.position,
                             // A polling interval: the loop is bounded by the deadline.
@@ -240,12 +246,36 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
         for writer in writers {
             written.extend(writer.await.unwrap());
         }
-        for reader in readers {
+        for (reader, (_, prefixes)) in readers.into_iter().zip(READERS) {
             let seen = reader.await.unwrap();
             check_delivery(round, &store, &seen, &written).await;
+            for e in &seen {
+                let named = prefixes.is_none_or(|p| p.iter().any(|p| e.stream_id.starts_with(p)));
+                assert_eq!(
+                    e.data != Value::Null,
+                    named,
+                    "round {round}: body of {} given to a reader of {prefixes:?}",
+                    e.stream_id
+                );
+            }
         }
+        // The readers followed the tail together: once one read reached it,
+        // the others were answered from memory.
+        assert!(
+            store.tail_stats().served > 0,
+            "round {round}: the tail cache served nobody"
+        );
     }
 }
+
+/// The readers of [`concurrent_writers_never_make_a_reader_miss_or_repeat_an_event`]:
+/// batch size, and the streams named (`None`: all of them).
+const READERS: [(usize, Option<&[&str]>); 4] = [
+    (7, None),
+    (1, Some(&["w1-", "slow-"])),
+    (3, None),
+    (5_000, Some(&["w"])),
+];
 
 /// What one reader of [`concurrent_writers_never_make_a_reader_miss_or_repeat_an_event`]
 /// saw: every written event once, in log order, each stream in version order.
@@ -393,6 +423,61 @@ async fn read_all_matching_returns_every_position_but_only_matching_bodies() {
         (Value::Null, Value::Null)
     );
     assert_eq!(matching[2].event_type, "Thing");
+}
+
+/// Projections read with `read_all_matching`. At the tail, with nothing
+/// cached, such a read takes every body so that it can start the shared
+/// cache: a reader of other streams (or of all) is then answered from memory,
+/// with the bodies it asked for.
+#[tokio::test]
+async fn a_reader_of_some_streams_starts_the_tail_for_every_reader() {
+    let (store, db) = store().await;
+    store
+        .append("lead-1", ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    store
+        .append("campaign-1", ExpectedVersion::NoStream, vec![event(2)])
+        .await
+        .unwrap();
+    // Wait through a second store (its own cache) until both are readable.
+    let pool = connect_pool(&db.url, 2).expect("pool");
+    let all = read_everything(&PgEventStore::new(pool, &[], Wakeups::new()), 2).await;
+    assert_eq!(store.tail_stats(), Default::default());
+
+    let leads = store
+        .read_all_matching(LogPosition::START, 10, &["lead-"])
+        .await
+        .unwrap();
+    assert_eq!(
+        (leads[0].data.clone(), leads[1].data.clone()),
+        (all[0].data.clone(), Value::Null)
+    );
+    assert_eq!(
+        store.tail_stats().served,
+        0,
+        "the first read went to the database"
+    );
+
+    let campaigns = store
+        .read_all_matching(LogPosition::START, 10, &["campaign-"])
+        .await
+        .unwrap();
+    let everything = store.read_all(LogPosition::START, 10).await.unwrap();
+    assert_eq!(store.tail_stats().served, 2, "both answered from memory");
+    assert_eq!(
+        (campaigns[0].data.clone(), campaigns[1].data.clone()),
+        (Value::Null, all[1].data.clone())
+    );
+    assert_eq!(
+        everything
+            .iter()
+            .map(|e| (e.position, &e.data, &e.metadata))
+            .collect::<Vec<_>>(),
+        all.iter()
+            .map(|e| (e.position, &e.data, &e.metadata))
+            .collect::<Vec<_>>()
+    );
 }
 
 /// Transaction ids are cluster-wide, so the snapshot's own `xmin` is held back
