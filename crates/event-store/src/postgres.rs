@@ -209,9 +209,10 @@ impl PgEventStore {
         // generic plan to this transaction. The three requests are queued on
         // the connection in order on the first poll, so a caller that gives
         // up midway still leaves the connection outside any transaction.
+        let params = rows.params();
         let (begun, result, committed) = futures::join!(
             client.batch_execute("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"),
-            client.query(&statement, &rows.params()),
+            client.query(&statement, &params),
             client.batch_execute("COMMIT"),
         );
         begun.map_err(StoreError::from)?;
