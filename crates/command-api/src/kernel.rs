@@ -680,7 +680,11 @@ pub(crate) async fn load_root<A: Resource>(
 ) -> Result<Root<A>, ApiError> {
     let mut root = Root::default();
     for recorded in state.store.read_stream(&A::stream_id(id)).await? {
-        let event = A::Event::from_data(&recorded.event_type, recorded.data).map_err(ApiError::internal)?;
+        let event = A::Event::from_data(
+            &recorded.event_type,
+            std::sync::Arc::unwrap_or_clone(recorded.data),
+        )
+        .map_err(ApiError::internal)?;
         root.fold(&event, recorded.recorded_at, recorded.version, context)
             .map_err(A::fold_error)?;
     }

@@ -594,7 +594,7 @@ impl Follower {
         // The batch's span: with traces exported, it continues the trace of
         // the request that wrote the events (or links the traces of several).
         let span = tracing::info_span!("batch", reader = name, events = events.len());
-        let left_out = trace_context::follow_events(&span, events.iter().map(|e| &e.metadata));
+        let left_out = trace_context::follow_events(&span, events.iter().map(|e| &*e.metadata));
         if left_out > 0 {
             tracing::debug!(
                 reader = name,

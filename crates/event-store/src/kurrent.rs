@@ -221,8 +221,8 @@ impl KurrentEventStore {
             version: revision(event)?,
             event_type: event.event_type.clone(),
             schema_version,
-            data,
-            metadata: stored.metadata,
+            data: data.into(),
+            metadata: stored.metadata.into(),
             recorded_at: micros_to_time(stored.recorded_at_us),
         })
     }

@@ -315,8 +315,8 @@ fn without_body(event: &RecordedEvent) -> RecordedEvent {
     RecordedEvent {
         stream_id: event.stream_id.clone(),
         event_type: event.event_type.clone(),
-        data: Value::Null,
-        metadata: Value::Null,
+        data: crate::null_body(),
+        metadata: crate::null_body(),
         ..*event
     }
 }
@@ -340,8 +340,10 @@ pub(crate) fn decode_row(upcasters: &[Upcaster], row: &Row) -> RecordedEvent {
         version: row.get("version"),
         event_type,
         schema_version,
-        data,
-        metadata: row.get::<_, Option<Value>>("metadata").unwrap_or(Value::Null),
+        data: data.into(),
+        metadata: row
+            .get::<_, Option<Value>>("metadata")
+            .map_or_else(crate::null_body, Arc::new),
         recorded_at: row.get("recorded_at"),
     }
 }

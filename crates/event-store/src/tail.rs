@@ -200,8 +200,8 @@ mod tests {
             version: 0,
             event_type: "E".into(),
             schema_version: 1,
-            data: serde_json::json!({ "n": position }),
-            metadata: serde_json::Value::Null,
+            data: serde_json::json!({ "n": position }).into(),
+            metadata: crate::null_body(),
             recorded_at: chrono::DateTime::<chrono::Utc>::MIN_UTC,
         }
     }

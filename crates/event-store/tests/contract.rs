@@ -213,7 +213,7 @@ async fn appends_number_versions_from_zero_and_read_back_in_order(s: Subject) {
     assert_eq!(versions, vec![0, 1, 2]);
     let ns: Vec<i64> = events.iter().map(|e| e.data["n"].as_i64().unwrap()).collect();
     assert_eq!(ns, vec![0, 1, 2]);
-    assert_eq!(events[2].metadata, json!({"request_id": "r-2"}));
+    assert_eq!(*events[2].metadata, json!({"request_id": "r-2"}));
     assert_eq!(events[2].position, second.last_position);
     assert_eq!(events[1].position, first.last_position);
     // The whole-log read places them at the same positions, in order.
@@ -473,12 +473,12 @@ async fn old_schema_versions_are_upcast_on_every_read_path(s: Subject) {
         .unwrap();
     let from_stream = &s.store.read_stream(&stream).await.unwrap()[0];
     assert_eq!(
-        (from_stream.schema_version, &from_stream.data),
+        (from_stream.schema_version, &*from_stream.data),
         (2, &json!({"number": 7}))
     );
     let from_log = &s.read_everything(1).await[0];
     assert_eq!(
-        (from_log.schema_version, &from_log.data),
+        (from_log.schema_version, &*from_log.data),
         (2, &json!({"number": 7}))
     );
 }

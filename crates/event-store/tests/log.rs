@@ -252,7 +252,7 @@ async fn concurrent_writers_never_make_a_reader_miss_or_repeat_an_event() {
             for e in &seen {
                 let named = prefixes.is_none_or(|p| p.iter().any(|p| e.stream_id.starts_with(p)));
                 assert_eq!(
-                    e.data != Value::Null,
+                    *e.data != Value::Null,
                     named,
                     "round {round}: body of {} given to a reader of {prefixes:?}",
                     e.stream_id
@@ -416,11 +416,11 @@ async fn read_all_matching_returns_every_position_but_only_matching_bodies() {
     );
     assert_eq!(matching[0].data, all[0].data);
     assert_eq!(matching[1].data, all[1].data);
-    assert_ne!(matching[0].metadata, Value::Null);
+    assert_ne!(*matching[0].metadata, Value::Null);
     // Other streams come with their position and type, without their bodies.
     assert_eq!(
-        (matching[2].data.clone(), matching[2].metadata.clone()),
-        (Value::Null, Value::Null)
+        (&*matching[2].data, &*matching[2].metadata),
+        (&Value::Null, &Value::Null)
     );
     assert_eq!(matching[2].event_type, "Thing");
 }
@@ -449,10 +449,7 @@ async fn a_reader_of_some_streams_starts_the_tail_for_every_reader() {
         .read_all_matching(LogPosition::START, 10, &["lead-"])
         .await
         .unwrap();
-    assert_eq!(
-        (leads[0].data.clone(), leads[1].data.clone()),
-        (all[0].data.clone(), Value::Null)
-    );
+    assert_eq!((&*leads[0].data, &*leads[1].data), (&*all[0].data, &Value::Null));
     assert_eq!(
         store.tail_stats().served,
         0,
@@ -466,8 +463,8 @@ async fn a_reader_of_some_streams_starts_the_tail_for_every_reader() {
     let everything = store.read_all(LogPosition::START, 10).await.unwrap();
     assert_eq!(store.tail_stats().served, 2, "both answered from memory");
     assert_eq!(
-        (campaigns[0].data.clone(), campaigns[1].data.clone()),
-        (Value::Null, all[1].data.clone())
+        (&*campaigns[0].data, &*campaigns[1].data),
+        (&Value::Null, &*all[1].data)
     );
     assert_eq!(
         everything

@@ -49,7 +49,7 @@ impl DataGate for LeadDataGate {
         events
             .iter()
             .map(|routed| match lead_id(routed) {
-                None => Ok(routed.event.data.clone()),
+                None => Ok((*routed.event.data).clone()),
                 Some(id) => publishable_event(&routed.event.event_type, &routed.event.data, keys.get(&id))
                     .map_err(|e| GateError(e.to_string())),
             })

@@ -41,7 +41,7 @@ pub async fn referenced_media_with_progress(
         read += batch.len() as u64;
         progress(read);
         for recorded in batch.iter().filter(|e| e.stream_id.starts_with(STREAM_PREFIX)) {
-            let event = ContentEvent::from_data(&recorded.event_type, recorded.data.clone())?;
+            let event = ContentEvent::from_data_ref(&recorded.event_type, &recorded.data)?;
             if let Some(media) = event.attached_media() {
                 referenced.insert(media.sha256.clone());
             }

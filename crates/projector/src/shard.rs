@@ -119,8 +119,8 @@ mod tests {
             version: 0,
             event_type: "X".into(),
             schema_version: 1,
-            data,
-            metadata,
+            data: data.into(),
+            metadata: metadata.into(),
             recorded_at: chrono::Utc::now(),
         };
         let of_campaign = event(

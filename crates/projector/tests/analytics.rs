@@ -367,8 +367,8 @@ async fn a_million_cents_records_sum_exactly() {
                 version: 0,
                 event_type: "AnalyticsRecorded".to_owned(),
                 schema_version: 1,
-                data,
-                metadata: serde_json::Value::Null,
+                data: data.into(),
+                metadata: event_store::null_body(),
                 recorded_at: Utc::now(),
             });
         }
@@ -421,8 +421,8 @@ async fn batches_without_analytics_events_write_nothing() {
         version: 0,
         event_type: "Thing".into(),
         schema_version: 1,
-        data: json!({}),
-        metadata: json!({}),
+        data: json!({}).into(),
+        metadata: json!({}).into(),
         recorded_at: Utc::now(),
     };
     let tx = client.transaction().await.unwrap();

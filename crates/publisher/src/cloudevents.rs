@@ -296,8 +296,8 @@ mod tests {
             version: 3,
             event_type: "CampaignStatusChanged".into(),
             schema_version: 1,
-            data: json!({ "campaign_id": campaign, "from": "draft", "to": "active" }),
-            metadata: json!({ "project": "acme", "correlation_id": "req-7", "api_key_id": "k" }),
+            data: json!({ "campaign_id": campaign, "from": "draft", "to": "active" }).into(),
+            metadata: json!({ "project": "acme", "correlation_id": "req-7", "api_key_id": "k" }).into(),
             recorded_at: Utc.with_ymd_and_hms(2024, 6, 1, 12, 30, 0).unwrap()
                 + chrono::TimeDelta::microseconds(250),
         };
@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(record.key, campaign);
         assert_eq!(
             serde_json::from_slice::<Value>(&record.payload).unwrap(),
-            event.data
+            *event.data
         );
         let headers: Vec<(&str, &str)> = record.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(
@@ -343,8 +343,8 @@ mod tests {
             version: 0,
             event_type: "CampaignCreated".into(),
             schema_version: 1,
-            data: json!({ "campaign_id": campaign }),
-            metadata: json!({ "project": "acme", trace_context::METADATA_KEY: stored }),
+            data: json!({ "campaign_id": campaign }).into(),
+            metadata: json!({ "project": "acme", trace_context::METADATA_KEY: stored }).into(),
             recorded_at: Utc::now(),
         };
         let route = campaign_route("CampaignCreated");
@@ -364,7 +364,7 @@ mod tests {
         // In a span of another trace (a batch of many): the stored one.
         let record = encode(&event, &route, &event.data, Some(TraceParent::root()));
         assert_eq!(traceparent(&record).as_deref(), Some(stored));
-        event.metadata = json!({ "project": "acme" });
+        event.metadata = json!({ "project": "acme" }).into();
         assert_eq!(traceparent(&encode(&event, &route, &event.data, None)), None);
     }
 

@@ -54,6 +54,6 @@ pub struct AsStored;
 #[async_trait]
 impl DataGate for AsStored {
     async fn disclose(&self, events: &[RoutedEvent]) -> Result<Vec<Value>, GateError> {
-        Ok(events.iter().map(|e| e.event.data.clone()).collect())
+        Ok(events.iter().map(|e| (*e.event.data).clone()).collect())
     }
 }

@@ -178,7 +178,7 @@ impl DataGate for ShreddingGate {
         Ok(events
             .iter()
             .map(|routed| {
-                let mut data = routed.event.data.clone();
+                let mut data = (*routed.event.data).clone();
                 if routed.route.aggregate.topic == TopicKind::Leads
                     && shredded.contains(&routed.route.aggregate_id)
                 {

@@ -58,7 +58,7 @@ pub fn entry(event: RecordedEvent) -> HistoryEntry {
         event_type: event.event_type,
         schema_version: event.schema_version,
         recorded_at: event.recorded_at,
-        data: event.data,
+        data: std::sync::Arc::unwrap_or_clone(event.data),
         actor,
     }
 }
@@ -81,8 +81,9 @@ pub async fn reveal_personal_data(
     };
     if !may_see_personal_data {
         for event in events.iter_mut().filter(|e| lead_id(e).is_some()) {
-            event.data =
-                domain::lead::withheld_event(&event.event_type, &event.data).map_err(ApiError::internal)?;
+            event.data = domain::lead::withheld_event(&event.event_type, &event.data)
+                .map_err(ApiError::internal)?
+                .into();
         }
         return Ok(());
     }
@@ -96,7 +97,8 @@ pub async fn reveal_personal_data(
     for event in events.iter_mut() {
         if let Some(id) = lead_id(event) {
             event.data = domain::lead::publishable_event(&event.event_type, &event.data, keys.get(&id))
-                .map_err(ApiError::internal)?;
+                .map_err(ApiError::internal)?
+                .into();
         }
     }
     Ok(())

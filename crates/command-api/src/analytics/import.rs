@@ -514,7 +514,7 @@ async fn heads_through_store(state: &CommandState, stream_ids: &[String]) -> Res
     let mut heads = HashMap::with_capacity(stream_ids.len());
     for stream_id in stream_ids {
         if let Some(last) = state.store.read_stream(stream_id).await?.pop() {
-            let figures = figures(&last.event_type, last.data)?;
+            let figures = figures(&last.event_type, std::sync::Arc::unwrap_or_clone(last.data))?;
             heads.insert(stream_id.clone(), (Some(last.version), figures));
         }
     }

@@ -383,7 +383,7 @@ pub fn check_records(records: &[ReadRecord], events: &[RecordedEvent], config: &
             };
             assert_eq!(&topic, expected_topic, "topic of {}", event.event_type);
             assert_eq!(record.key.as_deref(), Some(route.key.as_str()), "key of {ce_id}");
-            assert_eq!(record.json(), event.data, "value of {ce_id}");
+            assert_eq!(record.json(), *event.data, "value of {ce_id}");
             // Literal checks, independent of the encoder...
             assert_eq!(record.header("ce_specversion"), Some("1.0"));
             assert_eq!(record.header("content-type"), Some("application/json"));
