@@ -349,13 +349,16 @@ async fn write_batches(
     let mut written = Written::default();
     let mut ahead: VecDeque<LogPosition> = VecDeque::with_capacity(BATCHES_AHEAD);
     let appended = imported(context.campaign.id, context.mode);
+    // Off once a wait timed out: rollups that are down (or a projector
+    // process that is not running) must not hold every batch for the wait.
+    let mut paced = true;
     while let Some(rows) = batches.recv().await {
         if ahead.len() == BATCHES_AHEAD {
-            if let Some(oldest) = ahead.pop_front() {
+            if let Some(oldest) = ahead.pop_front().filter(|_| paced) {
                 // A rollup that cannot keep up slows the import down instead
                 // of being outrun; the import answers at the rollups' pace
                 // either way (read-after-write).
-                state
+                paced = state
                     .progress
                     .wait_for_writes(oldest, Some(&appended), READ_MODEL_WAIT)
                     .await;
