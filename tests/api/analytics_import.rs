@@ -333,6 +333,29 @@ async fn a_csv_import_totals_its_rows_and_a_replace_reimport_changes_nothing() {
     assert_eq!(twice["records"].as_u64(), Some(2 * rows));
 }
 
+/// More batches than the writer may run ahead of the rollups
+/// (`BATCHES_AHEAD`), so the writer waits for them on the way: every row
+/// still lands once, in both modes.
+#[tokio::test]
+async fn an_import_of_many_batches_lands_every_row_once() {
+    let app = spawn_app().await;
+    let campaign = app.campaign().await;
+    let (csv, (rows, impressions, clicks, cost)) = file(1_001, 7);
+    // Four batches of `command_api::analytics::import::BATCH_ROWS` (2,000).
+    assert!(rows > 3 * 2_000);
+    let report = import_ok(&app, &campaign, "", csv.clone()).await;
+    assert_eq!(report["imported"].as_u64(), Some(rows), "{report}");
+    let once = summary(&app, &campaign).await;
+    assert_eq!(totals(&once), (rows, impressions, clicks, cents(cost)));
+    let report = import_ok(&app, &campaign, "?mode=add", csv).await;
+    assert_eq!(report["imported"].as_u64(), Some(rows), "{report}");
+    let twice = summary(&app, &campaign).await;
+    assert_eq!(
+        totals(&twice),
+        (2 * rows, 2 * impressions, 2 * clicks, cents(2 * cost))
+    );
+}
+
 #[tokio::test]
 async fn bad_rows_are_reported_by_line_and_the_good_rows_land() {
     let app = spawn_app().await;
