@@ -740,29 +740,15 @@ impl EventStore for PgEventStore {
                  LIMIT $3",
             )
             .await?;
-        let max_rows = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let patterns: Vec<String> = stream_prefixes.iter().map(|p| like_prefix(p)).collect();
         let floor = self.horizon.floor(&client).await?;
         let rows = client
             .query(
                 &statement,
-                &[&after.tx_id, &after.position, &max_rows, &patterns, &floor],
+                &[&after.tx_id, &after.position, &limit, &patterns, &floor],
             )
             .await?;
-        drop(client);
-        if rows.len() < limit {
-            // This reader reached the tail and the cache did not cover it:
-            // the cache has not started (only a plain read of the tail starts
-            // it, and every follower of a `serve` may be a matching reader)
-            // or it fell behind. Read the tail whole through `read_all`,
-            // which starts the cache again, so the next readers woken by a
-            // commit share one read instead of each running this query (a
-            // 200,000-row import ran it 12 times per event: 33 µs of the
-            // database's time per row). Only at the tail: a reader far behind
-            // keeps reading without the bodies it does not need.
-            let events = self.read_all(after, limit).await?;
-            return Ok(events.iter().map(present).collect());
-        }
         Ok(rows.iter().map(|row| self.decode(row)).collect())
     }
 
