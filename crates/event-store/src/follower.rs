@@ -536,35 +536,13 @@ impl Follower {
                 Err(error) => return Pass::Failed(error.into()),
             };
             if events.is_empty() {
-                // Idle: the skipped events go into the checkpoint row, so that
-                // processes that poll it (a separate command API) see them; if
-                // the last record is too recent, the sleep below ends in time
-                // for the next one.
-                let mut sleep = backoff;
-                if cursor.checkpoint != cursor.persisted {
-                    let since = cursor.persisted_at.elapsed();
-                    if since >= IDLE_PERSIST_INTERVAL {
-                        match self.record_skipped(name, cursor).await {
-                            Ok(true) => continue,
-                            Ok(false) => return Pass::Moved,
-                            Err(error) => return Pass::Failed(error.into()),
-                        }
-                    }
-                    sleep = sleep.min(IDLE_PERSIST_INTERVAL - since);
+                match self
+                    .idle(name, shutdown, cursor, &mut wakeups, &mut backoff)
+                    .await
+                {
+                    Ok(()) => continue,
+                    Err(pass) => return pass,
                 }
-                // Nothing readable. A wake-up means a commit happened; its events
-                // may still sit behind an older open transaction, so re-poll
-                // quickly at first and back off towards the idle interval.
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Pass::Stop,
-                    changed = wakeups.changed() => {
-                        if changed.is_ok() { backoff = Duration::from_millis(1); }
-                    }
-                    _ = tokio::time::sleep(sleep) => {
-                        backoff = (backoff * 2).min(self.config.idle_poll);
-                    }
-                }
-                continue;
             }
             backoff = Duration::from_millis(1);
             match self.hand_over(handler, (name, shutdown), cursor, events).await {
@@ -573,6 +551,48 @@ impl Follower {
                 Err(pass) => return pass,
             }
         }
+    }
+
+    /// Nothing was readable: records the skipped events in the checkpoint
+    /// row, so that processes that poll it (a separate command API) see them,
+    /// or, if the last record is too recent, waits for a commit or the
+    /// backoff, ending in time for the next record. `Err`: stop following.
+    async fn idle<E>(
+        &self,
+        name: &str,
+        shutdown: &CancellationToken,
+        cursor: &mut Cursor,
+        wakeups: &mut watch::Receiver<u64>,
+        backoff: &mut Duration,
+    ) -> Result<(), Pass<E>>
+    where
+        E: From<StoreError>,
+    {
+        let mut sleep = *backoff;
+        if cursor.checkpoint != cursor.persisted {
+            let since = cursor.persisted_at.elapsed();
+            if since >= IDLE_PERSIST_INTERVAL {
+                return match self.record_skipped(name, cursor).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(Pass::Moved),
+                    Err(error) => Err(Pass::Failed(error.into())),
+                };
+            }
+            sleep = sleep.min(IDLE_PERSIST_INTERVAL - since);
+        }
+        // A wake-up means a commit happened; its events may still sit behind
+        // an older open transaction, so re-poll quickly at first and back off
+        // towards the idle interval.
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(Pass::Stop),
+            changed = wakeups.changed() => {
+                if changed.is_ok() { *backoff = Duration::from_millis(1); }
+            }
+            _ = tokio::time::sleep(sleep) => {
+                *backoff = (*backoff * 2).min(self.config.idle_poll);
+            }
+        }
+        Ok(())
     }
 
     /// Hands one non-empty batch to the handler (or passes over it) and moves
