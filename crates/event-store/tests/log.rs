@@ -386,30 +386,55 @@ async fn appends_in_a_caller_transaction_are_all_or_nothing_with_its_other_write
     assert_eq!(outcome[0].last_version, 1);
 }
 
+/// One event in each of `streams`, in order: `event(1)`, `event(2)`, ...
+async fn one_event_in_each(store: &PgEventStore, streams: &[&str]) {
+    for (n, stream) in streams.iter().enumerate() {
+        store
+            .append(stream, ExpectedVersion::NoStream, vec![event(n as i64 + 1)])
+            .await
+            .unwrap();
+    }
+}
+
 /// A reader that names its streams gets every event in the same order, with
-/// other streams' bodies left out.
+/// other streams' bodies left out. Here it is behind what the store's tail
+/// cache holds, so it reads the database, where the bodies are left out.
 #[tokio::test]
 async fn read_all_matching_returns_every_position_but_only_matching_bodies() {
     let (store, _db) = store().await;
-    store
-        .append("lead-1", ExpectedVersion::NoStream, vec![event(1)])
-        .await
-        .unwrap();
-    store
-        .append("campaign-1", ExpectedVersion::NoStream, vec![event(2)])
-        .await
-        .unwrap();
-    store
-        .append("lead_x-1", ExpectedVersion::NoStream, vec![event(3)])
-        .await
-        .unwrap();
+    one_event_in_each(&store, &["lead-1", "campaign-1", "lead_x-1"]).await;
     // A transaction open elsewhere in this database holds back the readable
     // horizon: wait until all three are readable, then compare the reads.
     let all = read_everything(&store, 3).await;
+    // Enough events after them that, once a reader has followed them, the
+    // cache no longer holds the first three.
+    let bulk: Vec<NewEvent> = (0..4_200).map(event).collect();
+    store
+        .append("bulk-1", ExpectedVersion::NoStream, bulk)
+        .await
+        .unwrap();
+    let (mut after, mut followed) = (all[2].position, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while followed < 4_200 {
+        assert!(Instant::now() < deadline, "the bulk append never became readable");
+        let batch = store.read_all(after, 1_000).await.unwrap();
+        match batch.last() {
+            Some(last) => after = last.position,
+            // A polling interval: the loop is bounded by the deadline.
+            None => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+        followed += batch.len();
+    }
+    // The cache followed the bulk in reads of 2,000, so it has started and
+    // dropped the oldest events: START is behind it.
+    assert!(store.tail_stats().fetches >= 2);
+    let served = store.tail_stats().served;
     let matching = store
         .read_all_matching(LogPosition::START, 10, &["campaign-", "lead-"])
         .await
         .unwrap();
+    assert_eq!(store.tail_stats().served, served, "read from the database");
+    let matching = &matching[..3];
     assert_eq!(
         all.iter().map(|e| e.position).collect::<Vec<_>>(),
         matching.iter().map(|e| e.position).collect::<Vec<_>>()
@@ -432,14 +457,7 @@ async fn read_all_matching_returns_every_position_but_only_matching_bodies() {
 #[tokio::test]
 async fn a_reader_of_some_streams_starts_the_tail_for_every_reader() {
     let (store, db) = store().await;
-    store
-        .append("lead-1", ExpectedVersion::NoStream, vec![event(1)])
-        .await
-        .unwrap();
-    store
-        .append("campaign-1", ExpectedVersion::NoStream, vec![event(2)])
-        .await
-        .unwrap();
+    one_event_in_each(&store, &["lead-1", "campaign-1"]).await;
     // Wait through a second store (its own cache) until both are readable.
     let pool = connect_pool(&db.url, 2).expect("pool");
     let all = read_everything(&PgEventStore::new(pool, &[], Wakeups::new()), 2).await;
