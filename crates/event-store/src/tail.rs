@@ -147,6 +147,12 @@ impl Tail {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let fetched = fetch(from, FETCH).await?;
         state.extend(fetched);
+        // The read may have trimmed the events this reader is at (one that
+        // asks for more than the cache keeps past it): what is held would
+        // then skip some, so it reads the database.
+        if !state.covers(after) {
+            return Ok(None);
+        }
         Ok(Some(state.after(after, limit, &present)))
     }
 
@@ -315,6 +321,21 @@ mod tests {
             Some(vec![floor + 1, floor + 2])
         );
         assert_eq!(read(&tail, &log, floor - 1, 2).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_reader_the_read_of_the_tail_trims_past_is_sent_to_the_database() {
+        let (tail, log) = (Tail::default(), Log::new(5));
+        tail.offer(at(0), 10, &log.read_all(at(0), 10).await.unwrap())
+            .await;
+        *log.len.lock().unwrap() = (2 * CAPACITY) as i64;
+        // A reader at the cache's floor asking for more than it keeps: each
+        // short answer reads the tail, until a read trims events after it.
+        let limit = CAPACITY + 1;
+        while let Some(got) = read(&tail, &log, 0, limit).await {
+            assert_eq!(got.first(), Some(&1), "no event skipped");
+            assert!(got.len() < limit);
+        }
     }
 
     #[tokio::test]
