@@ -184,6 +184,18 @@ impl PgEventStore {
         Ok(rows.iter().map(|row| self.decode(row)).collect())
     }
 
+    /// [`PgEventStore::read_log`], offered to the tail cache, which it starts
+    /// if it reached the tail (crate::tail).
+    async fn read_log_and_offer(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.read_log(after, limit).await?;
+        self.tail.offer(after, limit, &events).await;
+        Ok(events)
+    }
+
     async fn current_version(&self, stream_id: &str) -> Result<Option<i64>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
@@ -684,12 +696,10 @@ impl EventStore for PgEventStore {
                 self.read_log(from, n)
             })
             .await?;
-        if let Some(events) = cached {
-            return Ok(events);
+        match cached {
+            Some(events) => Ok(events),
+            None => self.read_log_and_offer(after, limit).await,
         }
-        let events = self.read_log(after, limit).await?;
-        self.tail.offer(after, limit, &events).await;
-        Ok(events)
     }
 
     /// [`PgEventStore::read_all`], with the bodies of other streams' events
@@ -722,8 +732,7 @@ impl EventStore for PgEventStore {
         if self.tail.could_start_at(after).await {
             // At the tail with nothing cached: read every body, so that this
             // read can start the cache for the other readers.
-            let events = self.read_log(after, limit).await?;
-            self.tail.offer(after, limit, &events).await;
+            let events = self.read_log_and_offer(after, limit).await?;
             return Ok(events.iter().map(present).collect());
         }
         let client = self.pool.get().await?;
