@@ -356,6 +356,77 @@ async fn an_import_of_many_batches_lands_every_row_once() {
     );
 }
 
+/// The same days restated in consecutive batches: each batch is planned
+/// while the one before it is still being appended, yet sees that batch's
+/// figures, so a repeat is `unchanged` and a change lands once on top.
+#[tokio::test]
+async fn days_restated_again_in_the_next_batches_land_once_each() {
+    let app = spawn_app().await;
+    let campaign = app.campaign().await;
+    // 2,000 keys: one batch (`BATCH_ROWS`) each pass, three passes.
+    let keys: Vec<(String, u32)> = (0..200u32)
+        .flat_map(|day| {
+            let date =
+                chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Days::new(u64::from(day));
+            (0..10).map(move |source| (format!("{date},source{source}"), day * 10 + source))
+        })
+        .collect();
+    let row = |key: &str, clicks: u32| format!("{key},1000,{clicks},0,1.00,0.00,0.01\n");
+    let (first, second) = (|i: u32| 10 + i % 7, |i: u32| 20 + i % 5);
+    let mut csv = format!("{HEADER}\n");
+    // Pass 1: every key at its first figures.
+    for (key, i) in &keys {
+        csv.push_str(&row(key, first(*i)));
+    }
+    // Pass 2: the first half again unchanged, the second half changed.
+    for (key, i) in &keys {
+        csv.push_str(&row(key, if *i < 1_000 { first(*i) } else { second(*i) }));
+    }
+    // Pass 3: the first half changed, the second half again unchanged.
+    for (key, i) in &keys {
+        csv.push_str(&row(key, second(*i)));
+    }
+    let report = import_ok(&app, &campaign, "", csv).await;
+    assert_eq!(
+        (
+            report["rows"].as_u64(),
+            report["imported"].as_u64(),
+            report["unchanged"].as_u64()
+        ),
+        (Some(6_000), Some(4_000), Some(2_000)),
+        "{report}"
+    );
+    let clicks: u64 = keys.iter().map(|(_, i)| u64::from(second(*i))).sum();
+    let restated = summary(&app, &campaign).await;
+    assert_eq!(
+        (
+            restated["records"].as_u64(),
+            restated["metrics"]["clicks"].as_u64()
+        ),
+        (Some(2_000), Some(clicks)),
+        "{restated}"
+    );
+    // The days' final figures again: nothing to restate.
+    let again = import_ok(
+        &app,
+        &campaign,
+        "",
+        format!(
+            "{HEADER}\n{}",
+            &keys
+                .iter()
+                .map(|(key, i)| row(key, second(*i)))
+                .collect::<String>()
+        ),
+    )
+    .await;
+    assert_eq!(again["unchanged"].as_u64(), Some(2_000), "{again}");
+    assert_eq!(
+        summary(&app, &campaign).await["metrics"]["clicks"].as_u64(),
+        Some(clicks)
+    );
+}
+
 #[tokio::test]
 async fn bad_rows_are_reported_by_line_and_the_good_rows_land() {
     let app = spawn_app().await;

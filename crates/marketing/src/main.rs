@@ -3,6 +3,14 @@
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: a request or an import batch is
+/// thousands of short-lived allocations (JSON values, strings, row buffers)
+/// freed on other threads than the ones that made them, where glibc spent
+/// more CPU than the code it served (its free-list consolidation and
+/// arena locks; see docs/architecture.md, "Memory allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = marketing::cli::Cli::parse();

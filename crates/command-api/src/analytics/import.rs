@@ -18,7 +18,9 @@
 //! One writer, so the log holds the rows in file order: a day and source
 //! that appears twice in a file ends as its last row says, and in `add` mode
 //! a `last` metric keeps the file's last value. The parser runs ahead on its
-//! own thread, so parsing and writing overlap; a batch is one statement.
+//! own thread, so parsing and writing overlap; a batch is one statement,
+//! planned (its day streams read, its events built) while the batch before it
+//! is being appended.
 
 use crate::csv_upload::{
     file_field, forward, open_upload, push_bounded, respond, too_large_file, Chunk, CsvSource, Ending,
@@ -40,6 +42,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -340,19 +343,34 @@ fn parse(
     Ok(outcome)
 }
 
-/// The writer: one `append_many` (one statement) per batch, in file order.
+/// The writer: one `append_many` (one statement) per batch, in file order,
+/// each batch planned while the one before it is being appended (so the
+/// append, the import's longest step, is the only one the batches wait on in
+/// line). A plan made beside an append sees the day streams as that append
+/// leaves them through the in-flight batch's [`Plan::after`], whether or not
+/// the database already shows them: what the writer itself appends it knows
+/// exactly. A stream that a concurrent `PUT` moved meanwhile fails the
+/// append's version guard, and the batch is planned again from the database.
 async fn write_batches(
     state: CommandState,
     mut batches: mpsc::Receiver<Vec<ImportRow>>,
     context: WriteContext,
 ) -> Result<Written, ApiError> {
+    let context = Arc::new(context);
     let mut written = Written::default();
     let mut ahead: VecDeque<LogPosition> = VecDeque::with_capacity(BATCHES_AHEAD);
     let appended = imported(context.campaign.id, context.mode);
     // Off once a wait timed out: rollups that are down (or a projector
     // process that is not running) must not hold every batch for the wait.
     let mut paced = true;
+    let mut in_flight: Option<InFlight> = None;
     while let Some(rows) = batches.recv().await {
+        let seen = in_flight.as_ref().map(|f| &f.after);
+        let plan = plan(&state, &context, &rows, seen).await?;
+        if let Some(previous) = in_flight.take() {
+            let position = previous.finish(&mut written).await?;
+            ahead.extend(position);
+        }
         if ahead.len() == BATCHES_AHEAD {
             if let Some(oldest) = ahead.pop_front().filter(|_| paced) {
                 // A rollup that cannot keep up slows the import down instead
@@ -364,14 +382,86 @@ async fn write_batches(
                     .await;
             }
         }
-        let position = match context.mode {
-            ImportMode::Add => add(&state, &context, rows, &mut written).await?,
-            ImportMode::Replace => replace(&state, &context, rows, &mut written).await?,
-        };
-        ahead.extend(position);
-        written.last_position = written.last_position.max(position);
+        in_flight = Some(InFlight::start(&state, &context, rows, plan));
+    }
+    if let Some(last) = in_flight {
+        last.finish(&mut written).await?;
     }
     Ok(written)
+}
+
+/// A batch whose append runs on a task of its own.
+struct InFlight {
+    /// The batch's day streams as its append leaves them.
+    after: Heads,
+    task: tokio::task::JoinHandle<Result<Outcome, ApiError>>,
+}
+
+/// What one batch wrote.
+struct Outcome {
+    imported: u64,
+    unchanged: u64,
+    position: Option<LogPosition>,
+}
+
+impl InFlight {
+    fn start(
+        state: &CommandState,
+        context: &Arc<WriteContext>,
+        rows: Vec<ImportRow>,
+        mut plan: Plan,
+    ) -> Self {
+        let after = std::mem::take(&mut plan.after);
+        let (state, context) = (state.clone(), context.clone());
+        let task = tokio::spawn(async move { append(&state, &context, rows, plan).await });
+        InFlight { after, task }
+    }
+
+    /// Waits for the append; counts it into `written`.
+    async fn finish(self, written: &mut Written) -> Result<Option<LogPosition>, ApiError> {
+        let outcome = self.task.await.map_err(ApiError::internal)??;
+        written.imported += outcome.imported;
+        written.unchanged += outcome.unchanged;
+        written.last_position = written.last_position.max(outcome.position);
+        Ok(outcome.position)
+    }
+}
+
+/// Appends a batch's plan; in `replace` mode, a plan whose day streams a
+/// concurrent `PUT` moved is made again from the streams as they now are.
+async fn append(
+    state: &CommandState,
+    context: &WriteContext,
+    rows: Vec<ImportRow>,
+    mut plan: Plan,
+) -> Result<Outcome, ApiError> {
+    for _ in 0..CONFLICT_ATTEMPTS {
+        let (events, unchanged) = (plan.events, plan.unchanged);
+        if plan.appends.is_empty() {
+            return Ok(Outcome {
+                imported: 0,
+                unchanged,
+                position: None,
+            });
+        }
+        match state.store.append_many(std::mem::take(&mut plan.appends)).await {
+            Ok(outcomes) => {
+                return Ok(Outcome {
+                    imported: events,
+                    unchanged,
+                    position: outcomes.iter().map(|o| o.last_position).max(),
+                })
+            }
+            Err(AppendError::Conflict { .. }) if context.mode == ImportMode::Replace => {
+                plan = plan_restatements(state, context, &rows, None).await?;
+            }
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    }
+    Err(ApiError::Conflict(
+        "the import's days kept being restated concurrently; the batches before this one were imported"
+            .into(),
+    ))
 }
 
 fn new_event(
@@ -389,19 +479,37 @@ fn new_event(
     }
 }
 
-/// `add`: each row a record on a new stream (nothing to contend for).
-async fn add(
+/// One batch's appends.
+#[derive(Default)]
+struct Plan {
+    appends: Vec<StreamAppend>,
+    events: u64,
+    unchanged: u64,
+    /// `replace`: each appended day stream's version and figures once the
+    /// appends are in.
+    after: Heads,
+}
+
+async fn plan(
     state: &CommandState,
     context: &WriteContext,
-    rows: Vec<ImportRow>,
-    written: &mut Written,
-) -> Result<Option<LogPosition>, ApiError> {
+    rows: &[ImportRow],
+    seen: Option<&Heads>,
+) -> Result<Plan, ApiError> {
+    match context.mode {
+        ImportMode::Add => Ok(plan_records(context, rows)),
+        ImportMode::Replace => plan_restatements(state, context, rows, seen).await,
+    }
+}
+
+/// `add`: each row a record on a new stream (nothing to contend for).
+fn plan_records(context: &WriteContext, rows: &[ImportRow]) -> Plan {
     let recorded_at = event_store::now();
     let appends: Vec<StreamAppend> = rows
-        .into_iter()
+        .iter()
         .map(|row| {
             let record_id = Uuid::now_v7();
-            let event = AnalyticsEvent::Recorded(row.recorded(record_id, &context.campaign));
+            let event = AnalyticsEvent::Recorded(row.clone().recorded(record_id, &context.campaign));
             StreamAppend {
                 stream_id: analytics::stream_id(record_id),
                 expected: ExpectedVersion::NoStream,
@@ -409,62 +517,23 @@ async fn add(
             }
         })
         .collect();
-    let count = appends.len() as u64;
-    let outcomes = state
-        .store
-        .append_many(appends)
-        .await
-        .map_err(ApiError::internal)?;
-    written.imported += count;
-    Ok(outcomes.iter().map(|o| o.last_position).max())
+    Plan {
+        events: appends.len() as u64,
+        appends,
+        ..Plan::default()
+    }
 }
 
 /// `replace`: each row a restatement of its day's stream, appended at the
-/// stream's version, unless the day already holds those figures. A
-/// concurrent `PUT` of one of the batch's days makes the append conflict:
-/// the batch is planned again from the streams as they now are.
-async fn replace(
-    state: &CommandState,
-    context: &WriteContext,
-    rows: Vec<ImportRow>,
-    written: &mut Written,
-) -> Result<Option<LogPosition>, ApiError> {
-    for _ in 0..CONFLICT_ATTEMPTS {
-        let plan = plan_restatements(state, context, &rows).await?;
-        if plan.appends.is_empty() {
-            written.unchanged += plan.unchanged;
-            return Ok(None);
-        }
-        match state.store.append_many(plan.appends).await {
-            Ok(outcomes) => {
-                written.imported += plan.events;
-                written.unchanged += plan.unchanged;
-                return Ok(outcomes.iter().map(|o| o.last_position).max());
-            }
-            Err(AppendError::Conflict { .. }) => continue,
-            Err(e) => return Err(ApiError::internal(e)),
-        }
-    }
-    Err(ApiError::Conflict(
-        "the import's days kept being restated concurrently; the batches before this one were imported"
-            .into(),
-    ))
-}
-
-/// One batch's appends in `replace` mode.
-struct Plan {
-    appends: Vec<StreamAppend>,
-    events: u64,
-    unchanged: u64,
-}
-
-/// The batch's restatements, one append per day stream (several events when
-/// a day appears more than once), each row compared with the day's figures
-/// as they stand after the rows before it.
+/// stream's version, unless the day already holds those figures (each row
+/// compared with the day as it stands after the rows before it; a day that
+/// appears more than once gets several events in one append). `seen`
+/// overrides what the database shows for the streams it holds.
 async fn plan_restatements(
     state: &CommandState,
     context: &WriteContext,
     rows: &[ImportRow],
+    seen: Option<&Heads>,
 ) -> Result<Plan, ApiError> {
     let campaign = &context.campaign;
     let stream_ids: Vec<String> = rows
@@ -472,12 +541,13 @@ async fn plan_restatements(
         .map(|row| analytics::stream_id(row.key(campaign.id).id()))
         .collect();
     let mut heads = heads(state, &stream_ids).await?;
+    for stream_id in &stream_ids {
+        if let Some(head) = seen.and_then(|seen| seen.get(stream_id)) {
+            heads.insert(stream_id.clone(), head.clone());
+        }
+    }
     let recorded_at = event_store::now();
-    let mut plan = Plan {
-        appends: Vec::new(),
-        events: 0,
-        unchanged: 0,
-    };
+    let mut plan = Plan::default();
     let mut slot: HashMap<&str, usize> = HashMap::new();
     for (row, stream_id) in rows.iter().zip(&stream_ids) {
         let head = heads.entry(stream_id.clone()).or_insert((None, None));
@@ -498,7 +568,12 @@ async fn plan_restatements(
             plan.appends.len() - 1
         });
         plan.appends[index].events.push(event);
+        head.0 = Some(head.0.map_or(0, |v| v + 1));
         plan.events += 1;
+    }
+    for append in &plan.appends {
+        plan.after
+            .insert(append.stream_id.clone(), heads[&append.stream_id].clone());
     }
     Ok(plan)
 }
