@@ -366,7 +366,7 @@ async fn write_batches(
     let mut in_flight: Option<InFlight> = None;
     while let Some(rows) = batches.recv().await {
         let seen = in_flight.as_ref().map(|f| &f.after);
-        let plan = plan(&state, &context, &rows, seen).await?;
+        let plan = plan(&state, &context, rows, seen).await?;
         if let Some(previous) = in_flight.take() {
             let position = previous.finish(&mut written).await?;
             ahead.extend(position);
@@ -382,7 +382,7 @@ async fn write_batches(
                     .await;
             }
         }
-        in_flight = Some(InFlight::start(&state, &context, rows, plan));
+        in_flight = Some(InFlight::start(&state, &context, plan));
     }
     if let Some(last) = in_flight {
         last.finish(&mut written).await?;
@@ -394,66 +394,49 @@ async fn write_batches(
 struct InFlight {
     /// The batch's day streams as its append leaves them.
     after: Heads,
-    task: tokio::task::JoinHandle<Result<Outcome, ApiError>>,
-}
-
-/// What one batch wrote.
-struct Outcome {
-    imported: u64,
-    unchanged: u64,
-    position: Option<LogPosition>,
+    task: tokio::task::JoinHandle<Result<Written, ApiError>>,
 }
 
 impl InFlight {
-    fn start(
-        state: &CommandState,
-        context: &Arc<WriteContext>,
-        rows: Vec<ImportRow>,
-        mut plan: Plan,
-    ) -> Self {
+    fn start(state: &CommandState, context: &Arc<WriteContext>, mut plan: Plan) -> Self {
         let after = std::mem::take(&mut plan.after);
         let (state, context) = (state.clone(), context.clone());
-        let task = tokio::spawn(async move { append(&state, &context, rows, plan).await });
+        let task = tokio::spawn(async move { append(&state, &context, plan).await });
         InFlight { after, task }
     }
 
     /// Waits for the append; counts it into `written`.
     async fn finish(self, written: &mut Written) -> Result<Option<LogPosition>, ApiError> {
-        let outcome = self.task.await.map_err(ApiError::internal)??;
-        written.imported += outcome.imported;
-        written.unchanged += outcome.unchanged;
-        written.last_position = written.last_position.max(outcome.position);
-        Ok(outcome.position)
+        let batch = self.task.await.map_err(ApiError::internal)??;
+        written.imported += batch.imported;
+        written.unchanged += batch.unchanged;
+        written.last_position = written.last_position.max(batch.last_position);
+        Ok(batch.last_position)
     }
 }
 
 /// Appends a batch's plan; in `replace` mode, a plan whose day streams a
 /// concurrent `PUT` moved is made again from the streams as they now are.
-async fn append(
-    state: &CommandState,
-    context: &WriteContext,
-    rows: Vec<ImportRow>,
-    mut plan: Plan,
-) -> Result<Outcome, ApiError> {
+async fn append(state: &CommandState, context: &WriteContext, mut plan: Plan) -> Result<Written, ApiError> {
     for _ in 0..CONFLICT_ATTEMPTS {
         let (events, unchanged) = (plan.events, plan.unchanged);
         if plan.appends.is_empty() {
-            return Ok(Outcome {
-                imported: 0,
+            return Ok(Written {
                 unchanged,
-                position: None,
+                ..Written::default()
             });
         }
         match state.store.append_many(std::mem::take(&mut plan.appends)).await {
             Ok(outcomes) => {
-                return Ok(Outcome {
+                return Ok(Written {
                     imported: events,
                     unchanged,
-                    position: outcomes.iter().map(|o| o.last_position).max(),
+                    last_position: outcomes.iter().map(|o| o.last_position).max(),
                 })
             }
             Err(AppendError::Conflict { .. }) if context.mode == ImportMode::Replace => {
-                plan = plan_restatements(state, context, &rows, None).await?;
+                let rows = std::mem::take(&mut plan.rows);
+                plan = plan_restatements(state, context, rows, None).await?;
             }
             Err(e) => return Err(ApiError::internal(e)),
         }
@@ -488,12 +471,14 @@ struct Plan {
     /// `replace`: each appended day stream's version and figures once the
     /// appends are in.
     after: Heads,
+    /// `replace`: the batch's rows, to plan it again after a conflict.
+    rows: Vec<ImportRow>,
 }
 
 async fn plan(
     state: &CommandState,
     context: &WriteContext,
-    rows: &[ImportRow],
+    rows: Vec<ImportRow>,
     seen: Option<&Heads>,
 ) -> Result<Plan, ApiError> {
     match context.mode {
@@ -503,13 +488,13 @@ async fn plan(
 }
 
 /// `add`: each row a record on a new stream (nothing to contend for).
-fn plan_records(context: &WriteContext, rows: &[ImportRow]) -> Plan {
+fn plan_records(context: &WriteContext, rows: Vec<ImportRow>) -> Plan {
     let recorded_at = event_store::now();
     let appends: Vec<StreamAppend> = rows
-        .iter()
+        .into_iter()
         .map(|row| {
             let record_id = Uuid::now_v7();
-            let event = AnalyticsEvent::Recorded(row.clone().recorded(record_id, &context.campaign));
+            let event = AnalyticsEvent::Recorded(row.recorded(record_id, &context.campaign));
             StreamAppend {
                 stream_id: analytics::stream_id(record_id),
                 expected: ExpectedVersion::NoStream,
@@ -532,7 +517,7 @@ fn plan_records(context: &WriteContext, rows: &[ImportRow]) -> Plan {
 async fn plan_restatements(
     state: &CommandState,
     context: &WriteContext,
-    rows: &[ImportRow],
+    rows: Vec<ImportRow>,
     seen: Option<&Heads>,
 ) -> Result<Plan, ApiError> {
     let campaign = &context.campaign;
@@ -572,9 +557,11 @@ async fn plan_restatements(
         plan.events += 1;
     }
     for append in &plan.appends {
-        plan.after
-            .insert(append.stream_id.clone(), heads[&append.stream_id].clone());
+        if let Some(head) = heads.remove(&append.stream_id) {
+            plan.after.insert(append.stream_id.clone(), head);
+        }
     }
+    plan.rows = rows;
     Ok(plan)
 }
 
